@@ -1,0 +1,140 @@
+//! [`AttentionMasks`]: device-side masks built once per forward pass from an [`AttentionLayout`]
+//! and shared by every layer; band masks are built once per distinct window.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use crate::input::AttentionLayout;
+
+/// Masks and index lists for one batch.
+///
+/// Axes: `batch_size`, `seq_length`, `n_global` (largest global count in a row), `window` (one-sided,
+/// `attention_window / 2`), `n_blocks = padded_length / window`.
+#[derive(Debug)]
+pub struct AttentionMasks {
+    /// The host-side layout these masks come from.
+    pub layout: AttentionLayout,
+    /// `1.0` for tokens that are neither padding nor global, `[batch_size, seq_length, 1]`: the rows
+    /// the local path writes (global rows are replaced, padding rows stay zero).
+    pub local_query: Tensor<3>,
+    /// `1.0` for tokens that are not global, `[batch_size, 1, seq_length, 1]`.
+    pub not_global: Tensor<4>,
+    /// Global-slot data; `None` when no row has a global token.
+    pub global: Option<GlobalSlots>,
+    band: Mutex<HashMap<usize, BandMask>>,
+    device: Device,
+}
+
+/// Where the global tokens are.
+#[derive(Debug, Clone)]
+pub struct GlobalSlots {
+    /// Flat index into `[batch_size * seq_length]` of every slot, `[batch_size * n_global]`.
+    pub slot_rows: Tensor<1, Int>,
+    /// Indices of filled slots in `[batch_size * n_global]`, `[n_filled]`.
+    pub filled_slots: Tensor<1, Int>,
+    /// Flat token index of each filled slot in `[batch_size * seq_length]`, `[n_filled]`.
+    pub filled_rows: Tensor<1, Int>,
+    /// `true` where a global row must not look: padding keys, and every key of an empty slot,
+    /// `[batch_size, 1, n_global, seq_length]`.
+    pub row_mask: Tensor<4, Bool>,
+}
+
+/// The local-window mask for one window size.
+#[derive(Debug, Clone)]
+pub struct BandMask {
+    /// `true` for masked columns, `[batch_size, 1, n_blocks, window, n_global + 3 * window]`:
+    /// global columns of empty slots, and span columns that are outside `|i - j| <= window`,
+    /// outside the sequence, padding or global.
+    pub masked: Tensor<5, Bool>,
+    /// `1.0` for real query rows, `[batch_size, 1, n_blocks, window, 1]`.
+    pub real_query: Tensor<5>,
+}
+
+impl AttentionMasks {
+    /// Uploads what every layer needs.
+    pub fn new(layout: AttentionLayout, device: &Device) -> Self {
+        let [b, l] = [layout.batch_size, layout.seq_length];
+        let local_query = layout
+            .indicator(device, |i| layout.is_real[i] && !layout.is_global[i])
+            .reshape([b, l, 1]);
+        let not_global = layout
+            .indicator(device, |i| !layout.is_global[i])
+            .reshape([b, 1, l, 1]);
+        let global = (layout.n_global > 0).then(|| {
+            let g = layout.n_global;
+            let (filled_slots, filled_rows) = layout.filled_slots(device);
+            let pad_keys = layout
+                .padding(device)
+                .reshape([b, 1, 1, l])
+                .expand([b, 1, g, l]);
+            let empty = layout
+                .empty_slots(device)
+                .reshape([b, 1, g, 1])
+                .expand([b, 1, g, l]);
+            GlobalSlots {
+                slot_rows: layout.slot_rows(device),
+                filled_slots,
+                filled_rows,
+                row_mask: pad_keys.bool_or(empty),
+            }
+        });
+        Self {
+            layout,
+            local_query,
+            not_global,
+            global,
+            band: Mutex::new(HashMap::new()),
+            device: device.clone(),
+        }
+    }
+
+    /// The band mask for one-sided `window`, built on first use.
+    pub fn band(&self, window: usize) -> BandMask {
+        let mut cache = self.band.lock().expect("band mask cache poisoned");
+        cache
+            .entry(window)
+            .or_insert_with(|| build_band_mask(&self.layout, window, &self.device))
+            .clone()
+    }
+}
+
+/// Length the local path pads a sequence to: the next multiple of `window`.
+pub fn padded_length(seq_length: usize, window: usize) -> usize {
+    seq_length.div_ceil(window) * window
+}
+
+fn build_band_mask(layout: &AttentionLayout, w: usize, device: &Device) -> BandMask {
+    let (b, l, g) = (layout.batch_size, layout.seq_length, layout.n_global);
+    let lp = padded_length(l, w);
+    let nb = lp / w;
+    let cols = g + 3 * w;
+    let mut masked = vec![true; b * nb * w * cols];
+    let mut real = vec![0.0f32; b * nb * w];
+    for bi in 0..b {
+        for blk in 0..nb {
+            for r in 0..w {
+                let i = blk * w + r;
+                let row = ((bi * nb + blk) * w + r) * cols;
+                if i < l && layout.is_real[bi * l + i] {
+                    real[(bi * nb + blk) * w + r] = 1.0;
+                }
+                for slot in 0..g {
+                    masked[row + slot] = layout.global_positions[bi * g + slot].is_none();
+                }
+                // Span column s is key blk*w - w + s; the window is r <= s <= r + 2w.
+                for s in r..=r + 2 * w {
+                    let key = (blk * w + s) as isize - w as isize;
+                    if key >= 0 && (key as usize) < l && layout.is_local_key(bi, key as usize) {
+                        masked[row + g + s] = false;
+                    }
+                }
+            }
+        }
+    }
+    BandMask {
+        masked: Tensor::from_data(TensorData::new(masked, [b, 1, nb, w, cols]), device),
+        real_query: Tensor::from_data(TensorData::new(real, [b, 1, nb, w, 1]), device),
+    }
+}

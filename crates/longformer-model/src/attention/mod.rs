@@ -1,0 +1,18 @@
+//! Longformer self-attention: a sliding window around every token plus global attention.
+//!
+//! - [`band`]: the local window, computed block by block (`O(n·w)` memory).
+//! - [`global`]: the rows of global tokens, which attend to every token (`O(G·n)`).
+//! - [`masks`]: the per-forward masks both share.
+//! - [`sliding_window`]: the module with its projections that puts them together.
+
+pub mod band;
+pub mod global;
+pub mod masks;
+pub mod sliding_window;
+
+pub use masks::AttentionMasks;
+pub use sliding_window::{AttentionProbs, SlidingWindowAttention, SlidingWindowAttentionConfig};
+
+/// Score given to masked positions before the softmax. Finite, so a row whose keys are all masked
+/// gives a finite softmax (its probabilities are then zeroed) and gradients never see NaN.
+pub const MASKED_SCORE: f32 = f32::MIN;

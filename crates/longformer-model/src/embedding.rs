@@ -1,0 +1,110 @@
+//! [`LongformerEmbeddings`]: word + RoBERTa position + token-type embeddings, LayerNorm, dropout
+//! (HF `LongformerEmbeddings`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::tensor::{Device, Int, Tensor};
+
+/// Configuration of [`LongformerEmbeddings`].
+#[derive(Config, Debug)]
+pub struct LongformerEmbeddingsConfig {
+    /// Rows of the word embedding.
+    pub vocab_size: usize,
+    /// Width of the embeddings (`d_model`).
+    pub d_model: usize,
+    /// Rows of the position embedding.
+    pub max_position_embeddings: usize,
+    /// Rows of the token-type embedding.
+    pub type_vocab_size: usize,
+    /// Padding id, also the position of padding tokens (`padding_idx`).
+    pub pad_token_id: usize,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Dropout after the LayerNorm.
+    pub dropout: f64,
+}
+
+impl LongformerEmbeddingsConfig {
+    /// Builds the embeddings with random weights.
+    pub fn init(&self, device: &Device) -> LongformerEmbeddings {
+        LongformerEmbeddings {
+            word_embeddings: EmbeddingConfig::new(self.vocab_size, self.d_model).init(device),
+            position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, self.d_model)
+                .init(device),
+            token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, self.d_model)
+                .init(device),
+            layer_norm: LayerNormConfig::new(self.d_model)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            pad_token_id: self.pad_token_id,
+        }
+    }
+}
+
+/// Token embeddings of a Longformer (RoBERTa layout).
+#[derive(Module, Debug)]
+pub struct LongformerEmbeddings {
+    /// `[vocab_size, d_model]`.
+    pub word_embeddings: Embedding,
+    /// `[max_position_embeddings, d_model]`.
+    pub position_embeddings: Embedding,
+    /// `[type_vocab_size, d_model]`.
+    pub token_type_embeddings: Embedding,
+    /// Final normalization.
+    pub layer_norm: LayerNorm,
+    /// Final dropout.
+    pub dropout: Dropout,
+    /// Padding id.
+    pub pad_token_id: usize,
+}
+
+impl LongformerEmbeddings {
+    /// Embeds token ids.
+    ///
+    /// # Shapes
+    /// - input_ids: `[batch_size, seq_length]`
+    /// - token_type_ids: `[batch_size, seq_length]` (zeros when `None`)
+    /// - output: `[batch_size, seq_length, d_model]`
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+    ) -> Tensor<3> {
+        let position_ids = position_ids(input_ids.clone(), self.pad_token_id);
+        let token_type_ids = token_type_ids.unwrap_or_else(|| input_ids.zeros_like());
+        let x = self.word_embeddings.forward(input_ids)
+            + self.position_embeddings.forward(position_ids)
+            + self.token_type_embeddings.forward(token_type_ids);
+        self.dropout.forward(self.layer_norm.forward(x))
+    }
+}
+
+/// RoBERTa position ids: real tokens count from `pad_token_id + 1` in order, padding tokens get
+/// `pad_token_id`. Works for left and right padding alike, since it counts non-pad ids.
+///
+/// # Shapes
+/// - input_ids: `[batch_size, seq_length]`
+/// - output: `[batch_size, seq_length]`
+pub fn position_ids(input_ids: Tensor<2, Int>, pad_token_id: usize) -> Tensor<2, Int> {
+    let real = input_ids.not_equal_elem(pad_token_id as i64).int();
+    real.clone().cumsum(1) * real + pad_token_id as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn positions_skip_padding_on_either_side() {
+        let device = Device::default();
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(vec![0i64, 5, 6, 2, 1, 1, 1, 1, 0, 7, 2, 1], [2, 6]),
+            &device,
+        );
+        let pos: Vec<i64> = position_ids(ids, 1).into_data().iter::<i64>().collect();
+        assert_eq!(pos, vec![2, 3, 4, 5, 1, 1, 1, 1, 2, 3, 4, 1]);
+    }
+}

@@ -1,0 +1,128 @@
+//! Error types of the model crate. Every variant carries the evidence: the file, key or value.
+
+use std::path::PathBuf;
+
+/// A `config.json` that cannot be read or describes an impossible model.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Not JSON, or a required key is missing or of the wrong type.
+    #[error("malformed config JSON: {0}")]
+    Json(String),
+    /// The values are inconsistent (odd window, heads not dividing hidden size, ...).
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    /// One of the above, in a named file.
+    #[error("{path}: {source}")]
+    InFile {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            e @ (Self::Io { .. } | Self::InFile { .. }) => e,
+            e => Self::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+/// Inputs the model cannot encode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The sequence is longer than the position embedding can number.
+    #[error(
+        "sequence length {seq_length} exceeds the model's maximum of {max} tokens \
+         (max_position_embeddings - pad_token_id - 1); split or truncate the input"
+    )]
+    TooLong {
+        /// Length of the input.
+        seq_length: usize,
+        /// The model's maximum.
+        max: usize,
+    },
+    /// A mask does not have the shape of `input_ids`.
+    #[error("{mask} has shape {found:?} but input_ids has shape {expected:?}")]
+    MaskShape {
+        /// Which mask.
+        mask: &'static str,
+        /// Shape of `input_ids`.
+        expected: [usize; 2],
+        /// Shape of the mask.
+        found: [usize; 2],
+    },
+    /// An empty batch or an empty sequence.
+    #[error("input_ids has shape {0:?}; batch and sequence must be non-empty")]
+    Empty([usize; 2]),
+    /// A token id outside the vocabulary.
+    #[error("token id {id} at [{row}, {col}] is outside the vocabulary of {vocab_size}")]
+    TokenOutOfRange {
+        /// Batch row.
+        row: usize,
+        /// Position.
+        col: usize,
+        /// The offending id.
+        id: i64,
+        /// Rows of the word embedding.
+        vocab_size: usize,
+    },
+}
+
+/// A checkpoint directory that cannot be loaded into a [`LongformerModel`](crate::LongformerModel).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `config.json` is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Neither `model.safetensors` nor `pytorch_model.bin` is in the directory.
+    #[error("no model.safetensors or pytorch_model.bin in {0}")]
+    NoWeights(PathBuf),
+    /// The weight file could not be read or parsed.
+    #[error("cannot read weights from {path}: {message}")]
+    Read {
+        /// The weight file.
+        path: PathBuf,
+        /// What the reader said.
+        message: String,
+    },
+    /// The model needs tensors that the file does not have.
+    #[error("{path} lacks {} tensor(s) the model needs: {}", keys.len(), keys.join(", "))]
+    MissingKeys {
+        /// The weight file.
+        path: PathBuf,
+        /// Checkpoint keys (HF names) that are absent.
+        keys: Vec<String>,
+    },
+    /// The file has tensors the model does not know (and that are not known head weights).
+    #[error("{path} has {} unexpected tensor(s): {}", keys.len(), keys.join(", "))]
+    UnexpectedKeys {
+        /// The weight file.
+        path: PathBuf,
+        /// The unknown keys, as written in the file.
+        keys: Vec<String>,
+    },
+    /// A tensor has the wrong shape or dtype.
+    #[error("{path}: tensor {key}: {message}")]
+    BadTensor {
+        /// The weight file.
+        path: PathBuf,
+        /// The checkpoint key.
+        key: String,
+        /// Expected versus found.
+        message: String,
+    },
+}

@@ -1,0 +1,167 @@
+//! [`LongformerModel`]: embeddings, encoder and pooler (HF `LongformerModel`).
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::attention::{AttentionMasks, AttentionProbs};
+use crate::config::LongformerConfig;
+use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig};
+use crate::encoder::LongformerEncoder;
+use crate::error::InputError;
+use crate::input::{AttentionLayout, LongformerInput};
+use crate::layer::LongformerLayerConfig;
+use crate::pooler::LongformerPooler;
+
+/// The Longformer encoder.
+#[derive(Module, Debug)]
+pub struct LongformerModel {
+    /// Token, position and type embeddings.
+    pub embeddings: LongformerEmbeddings,
+    /// The layers.
+    pub encoder: LongformerEncoder,
+    /// `tanh(dense(first token))`; absent in checkpoints saved without it (e.g. from MLM heads).
+    pub pooler: Option<LongformerPooler>,
+    /// Rows of the word embedding.
+    pub vocab_size: usize,
+    /// Longest accepted sequence.
+    pub max_sequence_length: usize,
+}
+
+/// What [`LongformerModel::forward`] returns.
+#[derive(Debug, Clone)]
+pub struct LongformerOutput {
+    /// Final hidden states, `[batch_size, seq_length, d_model]`.
+    pub last_hidden_state: Tensor<3>,
+    /// Pooled first token, `[batch_size, d_model]`, when the model has a pooler.
+    pub pooler_output: Option<Tensor<2>>,
+    /// Per-layer attention probabilities, when asked for with [`LongformerModel::forward_with_attentions`].
+    pub attentions: Vec<AttentionProbs>,
+}
+
+impl LongformerConfig {
+    /// Builds a model with random weights (and a pooler).
+    ///
+    /// # Panics
+    /// If the config is invalid; call [`LongformerConfig::validate`] first for an error instead.
+    pub fn init(&self, device: &Device) -> LongformerModel {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        self.init_with_pooler(true, device)
+    }
+
+    /// Builds a model with random weights, with or without the pooler.
+    pub fn init_with_pooler(&self, pooler: bool, device: &Device) -> LongformerModel {
+        let embeddings = LongformerEmbeddingsConfig::new(
+            self.vocab_size,
+            self.hidden_size,
+            self.max_position_embeddings,
+            self.type_vocab_size,
+            self.pad_token_id,
+            self.layer_norm_eps,
+            self.hidden_dropout_prob,
+        )
+        .init(device);
+        let layer = (0..self.num_hidden_layers)
+            .map(|i| {
+                LongformerLayerConfig::new(
+                    self.hidden_size,
+                    self.num_attention_heads,
+                    self.intermediate_size,
+                    self.window(i),
+                    self.hidden_act,
+                    self.layer_norm_eps,
+                    self.hidden_dropout_prob,
+                    self.attention_probs_dropout_prob,
+                )
+                .init(device)
+            })
+            .collect();
+        LongformerModel {
+            embeddings,
+            encoder: LongformerEncoder { layer },
+            pooler: pooler.then(|| LongformerPooler::init(self.hidden_size, device)),
+            vocab_size: self.vocab_size,
+            max_sequence_length: self.max_sequence_length(),
+        }
+    }
+}
+
+impl LongformerModel {
+    /// Encodes a batch.
+    ///
+    /// # Shapes
+    /// - input: `[batch_size, seq_length]` ids and masks
+    /// - output.last_hidden_state: `[batch_size, seq_length, d_model]`
+    ///
+    /// # Panics
+    /// On inputs [`try_forward`](Self::try_forward) rejects (too long, bad mask shapes, ids
+    /// outside the vocabulary), with its message.
+    pub fn forward(&self, input: LongformerInput) -> LongformerOutput {
+        self.try_forward(input).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`forward`](Self::forward), returning an error for invalid input instead of panicking.
+    pub fn try_forward(&self, input: LongformerInput) -> Result<LongformerOutput, InputError> {
+        self.run(input, false)
+    }
+
+    /// [`try_forward`](Self::try_forward), also returning every layer's attention probabilities.
+    pub fn forward_with_attentions(
+        &self,
+        input: LongformerInput,
+    ) -> Result<LongformerOutput, InputError> {
+        self.run(input, true)
+    }
+
+    fn run(
+        &self,
+        input: LongformerInput,
+        with_probs: bool,
+    ) -> Result<LongformerOutput, InputError> {
+        self.check(&input)?;
+        let masks = AttentionMasks::new(
+            AttentionLayout::from_input(&input),
+            &input.input_ids.device(),
+        );
+        let hidden = self
+            .embeddings
+            .forward(input.input_ids, input.token_type_ids);
+        let (last_hidden_state, attentions) = self.encoder.forward(hidden, &masks, with_probs);
+        let pooler_output = self
+            .pooler
+            .as_ref()
+            .map(|p| p.forward(last_hidden_state.clone()));
+        Ok(LongformerOutput {
+            last_hidden_state,
+            pooler_output,
+            attentions,
+        })
+    }
+
+    /// Checks shapes, length and token ids before any computation.
+    pub fn check(&self, input: &LongformerInput) -> Result<(), InputError> {
+        input.check_shapes()?;
+        let [_, seq_length] = input.dims();
+        if seq_length > self.max_sequence_length {
+            return Err(InputError::TooLong {
+                seq_length,
+                max: self.max_sequence_length,
+            });
+        }
+        let ids = input.input_ids.clone().into_data();
+        if let Some((i, id)) = ids
+            .iter::<i64>()
+            .enumerate()
+            .find(|(_, id)| *id < 0 || *id as usize >= self.vocab_size)
+        {
+            return Err(InputError::TokenOutOfRange {
+                row: i / seq_length,
+                col: i % seq_length,
+                id,
+                vocab_size: self.vocab_size,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Generate HuggingFace parity fixtures for longformer-burn (dev-only; CI never runs this).
+
+Each case is a tiny random-weight Longformer saved in HF layout under tests/fixtures/<case>/:
+config.json, the weights (model.safetensors or pytorch_model.bin, with a key prefix of "",
+"longformer." or "roberta."), and expected.safetensors holding the inputs (int64) and HF's
+float32 outputs: last_hidden_state, pooler_output (if the model has a pooler) and, when asked,
+per-layer attentions (local_{i}: [B, H, L, G + 2w + 1]) and global attentions (global_{i}: [B, H, L, G]).
+
+    pip install torch transformers safetensors
+    python scripts/gen_fixtures.py          # rewrites tests/fixtures
+"""
+import json
+import os
+import shutil
+
+import torch
+from safetensors.torch import save_file
+from transformers import LongformerConfig, LongformerForMaskedLM, LongformerModel
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+VOCAB, PAD = 97, 1
+
+
+def tiny_config(window, layers=2, max_pos=130):
+    return LongformerConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+        intermediate_size=64, hidden_act="gelu", max_position_embeddings=max_pos,
+        type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=PAD, bos_token_id=0, eos_token_id=2,
+        attention_window=window, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+    )
+
+
+def perturb(model, seed):
+    """Random weights, with LayerNorm weights and every bias moved away from their init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.08 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def rows_to_tensors(rows, globals_):
+    """Ragged rows (right-padded) or explicit (ids, mask) rows -> padded tensors."""
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), PAD, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    glob = torch.zeros((len(rows), L), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, : len(r)] = 1
+        for p in globals_[b]:
+            glob[b, p] = 1
+    return ids, mask, glob
+
+
+def random_row(g, n):
+    body = torch.randint(3, VOCAB, (n - 2,), generator=g).tolist()
+    return [0] + body + [2]
+
+
+def save_case(name, model, ids, mask, glob, prefix="", fmt="safetensors", attentions=False,
+              base=None):
+    out = os.path.join(ROOT, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    base = base if base is not None else model
+    base.config.to_json_file(os.path.join(out, "config.json"))
+    state = {prefix + k: v.contiguous() for k, v in model.state_dict().items()}
+    if fmt == "safetensors":
+        # Tied weights (MLM decoder) must be distinct tensors for safetensors.
+        save_file({k: v.clone() for k, v in state.items()}, os.path.join(out, "model.safetensors"))
+    else:
+        torch.save(state, os.path.join(out, "pytorch_model.bin"))
+    with torch.no_grad():
+        res = base(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
+                   output_attentions=attentions)
+    expected = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
+                "last_hidden_state": res.last_hidden_state.float()}
+    if getattr(res, "pooler_output", None) is not None:
+        expected["pooler_output"] = res.pooler_output.float()
+    if attentions:
+        for i, a in enumerate(res.attentions):
+            expected[f"local_{i}"] = a.float().contiguous()
+        for i, a in enumerate(res.global_attentions or []):
+            expected[f"global_{i}"] = a.float().contiguous()
+    save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
+    print(f"{name}: ids {tuple(ids.shape)}, globals per row {glob.sum(1).tolist()}, {fmt}, prefix {prefix!r}")
+
+
+def main():
+    os.makedirs(ROOT, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+
+    # Ragged batch, right padding, a different number and place of global tokens per row.
+    m = perturb(LongformerModel(tiny_config(8)), 1)
+    rows = [random_row(g, n) for n in (37, 20, 29)]
+    ids, mask, glob = rows_to_tensors(rows, [[0, 5, 36], [0], [3, 4, 10, 28]])
+    save_case("ragged_padding", m, ids, mask, glob, attentions=True)
+
+    # Per-layer windows (the shortest layer window does not divide the length), .bin, longformer. prefix.
+    m = perturb(LongformerModel(tiny_config([4, 16, 8], layers=3)), 2)
+    rows = [random_row(g, n) for n in (45, 33)]
+    ids, mask, glob = rows_to_tensors(rows, [[0, 1], [0, 32]])
+    save_case("per_layer_windows", m, ids, mask, glob, prefix="longformer.", fmt="bin",
+              attentions=True)
+
+    # No global token at all, roberta. prefix (the original allenai release).
+    m = perturb(LongformerModel(tiny_config(8)), 3)
+    rows = [random_row(g, n) for n in (26, 26)]
+    ids, mask, glob = rows_to_tensors(rows, [[], []])
+    save_case("no_global", m, ids, mask, glob, prefix="roberta.", attentions=True)
+
+    # Many global tokens, including the last real token; bare keys in a .bin file.
+    m = perturb(LongformerModel(tiny_config(6)), 4)
+    rows = [random_row(g, n) for n in (24, 19)]
+    ids, mask, glob = rows_to_tensors(rows, [list(range(0, 24, 2)) + [23], list(range(0, 19, 3)) + [18]])
+    save_case("many_global", m, ids, mask, glob, fmt="bin")
+
+    # Sequences much shorter than the window.
+    m = perturb(LongformerModel(tiny_config(32)), 5)
+    rows = [random_row(g, n) for n in (7, 4)]
+    ids, mask, glob = rows_to_tensors(rows, [[0], [0, 3]])
+    save_case("shorter_than_window", m, ids, mask, glob, attentions=True)
+
+    # Left padding: pads first, real tokens last.
+    m = perturb(LongformerModel(tiny_config(8)), 6)
+    n_real = (30, 18)
+    L = max(n_real)
+    ids = torch.full((2, L), PAD, dtype=torch.long)
+    mask = torch.zeros((2, L), dtype=torch.long)
+    glob = torch.zeros((2, L), dtype=torch.long)
+    for b, n in enumerate(n_real):
+        ids[b, L - n:] = torch.tensor(random_row(g, n))
+        mask[b, L - n:] = 1
+        glob[b, L - n] = 1
+    save_case("left_padding", m, ids, mask, glob)
+
+    # A masked-LM checkpoint: longformer. prefix, lm_head weights, no pooler.
+    mlm = perturb(LongformerForMaskedLM(tiny_config(8)), 7)
+    rows = [random_row(g, n) for n in (21,)]
+    ids, mask, glob = rows_to_tensors(rows, [[0]])
+    save_case("mlm_checkpoint", mlm, ids, mask, glob, base=mlm.longformer)
+
+
+def bundled_tiny_model():
+    """assets/tiny-longformer: the model `cargo xtask encode` runs on by default, with an example input."""
+    out = os.path.join(ROOT, "..", "..", "assets", "tiny-longformer")
+    os.makedirs(out, exist_ok=True)
+    m = perturb(LongformerModel(tiny_config([8, 8])), 11)
+    m.config.to_json_file(os.path.join(out, "config.json"))
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(out, "model.safetensors"))
+    g = torch.Generator().manual_seed(12)
+    rows = [random_row(g, 40), random_row(g, 23)]
+    example = {
+        "input_ids": rows,
+        "attention_mask": [[1] * len(r) for r in rows],
+        "global_attention_mask": [[1 if t == 0 else 0 for t in range(len(r))] for r in rows],
+    }
+    with open(os.path.join(out, "example.json"), "w") as f:
+        json.dump(example, f)
+    print("assets/tiny-longformer written")
+
+
+if __name__ == "__main__":
+    main()
+    bundled_tiny_model()

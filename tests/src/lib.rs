@@ -1,0 +1,101 @@
+//! Shared helpers of the workspace tests: the backends under test, HF fixtures, comparisons, and
+//! a dense (`n × n`) reference of Longformer attention that only tests use.
+
+pub mod dense_reference;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Largest absolute difference accepted against HF float32 outputs.
+pub const PARITY_TOLERANCE: f32 = 1e-4;
+
+/// The backends every numeric test runs on: `flex`, `ndarray`, and `wgpu` (a software GPU in CI:
+/// Mesa llvmpipe through wgpu's GL backend). Set `LONGFORMER_SKIP_WGPU=1` on a machine with no
+/// GPU driver at all.
+#[allow(deprecated)] // ndarray is deprecated in Burn 0.22 but still a supported backend here
+pub fn devices() -> Vec<(&'static str, Device)> {
+    let mut devices = vec![("flex", Device::flex()), ("ndarray", Device::ndarray())];
+    if std::env::var("LONGFORMER_SKIP_WGPU").map_or(true, |v| v != "1") {
+        devices.push(("wgpu", Device::wgpu(Default::default())));
+    }
+    devices
+}
+
+/// `tests/fixtures` (made by `scripts/gen_fixtures.py`).
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A tensor read from a fixture file, as f32 or i64 values plus its shape.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Values as f64 (exact for f32 and small ints).
+    pub values: Vec<f64>,
+}
+
+impl HostTensor {
+    /// Rows of a 2-D integer tensor.
+    pub fn rows_i64(&self) -> Vec<Vec<i64>> {
+        self.values
+            .chunks(self.shape[1])
+            .map(|r| r.iter().map(|v| *v as i64).collect())
+            .collect()
+    }
+}
+
+/// Every tensor of a safetensors file (F32 or I64).
+pub fn read_safetensors(path: &Path) -> HashMap<String, HostTensor> {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values = match view.dtype() {
+                safetensors::Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                safetensors::Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                other => panic!("{name}: unexpected dtype {other:?}"),
+            };
+            (
+                name,
+                HostTensor {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Largest absolute difference between a tensor and expected values of the same shape.
+pub fn max_abs_diff<const D: usize>(actual: Tensor<D>, expected: &HostTensor) -> f32 {
+    assert_eq!(actual.dims().to_vec(), expected.shape, "shape mismatch");
+    actual
+        .into_data()
+        .iter::<f32>()
+        .zip(&expected.values)
+        .map(|(a, e)| (a - *e as f32).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Largest absolute difference between two tensors of the same shape.
+pub fn max_abs_diff_tensors<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shape mismatch");
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
+/// A `[rows, cols]` float tensor from host values.
+pub fn tensor2(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}

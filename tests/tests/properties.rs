@@ -1,0 +1,199 @@
+//! Properties that need no oracle: the banded attention equals a dense masked reference (values
+//! and gradients) on random shapes and layouts, and a padded batch equals its rows one by one.
+
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use longformer_model::attention::{AttentionMasks, SlidingWindowAttentionConfig};
+use longformer_model::{AttentionLayout, AttentionWindow, LongformerConfig, LongformerInput};
+use longformer_tests::dense_reference::dense_attention;
+use longformer_tests::{devices, max_abs_diff_tensors};
+
+/// A deterministic pseudo-random generator (xorshift), so failures reproduce.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random padding (right or left) and global tokens per row.
+fn random_layout(rng: &mut Rng, batch: usize, len: usize) -> AttentionLayout {
+    let mut is_real = vec![false; batch * len];
+    let mut is_global = vec![false; batch * len];
+    for b in 0..batch {
+        let n = 1 + rng.below(len);
+        let left = rng.below(2) == 1;
+        let start = if left { len - n } else { 0 };
+        for t in start..start + n {
+            is_real[b * len + t] = true;
+            is_global[b * len + t] = rng.below(5) == 0;
+        }
+    }
+    AttentionLayout::new(batch, len, is_real, is_global)
+}
+
+#[test]
+fn banded_attention_equals_dense_reference_with_gradients() {
+    let mut rng = Rng(0x5eed);
+    // (batch, seq_length, attention_window): windows wider and narrower than the sequence,
+    // lengths that are and are not window multiples.
+    let shapes = [(2, 13, 4), (3, 17, 8), (1, 5, 16), (2, 24, 6), (2, 31, 2)];
+    for (name, device) in devices() {
+        let device = device.autodiff();
+        for &(batch, len, window) in &shapes {
+            let layout = random_layout(&mut rng, batch, len);
+            let attn = SlidingWindowAttentionConfig::new(16, 4, window)
+                .with_dropout(0.0)
+                .init(&device);
+            let x = Tensor::<3>::random([batch, len, 16], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let masks = AttentionMasks::new(layout.clone(), &device);
+            let banded = attn.forward(x.clone(), &masks);
+            let dense = dense_attention(&attn, x.clone(), &layout);
+            let diff = max_abs_diff_tensors(banded.clone().detach(), dense.clone().detach());
+            assert!(
+                diff < 1e-5,
+                "{name} {batch}x{len} w{window}: outputs differ by {diff}"
+            );
+
+            // Gradients of the same weighted sum, w.r.t. the input and the projections.
+            let weights =
+                Tensor::<3>::random([batch, len, 16], Distribution::Normal(0.0, 1.0), &device);
+            let g_banded = (banded * weights.clone()).sum().backward();
+            let g_dense = (dense * weights).sum().backward();
+            // A parameter the banded path never touched (no global token) has no gradient:
+            // the dense one must then be zero.
+            let grad = |p: &burn::module::Param<Tensor<2>>, g: &burn::tensor::Gradients| {
+                p.grad(g)
+                    .unwrap_or_else(|| p.val().zeros_like().detach())
+                    .unsqueeze::<3>()
+            };
+            let pairs = [
+                (
+                    x.grad(&g_banded).unwrap(),
+                    x.grad(&g_dense).unwrap(),
+                    "input",
+                ),
+                (
+                    grad(&attn.key.weight, &g_banded),
+                    grad(&attn.key.weight, &g_dense),
+                    "key",
+                ),
+                (
+                    grad(&attn.value_global.weight, &g_banded),
+                    grad(&attn.value_global.weight, &g_dense),
+                    "value_global",
+                ),
+                (
+                    grad(&attn.query_global.weight, &g_banded),
+                    grad(&attn.query_global.weight, &g_dense),
+                    "query_global",
+                ),
+            ];
+            for (a, b, what) in pairs {
+                let diff = max_abs_diff_tensors(a, b);
+                assert!(
+                    diff < 1e-4,
+                    "{name} {batch}x{len} w{window}: d/d{what} differs by {diff}"
+                );
+            }
+        }
+    }
+}
+
+fn tiny_model(device: &Device) -> longformer_model::LongformerModel {
+    LongformerConfig::tiny(50)
+        .with_num_hidden_layers(3)
+        .with_attention_window(AttentionWindow::PerLayer(vec![4, 10, 6]))
+        .init(device)
+}
+
+#[test]
+fn batched_equals_one_by_one_under_padding_and_varied_global_tokens() {
+    for (name, device) in devices() {
+        let model = tiny_model(&device);
+        let mut rng = Rng(42);
+        let lens = [23usize, 9, 16, 1];
+        let rows: Vec<Vec<i64>> = lens
+            .iter()
+            .map(|&n| (0..n).map(|_| 3 + rng.below(47) as i64).collect())
+            .collect();
+        let globals: Vec<Vec<i64>> = lens
+            .iter()
+            .enumerate()
+            .map(|(b, &n)| {
+                (0..n)
+                    .map(|t| i64::from(t == 0 || (t + b) % 7 == 3))
+                    .collect()
+            })
+            .collect();
+        let batched = model
+            .forward(LongformerInput::from_rows(
+                &rows,
+                None,
+                Some(&globals),
+                1,
+                &device,
+            ))
+            .last_hidden_state;
+        for (b, row) in rows.iter().enumerate() {
+            let single = model
+                .forward(LongformerInput::from_rows(
+                    std::slice::from_ref(row),
+                    None,
+                    Some(std::slice::from_ref(&globals[b])),
+                    1,
+                    &device,
+                ))
+                .last_hidden_state;
+            let from_batch = batched.clone().narrow(0, b, 1).narrow(1, 0, row.len());
+            let diff = max_abs_diff_tensors(from_batch, single);
+            assert!(
+                diff < 1e-5,
+                "{name}: row {b} differs from its batched self by {diff}"
+            );
+        }
+    }
+}
+
+#[test]
+fn too_long_input_is_an_error_not_a_panic() {
+    let device = Device::flex();
+    let model = LongformerConfig::tiny(50).init(&device);
+    let ids = Tensor::<2, Int>::ones([1, 513], &device);
+    let err = model
+        .try_forward(LongformerInput::new(ids))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("513 exceeds the model's maximum of 512"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_id_outside_vocabulary_is_an_error() {
+    let device = Device::flex();
+    let model = LongformerConfig::tiny(50).init(&device);
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 7, 50], [1, 3]), &device);
+    let err = model
+        .try_forward(LongformerInput::new(ids))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("token id 50 at [0, 2]"), "{err}");
+}
+
+#[test]
+fn mask_of_wrong_shape_is_an_error() {
+    let device = Device::flex();
+    let model = LongformerConfig::tiny(50).init(&device);
+    let input = LongformerInput::new(Tensor::<2, Int>::ones([1, 4], &device))
+        .with_attention_mask(Tensor::<2, Int>::ones([1, 3], &device).bool());
+    let err = model.try_forward(input).unwrap_err().to_string();
+    assert!(err.contains("attention_mask has shape [1, 3]"), "{err}");
+}

@@ -1,0 +1,109 @@
+//! `cargo xtask <command> [--backend flex|ndarray|wgpu|vulkan] [--release] [ARGS...]`
+//!
+//! Builds the `longformer` binary (crate `longformer-train`) with the Cargo features the backend
+//! needs and runs `<command>` with the remaining arguments. No tensor code lives here.
+
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Project tasks for longformer-burn")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+/// Arguments every task shares; everything after them goes to the `longformer` binary.
+#[derive(clap::Args, Debug)]
+struct Forward {
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    backend: Backend,
+    /// Build with the release profile (slower to build, faster to run). The default dev profile
+    /// optimizes all dependencies and shares its build with `cargo test`.
+    #[arg(long)]
+    release: bool,
+    /// Arguments for the command (see `cargo xtask <task> -- --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Encode token ids (`--input FILE.json`) or text (`--text`) and write `last_hidden_state`.
+    /// With no arguments: the bundled tiny model on `assets/tiny-longformer/example.json`.
+    Encode(Forward),
+    /// Turn a WikiHop JSON file into model inputs (`--data FILE.json --tokenizer DIR --out FILE.jsonl`).
+    Prepare(Forward),
+    /// Forward time and peak memory of a random-weight model (`--seq 1024,4096 --layers 12 ...`).
+    Bench(Forward),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Backend {
+    Flex,
+    Ndarray,
+    Wgpu,
+    Vulkan,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+            Self::Vulkan => "vulkan",
+        }
+    }
+
+    /// Features compiled in. The CPU backends and wgpu share one feature set with `cargo test`,
+    /// so switching between them (or running the tests) reuses the same build.
+    fn features(self) -> &'static str {
+        match self {
+            Self::Vulkan => "vulkan",
+            _ => "flex,ndarray,wgpu",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (command, forward, defaults): (&str, Forward, &[&str]) = match cli.task {
+        Task::Encode(f) => (
+            "encode",
+            f,
+            &["--input", "assets/tiny-longformer/example.json"],
+        ),
+        Task::Prepare(f) => ("prepare", f, &[]),
+        Task::Bench(f) => ("bench", f, &[]),
+    };
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.args([
+        "run",
+        "--quiet",
+        "-p",
+        "longformer-train",
+        "--bin",
+        "longformer",
+        "--no-default-features",
+    ]);
+    cargo.args(["--features", forward.backend.features()]);
+    if forward.release {
+        cargo.arg("--release");
+    }
+    cargo.args(["--", command, "--backend", forward.backend.name()]);
+    if forward.args.is_empty() {
+        cargo.args(defaults);
+    }
+    cargo.args(&forward.args);
+    match cargo.status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8),
+        Err(e) => {
+            eprintln!("xtask: cannot run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
