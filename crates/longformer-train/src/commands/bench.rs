@@ -1,0 +1,98 @@
+//! `longformer bench`: forward time and peak memory of a random-weight model (no download).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Args;
+use longformer_model::{AttentionWindow, LongformerConfig, LongformerInput};
+
+use crate::backend::Backend;
+
+/// Arguments of `longformer bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Encoder layers.
+    #[arg(long, default_value_t = 12)]
+    pub layers: usize,
+    /// Hidden size.
+    #[arg(long, default_value_t = 768)]
+    pub hidden: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 12)]
+    pub heads: usize,
+    /// Full attention window.
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
+    /// Sequence lengths, comma separated. Peak memory is the process's; give one length per run
+    /// to measure each length's peak.
+    #[arg(long, value_delimiter = ',', default_value = "4096")]
+    pub seq: Vec<usize>,
+    /// Global tokens per row (the first ones).
+    #[arg(long, default_value_t = 64)]
+    pub global: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Timed repeats after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+}
+
+/// Runs the command, printing one JSON row per sequence length.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let device = args.backend.device()?;
+    let max_seq = args.seq.iter().copied().max().unwrap_or(0);
+    let config = LongformerConfig::new()
+        .with_num_hidden_layers(args.layers)
+        .with_hidden_size(args.hidden)
+        .with_num_attention_heads(args.heads)
+        .with_intermediate_size(4 * args.hidden)
+        .with_max_position_embeddings(max_seq + 2)
+        .with_attention_window(AttentionWindow::Uniform(args.window));
+    config.validate()?;
+    let model = config.init(&device);
+    for &seq in &args.seq {
+        let ids: Vec<i64> = (0..args.batch * seq).map(|i| 3 + (i * 7919 % 50000) as i64).collect();
+        let global: Vec<bool> = (0..args.batch * seq).map(|i| i % seq < args.global).collect();
+        let make_input = || {
+            LongformerInput::new(Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [args.batch, seq]), &device))
+                .with_global_attention_mask(Tensor::from_data(TensorData::new(global.clone(), [args.batch, seq]), &device))
+        };
+        let mut times = Vec::new();
+        for i in 0..=args.repeats {
+            let start = Instant::now();
+            let out = model.try_forward(make_input())?.last_hidden_state;
+            let _ = out.into_data(); // wait for the device
+            if i > 0 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!(
+            "{}",
+            serde_json::json!({
+                "backend": args.backend.feature(),
+                "mode": "fwd",
+                "seq": seq,
+                "batch": args.batch,
+                "median_ms": median,
+                "tokens_per_s": (args.batch * seq) as f64 / (median / 1e3),
+                "peak_bytes": peak_rss_bytes(),
+            })
+        );
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory (`VmHWM`), where the OS reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand of the `longformer` binary.
+
+pub mod bench;
+pub mod encode;
+pub mod prepare;
