@@ -18,9 +18,19 @@ fn encode(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn encodes_the_bundled_example() {
-    let out_file = std::env::temp_dir().join(format!("lf-encode-{}.safetensors", std::process::id()));
-    let out = encode(&["--input", "assets/tiny-longformer/example.json", "--output", out_file.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out_file =
+        std::env::temp_dir().join(format!("lf-encode-{}.safetensors", std::process::id()));
+    let out = encode(&[
+        "--input",
+        "assets/tiny-longformer/example.json",
+        "--output",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bytes = std::fs::read(&out_file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let hidden = st.tensor("last_hidden_state").unwrap();
@@ -31,7 +41,11 @@ fn encodes_the_bundled_example() {
 #[test]
 fn mask_rows_of_the_wrong_length_are_reported() {
     let input = std::env::temp_dir().join(format!("lf-bad-{}.json", std::process::id()));
-    std::fs::write(&input, r#"{"input_ids": [[0, 5, 2]], "attention_mask": [[1, 1]]}"#).unwrap();
+    std::fs::write(
+        &input,
+        r#"{"input_ids": [[0, 5, 2]], "attention_mask": [[1, 1]]}"#,
+    )
+    .unwrap();
     let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -45,7 +59,10 @@ fn malformed_json_names_the_file() {
     let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a valid input file") && err.contains("lf-malformed"), "{err}");
+    assert!(
+        err.contains("not a valid input file") && err.contains("lf-malformed"),
+        "{err}"
+    );
 }
 
 #[test]

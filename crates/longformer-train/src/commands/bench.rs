@@ -56,11 +56,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     config.validate()?;
     let model = config.init(&device);
     for &seq in &args.seq {
-        let ids: Vec<i64> = (0..args.batch * seq).map(|i| 3 + (i * 7919 % 50000) as i64).collect();
-        let global: Vec<bool> = (0..args.batch * seq).map(|i| i % seq < args.global).collect();
+        let ids: Vec<i64> = (0..args.batch * seq)
+            .map(|i| 3 + (i * 7919 % 50000) as i64)
+            .collect();
+        let global: Vec<bool> = (0..args.batch * seq)
+            .map(|i| i % seq < args.global)
+            .collect();
         let make_input = || {
-            LongformerInput::new(Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [args.batch, seq]), &device))
-                .with_global_attention_mask(Tensor::from_data(TensorData::new(global.clone(), [args.batch, seq]), &device))
+            LongformerInput::new(Tensor::<2, Int>::from_data(
+                TensorData::new(ids.clone(), [args.batch, seq]),
+                &device,
+            ))
+            .with_global_attention_mask(Tensor::from_data(
+                TensorData::new(global.clone(), [args.batch, seq]),
+                &device,
+            ))
         };
         let mut times = Vec::new();
         for i in 0..=args.repeats {

@@ -60,7 +60,10 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         &device,
     );
     let [batch, seq] = input.dims();
-    eprintln!("encoding {batch} row(s) of {seq} tokens on {:?}", args.backend);
+    eprintln!(
+        "encoding {batch} row(s) of {seq} tokens on {:?}",
+        args.backend
+    );
     let start = Instant::now();
     let hidden = model.try_forward(input)?.last_hidden_state;
     let dims = hidden.dims();
@@ -77,11 +80,15 @@ pub fn run(args: EncodeArgs) -> Result<()> {
 }
 
 fn read_input(path: &Path) -> Result<InputJson> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let input: InputJson =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a valid input file", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let input: InputJson = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a valid input file", path.display()))?;
     if input.input_ids.is_empty() || input.input_ids.iter().any(Vec::is_empty) {
-        bail!("{}: input_ids must hold at least one non-empty row", path.display());
+        bail!(
+            "{}: input_ids must hold at least one non-empty row",
+            path.display()
+        );
     }
     for (name, mask) in [
         ("attention_mask", &input.attention_mask),
@@ -133,11 +140,14 @@ fn tokenize(model_dir: &Path, text: &str) -> Result<InputJson> {
 
 fn write_output(path: &Path, values: &[f32], dims: &[usize]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &bytes)?;
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &bytes)?;
     let tensors: HashMap<String, _> = [("last_hidden_state".to_string(), view)].into();
-    safetensors::serialize_to_file(&tensors, None, path).with_context(|| format!("writing {}", path.display()))?;
+    safetensors::serialize_to_file(&tensors, None, path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
