@@ -22,9 +22,9 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "
 VOCAB, PAD = 97, 1
 
 
-def tiny_config(window, layers=2, max_pos=130):
+def tiny_config(window, layers=2, max_pos=130, vocab=VOCAB):
     return LongformerConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+        vocab_size=vocab, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
         intermediate_size=64, hidden_act="gelu", max_position_embeddings=max_pos,
         type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=PAD, bos_token_id=0, eos_token_id=2,
         attention_window=window, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
@@ -149,10 +149,13 @@ def main():
 
 
 def bundled_tiny_model():
-    """assets/tiny-longformer: the model `cargo xtask encode` runs on by default, with an example input."""
-    out = os.path.join(ROOT, "..", "..", "assets", "tiny-longformer")
+    """assets/tiny-longformer: the model `cargo xtask encode` runs on by default, with an example
+    input and the sample set's tokenizer (vocabulary 2,048 + the 4 WikiHop markers), so `--text` works."""
+    repo = os.path.join(ROOT, "..", "..")
+    out = os.path.join(repo, "assets", "tiny-longformer")
     os.makedirs(out, exist_ok=True)
-    m = perturb(LongformerModel(tiny_config([8, 8])), 11)
+    shutil.copy(os.path.join(repo, "data", "wikihop-sample", "tokenizer", "tokenizer.json"), out)
+    m = perturb(LongformerModel(tiny_config([8, 8], vocab=2052)), 11)
     m.config.to_json_file(os.path.join(out, "config.json"))
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, os.path.join(out, "model.safetensors"))
     g = torch.Generator().manual_seed(12)

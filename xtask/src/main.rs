@@ -58,12 +58,12 @@ impl Backend {
         }
     }
 
-    /// Features compiled in. The CPU backends and wgpu share one feature set with `cargo test`,
-    /// so switching between them (or running the tests) reuses the same build.
-    fn features(self) -> &'static str {
+    /// Features beyond the binary's defaults (`flex`, `ndarray`, `wgpu`, the set `cargo test`
+    /// builds too, so switching among them or running the tests reuses one build).
+    fn extra_features(self) -> Option<&'static str> {
         match self {
-            Self::Vulkan => "vulkan",
-            _ => "flex,ndarray,wgpu",
+            Self::Vulkan => Some("vulkan"),
+            _ => None,
         }
     }
 }
@@ -87,9 +87,10 @@ fn main() -> ExitCode {
         "longformer-train",
         "--bin",
         "longformer",
-        "--no-default-features",
     ]);
-    cargo.args(["--features", forward.backend.features()]);
+    if let Some(features) = forward.backend.extra_features() {
+        cargo.args(["--features", features]);
+    }
     if forward.release {
         cargo.arg("--release");
     }

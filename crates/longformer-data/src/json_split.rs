@@ -87,34 +87,44 @@ fn finish(
 /// The end (exclusive) of the value starting at `start`: just after its closing
 /// bracket or quote, or at the delimiter that ends a bare scalar.
 fn scan_value(bytes: &[u8], start: usize) -> Result<usize, SplitError> {
-    let mut depth = 0usize;
+    let mut open: Vec<u8> = Vec::new();
     let mut pos = start;
     while pos < bytes.len() {
         match bytes[pos] {
             b'"' => {
                 pos = scan_string(bytes, pos)?;
-                if depth == 0 {
+                if open.is_empty() {
                     return Ok(pos);
                 }
                 continue;
             }
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' if depth > 0 => {
-                depth -= 1;
-                if depth == 0 {
+            b'{' => open.push(b'}'),
+            b'[' => open.push(b']'),
+            close @ (b'}' | b']') if !open.is_empty() => {
+                let expected = open.pop().unwrap_or(close);
+                if close != expected {
+                    return Err(fail(
+                        pos,
+                        format!(
+                            "found `{}` where `{}` was expected",
+                            close as char, expected as char
+                        ),
+                    ));
+                }
+                if open.is_empty() {
                     return Ok(pos + 1);
                 }
             }
             b'}' => return Err(fail(pos, "unbalanced `}`")),
-            b']' | b',' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => return Ok(pos),
+            b']' | b',' | b' ' | b'\t' | b'\n' | b'\r' if open.is_empty() => return Ok(pos),
             _ => {}
         }
         pos += 1;
     }
-    if depth > 0 {
-        Err(fail(start, "record is cut short (unclosed `{` or `[`)"))
-    } else {
+    if open.is_empty() {
         Err(fail(pos, "file ends inside the array (missing `]`)"))
+    } else {
+        Err(fail(start, "record is cut short (unclosed `{` or `[`)"))
     }
 }
 
@@ -164,7 +174,9 @@ mod tests {
             ("", "empty file"),
             ("{}", "expected a JSON array"),
             ("[{}", "missing `]`"),
-            ("[{\"a\": 1]", "missing `]`"),
+            ("[{\"a\": 1]", "found `]` where `}` was expected"),
+            ("[{\"a\": [1}]", "found `}` where `]` was expected"),
+            ("[{\"a\": [1]", "cut short"),
             ("[{\"a\": \"x}]", "unterminated string"),
             ("[{}] x", "after the closing"),
             ("[{}, ]", "expected a record"),

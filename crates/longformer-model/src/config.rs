@@ -206,7 +206,7 @@ impl LongformerConfig {
                 return invalid(format!("{name} must be positive"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return invalid(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -223,7 +223,7 @@ impl LongformerConfig {
         }
         for layer in 0..self.num_hidden_layers {
             let window = self.window(layer);
-            if window == 0 || window % 2 != 0 {
+            if window == 0 || !window.is_multiple_of(2) {
                 return invalid(format!(
                     "attention_window for layer {layer} is {window}; it must be even and positive"
                 ));

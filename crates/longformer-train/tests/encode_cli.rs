@@ -75,3 +75,27 @@ fn too_long_input_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("exceeds the model's maximum of 128"), "{err}");
 }
+
+#[test]
+fn encodes_text_with_the_model_directory_tokenizer() {
+    let out_file = std::env::temp_dir().join(format!("lf-text-{}.safetensors", std::process::id()));
+    let out = encode(&[
+        "--model",
+        "assets/tiny-longformer",
+        "--text",
+        "ada was born in paris.",
+        "--output",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&out_file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let shape = st.tensor("last_hidden_state").unwrap().shape().to_vec();
+    // <s> + at least one token per word + </s>
+    assert_eq!((shape[0], shape[2]), (1, 32));
+    assert!(shape[1] >= 7, "{shape:?}");
+}

@@ -38,13 +38,13 @@ impl SlidingWindowAttentionConfig {
     /// ([`LongformerConfig::validate`](crate::LongformerConfig::validate) reports these as errors).
     pub fn init(&self, device: &Device) -> SlidingWindowAttention {
         assert!(
-            self.n_heads > 0 && self.d_model % self.n_heads == 0,
+            self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads),
             "n_heads {} must divide d_model {}",
             self.n_heads,
             self.d_model
         );
         assert!(
-            self.attention_window > 0 && self.attention_window % 2 == 0,
+            self.attention_window > 0 && self.attention_window.is_multiple_of(2),
             "attention_window {} must be even and positive",
             self.attention_window
         );
