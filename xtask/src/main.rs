@@ -94,7 +94,11 @@ fn main() -> ExitCode {
     if forward.release {
         cargo.arg("--release");
     }
-    cargo.args(["--", command, "--backend", forward.backend.name()]);
+    cargo.args(["--", command]);
+    // `prepare` runs no model: it takes no backend.
+    if command != "prepare" {
+        cargo.args(["--backend", forward.backend.name()]);
+    }
     if forward.args.is_empty() {
         cargo.args(defaults);
     }
