@@ -16,16 +16,13 @@ fn encode(args: &[&str]) -> std::process::Output {
         .expect("run longformer")
 }
 
-#[test]
-fn encodes_the_bundled_example() {
+/// Runs `encode` with `args` plus `--output`, and returns the shape of the F32 `last_hidden_state`.
+fn encode_ok(tag: &str, args: &[&str]) -> Vec<usize> {
     let out_file =
-        std::env::temp_dir().join(format!("lf-encode-{}.safetensors", std::process::id()));
-    let out = encode(&[
-        "--input",
-        "assets/tiny-longformer/example.json",
-        "--output",
-        out_file.to_str().unwrap(),
-    ]);
+        std::env::temp_dir().join(format!("lf-{tag}-{}.safetensors", std::process::id()));
+    let mut all = args.to_vec();
+    all.extend(["--output", out_file.to_str().unwrap()]);
+    let out = encode(&all);
     assert!(
         out.status.success(),
         "{}",
@@ -34,8 +31,17 @@ fn encodes_the_bundled_example() {
     let bytes = std::fs::read(&out_file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let hidden = st.tensor("last_hidden_state").unwrap();
-    assert_eq!(hidden.shape(), &[2, 40, 32]);
     assert_eq!(hidden.dtype(), safetensors::Dtype::F32);
+    hidden.shape().to_vec()
+}
+
+#[test]
+fn encodes_the_bundled_example() {
+    let shape = encode_ok(
+        "example",
+        &["--input", "assets/tiny-longformer/example.json"],
+    );
+    assert_eq!(shape, vec![2, 40, 32]);
 }
 
 #[test]
@@ -78,23 +84,13 @@ fn too_long_input_is_a_clear_error() {
 
 #[test]
 fn encodes_text_with_the_model_directory_tokenizer() {
-    let out_file = std::env::temp_dir().join(format!("lf-text-{}.safetensors", std::process::id()));
-    let out = encode(&[
+    let text = [
         "--model",
         "assets/tiny-longformer",
         "--text",
         "ada was born in paris.",
-        "--output",
-        out_file.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = std::fs::read(&out_file).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let shape = st.tensor("last_hidden_state").unwrap().shape().to_vec();
+    ];
+    let shape = encode_ok("text", &text);
     // <s> + at least one token per word + </s>
     assert_eq!((shape[0], shape[2]), (1, 32));
     assert!(shape[1] >= 7, "{shape:?}");
