@@ -151,7 +151,7 @@ impl SlidingWindowAttention {
             None => (band, None),
         };
         let mask = band_mask.masked.expand(scores.dims());
-        let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 4) * band_mask.real_query;
+        let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 4);
         let dropped = self.dropout.forward(probs.clone());
 
         let band_probs = dropped.clone().narrow(4, g, 3 * w);
@@ -161,10 +161,14 @@ impl SlidingWindowAttention {
             let p = dropped.narrow(4, 0, g).reshape([b, h, lp, g]);
             context = context + p.matmul(v_global);
         }
-        let context = merge_heads(context.narrow(2, 0, l));
+        // Padding rows (HF zeroes their probabilities) and global rows (replaced below) keep no
+        // local output. Zeroing the context rather than the probabilities saves a pass over the
+        // largest tensor.
+        let context = merge_heads(context.narrow(2, 0, l)) * masks.local_query.clone();
 
         let mut local_probs = None;
         if with_probs {
+            let probs = probs * band_mask.real_query;
             let band = band_to_diagonals(probs.clone().narrow(4, g, 3 * w));
             let full = if g > 0 {
                 Tensor::cat(vec![probs.narrow(4, 0, g).reshape([b, h, lp, g]), band], 3)
@@ -188,11 +192,11 @@ impl SlidingWindowAttention {
             dropout: &self.dropout,
         };
         let (global_context, global_probs) = global_rows(hidden, projections, slots, h);
-        // Global rows replace the local output: zero them, then add the global rows there.
+        // Global rows replace the (already zeroed) local output.
         let filled = global_context
             .reshape([b * g, d])
             .select(0, slots.filled_slots.clone());
-        let context = (context * masks.local_query.clone())
+        let context = context
             .reshape([b * l, d])
             .select_assign(0, slots.filled_rows.clone(), filled, IndexingUpdateOp::Add)
             .reshape([b, l, d]);
