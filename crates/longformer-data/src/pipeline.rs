@@ -230,16 +230,25 @@ fn prepare_example(
     })
 }
 
+/// Creates (or truncates) `path` for buffered writing, creating its parent directory first.
+pub(crate) fn create_output(path: &Path) -> Result<BufWriter<std::fs::File>, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    Ok(BufWriter::new(std::fs::File::create(path).map_err(io)?))
+}
+
 /// Writes one JSON line per chunk (see [`WikiHopChunk::to_json_line`]).
 pub fn write_jsonl(chunks: &[WikiHopChunk], out: &Path) -> Result<(), DataError> {
     let io = |source| DataError::Io {
         path: out.to_path_buf(),
         source,
     };
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut writer = BufWriter::new(std::fs::File::create(out).map_err(io)?);
+    let mut writer = create_output(out)?;
     for chunk in chunks {
         writeln!(writer, "{}", chunk.to_json_line()).map_err(io)?;
     }

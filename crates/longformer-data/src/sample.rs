@@ -15,7 +15,7 @@
 //! needs both documents. The same seed always gives the same files (see [`crate::rng`]).
 
 use std::collections::HashSet;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -263,10 +263,7 @@ pub fn write_records(records: &[WikiHopRecord], path: &Path) -> Result<(), DataE
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut out = BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let mut out = crate::pipeline::create_output(path)?;
     writeln!(out, "[").map_err(io)?;
     for (i, record) in records.iter().enumerate() {
         let line = serde_json::to_string(record).expect("records serialize");
