@@ -24,8 +24,17 @@ pub fn devices() -> Vec<(&'static str, Device)> {
 }
 
 /// `tests/fixtures` (made by `scripts/gen_fixtures.py`).
+///
+/// Read from the run-time `CARGO_MANIFEST_DIR` that `cargo test` sets: a test binary reused from
+/// a build of another checkout (a shared target directory) still reads this checkout's fixtures.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+    manifest_dir().join("fixtures")
+}
+
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
 }
 
 /// A tensor read from a fixture file, as f32 or i64 values plus its shape.
