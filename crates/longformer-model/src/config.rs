@@ -30,6 +30,15 @@ impl HiddenAct {
             _ => None,
         }
     }
+
+    /// The name HF's `config.json` uses.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Self::Gelu => "gelu",
+            Self::GeluTanh => "gelu_new",
+            Self::Relu => "relu",
+        }
+    }
 }
 
 /// The attention window of every layer (`attention_window`): the *full* window, so a token sees
@@ -88,6 +97,10 @@ pub struct LongformerConfig {
     /// Full attention window per layer (even, positive).
     #[config(default = "AttentionWindow::Uniform(512)")]
     pub attention_window: AttentionWindow,
+    /// Standard deviation of the normal that random weights are drawn from (HF's `_init_weights`:
+    /// linear and embedding weights; biases 0, LayerNorms 1 and 0, padding rows 0).
+    #[config(default = 0.02)]
+    pub initializer_range: f64,
 }
 
 /// The subset of HF's `config.json` we read; everything else is ignored.
@@ -116,6 +129,12 @@ struct HfConfigJson {
         deserialize_with = "window_from_json"
     )]
     attention_window: AttentionWindow,
+    #[serde(default = "default_initializer_range")]
+    initializer_range: f64,
+}
+
+fn default_initializer_range() -> f64 {
+    0.02
 }
 
 fn default_hidden_act() -> String {
@@ -161,6 +180,37 @@ impl LongformerConfig {
         Self::from_json_str(&text).map_err(|e| e.in_file(path))
     }
 
+    /// This configuration as a HuggingFace `config.json` (`model_type` `longformer`, the window
+    /// as a per-layer list), readable by [`from_json_str`](Self::from_json_str) and by
+    /// `transformers.LongformerConfig`.
+    pub fn to_hf_json(&self) -> String {
+        let windows: Vec<usize> = (0..self.num_hidden_layers)
+            .map(|i| self.window(i))
+            .collect();
+        let json = serde_json::json!({
+            "model_type": "longformer",
+            "architectures": ["LongformerModel"],
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_act": self.hidden_act.hf_name(),
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.attention_probs_dropout_prob,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "pad_token_id": self.pad_token_id,
+            "bos_token_id": 0,
+            "eos_token_id": 2,
+            "sep_token_id": 2,
+            "attention_window": windows,
+            "initializer_range": self.initializer_range,
+        });
+        serde_json::to_string_pretty(&json).expect("a JSON value serializes")
+    }
+
     /// Parses and validates the text of a HuggingFace `config.json`.
     pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
         let raw: HfConfigJson =
@@ -182,6 +232,7 @@ impl LongformerConfig {
             layer_norm_eps: raw.layer_norm_eps,
             pad_token_id: raw.pad_token_id,
             attention_window: raw.attention_window,
+            initializer_range: raw.initializer_range,
         };
         config.validate()?;
         Ok(config)
@@ -302,6 +353,19 @@ mod tests {
         let mut json: serde_json::Value = serde_json::from_str(BASE).unwrap();
         json[key] = serde_json::from_str(value).unwrap();
         json.to_string()
+    }
+
+    #[test]
+    fn hf_json_round_trips() {
+        let config = LongformerConfig::tiny(100)
+            .with_num_hidden_layers(3)
+            .with_attention_window(AttentionWindow::PerLayer(vec![4, 8, 6]))
+            .with_hidden_act(HiddenAct::GeluTanh);
+        let back = LongformerConfig::from_json_str(&config.to_hf_json()).unwrap();
+        assert_eq!(back.to_hf_json(), config.to_hf_json());
+        assert_eq!(back.window(2), 6);
+        assert_eq!(back.hidden_act, HiddenAct::GeluTanh);
+        assert_eq!(back.vocab_size, 100);
     }
 
     #[test]

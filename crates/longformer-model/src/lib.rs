@@ -34,6 +34,7 @@ pub mod config;
 pub mod embedding;
 pub mod encoder;
 pub mod error;
+pub mod init;
 pub mod input;
 pub mod layer;
 pub mod loader;

@@ -8,6 +8,7 @@ use crate::config::LongformerConfig;
 use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig};
 use crate::encoder::LongformerEncoder;
 use crate::error::InputError;
+use crate::init::hf_initialization;
 use crate::input::{AttentionLayout, LongformerInput};
 use crate::layer::LongformerLayerConfig;
 use crate::pooler::LongformerPooler;
@@ -77,13 +78,14 @@ impl LongformerConfig {
                 .init(device)
             })
             .collect();
-        LongformerModel {
+        let model = LongformerModel {
             embeddings,
             encoder: LongformerEncoder { layer },
             pooler: pooler.then(|| LongformerPooler::init(self.hidden_size, device)),
             vocab_size: self.vocab_size,
             max_sequence_length: self.max_sequence_length(),
-        }
+        };
+        hf_initialization(model, self.initializer_range, self.pad_token_id)
     }
 }
 
