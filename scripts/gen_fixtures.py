@@ -7,12 +7,18 @@ config.json, the weights (model.safetensors or pytorch_model.bin, with a key pre
 float32 outputs: last_hidden_state, pooler_output (if the model has a pooler) and, when asked,
 per-layer attentions (local_{i}: [B, H, L, G + 2w + 1]) and global attentions (global_{i}: [B, H, L, G]).
 
+The wikihop_grad case instead holds a Longformer + WikiHop answer-scoring head (head.safetensors),
+a batch of chunks with the head's loss and logits (expected.safetensors), and the gradient of
+that loss w.r.t. every encoder parameter and the head weight, under HF names (grads.safetensors).
+
     pip install torch transformers safetensors
-    python scripts/gen_fixtures.py          # rewrites tests/fixtures
+    python scripts/gen_fixtures.py               # rewrites tests/fixtures and assets/tiny-longformer
+    python scripts/gen_fixtures.py wikihop_grad  # rewrites only tests/fixtures/wikihop_grad
 """
 import json
 import os
 import shutil
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -148,6 +154,89 @@ def main():
     save_case("mlm_checkpoint", mlm, ids, mask, glob, base=mlm.longformer)
 
 
+# Marker ids of the wikihop_grad case: [q], [/q], [ent], [/ent].
+Q, Q_END, ENT, ENT_END = 93, 94, 95, 96
+
+
+def wikihop_grad():
+    """Gradients of the WikiHop head's loss (longformer-train's WikiHopModel, Combine::Mean).
+
+    Three chunks: 0 and 1 are two chunks of one example (same candidate part, 3 candidates),
+    2 is another example (a longer candidate part, 4 candidates). Right padding; padded candidate
+    positions point at 0. Chunk logits = answer_score(last_hidden_state[[ent] positions]); an
+    example's logits are the mean of its chunks' logits, padded candidates set to -1e9; the loss
+    is the mean over examples of the answer's cross-entropy.
+    """
+    config = tiny_config([4, 8])
+    config.hidden_dropout_prob = 0.0
+    config.attention_probs_dropout_prob = 0.0
+    model = perturb(LongformerModel(config, add_pooling_layer=False), 21)
+    head = torch.nn.Linear(config.hidden_size, 1, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(0.3 * torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(22)))
+
+    g = torch.Generator().manual_seed(23)
+
+    def words(n):
+        return torch.randint(3, Q, (n,), generator=g).tolist()
+
+    def candidate_part(question_len, candidate_lens):
+        part, ents = [0, Q] + words(question_len) + [Q_END], []
+        for n in candidate_lens:
+            ents.append(len(part))
+            part += [ENT] + words(n) + [ENT_END]
+        return part, ents
+
+    part_a, ents_a = candidate_part(3, (2, 1, 3))
+    part_b, ents_b = candidate_part(2, (1, 2, 1, 2))
+    # (example, candidate part, [ent] positions, answer, document tokens)
+    chunks = [(0, part_a, ents_a, 2, 20), (0, part_a, ents_a, 2, 9), (1, part_b, ents_b, 1, 13)]
+    rows = [part + words(n) + [2] for _, part, _, _, n in chunks]
+    ids, mask, glob = rows_to_tensors(rows, [range(len(part)) for _, part, _, _, _ in chunks])
+    C = max(len(e) for _, _, e, _, _ in chunks)
+    positions = torch.zeros((len(chunks), C), dtype=torch.long)
+    cand_mask = torch.zeros((len(chunks), C), dtype=torch.long)
+    for b, (_, _, ents, _, _) in enumerate(chunks):
+        positions[b, : len(ents)] = torch.tensor(ents)
+        cand_mask[b, : len(ents)] = 1
+    answers = torch.tensor([a for _, _, _, a, _ in chunks])
+    example = torch.tensor([e for e, _, _, _, _ in chunks])
+
+    # Chunk logits, combined by the mean over each example's chunks.
+    hidden = model(input_ids=ids, attention_mask=mask, global_attention_mask=glob).last_hidden_state
+    ents = hidden.gather(1, positions[:, :, None].expand(-1, -1, hidden.shape[-1]))
+    chunk_logits = head(ents).squeeze(-1)
+    n_examples = int(example.max()) + 1
+    combine = torch.zeros((n_examples, len(chunks)))
+    for e in range(n_examples):
+        combine[e, example == e] = 1.0 / int((example == e).sum())
+    first = torch.tensor([int((example == e).nonzero()[0]) for e in range(n_examples)])
+    logits = (combine @ chunk_logits).masked_fill(cand_mask[first] == 0, -1e9)
+    log_probs = torch.log_softmax(logits, dim=1)
+    loss = -log_probs.gather(1, answers[first][:, None]).mean()
+    loss.backward()
+
+    out = os.path.join(ROOT, "wikihop_grad")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    model.config.to_json_file(os.path.join(out, "config.json"))
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+              os.path.join(out, "model.safetensors"))
+    save_file({"answer_score.weight": head.weight.detach().contiguous()},
+              os.path.join(out, "head.safetensors"))
+    expected = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
+                "candidate_positions": positions, "candidate_mask": cand_mask,
+                "answer_index": answers, "example": example,
+                "chunk_logits": chunk_logits.detach(), "logits": logits.detach(),
+                "loss": loss.detach().reshape(1)}
+    save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
+    grads = {k: p.grad.contiguous() for k, p in model.named_parameters()}
+    grads["answer_score.weight"] = head.weight.grad.contiguous()
+    save_file(grads, os.path.join(out, "grads.safetensors"))
+    print(f"wikihop_grad: ids {tuple(ids.shape)}, globals per row {glob.sum(1).tolist()}, "
+          f"candidates {cand_mask.sum(1).tolist()}, loss {loss.item():.6f}, {len(grads)} gradients")
+
+
 def bundled_tiny_model():
     """assets/tiny-longformer: the model `cargo xtask encode` runs on by default, with an example
     input and the sample set's tokenizer (vocabulary 2,048 + the 4 WikiHop markers), so `--text` works."""
@@ -171,5 +260,11 @@ def bundled_tiny_model():
 
 
 if __name__ == "__main__":
-    main()
-    bundled_tiny_model()
+    if sys.argv[1:] == ["wikihop_grad"]:
+        wikihop_grad()
+    elif sys.argv[1:]:
+        sys.exit(f"usage: {sys.argv[0]} [wikihop_grad]")
+    else:
+        main()
+        wikihop_grad()
+        bundled_tiny_model()
