@@ -38,6 +38,11 @@ enum Task {
     Prepare(Forward),
     /// Forward time and peak memory of a random-weight model (`--seq 1024,4096 --layers 12 ...`).
     Bench(Forward),
+    /// Train a WikiHop model. With no arguments: a tiny model from scratch on the bundled sample
+    /// set, on the CPU (`-- --model DIR --train F --dev F` fine-tunes a checkpoint).
+    Train(Forward),
+    /// Accuracy and `predictions.json` of a trained run (`-- --run RUN_DIR [--data FILE.json]`).
+    Eval(Forward),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,6 +83,8 @@ fn main() -> ExitCode {
         ),
         Task::Prepare(f) => ("prepare", f, &[]),
         Task::Bench(f) => ("bench", f, &[]),
+        Task::Train(f) => ("train", f, &[]),
+        Task::Eval(f) => ("eval", f, &[]),
     };
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.args([

@@ -40,6 +40,31 @@ impl Backend {
         }
     }
 
+    /// `count` devices of this backend for data-parallel training: discrete GPUs 0..count on
+    /// wgpu/vulkan (1 is the default device). CPU backends have one device.
+    pub fn devices(self, count: usize) -> Result<Vec<Device>> {
+        match count {
+            0 => bail!("--devices must be at least 1"),
+            1 => Ok(vec![self.device()?]),
+            n => match self {
+                #[cfg(feature = "wgpu")]
+                Self::Wgpu => Ok((0..n)
+                    .map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+                    .collect()),
+                #[cfg(feature = "vulkan")]
+                Self::Vulkan => Ok((0..n)
+                    .map(|i| Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i)))
+                    .collect()),
+                Self::Flex | Self::Ndarray => bail!(
+                    "--devices {n}: the {} backend has one device (it already uses every core)",
+                    self.feature()
+                ),
+                #[allow(unreachable_patterns)]
+                other => other.device().map(|d| vec![d]),
+            },
+        }
+    }
+
     /// The Cargo feature that compiles this backend in.
     pub fn feature(self) -> &'static str {
         match self {

@@ -2,8 +2,7 @@
 //!
 //! The backend is a Cargo feature (`flex`, `ndarray`, `wgpu`, `vulkan`); `cargo xtask` picks it.
 
-mod backend;
-mod commands;
+use longformer_train::commands;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +14,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Run the encoder on token ids or text and write `last_hidden_state` to a safetensors file.
     Encode(commands::encode::EncodeArgs),
@@ -22,6 +22,10 @@ enum Command {
     Prepare(commands::prepare::PrepareArgs),
     /// Time the forward pass of a random-weight model and report peak memory (JSON lines).
     Bench(commands::bench::BenchArgs),
+    /// Train a WikiHop model (with no arguments: a tiny model on the bundled sample set).
+    Train(commands::train::TrainArgs),
+    /// Accuracy and predictions.json of a trained WikiHop model (`--run RUN_DIR`).
+    Eval(commands::eval::EvalArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +34,7 @@ fn main() -> anyhow::Result<()> {
         Command::Encode(args) => commands::encode::run(args),
         Command::Prepare(args) => commands::prepare::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     }
 }

@@ -1,4 +1,5 @@
-//! `longformer bench`: forward time and peak memory of a random-weight model (no download).
+//! `longformer bench`: time and peak memory of a random-weight model (no download), for the
+//! forward pass alone or a whole training step.
 
 use std::time::Instant;
 
@@ -7,7 +8,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use longformer_model::{AttentionWindow, LongformerConfig, LongformerInput};
 
+use burn::optim::GradientsParams;
+
 use crate::backend::Backend;
+use crate::optimization::OptimizerSettings;
 
 /// Arguments of `longformer bench`.
 #[derive(Args, Debug)]
@@ -37,9 +41,31 @@ pub struct BenchArgs {
     /// Timed repeats after one warm-up.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// `fwd`: the forward pass. `train`: one training step: forward, backward of the scalar
+    /// `mean(last_hidden_state)`, and an AdamW update.
+    #[arg(long, value_enum, default_value_t = Mode::Fwd)]
+    pub mode: Mode,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
+}
+
+/// What `longformer bench` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Forward only.
+    Fwd,
+    /// Forward, backward and optimizer update.
+    Train,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fwd => "fwd",
+            Self::Train => "train",
+        }
+    }
 }
 
 /// Runs the command, printing one JSON row per sequence length.
@@ -54,7 +80,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .with_max_position_embeddings(max_seq + 2)
         .with_attention_window(AttentionWindow::Uniform(args.window));
     config.validate()?;
-    let model = config.init(&device);
+    let device = match args.mode {
+        Mode::Fwd => device,
+        Mode::Train => device.autodiff(),
+    };
+    let mut model = config.init_with_pooler(false, &device);
+    let mut optimizer = OptimizerSettings::default().optimizer();
     for &seq in &args.seq {
         let ids: Vec<i64> = (0..args.batch * seq)
             .map(|i| 3 + (i * 7919 % 50000) as i64)
@@ -76,7 +107,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
         for i in 0..=args.repeats {
             let start = Instant::now();
             let out = model.try_forward(make_input())?.last_hidden_state;
-            let _ = out.into_data(); // wait for the device
+            match args.mode {
+                Mode::Fwd => {
+                    let _ = out.into_data(); // wait for the device
+                }
+                Mode::Train => {
+                    let loss = out.mean();
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    model = optimizer.step(1e-5, model, grads);
+                    // Wait for the device: read one updated weight.
+                    let _ = model.embeddings.layer_norm.gamma.val().into_data();
+                }
+            }
             if i > 0 {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
@@ -87,7 +129,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "{}",
             serde_json::json!({
                 "backend": args.backend.feature(),
-                "mode": "fwd",
+                "mode": args.mode.name(),
                 "seq": seq,
                 "batch": args.batch,
                 "median_ms": median,

@@ -2,4 +2,6 @@
 
 pub mod bench;
 pub mod encode;
+pub mod eval;
 pub mod prepare;
+pub mod train;

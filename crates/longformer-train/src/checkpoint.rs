@@ -1,0 +1,196 @@
+//! Step checkpoints of a training run, written atomically.
+//!
+//! ```text
+//! RUN_DIR/checkpoints/step-00000120/
+//!     model.bpk       WikiHopModel weights (burnpack; keeps parameter ids)
+//!     optimizer.bpk   AdamW moments, keyed by parameter id
+//!     state.json      TrainState: step, epoch, position in the epoch, history, best dev
+//! ```
+//! A checkpoint is written into `step-XXXXXXXX.partial/` and renamed when complete, so a
+//! process killed while saving leaves the previous checkpoint intact and the half-written
+//! one is ignored (and cleaned up) by the next run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::History;
+use crate::model::WikiHopModel;
+
+/// Where training stands: everything besides the weights needed to continue exactly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub optimizer_step: usize,
+    /// Current epoch (0-based).
+    pub epoch: usize,
+    /// Batches of this epoch already consumed.
+    pub batches_done: usize,
+    /// Training examples processed so far.
+    pub examples_seen: usize,
+    /// Wall time spent training before this point, in seconds (over all resumed sessions).
+    pub wall_seconds: f64,
+    /// Best dev accuracy so far and its step.
+    pub best: Option<BestDev>,
+    /// Metrics so far.
+    pub history: History,
+}
+
+/// The best dev evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BestDev {
+    /// Optimizer step of the evaluation.
+    pub step: usize,
+    /// Dev accuracy.
+    pub accuracy: f64,
+}
+
+/// Name of the checkpoint directory of `step`.
+fn step_dir(run_dir: &Path, step: usize) -> PathBuf {
+    run_dir.join("checkpoints").join(format!("step-{step:08}"))
+}
+
+/// Saves a model as burnpack at `path` (replacing it).
+pub fn save_model(model: &WikiHopModel, path: &Path) -> Result<()> {
+    let mut store = BurnpackStore::from_file(path)
+        .auto_extension(false)
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .with_context(|| format!("writing model weights {}", path.display()))
+}
+
+/// Loads burnpack weights from `path` into `model`; every parameter must be present with its shape.
+pub fn load_model(mut model: WikiHopModel, path: &Path) -> Result<WikiHopModel> {
+    let mut store = BurnpackStore::from_file(path).auto_extension(false);
+    let result = model
+        .load_from(&mut store)
+        .with_context(|| format!("reading model weights {}", path.display()))?;
+    if !result.missing.is_empty() || !result.errors.is_empty() || !result.unused.is_empty() {
+        let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+        bail!(
+            "{} does not match the model: missing {:?}, unexpected {:?}, errors {:?}",
+            path.display(),
+            missing,
+            result.unused,
+            result.errors
+        );
+    }
+    Ok(model)
+}
+
+/// Writes the checkpoint of `state.optimizer_step` atomically, then keeps only the `keep`
+/// newest checkpoints. Returns its directory.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    model: &WikiHopModel,
+    optimizer: &ModuleOptimizer,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
+    let dir = step_dir(run_dir, state.optimizer_step);
+    let partial = dir.with_extension("partial");
+    if partial.exists() {
+        fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
+    }
+    fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    save_model(model, &partial.join("model.bpk"))?;
+    optimizer
+        .save(partial.join("optimizer.bpk"))
+        .map_err(|e| anyhow::anyhow!("writing optimizer state in {}: {e:?}", partial.display()))?;
+    write_json(&partial.join("state.json"), state)?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::rename(&partial, &dir)
+        .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
+    prune(run_dir, keep)?;
+    Ok(dir)
+}
+
+/// A checkpoint read back.
+pub struct Checkpoint {
+    /// The model with the checkpoint's weights.
+    pub model: WikiHopModel,
+    /// The optimizer with the checkpoint's moments.
+    pub optimizer: ModuleOptimizer,
+    /// Where training stood.
+    pub state: TrainState,
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+}
+
+/// Loads the newest complete checkpoint of `run_dir` into `model` and `optimizer` (freshly
+/// built with the run's settings, on `device`).
+pub fn load_latest(
+    run_dir: &Path,
+    model: WikiHopModel,
+    optimizer: ModuleOptimizer,
+    device: &Device,
+) -> Result<Checkpoint> {
+    let Some(dir) = checkpoints(run_dir)?.pop() else {
+        bail!(
+            "{} has no complete checkpoint (looked for checkpoints/step-*/)",
+            run_dir.display()
+        );
+    };
+    let state: TrainState = read_json(&dir.join("state.json"))?;
+    let model = load_model(model, &dir.join("model.bpk"))?.fork(device);
+    let optimizer = optimizer
+        .load(dir.join("optimizer.bpk"))
+        .map_err(|e| anyhow::anyhow!("reading optimizer state in {}: {e:?}", dir.display()))?;
+    Ok(Checkpoint {
+        model,
+        optimizer,
+        state,
+        dir,
+    })
+}
+
+/// Complete checkpoint directories of a run, oldest first.
+pub fn checkpoints(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let root = run_dir.join("checkpoints");
+    if !root.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs: Vec<(usize, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(&root).with_context(|| format!("listing {}", root.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse().ok())
+            && path.join("state.json").is_file()
+        {
+            dirs.push((step, path));
+        }
+    }
+    dirs.sort();
+    Ok(dirs.into_iter().map(|(_, p)| p).collect())
+}
+
+fn prune(run_dir: &Path, keep: usize) -> Result<()> {
+    let all = checkpoints(run_dir)?;
+    for old in &all[..all.len().saturating_sub(keep.max(1))] {
+        fs::remove_dir_all(old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON through a temporary file and a rename.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value)?;
+    fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// Reads a JSON file, naming it in errors.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

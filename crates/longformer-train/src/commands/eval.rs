@@ -1,0 +1,124 @@
+//! `longformer eval`: accuracy of a trained WikiHop model on a file, and its predictions.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use longformer_data::{WikiHopTokenizer, read_wikihop};
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::checkpoint::{load_model, write_json};
+use crate::commands::train::{RunRecord, load_examples};
+use crate::evaluate::evaluate;
+use crate::model::WikiHopModel;
+
+/// Flags of `longformer eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Run directory written by `longformer train` (run.json, config.json, best/, final/).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// Which weights: `best` (highest dev accuracy), `final`, or a `.bpk` file [default: best].
+    #[arg(long, default_value = "best")]
+    pub weights: String,
+    /// WikiHop file to evaluate [default: the run's dev file].
+    #[arg(long, value_name = "FILE.json")]
+    pub data: Option<PathBuf>,
+    /// Where to write the predictions [default: RUN_DIR/predictions.json].
+    #[arg(long, value_name = "FILE.json")]
+    pub out: Option<PathBuf>,
+    /// Examples per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+}
+
+/// One example in `predictions.json`.
+#[derive(Debug, Serialize)]
+struct PredictionJson {
+    /// The predicted candidate's text.
+    prediction: String,
+    /// Its index among the candidates.
+    predicted_index: usize,
+    /// Whether it is the answer.
+    correct: bool,
+    /// One score (logit) per candidate, in the file's candidate order.
+    scores: Vec<f32>,
+}
+
+/// Runs the command.
+pub fn run(args: EvalArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let device = args.backend.device()?;
+    let record = RunRecord::read(&args.run)?;
+    let config = RunRecord::model_config(&args.run)?;
+    let weights = match args.weights.as_str() {
+        "best" | "final" => args.run.join(&args.weights).join("model.bpk"),
+        path => PathBuf::from(path),
+    };
+    if !weights.is_file() {
+        bail!("no weights at {}", weights.display());
+    }
+    let model = load_model(WikiHopModel::init(&config, &device), &weights)?;
+    let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
+    let data = args.data.clone().unwrap_or_else(|| record.dev.clone());
+    let set = load_examples(&data, &tokenizer, &record.prepare_options())?;
+    if set.is_empty() {
+        bail!("{} has no usable example", data.display());
+    }
+    let evaluation = evaluate(
+        &model,
+        &set,
+        args.batch_size,
+        record.settings.combine,
+        &device,
+    );
+    let candidates: BTreeMap<String, Vec<String>> = read_wikihop(&data, false)
+        .with_context(|| format!("reading {}", data.display()))?
+        .examples
+        .into_iter()
+        .map(|e| (e.id, e.candidates))
+        .collect();
+    let predictions: BTreeMap<&str, PredictionJson> = evaluation
+        .predictions
+        .iter()
+        .map(|p| {
+            let text = candidates
+                .get(&p.id)
+                .and_then(|c| c.get(p.predicted_index))
+                .cloned()
+                .unwrap_or_default();
+            (
+                p.id.as_str(),
+                PredictionJson {
+                    prediction: text,
+                    predicted_index: p.predicted_index,
+                    correct: p.predicted_index == p.answer_index,
+                    scores: p.scores.clone(),
+                },
+            )
+        })
+        .collect();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run.join("predictions.json"));
+    write_json(&out, &predictions)?;
+    println!(
+        "{}: accuracy {:.4} over {} examples (chance {:.4}), loss {:.4}, weights {}; predictions in {}",
+        data.display(),
+        evaluation.accuracy,
+        set.len(),
+        set.chance_accuracy(),
+        evaluation.loss,
+        weights.display(),
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! `longformer train`: fine-tune (or train from scratch) a WikiHop model.
+//!
+//! With no arguments it trains the `tiny` configuration from scratch on the bundled sample set
+//! with settings for training from scratch. With `--model DIR` the defaults are the paper's
+//! fine-tuning settings. Every flag overrides its default.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use longformer_data::{
+    DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, SAMPLE_DIR,
+    WikiHopTokenizer, prepare_file,
+};
+use longformer_model::LongformerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::checkpoint::{read_json, write_json};
+use crate::examples::ExampleSet;
+use crate::init::{ConfigChoice, ModelSource};
+use crate::model::{Combine, WikiHopModel};
+use crate::optimization::OptimizerSettings;
+use crate::trainer::{Run, Start, TrainSettings};
+
+/// Flags of `longformer train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// WikiHop training file [default: the bundled sample's train.json].
+    #[arg(long, value_name = "FILE.json")]
+    pub train: Option<PathBuf>,
+    /// WikiHop dev file [default: the bundled sample's dev.json].
+    #[arg(long, value_name = "FILE.json")]
+    pub dev: Option<PathBuf>,
+    /// Tokenizer directory or tokenizer.json [default: the --model directory if it has one,
+    /// else the bundled sample's tokenizer].
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: Option<PathBuf>,
+    /// Start from this HF Longformer checkpoint directory (paper fine-tuning defaults).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub model: Option<PathBuf>,
+    /// Random-init configuration: `tiny`, `base` or an HF config.json [default: tiny].
+    #[arg(long, value_name = "tiny|base|FILE")]
+    pub config: Option<ConfigChoice>,
+    /// Run directory (checkpoints, metrics.jsonl, training_curve.svg, summary.json)
+    /// [default: runs/wikihop-<unix time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in this directory from its newest checkpoint, with its saved settings.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["run_dir", "model", "config"])]
+    pub resume: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = Backend::Flex)]
+    pub backend: Backend,
+    /// GPUs to train on (wgpu/vulkan): each optimizer step's batches are spread over them
+    /// (use --grad-accum ≥ the number of devices).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// Peak learning rate [3e-5 with --model, 1e-3 from scratch].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// AdamW weight decay [0.01].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// AdamW β₁ [0.9].
+    #[arg(long)]
+    pub beta1: Option<f32>,
+    /// AdamW β₂ [0.98].
+    #[arg(long)]
+    pub beta2: Option<f32>,
+    /// AdamW ε [1e-6].
+    #[arg(long)]
+    pub epsilon: Option<f32>,
+    /// Warmup optimizer steps [200 with --model, 50 from scratch].
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Clip the global gradient norm at this value; 0 disables [1.0].
+    #[arg(long)]
+    pub max_grad_norm: Option<f32>,
+    /// Examples per forward/backward pass [1 with --model, 16 from scratch].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Passes averaged into one optimizer step [32 with --model, 1 from scratch].
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Epochs [15 with --model, 8 from scratch].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop after this many optimizer steps (the schedule ends there).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Seed of the initialization, the example order and dropout [42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How the chunks of a long example combine their candidate logits [mean].
+    #[arg(long, value_enum)]
+    pub combine: Option<Combine>,
+    /// Optimizer steps between log lines [10].
+    #[arg(long)]
+    pub log_every: Option<usize>,
+    /// Optimizer steps between dev evaluations [200 with --model, 100 from scratch].
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Optimizer steps between checkpoints [200 with --model, 100 from scratch].
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Newest checkpoints kept [2].
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
+    /// Longest chunk in tokens; longer examples are split [4096, at most the model's positions].
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Keep only the first chunk of examples longer than --max-len.
+    #[arg(long)]
+    pub truncate: bool,
+    /// No log lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What a run directory records about its data and model, for `--resume` and `eval`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Training file.
+    pub train: PathBuf,
+    /// Dev file.
+    pub dev: PathBuf,
+    /// Tokenizer.
+    pub tokenizer: PathBuf,
+    /// Chunk length.
+    pub max_len: usize,
+    /// Truncation instead of chunking.
+    pub truncate: bool,
+    /// The starting weights (`tiny`, `base`, a config file or a checkpoint directory).
+    pub initialized_from: String,
+    /// The training settings.
+    pub settings: TrainSettings,
+}
+
+impl RunRecord {
+    /// Reads `RUN_DIR/run.json`.
+    pub fn read(run_dir: &Path) -> Result<Self> {
+        read_json(&run_dir.join("run.json"))
+    }
+
+    /// Reads `RUN_DIR/config.json`.
+    pub fn model_config(run_dir: &Path) -> Result<LongformerConfig> {
+        Ok(LongformerConfig::from_json_file(
+            run_dir.join("config.json"),
+        )?)
+    }
+
+    /// The layout settings for preparing data.
+    pub fn prepare_options(&self) -> PrepareOptions {
+        PrepareOptions {
+            config: PrepareConfig {
+                layout: LayoutConfig {
+                    max_len: self.max_len,
+                    truncate: self.truncate,
+                },
+                strict: false,
+                shuffle_seed: None,
+            },
+            cache_dir: Some(PathBuf::from("target/longformer-cache")),
+            progress: ProgressMode::Auto,
+        }
+    }
+}
+
+/// Reads, tokenizes and groups a WikiHop file (skipped records are reported).
+pub fn load_examples(
+    path: &Path,
+    tokenizer: &WikiHopTokenizer,
+    options: &PrepareOptions,
+) -> Result<ExampleSet> {
+    let prepared = prepare_file(path, tokenizer, options)
+        .with_context(|| format!("preparing {}", path.display()))?;
+    let skipped = prepared.summary.skipped.len();
+    if skipped > 0 {
+        eprintln!(
+            "{}: skipped {skipped} bad records (see `longformer prepare --strict`)",
+            path.display()
+        );
+    }
+    Ok(ExampleSet::new(prepared.chunks, tokenizer.pad_id()))
+}
+
+/// Runs the command.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let devices = args.backend.devices(args.devices)?;
+    let device = devices[0].clone();
+    let autodiff = device.clone().autodiff();
+    let (run_dir, record, start, config) = match &args.resume {
+        Some(run_dir) => {
+            let record = RunRecord::read(run_dir)?;
+            let config = RunRecord::model_config(run_dir)?;
+            let model = WikiHopModel::init(&config, &autodiff);
+            (run_dir.clone(), record, Start::Resume(model), config)
+        }
+        None => {
+            let source = match (&args.model, &args.config) {
+                (Some(dir), _) => ModelSource::Pretrained(dir.clone()),
+                (None, Some(choice)) => ModelSource::Random(choice.clone()),
+                (None, None) => ModelSource::Random(ConfigChoice::Tiny),
+            };
+            let sample = Path::new(SAMPLE_DIR);
+            let tokenizer_dir = args
+                .tokenizer
+                .clone()
+                .unwrap_or_else(|| match source.dir() {
+                    Some(dir)
+                        if dir.join("tokenizer.json").is_file()
+                            || dir.join("vocab.json").is_file() =>
+                    {
+                        dir.to_path_buf()
+                    }
+                    _ => sample.join("tokenizer"),
+                });
+            let tokenizer = WikiHopTokenizer::from_dir(&tokenizer_dir)?;
+            let seed = args.seed.unwrap_or(42);
+            autodiff.seed(seed);
+            let (model, config) = source.build(tokenizer.vocab_size(), &autodiff)?;
+            let max_len = args
+                .max_len
+                .unwrap_or(DEFAULT_MAX_LEN)
+                .min(config.max_sequence_length());
+            let record = RunRecord {
+                train: args
+                    .train
+                    .clone()
+                    .unwrap_or_else(|| sample.join("train.json")),
+                dev: args.dev.clone().unwrap_or_else(|| sample.join("dev.json")),
+                tokenizer: tokenizer_dir,
+                max_len,
+                truncate: args.truncate,
+                initialized_from: match &source {
+                    ModelSource::Pretrained(dir) => dir.display().to_string(),
+                    ModelSource::Random(ConfigChoice::Tiny) => "tiny".into(),
+                    ModelSource::Random(ConfigChoice::Base) => "base".into(),
+                    ModelSource::Random(ConfigChoice::File(f)) => f.display().to_string(),
+                },
+                settings: settings(&args, matches!(source, ModelSource::Pretrained(_)), seed),
+            };
+            record.settings.validate()?;
+            let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+            if crate::checkpoint::checkpoints(&run_dir)?.last().is_some() {
+                bail!(
+                    "{} already holds a run; continue it with --resume {} or pick another --run-dir",
+                    run_dir.display(),
+                    run_dir.display()
+                );
+            }
+            std::fs::create_dir_all(&run_dir)
+                .with_context(|| format!("creating {}", run_dir.display()))?;
+            write_json(&run_dir.join("run.json"), &record)?;
+            std::fs::write(run_dir.join("config.json"), config.to_hf_json())
+                .with_context(|| format!("writing {}", run_dir.join("config.json").display()))?;
+            (run_dir, record, Start::Fresh(model), config)
+        }
+    };
+    let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
+    if tokenizer.vocab_size() > config.vocab_size {
+        bail!(
+            "the tokenizer {} has {} ids but the model only {}",
+            record.tokenizer.display(),
+            tokenizer.vocab_size(),
+            config.vocab_size
+        );
+    }
+    let options = record.prepare_options();
+    let train = load_examples(&record.train, &tokenizer, &options)?;
+    let dev = load_examples(&record.dev, &tokenizer, &options)?;
+    let run = Run {
+        dir: &run_dir,
+        train: &train,
+        dev: &dev,
+        settings: &record.settings,
+        backend: args.backend.feature(),
+        verbose: !args.quiet,
+    };
+    let trained = run.train(start, &devices)?;
+    let s = &trained.summary;
+    println!(
+        "dev accuracy {:.4} (chance {:.4}, best {:.4} at step {}) after {} optimizer steps, {:.1} s; run directory {}",
+        s.dev_accuracy,
+        s.chance_accuracy,
+        s.best_dev_accuracy,
+        s.best_step,
+        s.optimizer_steps,
+        s.wall_seconds,
+        run_dir.display()
+    );
+    Ok(())
+}
+
+fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
+    let paper = TrainSettings::default();
+    let base = if pretrained {
+        paper
+    } else {
+        TrainSettings {
+            optimizer: OptimizerSettings {
+                lr: 1e-3,
+                warmup_steps: 50,
+                ..OptimizerSettings::default()
+            },
+            batch_size: 16,
+            grad_accum: 1,
+            epochs: 8,
+            eval_every: 100,
+            checkpoint_every: 100,
+            ..paper
+        }
+    };
+    TrainSettings {
+        optimizer: OptimizerSettings {
+            lr: args.lr.unwrap_or(base.optimizer.lr),
+            weight_decay: args.weight_decay.unwrap_or(base.optimizer.weight_decay),
+            beta1: args.beta1.unwrap_or(base.optimizer.beta1),
+            beta2: args.beta2.unwrap_or(base.optimizer.beta2),
+            epsilon: args.epsilon.unwrap_or(base.optimizer.epsilon),
+            warmup_steps: args.warmup.unwrap_or(base.optimizer.warmup_steps),
+            max_grad_norm: match args.max_grad_norm {
+                Some(n) if n <= 0.0 => None,
+                Some(n) => Some(n),
+                None => base.optimizer.max_grad_norm,
+            },
+        },
+        batch_size: args.batch_size.unwrap_or(base.batch_size),
+        grad_accum: args.grad_accum.unwrap_or(base.grad_accum),
+        epochs: args.epochs.unwrap_or(base.epochs),
+        max_steps: args.max_steps,
+        seed,
+        combine: args.combine.unwrap_or(base.combine),
+        log_every: args.log_every.unwrap_or(base.log_every),
+        eval_every: args.eval_every.unwrap_or(base.eval_every),
+        checkpoint_every: args.checkpoint_every.unwrap_or(base.checkpoint_every),
+        keep_checkpoints: args.keep_checkpoints.unwrap_or(base.keep_checkpoints),
+        eval_batch_size: base.eval_batch_size,
+    }
+}
+
+fn default_run_dir() -> PathBuf {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from(format!("runs/wikihop-{now}"))
+}

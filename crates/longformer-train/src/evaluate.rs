@@ -1,0 +1,101 @@
+//! Accuracy and predictions of a [`WikiHopModel`] on a set of examples.
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::examples::ExampleSet;
+use crate::model::{Combine, WikiHopModel, WikiHopOutput};
+
+/// The scores the model gave one example.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Example id.
+    pub id: String,
+    /// Index of the highest-scoring candidate.
+    pub predicted_index: usize,
+    /// Index of the answer.
+    pub answer_index: usize,
+    /// One logit per candidate.
+    pub scores: Vec<f32>,
+}
+
+/// Result of [`evaluate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Fraction of examples whose answer scored highest.
+    pub accuracy: f64,
+    /// One per example, in set order.
+    pub predictions: Vec<Prediction>,
+}
+
+/// Host-side view of a forward pass: per-example predictions and the batch's mean loss.
+pub fn predictions(output: &WikiHopOutput, candidates: &[usize]) -> (Vec<Prediction>, f64) {
+    let [examples, max_candidates] = output.logits.dims();
+    let logits: Vec<f32> = output
+        .logits
+        .clone()
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .expect("f32 logits");
+    let answers: Vec<i64> = output
+        .answers
+        .clone()
+        .into_data()
+        .try_to_vec_as::<i64>()
+        .expect("int answers");
+    let loss = f64::from(output.loss.clone().into_scalar::<f32>());
+    let predictions = (0..examples)
+        .map(|e| {
+            let scores = logits[e * max_candidates..e * max_candidates + candidates[e]].to_vec();
+            let predicted_index = scores
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &s)| {
+                    if s > best.1 { (i, s) } else { best }
+                })
+                .0;
+            Prediction {
+                id: output.ids[e].clone(),
+                predicted_index,
+                answer_index: answers[e] as usize,
+                scores,
+            }
+        })
+        .collect();
+    (predictions, loss)
+}
+
+/// Runs `model` (in inference mode: pass `model.valid()`) over `set` in file order.
+pub fn evaluate(
+    model: &WikiHopModel,
+    set: &ExampleSet,
+    batch_size: usize,
+    combine: Combine,
+    device: &Device,
+) -> Evaluation {
+    let mut all = Vec::with_capacity(set.len());
+    let mut loss_sum = 0.0;
+    for indices in set.in_order(batch_size) {
+        let batch = set.batch(&indices, device);
+        let output = model.forward(&batch, combine);
+        let candidates: Vec<usize> = indices
+            .iter()
+            .map(|&i| set.examples[i].candidates())
+            .collect();
+        let (predictions, loss) = predictions(&output, &candidates);
+        loss_sum += loss * indices.len() as f64;
+        all.extend(predictions);
+    }
+    let n = all.len().max(1) as f64;
+    let correct = all
+        .iter()
+        .filter(|p| p.predicted_index == p.answer_index)
+        .count();
+    Evaluation {
+        loss: loss_sum / n,
+        accuracy: correct as f64 / n,
+        predictions: all,
+    }
+}

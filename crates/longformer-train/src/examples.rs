@@ -1,0 +1,138 @@
+//! WikiHop examples as the training loop sees them: all chunks of an example together, in a
+//! seeded order that depends only on (seed, epoch), so a resumed run sees the same batches.
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::tensor::Device;
+use longformer_data::rng::SplitMix64;
+use longformer_data::{WikiHopBatch, WikiHopBatcher, WikiHopChunk};
+
+/// The chunks of one example (consecutive in the prepared file, one or more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Its chunks, in order.
+    pub chunks: Vec<WikiHopChunk>,
+}
+
+impl Example {
+    /// The example id.
+    pub fn id(&self) -> &str {
+        &self.chunks[0].id
+    }
+
+    /// Number of candidates.
+    pub fn candidates(&self) -> usize {
+        self.chunks[0].predicted_indices.len()
+    }
+}
+
+/// A set of examples and how to batch them.
+#[derive(Debug, Clone)]
+pub struct ExampleSet {
+    /// The examples, in file order.
+    pub examples: Vec<Example>,
+    batcher: WikiHopBatcher,
+}
+
+impl ExampleSet {
+    /// Groups consecutive chunks with the same example id.
+    pub fn new(chunks: Vec<WikiHopChunk>, pad_id: u32) -> Self {
+        let mut examples: Vec<Example> = Vec::new();
+        for chunk in chunks {
+            match examples.last_mut() {
+                Some(last) if last.id() == chunk.id => last.chunks.push(chunk),
+                _ => examples.push(Example {
+                    chunks: vec![chunk],
+                }),
+            }
+        }
+        Self {
+            examples,
+            batcher: WikiHopBatcher::new(pad_id),
+        }
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.examples.len()
+    }
+
+    /// True when there is no example.
+    pub fn is_empty(&self) -> bool {
+        self.examples.is_empty()
+    }
+
+    /// Mean over examples of 1 / number of candidates: the accuracy of a uniform guess.
+    pub fn chance_accuracy(&self) -> f64 {
+        if self.examples.is_empty() {
+            return 0.0;
+        }
+        let sum: f64 = self
+            .examples
+            .iter()
+            .map(|e| 1.0 / e.candidates().max(1) as f64)
+            .sum();
+        sum / self.examples.len() as f64
+    }
+
+    /// Example indices of one epoch: a permutation drawn from `(seed, epoch)` only.
+    pub fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
+        SplitMix64::for_key(seed, &format!("epoch-{epoch}")).permutation(self.len())
+    }
+
+    /// Example indices in file order, cut into batches of `batch_size` examples.
+    pub fn in_order(&self, batch_size: usize) -> Vec<Vec<usize>> {
+        let all: Vec<usize> = (0..self.len()).collect();
+        all.chunks(batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// The batch of these examples (all their chunks, consecutive per example).
+    pub fn batch(&self, indices: &[usize], device: &Device) -> WikiHopBatch {
+        let chunks: Vec<WikiHopChunk> = indices
+            .iter()
+            .flat_map(|&i| self.examples[i].chunks.iter().cloned())
+            .collect();
+        self.batcher.batch(chunks, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(id: &str, chunk: usize, candidates: usize) -> WikiHopChunk {
+        WikiHopChunk {
+            id: id.into(),
+            chunk,
+            num_chunks: 1,
+            input_ids: vec![0, 5, 2],
+            global_len: 2,
+            predicted_indices: vec![1; candidates],
+            answer_index: 0,
+        }
+    }
+
+    #[test]
+    fn groups_chunks_and_computes_chance() {
+        let set = ExampleSet::new(
+            vec![chunk("a", 0, 2), chunk("a", 1, 2), chunk("b", 0, 4)],
+            1,
+        );
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.examples[0].chunks.len(), 2);
+        assert!((set.chance_accuracy() - 0.375).abs() < 1e-12);
+    }
+
+    #[test]
+    fn epoch_order_depends_on_seed_and_epoch_only() {
+        let set = ExampleSet::new((0..50).map(|i| chunk(&i.to_string(), 0, 2)).collect(), 1);
+        let a = set.epoch_order(7, 3);
+        assert_eq!(a, set.epoch_order(7, 3));
+        assert_ne!(a, set.epoch_order(7, 4));
+        assert_ne!(a, set.epoch_order(8, 3));
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,163 @@
+//! Where a WikiHop model's weights come from: an HF checkpoint (with the word embedding grown
+//! for the WikiHop markers) or a random initialization of a named or given configuration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Param;
+use burn::tensor::{Device, Distribution, Tensor};
+use longformer_model::{AttentionWindow, LongformerConfig, LongformerModel, load_pretrained};
+
+use crate::model::WikiHopModel;
+
+/// A configuration for a random-init model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChoice {
+    /// 2 layers, 64 wide, 4 heads, window 32, 512 positions: trains on the sample set in minutes.
+    Tiny,
+    /// longformer-base's shape: 12 layers, 768 wide, 12 heads, window 512, 4096 positions.
+    Base,
+    /// An HF `config.json`.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for ConfigChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "tiny" => Self::Tiny,
+            "base" => Self::Base,
+            path => Self::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl ConfigChoice {
+    /// The configuration, with `vocab_size` set to the tokenizer's (a file's must be at least that).
+    pub fn config(&self, vocab_size: usize) -> Result<LongformerConfig> {
+        Ok(match self {
+            Self::Tiny => LongformerConfig::tiny(vocab_size),
+            Self::Base => LongformerConfig::new()
+                .with_vocab_size(vocab_size)
+                .with_attention_window(AttentionWindow::Uniform(512)),
+            Self::File(path) => {
+                let config = LongformerConfig::from_json_file(path)?;
+                if config.vocab_size < vocab_size {
+                    bail!(
+                        "{}: vocab_size {} is smaller than the tokenizer's vocabulary ({vocab_size} with the WikiHop markers)",
+                        path.display(),
+                        config.vocab_size
+                    );
+                }
+                config
+            }
+        })
+    }
+}
+
+/// Where the model starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// An HF Longformer directory (`config.json` + `model.safetensors` or `pytorch_model.bin`).
+    Pretrained(PathBuf),
+    /// Random weights.
+    Random(ConfigChoice),
+}
+
+impl ModelSource {
+    /// Builds the model on `device` for a tokenizer of `vocab_size` ids, and its configuration
+    /// (with the grown vocabulary).
+    pub fn build(
+        &self,
+        vocab_size: usize,
+        device: &Device,
+    ) -> Result<(WikiHopModel, LongformerConfig)> {
+        match self {
+            Self::Random(choice) => {
+                let config = choice.config(vocab_size)?;
+                config.validate()?;
+                Ok((WikiHopModel::init(&config, device), config))
+            }
+            Self::Pretrained(dir) => {
+                let config = LongformerConfig::from_json_file(dir.join("config.json"))?;
+                let mut encoder = load_pretrained(dir, device)
+                    .with_context(|| format!("loading the model in {}", dir.display()))?;
+                let grown = grow_word_embeddings(&mut encoder, vocab_size, device);
+                let config = config.with_vocab_size(encoder.vocab_size);
+                if grown > 0 {
+                    eprintln!(
+                        "grew the word embedding of {} by {grown} rows (WikiHop markers) to {}",
+                        dir.display(),
+                        encoder.vocab_size
+                    );
+                }
+                let hidden = config.hidden_size;
+                Ok((WikiHopModel::new(encoder, hidden, device), config))
+            }
+        }
+    }
+
+    /// The directory of a pretrained model, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Self::Pretrained(dir) => Some(dir),
+            Self::Random(_) => None,
+        }
+    }
+}
+
+/// Adds rows to the word embedding until it has `vocab_size` rows; the new rows are drawn from
+/// a normal with the mean and standard deviation of the existing rows (per dimension).
+/// Returns the number of rows added.
+pub fn grow_word_embeddings(
+    model: &mut LongformerModel,
+    vocab_size: usize,
+    device: &Device,
+) -> usize {
+    let weight = model.embeddings.word_embeddings.weight.val();
+    let [rows, d_model] = weight.dims();
+    if vocab_size <= rows {
+        return 0;
+    }
+    let added = vocab_size - rows;
+    let mean = weight.clone().mean_dim(0);
+    let std = weight.clone().var(0).sqrt();
+    let fresh =
+        Tensor::<2>::random([added, d_model], Distribution::Normal(0.0, 1.0), device) * std + mean;
+    model.embeddings.word_embeddings.weight =
+        Param::from_tensor(Tensor::cat(vec![weight, fresh], 0));
+    model.vocab_size = vocab_size;
+    added
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_embeddings_with_matching_statistics() {
+        let device = Device::flex();
+        let config = LongformerConfig::tiny(50);
+        let mut model = config.init_with_pooler(false, &device);
+        let before = model.embeddings.word_embeddings.weight.val();
+        assert_eq!(grow_word_embeddings(&mut model, 2050, &device), 2000);
+        let after = model.embeddings.word_embeddings.weight.val();
+        assert_eq!(after.dims(), [2050, 64]);
+        assert_eq!(model.vocab_size, 2050);
+        let old = after.clone().slice([0..50, 0..64]);
+        assert_eq!(
+            old.into_data().try_to_vec_as::<f32>().unwrap(),
+            before.clone().into_data().try_to_vec_as::<f32>().unwrap()
+        );
+        let new = after.slice([50..2050, 0..64]);
+        let gap = (new.clone().mean().into_scalar::<f32>()
+            - before.clone().mean().into_scalar::<f32>())
+        .abs();
+        assert!(gap < 0.05, "mean moved by {gap}");
+        let ratio = new.var(0).sqrt().mean().into_scalar::<f32>()
+            / before.var(0).sqrt().mean().into_scalar::<f32>();
+        assert!((0.8..1.25).contains(&ratio), "std ratio {ratio}");
+        assert_eq!(grow_word_embeddings(&mut model, 100, &device), 0);
+    }
+}

@@ -1,0 +1,93 @@
+//! Training metrics: what is logged every few optimizer steps and at each dev evaluation.
+
+use serde::{Deserialize, Serialize};
+
+/// Averages over the optimizer steps since the previous log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainPoint {
+    /// Optimizer step at the end of the interval.
+    pub step: usize,
+    /// Epoch (fractional: examples seen / examples per epoch).
+    pub epoch: f64,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Training accuracy.
+    pub accuracy: f64,
+    /// Learning rate of the last step.
+    pub lr: f64,
+    /// Training throughput.
+    pub examples_per_s: f64,
+    /// Global gradient norm before clipping, mean over the interval.
+    pub grad_norm: f64,
+}
+
+/// A dev evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DevPoint {
+    /// Optimizer step.
+    pub step: usize,
+    /// Mean dev loss.
+    pub loss: f64,
+    /// Dev accuracy.
+    pub accuracy: f64,
+}
+
+/// All metrics of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Training intervals.
+    pub train: Vec<TrainPoint>,
+    /// Dev evaluations.
+    pub dev: Vec<DevPoint>,
+}
+
+/// Running sums over an interval of optimizer steps.
+#[derive(Debug, Clone, Default)]
+pub struct Interval {
+    loss_sum: f64,
+    correct: usize,
+    examples: usize,
+    grad_norm_sum: f64,
+    steps: usize,
+}
+
+impl Interval {
+    /// Adds one micro-batch: its mean loss over `examples` examples, of which `correct` right.
+    pub fn add_batch(&mut self, mean_loss: f64, correct: usize, examples: usize) {
+        self.loss_sum += mean_loss * examples as f64;
+        self.correct += correct;
+        self.examples += examples;
+    }
+
+    /// Adds one optimizer step's gradient norm.
+    pub fn add_step(&mut self, grad_norm: f32) {
+        self.grad_norm_sum += f64::from(grad_norm);
+        self.steps += 1;
+    }
+
+    /// Optimizer steps in the interval.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Examples in the interval.
+    pub fn examples(&self) -> usize {
+        self.examples
+    }
+
+    /// The point summarizing the interval, then resets it.
+    pub fn finish(&mut self, step: usize, epoch: f64, lr: f64, seconds: f64) -> TrainPoint {
+        let examples = self.examples.max(1) as f64;
+        let point = TrainPoint {
+            step,
+            epoch,
+            loss: self.loss_sum / examples,
+            accuracy: self.correct as f64 / examples,
+            lr,
+            examples_per_s: self.examples as f64 / seconds.max(1e-9),
+            grad_norm: self.grad_norm_sum / self.steps.max(1) as f64,
+        };
+        *self = Self::default();
+        point
+    }
+}

@@ -1,0 +1,519 @@
+//! The training loop: seeded example order, gradient accumulation with an averaged loss,
+//! global-norm clipping, AdamW with warmup + linear decay, dev evaluation, step checkpoints
+//! and exact resume.
+//!
+//! Burn's `Learner` checkpoints once per epoch and cannot restart in the middle of one at the
+//! same batch, so this loop is written out; it uses Burn's optimizer, gradient accumulator and
+//! burnpack records.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, BestDev, TrainState};
+use crate::curve::training_curve_svg;
+use crate::evaluate::{Evaluation, evaluate, predictions};
+use crate::examples::ExampleSet;
+use crate::metrics::{DevPoint, Interval};
+use crate::model::{Combine, WikiHopModel};
+use crate::optimization::{OptimizerSettings, clip_global_norm};
+
+/// How to train (saved in the run directory as `train_settings.json`; `--resume` reads it back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// AdamW, schedule and clipping.
+    pub optimizer: OptimizerSettings,
+    /// Examples per forward/backward pass.
+    pub batch_size: usize,
+    /// Passes whose gradients are averaged into one optimizer step.
+    pub grad_accum: usize,
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (the schedule decays to 0 there).
+    pub max_steps: Option<usize>,
+    /// Seed of the example order and of dropout.
+    pub seed: u64,
+    /// How chunk logits make example logits.
+    pub combine: Combine,
+    /// Optimizer steps between log lines.
+    pub log_every: usize,
+    /// Optimizer steps between dev evaluations (also at the end).
+    pub eval_every: usize,
+    /// Optimizer steps between checkpoints (also at the end).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept (newest).
+    pub keep_checkpoints: usize,
+    /// Examples per batch when evaluating.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainSettings {
+    /// The paper's WikiHop fine-tuning: one example per pass, 32 accumulated, 15 epochs.
+    fn default() -> Self {
+        Self {
+            optimizer: OptimizerSettings::default(),
+            batch_size: 1,
+            grad_accum: 32,
+            epochs: 15,
+            max_steps: None,
+            seed: 42,
+            combine: Combine::Mean,
+            log_every: 10,
+            eval_every: 200,
+            checkpoint_every: 200,
+            keep_checkpoints: 2,
+            eval_batch_size: 8,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// Rejects settings that cannot run.
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("batch_size", self.batch_size),
+            ("grad_accum", self.grad_accum),
+            ("log_every", self.log_every),
+            ("eval_every", self.eval_every),
+            ("checkpoint_every", self.checkpoint_every),
+            ("eval_batch_size", self.eval_batch_size),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+            bail!("lr must be positive, got {}", self.optimizer.lr);
+        }
+        Ok(())
+    }
+
+    /// Micro-batches in one epoch of `examples` examples.
+    pub fn batches_per_epoch(&self, examples: usize) -> usize {
+        examples.div_ceil(self.batch_size)
+    }
+
+    /// Optimizer steps in one epoch (the last one may accumulate fewer batches).
+    pub fn steps_per_epoch(&self, examples: usize) -> usize {
+        self.batches_per_epoch(examples).div_ceil(self.grad_accum)
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self, examples: usize) -> usize {
+        let full = self.steps_per_epoch(examples) * self.epochs;
+        self.max_steps.map_or(full, |m| m.min(full))
+    }
+}
+
+/// One device's summed gradients and `(mean loss, correct, examples)` of each of its batches.
+type DeviceGradients = (GradientsParams, Vec<(f64, usize, usize)>);
+
+/// What a finished run reports (written as `summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Dev accuracy of the final model.
+    pub dev_accuracy: f64,
+    /// Best dev accuracy seen, and its step.
+    pub best_dev_accuracy: f64,
+    /// Step of the best dev accuracy.
+    pub best_step: usize,
+    /// Mean of 1 / candidates over dev: a uniform guess's accuracy.
+    pub chance_accuracy: f64,
+    /// Dev loss of the final model.
+    pub dev_loss: f64,
+    /// Optimizer steps taken.
+    pub optimizer_steps: usize,
+    /// Training examples processed.
+    pub examples_seen: usize,
+    /// Training wall time (all sessions of a resumed run), in seconds.
+    pub wall_seconds: f64,
+    /// Backend name.
+    pub backend: String,
+    /// Training examples / dev examples.
+    pub train_examples: usize,
+    /// Dev examples.
+    pub dev_examples: usize,
+}
+
+/// A training run: the data, where it writes, and how it logs.
+pub struct Run<'a> {
+    /// The run directory (checkpoints, metrics, curve, summary).
+    pub dir: &'a Path,
+    /// Training examples.
+    pub train: &'a ExampleSet,
+    /// Dev examples.
+    pub dev: &'a ExampleSet,
+    /// The settings.
+    pub settings: &'a TrainSettings,
+    /// Backend name for the summary.
+    pub backend: &'a str,
+    /// Print log lines on stderr.
+    pub verbose: bool,
+}
+
+/// Where a run starts from.
+pub enum Start {
+    /// A fresh model (on the autodiff device).
+    Fresh(WikiHopModel),
+    /// The newest checkpoint of the run directory; the model (on the autodiff device) has the
+    /// run's architecture and receives the checkpoint's weights.
+    Resume(WikiHopModel),
+}
+
+/// The final model and summary.
+pub struct Trained {
+    /// The trained model (autodiff device).
+    pub model: WikiHopModel,
+    /// The summary.
+    pub summary: RunSummary,
+    /// Last dev evaluation.
+    pub dev: Evaluation,
+}
+
+impl Run<'_> {
+    /// Trains on `devices` (plain devices; the loop trains on their `autodiff()`). With several
+    /// devices, the batches of each optimizer step are dealt round-robin to them, each device
+    /// computes its gradients on its own copy of the model in its own thread, and the gradients
+    /// are summed on the first device, which holds the model and the optimizer.
+    pub fn train(&self, start: Start, devices: &[Device]) -> Result<Trained> {
+        let Some(device) = devices.first() else {
+            bail!("no device to train on");
+        };
+        let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+        let settings = self.settings;
+        settings.validate()?;
+        if self.train.is_empty() {
+            bail!("the training set has no example");
+        }
+        fs::create_dir_all(self.dir)
+            .with_context(|| format!("creating run directory {}", self.dir.display()))?;
+        let (mut model, mut optimizer, mut state) = match start {
+            Start::Fresh(model) => (model, settings.optimizer.optimizer(), TrainState::default()),
+            Start::Resume(model) => {
+                let loaded = checkpoint::load_latest(
+                    self.dir,
+                    model,
+                    settings.optimizer.optimizer(),
+                    &devices[0],
+                )?;
+                self.log(format!(
+                    "resuming from {} (step {}, epoch {}, batch {})",
+                    loaded.dir.display(),
+                    loaded.state.optimizer_step,
+                    loaded.state.epoch,
+                    loaded.state.batches_done
+                ));
+                (loaded.model, loaded.optimizer, loaded.state)
+            }
+        };
+        let total_steps = settings.total_steps(self.train.len());
+        let batches_per_epoch = settings.batches_per_epoch(self.train.len());
+        let mut metrics_log = self.metrics_log(state.optimizer_step)?;
+        self.log(format!(
+            "training: {} examples ({} batches of {}, {} per step), {} dev examples, {} optimizer steps, run dir {}",
+            self.train.len(),
+            batches_per_epoch,
+            settings.batch_size,
+            settings.grad_accum,
+            self.dev.len(),
+            total_steps,
+            self.dir.display()
+        ));
+
+        let mut interval = Interval::default();
+        let mut interval_start = Instant::now();
+        let mut session_start = Instant::now();
+        let mut accumulator = GradientsAccumulator::<WikiHopModel>::new();
+        let mut last_eval: Option<(usize, Evaluation)> = None;
+        let mut order = self.train.epoch_order(settings.seed, state.epoch);
+        let mut order_epoch = state.epoch;
+        while state.optimizer_step < total_steps {
+            if order_epoch != state.epoch {
+                order = self.train.epoch_order(settings.seed, state.epoch);
+                order_epoch = state.epoch;
+            }
+            let first = state.batches_done;
+            let last = (first + settings.grad_accum).min(batches_per_epoch);
+            let batches: Vec<&[usize]> = (first..last)
+                .map(|b| {
+                    let start = b * settings.batch_size;
+                    &order[start..(start + settings.batch_size).min(order.len())]
+                })
+                .collect();
+            let seed = settings.seed.wrapping_add(state.optimizer_step as u64);
+            let shares = self.gradients(&model, &batches, &devices, seed);
+            for (grads, stats) in shares {
+                accumulator.accumulate(&model, grads.to_device(&devices[0], &model));
+                for (loss, correct, examples) in stats {
+                    interval.add_batch(loss, correct, examples);
+                    state.examples_seen += examples;
+                }
+            }
+            let (grads, norm) = clip_global_norm(
+                &model,
+                accumulator.grads(),
+                settings.optimizer.max_grad_norm,
+            );
+            if !norm.is_finite() {
+                bail!(
+                    "the gradient norm is {norm} at step {}: training diverged (lower --lr?)",
+                    state.optimizer_step
+                );
+            }
+            let lr = settings.optimizer.lr_at(state.optimizer_step, total_steps);
+            model = optimizer.step(lr, model, grads);
+            interval.add_step(norm);
+            state.optimizer_step += 1;
+            state.batches_done = last;
+            if last == batches_per_epoch {
+                state.epoch += 1;
+                state.batches_done = 0;
+            }
+            let step = state.optimizer_step;
+            let finished = step == total_steps;
+            if step % settings.log_every == 0 || finished {
+                let epoch = state.examples_seen as f64 / self.train.len() as f64;
+                let point =
+                    interval.finish(step, epoch, lr, interval_start.elapsed().as_secs_f64());
+                interval_start = Instant::now();
+                self.log(format!(
+                    "step {step:>6}/{total_steps}  epoch {epoch:6.2}  loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} ex/s  |grad| {:.3}",
+                    point.loss, point.accuracy, point.lr, point.examples_per_s, point.grad_norm
+                ));
+                writeln!(metrics_log, "{}", serde_json::json!({"train": &point}))?;
+                state.history.train.push(point);
+            }
+            if step % settings.eval_every == 0 || finished {
+                let evaluation = self.evaluate_dev(&model, device);
+                let point = DevPoint {
+                    step,
+                    loss: evaluation.loss,
+                    accuracy: evaluation.accuracy,
+                };
+                let improved = state.best.is_none_or(|b| point.accuracy > b.accuracy);
+                self.log(format!(
+                    "dev at step {step}: loss {:.4}  accuracy {:.4}{}",
+                    point.loss,
+                    point.accuracy,
+                    if improved { "  (best)" } else { "" }
+                ));
+                writeln!(metrics_log, "{}", serde_json::json!({"dev": &point}))?;
+                if improved {
+                    state.best = Some(BestDev {
+                        step,
+                        accuracy: point.accuracy,
+                    });
+                    self.save_final(&model, "best")?;
+                }
+                state.history.dev.push(point);
+                last_eval = Some((step, evaluation));
+            }
+            if step % settings.checkpoint_every == 0 || finished {
+                state.wall_seconds += session_start.elapsed().as_secs_f64();
+                session_start = Instant::now();
+                let dir = checkpoint::save_checkpoint(
+                    self.dir,
+                    &model,
+                    &optimizer,
+                    &state,
+                    settings.keep_checkpoints,
+                )?;
+                if self.verbose && !finished {
+                    eprintln!("checkpoint {}", dir.display());
+                }
+            }
+        }
+        metrics_log.flush()?;
+        let dev = match last_eval {
+            Some((step, evaluation)) if step == state.optimizer_step => evaluation,
+            _ => self.evaluate_dev(&model, device),
+        };
+        self.save_final(&model, "final")?;
+        let best = state.best.unwrap_or(BestDev {
+            step: state.optimizer_step,
+            accuracy: dev.accuracy,
+        });
+        let summary = RunSummary {
+            dev_accuracy: dev.accuracy,
+            best_dev_accuracy: best.accuracy,
+            best_step: best.step,
+            chance_accuracy: self.dev.chance_accuracy(),
+            dev_loss: dev.loss,
+            optimizer_steps: state.optimizer_step,
+            examples_seen: state.examples_seen,
+            wall_seconds: state.wall_seconds,
+            backend: self.backend.to_string(),
+            train_examples: self.train.len(),
+            dev_examples: self.dev.len(),
+        };
+        checkpoint::write_json(&self.dir.join("summary.json"), &summary)?;
+        let title = format!(
+            "WikiHop training, {} (dev accuracy {:.3}, chance {:.3})",
+            self.backend, summary.dev_accuracy, summary.chance_accuracy
+        );
+        let svg = training_curve_svg(&state.history, Some(summary.chance_accuracy), &title);
+        let curve = self.dir.join("training_curve.svg");
+        fs::write(&curve, svg).with_context(|| format!("writing {}", curve.display()))?;
+        self.log(format!(
+            "done: dev accuracy {:.4} (best {:.4} at step {}; chance {:.4}) after {} steps in {:.1} s; wrote {}",
+            summary.dev_accuracy,
+            summary.best_dev_accuracy,
+            summary.best_step,
+            summary.chance_accuracy,
+            summary.optimizer_steps,
+            summary.wall_seconds,
+            self.dir.join("summary.json").display()
+        ));
+        Ok(Trained {
+            model,
+            summary,
+            dev,
+        })
+    }
+
+    /// The gradients of `batches` (their losses divided by the number of batches), dealt
+    /// round-robin over `devices`, one thread per device, each with `(loss, correct, examples)`
+    /// of its batches.
+    fn gradients(
+        &self,
+        model: &WikiHopModel,
+        batches: &[&[usize]],
+        devices: &[Device],
+        seed: u64,
+    ) -> Vec<DeviceGradients> {
+        let share = |d: usize| -> Vec<&[usize]> {
+            batches
+                .iter()
+                .skip(d)
+                .step_by(devices.len())
+                .copied()
+                .collect()
+        };
+        let scale = batches.len() as f32;
+        if devices.len() == 1 {
+            return vec![self.device_gradients(model, &share(0), &devices[0], seed, scale)];
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .filter(|(d, _)| *d < batches.len())
+                .map(|(d, device)| {
+                    let mine = share(d);
+                    let local = model.clone().fork(device);
+                    scope.spawn(move || {
+                        self.device_gradients(
+                            &local,
+                            &mine,
+                            device,
+                            seed.wrapping_add(d as u64 * 7919),
+                            scale,
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a training thread panicked"))
+                .collect()
+        })
+    }
+
+    /// Summed gradients of `batches` on one device (each loss divided by `scale`).
+    fn device_gradients(
+        &self,
+        model: &WikiHopModel,
+        batches: &[&[usize]],
+        device: &Device,
+        seed: u64,
+        scale: f32,
+    ) -> DeviceGradients {
+        device.seed(seed);
+        let mut accumulator = GradientsAccumulator::<WikiHopModel>::new();
+        let mut stats = Vec::with_capacity(batches.len());
+        for indices in batches {
+            let batch = self.train.batch(indices, device);
+            let output = model.forward(&batch, self.settings.combine);
+            let grads = output.loss.clone().div_scalar(scale).backward();
+            accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+            let candidates: Vec<usize> = indices
+                .iter()
+                .map(|&i| self.train.examples[i].candidates())
+                .collect();
+            let (predicted, loss) = predictions(&output, &candidates);
+            let correct = predicted
+                .iter()
+                .filter(|p| p.predicted_index == p.answer_index)
+                .count();
+            stats.push((loss, correct, indices.len()));
+        }
+        (accumulator.grads(), stats)
+    }
+
+    fn evaluate_dev(&self, model: &WikiHopModel, device: &Device) -> Evaluation {
+        evaluate(
+            &model.valid(),
+            self.dev,
+            self.settings.eval_batch_size,
+            self.settings.combine,
+            device,
+        )
+    }
+
+    /// Writes `RUN_DIR/<name>/model.bpk` atomically.
+    fn save_final(&self, model: &WikiHopModel, name: &str) -> Result<PathBuf> {
+        let dir = self.dir.join(name);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = dir.join("model.bpk.partial");
+        checkpoint::save_model(model, &tmp)?;
+        let path = dir.join("model.bpk");
+        fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+        Ok(path)
+    }
+
+    /// `metrics.jsonl`, truncated to the lines up to `step` (a resumed run rewrites what the
+    /// lost interval had logged).
+    fn metrics_log(&self, step: usize) -> Result<File> {
+        let path = self.dir.join("metrics.jsonl");
+        let kept: Vec<String> = match fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| {
+                            v.as_object()
+                                .and_then(|o| o.values().next())
+                                .and_then(|p| p["step"].as_u64())
+                        })
+                        .is_some_and(|s| s as usize <= step)
+                })
+                .map(str::to_string)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        Ok(file)
+    }
+
+    fn log(&self, line: String) {
+        if self.verbose {
+            eprintln!("{line}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The training loop on a few sample-set examples: it learns, it resumes exactly, and
+//! gradient accumulation averages.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use longformer_data::{PrepareOptions, SAMPLE_DIR, WikiHopTokenizer, prepare_file};
+use longformer_model::LongformerConfig;
+use longformer_train::checkpoint::checkpoints;
+use longformer_train::{
+    Combine, ExampleSet, OptimizerSettings, Run, Start, TrainSettings, WikiHopModel,
+};
+
+fn sample(examples: usize) -> (ExampleSet, usize) {
+    let dir = Path::new(SAMPLE_DIR);
+    let tokenizer = WikiHopTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
+    let prepared = prepare_file(
+        &dir.join("dev.json"),
+        &tokenizer,
+        &PrepareOptions::default(),
+    )
+    .unwrap();
+    let chunks = prepared.chunks.into_iter().take(examples).collect();
+    (
+        ExampleSet::new(chunks, tokenizer.pad_id()),
+        tokenizer.vocab_size(),
+    )
+}
+
+fn config(vocab: usize, dropout: f64) -> LongformerConfig {
+    LongformerConfig::tiny(vocab)
+        .with_hidden_dropout_prob(dropout)
+        .with_attention_probs_dropout_prob(dropout)
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lf-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn settings() -> TrainSettings {
+    TrainSettings {
+        optimizer: OptimizerSettings {
+            lr: 1e-3,
+            warmup_steps: 2,
+            ..OptimizerSettings::default()
+        },
+        batch_size: 2,
+        grad_accum: 2,
+        epochs: 1,
+        log_every: 1,
+        eval_every: 3,
+        checkpoint_every: 2,
+        keep_checkpoints: 10,
+        eval_batch_size: 4,
+        seed: 7,
+        ..TrainSettings::default()
+    }
+}
+
+#[test]
+fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
+    let device = Device::flex().autodiff();
+    let (set, vocab) = sample(8);
+    device.seed(1);
+    let mut model = WikiHopModel::init(&config(vocab, 0.0), &device);
+    let mut optimizer = settings().optimizer.optimizer();
+    let batch = set.batch(&(0..8).collect::<Vec<_>>(), &device);
+    let first = model
+        .forward(&batch, Combine::Mean)
+        .loss
+        .into_scalar::<f32>();
+    let mut last = first;
+    for _ in 0..20 {
+        let loss = model.forward(&batch, Combine::Mean).loss;
+        last = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(3e-3, model, grads);
+    }
+    let after = model
+        .forward(&batch, Combine::Mean)
+        .loss
+        .into_scalar::<f32>();
+    assert!(first.is_finite() && after.is_finite());
+    assert!(
+        after < 0.5 * first,
+        "loss {first} -> {last} -> {after} after 20 steps"
+    );
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_exactly() {
+    let device = Device::flex();
+    let (train, vocab) = sample(16);
+    let (dev, _) = sample(4);
+    let settings = settings(); // 8 batches of 2, 2 per step: 4 steps, checkpoints at 2 and 4
+    let full_dir = temp_dir("full");
+    fn run<'a>(
+        dir: &'a Path,
+        train: &'a ExampleSet,
+        dev: &'a ExampleSet,
+        settings: &'a TrainSettings,
+    ) -> Run<'a> {
+        Run {
+            dir,
+            train,
+            dev,
+            settings,
+            backend: "flex",
+            verbose: false,
+        }
+    }
+    let autodiff = device.clone().autodiff();
+    autodiff.seed(3);
+    let model = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
+    let full = run(&full_dir, &train, &dev, &settings)
+        .train(Start::Fresh(model), std::slice::from_ref(&device))
+        .unwrap();
+    assert_eq!(full.summary.optimizer_steps, 4);
+    let full_history = read_history(&full_dir);
+    assert_eq!(full_history.len(), 4);
+
+    // A copy of the run killed after the checkpoint of step 2.
+    let resumed_dir = temp_dir("resumed");
+    copy_dir(&full_dir, &resumed_dir);
+    for dir in checkpoints(&resumed_dir).unwrap() {
+        if !dir.ends_with("step-00000002") {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+    std::fs::remove_file(resumed_dir.join("summary.json")).unwrap();
+    let fresh = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
+    let resumed = run(&resumed_dir, &train, &dev, &settings)
+        .train(Start::Resume(fresh), std::slice::from_ref(&device))
+        .unwrap();
+    let resumed_history = read_history(&resumed_dir);
+    assert_eq!(resumed_history.len(), 4, "{resumed_history:?}");
+    for (a, b) in full_history.iter().zip(&resumed_history) {
+        assert_eq!(a.0, b.0);
+        assert!(
+            (a.1 - b.1).abs() <= 1e-5 * a.1.abs().max(1.0),
+            "step {}: loss {} uninterrupted, {} resumed",
+            a.0,
+            a.1,
+            b.1
+        );
+    }
+    assert_eq!(resumed.summary.optimizer_steps, 4);
+    assert_eq!(resumed.summary.examples_seen, full.summary.examples_seen);
+    assert!((resumed.summary.dev_loss - full.summary.dev_loss).abs() < 1e-5);
+    for dir in [full_dir, resumed_dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// (step, loss) of every training log line in `metrics.jsonl`.
+fn read_history(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let p = v.get("train")?;
+            Some((p["step"].as_u64().unwrap(), p["loss"].as_f64().unwrap()))
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn accumulating_k_batches_of_one_equals_one_batch_of_k() {
+    let device = Device::flex().autodiff();
+    let (set, vocab) = sample(4);
+    device.seed(5);
+    let model = WikiHopModel::init(&config(vocab, 0.0), &device);
+    let all: Vec<usize> = (0..4).collect();
+    let batch = set.batch(&all, &device);
+    let whole =
+        GradientsParams::from_grads(model.forward(&batch, Combine::Mean).loss.backward(), &model);
+    let mut accumulator = GradientsAccumulator::<WikiHopModel>::new();
+    for &i in &all {
+        let one = set.batch(&[i], &device);
+        let loss = model.forward(&one, Combine::Mean).loss.div_scalar(4.0);
+        accumulator.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
+    }
+    let accumulated = accumulator.grads();
+    let mut compare = Compare {
+        a: &whole,
+        b: &accumulated,
+        tensors: Vec::new(),
+    };
+    model.visit(&mut compare);
+    assert!(
+        compare.tensors.len() > 10,
+        "compared {} tensors",
+        compare.tensors.len()
+    );
+    // Relative to each tensor's own scale, floored at 1e-3 of the largest gradient: some
+    // gradients (key biases, for one) are zero in exact arithmetic and hold only rounding noise.
+    let largest = compare.tensors.iter().map(|t| t.1).fold(0.0f32, f32::max);
+    assert!(largest > 0.0);
+    let worst = compare
+        .tensors
+        .iter()
+        .map(|&(diff, scale)| diff / scale.max(1e-3 * largest))
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "worst relative difference {worst}");
+}
+
+/// (max |a - b|, max |a|) of every parameter's two gradients.
+struct Compare<'a> {
+    a: &'a GradientsParams,
+    b: &'a GradientsParams,
+    tensors: Vec<(f32, f32)>,
+}
+
+impl ModuleVisitor for Compare<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (Some(a), Some(b)) = (self.a.get::<D>(param.id), self.b.get::<D>(param.id)) else {
+            return;
+        };
+        let scale = a.clone().abs().max().into_scalar::<f32>();
+        let diff = (a - b).abs().max().into_scalar::<f32>();
+        assert!(diff.is_finite() && scale.is_finite());
+        self.tensors.push((diff, scale));
+    }
+}
+
+#[test]
+#[allow(deprecated)] // Device::ndarray: a second, distinct device on a CPU-only machine
+fn two_devices_train_like_one() {
+    let (train, vocab) = sample(8);
+    let (dev, _) = sample(4);
+    let settings = TrainSettings {
+        max_steps: Some(2),
+        ..settings()
+    };
+    let run = |dir: &Path, devices: &[Device]| {
+        let main = devices[0].clone().autodiff();
+        main.seed(11);
+        let model = WikiHopModel::init(&config(vocab, 0.0), &main);
+        Run {
+            dir,
+            train: &train,
+            dev: &dev,
+            settings: &settings,
+            backend: "flex",
+            verbose: false,
+        }
+        .train(Start::Fresh(model), devices)
+        .unwrap()
+    };
+    let one_dir = temp_dir("one-device");
+    let two_dir = temp_dir("two-devices");
+    let one = run(&one_dir, &[Device::flex()]);
+    let two = run(&two_dir, &[Device::flex(), Device::ndarray()]);
+    assert_eq!(one.summary.examples_seen, two.summary.examples_seen);
+    let (a, b) = (one.summary.dev_loss, two.summary.dev_loss);
+    assert!(
+        (a - b).abs() < 1e-4 * a.abs().max(1.0),
+        "dev loss {a} on one device, {b} on two"
+    );
+    assert_eq!(read_history(&one_dir).len(), read_history(&two_dir).len());
+    for (x, y) in read_history(&one_dir).iter().zip(&read_history(&two_dir)) {
+        assert!((x.1 - y.1).abs() < 1e-4, "step {}: {} vs {}", x.0, x.1, y.1);
+    }
+    for dir in [one_dir, two_dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
