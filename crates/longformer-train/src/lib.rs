@@ -17,6 +17,7 @@ pub mod init;
 pub mod metrics;
 pub mod model;
 pub mod optimization;
+pub mod progress;
 pub mod trainer;
 
 pub use examples::ExampleSet;

@@ -24,6 +24,7 @@ use crate::examples::ExampleSet;
 use crate::metrics::{DevPoint, Interval};
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::{OptimizerSettings, clip_global_norm};
+use crate::progress::TrainProgress;
 
 /// How to train (saved in the run directory as `train_settings.json`; `--resume` reads it back).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +195,7 @@ impl Run<'_> {
         }
         fs::create_dir_all(self.dir)
             .with_context(|| format!("creating run directory {}", self.dir.display()))?;
+        let mut resumed = None;
         let (mut model, mut optimizer, mut state) = match start {
             Start::Fresh(model) => (model, settings.optimizer.optimizer(), TrainState::default()),
             Start::Resume(model) => {
@@ -203,7 +205,7 @@ impl Run<'_> {
                     settings.optimizer.optimizer(),
                     &devices[0],
                 )?;
-                self.log(format!(
+                resumed = Some(format!(
                     "resuming from {} (step {}, epoch {}, batch {})",
                     loaded.dir.display(),
                     loaded.state.optimizer_step,
@@ -216,7 +218,11 @@ impl Run<'_> {
         let total_steps = settings.total_steps(self.train.len());
         let batches_per_epoch = settings.batches_per_epoch(self.train.len());
         let mut metrics_log = self.metrics_log(state.optimizer_step)?;
-        self.log(format!(
+        let mut progress = TrainProgress::new(self.verbose, total_steps, state.optimizer_step);
+        if let Some(line) = &resumed {
+            progress.line(line);
+        }
+        progress.line(&format!(
             "training: {} examples ({} batches of {}, {} per step), {} dev examples, {} optimizer steps, run dir {}",
             self.train.len(),
             batches_per_epoch,
@@ -249,9 +255,11 @@ impl Run<'_> {
                 .collect();
             let seed = settings.seed.wrapping_add(state.optimizer_step as u64);
             let shares = self.gradients(&model, &batches, &devices, seed);
+            let mut last_loss = 0.0;
             for (grads, stats) in shares {
                 accumulator.accumulate(&model, grads.to_device(&devices[0], &model));
                 for (loss, correct, examples) in stats {
+                    last_loss = loss;
                     interval.add_batch(loss, correct, examples);
                     state.examples_seen += examples;
                 }
@@ -278,12 +286,13 @@ impl Run<'_> {
             }
             let step = state.optimizer_step;
             let finished = step == total_steps;
+            progress.step(step, last_loss);
             if step % settings.log_every == 0 || finished {
                 let epoch = state.examples_seen as f64 / self.train.len() as f64;
                 let point =
                     interval.finish(step, epoch, lr, interval_start.elapsed().as_secs_f64());
                 interval_start = Instant::now();
-                self.log(format!(
+                progress.line(&format!(
                     "step {step:>6}/{total_steps}  epoch {epoch:6.2}  loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} ex/s  |grad| {:.3}",
                     point.loss, point.accuracy, point.lr, point.examples_per_s, point.grad_norm
                 ));
@@ -298,7 +307,7 @@ impl Run<'_> {
                     accuracy: evaluation.accuracy,
                 };
                 let improved = state.best.is_none_or(|b| point.accuracy > b.accuracy);
-                self.log(format!(
+                progress.line(&format!(
                     "dev at step {step}: loss {:.4}  accuracy {:.4}{}",
                     point.loss,
                     point.accuracy,
@@ -325,12 +334,13 @@ impl Run<'_> {
                     &state,
                     settings.keep_checkpoints,
                 )?;
-                if self.verbose && !finished {
-                    eprintln!("checkpoint {}", dir.display());
+                if !finished {
+                    progress.line(&format!("checkpoint {}", dir.display()));
                 }
             }
         }
         metrics_log.flush()?;
+        progress.finish();
         let dev = match last_eval {
             Some((step, evaluation)) if step == state.optimizer_step => evaluation,
             _ => self.evaluate_dev(&model, device),
@@ -361,7 +371,7 @@ impl Run<'_> {
         let svg = training_curve_svg(&state.history, Some(summary.chance_accuracy), &title);
         let curve = self.dir.join("training_curve.svg");
         fs::write(&curve, svg).with_context(|| format!("writing {}", curve.display()))?;
-        self.log(format!(
+        progress.line(&format!(
             "done: dev accuracy {:.4} (best {:.4} at step {}; chance {:.4}) after {} steps in {:.1} s; wrote {}",
             summary.dev_accuracy,
             summary.best_dev_accuracy,
@@ -509,11 +519,5 @@ impl Run<'_> {
             writeln!(file, "{line}")?;
         }
         Ok(file)
-    }
-
-    fn log(&self, line: String) {
-        if self.verbose {
-            eprintln!("{line}");
-        }
     }
 }
