@@ -79,7 +79,14 @@ mod tests {
         let query = &model.encoder.layer[0].attention.self_attn.query;
         let weight_std = query.weight.val().var(0).mean().sqrt().into_scalar::<f32>();
         assert!((weight_std - 0.05).abs() < 0.01, "linear std {weight_std}");
-        let bias = query.bias.as_ref().unwrap().val().abs().max().into_scalar::<f32>();
+        let bias = query
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .abs()
+            .max()
+            .into_scalar::<f32>();
         assert_eq!(bias, 0.0);
         let gamma = model.embeddings.layer_norm.gamma.val();
         assert_eq!(gamma.clone().min().into_scalar::<f32>(), 1.0);
