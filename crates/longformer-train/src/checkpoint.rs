@@ -8,7 +8,7 @@
 //! ```
 //! A checkpoint is written into `step-XXXXXXXX.partial/` and renamed when complete, so a
 //! process killed while saving leaves the previous checkpoint intact and the half-written
-//! one is ignored (and cleaned up) by the next run.
+//! one is ignored (and replaced when the resumed run saves that step again).
 
 use std::fs;
 use std::path::{Path, PathBuf};
