@@ -175,6 +175,10 @@ fn bad_inputs_are_clear_errors() {
         stderr(&out)
     );
 
+    let out = longformer(&["train", "--resume", dir.to_str().unwrap(), "--lr", "1e-4"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("drop --lr"), "{}", stderr(&out));
+
     let out = longformer(&["eval", "--run", dir.join("nothing").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("run.json"), "{}", stderr(&out));

@@ -193,6 +193,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let autodiff = device.clone().autodiff();
     let (run_dir, record, start, config) = match &args.resume {
         Some(run_dir) => {
+            if let Some(flag) = settings_flag_given(&args) {
+                bail!(
+                    "--resume continues with the run's saved settings (RUN_DIR/run.json); drop {flag}"
+                );
+            }
             let record = RunRecord::read(run_dir)?;
             let config = RunRecord::model_config(run_dir)?;
             let model = WikiHopModel::init(&config, &autodiff);
@@ -339,6 +344,39 @@ fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
         keep_checkpoints: args.keep_checkpoints.unwrap_or(base.keep_checkpoints),
         eval_batch_size: base.eval_batch_size,
     }
+}
+
+/// The first flag that sets data or training settings, which a resumed run takes from its
+/// `run.json` instead.
+fn settings_flag_given(args: &TrainArgs) -> Option<&'static str> {
+    let given = [
+        ("--train", args.train.is_some()),
+        ("--dev", args.dev.is_some()),
+        ("--tokenizer", args.tokenizer.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--weight-decay", args.weight_decay.is_some()),
+        ("--beta1", args.beta1.is_some()),
+        ("--beta2", args.beta2.is_some()),
+        ("--epsilon", args.epsilon.is_some()),
+        ("--warmup", args.warmup.is_some()),
+        ("--max-grad-norm", args.max_grad_norm.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--grad-accum", args.grad_accum.is_some()),
+        ("--epochs", args.epochs.is_some()),
+        ("--max-steps", args.max_steps.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--combine", args.combine.is_some()),
+        ("--log-every", args.log_every.is_some()),
+        ("--eval-every", args.eval_every.is_some()),
+        ("--checkpoint-every", args.checkpoint_every.is_some()),
+        ("--keep-checkpoints", args.keep_checkpoints.is_some()),
+        ("--max-len", args.max_len.is_some()),
+        ("--truncate", args.truncate),
+    ];
+    given
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map(|(flag, _)| flag)
 }
 
 fn default_run_dir() -> PathBuf {
