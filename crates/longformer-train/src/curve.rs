@@ -19,48 +19,42 @@ struct Series<'a> {
     points: Vec<(f64, f64)>,
 }
 
+const TRAIN_COLOR: &str = "#1f77b4";
+const DEV_COLOR: &str = "#d62728";
+
+impl<'a> Series<'a> {
+    fn solid(label: &'a str, color: &'a str, points: impl Iterator<Item = (f64, f64)>) -> Self {
+        Self {
+            label,
+            color,
+            dashed: false,
+            points: points.collect(),
+        }
+    }
+}
+
 /// An SVG document with two panels (loss above, accuracy below). `chance` draws a dashed line.
 pub fn training_curve_svg(history: &History, chance: Option<f64>, title: &str) -> String {
-    let train_loss = Series {
-        label: "train loss",
-        color: "#1f77b4",
-        dashed: false,
-        points: history
-            .train
-            .iter()
-            .map(|p| (p.step as f64, p.loss))
-            .collect(),
-    };
-    let dev_loss = Series {
-        label: "dev loss",
-        color: "#d62728",
-        dashed: false,
-        points: history
-            .dev
-            .iter()
-            .map(|p| (p.step as f64, p.loss))
-            .collect(),
-    };
-    let train_acc = Series {
-        label: "train accuracy",
-        color: "#1f77b4",
-        dashed: false,
-        points: history
-            .train
-            .iter()
-            .map(|p| (p.step as f64, p.accuracy))
-            .collect(),
-    };
-    let dev_acc = Series {
-        label: "dev accuracy",
-        color: "#d62728",
-        dashed: false,
-        points: history
-            .dev
-            .iter()
-            .map(|p| (p.step as f64, p.accuracy))
-            .collect(),
-    };
+    let train_loss = Series::solid(
+        "train loss",
+        TRAIN_COLOR,
+        history.train.iter().map(|p| (p.step as f64, p.loss)),
+    );
+    let dev_loss = Series::solid(
+        "dev loss",
+        DEV_COLOR,
+        history.dev.iter().map(|p| (p.step as f64, p.loss)),
+    );
+    let train_acc = Series::solid(
+        "train accuracy",
+        TRAIN_COLOR,
+        history.train.iter().map(|p| (p.step as f64, p.accuracy)),
+    );
+    let dev_acc = Series::solid(
+        "dev accuracy",
+        DEV_COLOR,
+        history.dev.iter().map(|p| (p.step as f64, p.accuracy)),
+    );
     let max_step = history
         .train
         .iter()
