@@ -6,6 +6,8 @@ use burn::tensor::Device;
 use longformer_data::rng::SplitMix64;
 use longformer_data::{WikiHopBatch, WikiHopBatcher, WikiHopChunk};
 
+use crate::model::consecutive_runs;
+
 /// The chunks of one example (consecutive in the prepared file, one or more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Example {
@@ -36,15 +38,14 @@ pub struct ExampleSet {
 impl ExampleSet {
     /// Groups consecutive chunks with the same example id.
     pub fn new(chunks: Vec<WikiHopChunk>, pad_id: u32) -> Self {
-        let mut examples: Vec<Example> = Vec::new();
-        for chunk in chunks {
-            match examples.last_mut() {
-                Some(last) if last.id() == chunk.id => last.chunks.push(chunk),
-                _ => examples.push(Example {
-                    chunks: vec![chunk],
-                }),
-            }
-        }
+        let runs = consecutive_runs(chunks.iter().map(|c| c.id.as_str()));
+        let mut chunks = chunks.into_iter();
+        let examples = runs
+            .iter()
+            .map(|run| Example {
+                chunks: chunks.by_ref().take(run.len()).collect(),
+            })
+            .collect();
         Self {
             examples,
             batcher: WikiHopBatcher::new(pad_id),

@@ -59,20 +59,25 @@ pub struct ExampleRows {
     pub rows: Vec<Vec<usize>>,
 }
 
+/// The indices of each run of consecutive equal keys: `[a, a, b, a]` → `[[0, 1], [2], [3]]`.
+pub fn consecutive_runs<K: PartialEq>(keys: impl IntoIterator<Item = K>) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut last: Option<K> = None;
+    for (i, key) in keys.into_iter().enumerate() {
+        match (&last, runs.last_mut()) {
+            (Some(previous), Some(run)) if *previous == key => run.push(i),
+            _ => runs.push(vec![i]),
+        }
+        last = Some(key);
+    }
+    runs
+}
+
 impl ExampleRows {
     /// Groups consecutive rows with the same example id.
     pub fn of(batch: &WikiHopBatch) -> Self {
-        let mut ids: Vec<String> = Vec::new();
-        let mut rows: Vec<Vec<usize>> = Vec::new();
-        for (row, id) in batch.ids.iter().enumerate() {
-            match ids.last() {
-                Some(last) if last == id => rows.last_mut().expect("same length").push(row),
-                _ => {
-                    ids.push(id.clone());
-                    rows.push(vec![row]);
-                }
-            }
-        }
+        let rows = consecutive_runs(batch.ids.iter());
+        let ids = rows.iter().map(|r| batch.ids[r[0]].clone()).collect();
         Self { ids, rows }
     }
 
@@ -197,4 +202,18 @@ pub fn cross_entropy(logits: Tensor<2>, answers: Tensor<1, Int>) -> Tensor<1> {
     let log_probs = log_softmax(logits, 1);
     let picked = log_probs.gather(1, answers.reshape([rows, 1]));
     picked.mean().neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consecutive_runs;
+
+    #[test]
+    fn runs_split_only_between_different_neighbours() {
+        assert_eq!(
+            consecutive_runs(["a", "a", "b", "a"]),
+            vec![vec![0, 1], vec![2], vec![3]]
+        );
+        assert!(consecutive_runs(Vec::<u8>::new()).is_empty());
+    }
 }
