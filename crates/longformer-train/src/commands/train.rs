@@ -191,7 +191,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let devices = args.backend.devices(args.devices)?;
     let device = devices[0].clone();
     let autodiff = device.clone().autodiff();
-    let (run_dir, record, start, config) = match &args.resume {
+    let (run_dir, record, start, config, tokenizer) = match &args.resume {
         Some(run_dir) => {
             if let Some(flag) = settings_flag_given(&args) {
                 bail!(
@@ -201,7 +201,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let record = RunRecord::read(run_dir)?;
             let config = RunRecord::model_config(run_dir)?;
             let model = WikiHopModel::init(&config, &autodiff);
-            (run_dir.clone(), record, Start::Resume(model), config)
+            let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
+            (
+                run_dir.clone(),
+                record,
+                Start::Resume(model),
+                config,
+                tokenizer,
+            )
         }
         None => {
             let source = match (&args.model, &args.config) {
@@ -261,10 +268,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             write_json(&run_dir.join("run.json"), &record)?;
             std::fs::write(run_dir.join("config.json"), config.to_hf_json())
                 .with_context(|| format!("writing {}", run_dir.join("config.json").display()))?;
-            (run_dir, record, Start::Fresh(model), config)
+            (run_dir, record, Start::Fresh(model), config, tokenizer)
         }
     };
-    let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
     if tokenizer.vocab_size() > config.vocab_size {
         bail!(
             "the tokenizer {} has {} ids but the model only {}",
