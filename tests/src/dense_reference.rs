@@ -1,8 +1,9 @@
 //! A naive dense reference of Longformer self-attention: full `[seq_length, seq_length]` scores with
 //! the band and global pattern as a mask. Test-only: quadratic memory, written for clarity.
 //!
-//! Query `i` (real, not global) sees key `j` when `j` is real and either global or `|i - j| <= w`;
-//! a global query sees every real key through the global projections; padding rows are zero.
+//! Query `i` (real, not global) sees key `j` when `j` is real and either global or in the window
+//! of its head (`|i - j| <= w·d` with `d | i - j` for dilation `d`, and `j <= i` when causal); a
+//! global query sees every real key through the global projections; padding rows are zero.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
@@ -27,24 +28,31 @@ pub fn dense_attention(
 ) -> Tensor<3> {
     let [b, l, d] = hidden.dims();
     let h = attn.n_heads;
-    let w = attn.window as isize;
+    let w = attn.window;
+    let pattern = &attn.pattern;
     let device = hidden.device();
     let scale = 1.0 / ((d / h) as f64).sqrt();
     let real = |bi: usize, t: usize| layout.is_real[bi * l + t];
     let global = |bi: usize, t: usize| layout.is_global[bi * l + t];
 
-    let mut local_blocked = Vec::with_capacity(b * l * l);
+    let mut local_blocked = Vec::with_capacity(b * h * l * l);
     let mut global_blocked = Vec::with_capacity(b * l * l);
     for bi in 0..b {
-        for i in 0..l {
+        for head in 0..h {
+            for i in 0..l {
+                for j in 0..l {
+                    let near = pattern.sees(pattern.dilation[head], w, i, j);
+                    local_blocked.push(!(real(bi, j) && (global(bi, j) || near)));
+                }
+            }
+        }
+        for _ in 0..l {
             for j in 0..l {
-                let near = (i as isize - j as isize).abs() <= w;
-                local_blocked.push(!(real(bi, j) && (global(bi, j) || near)));
                 global_blocked.push(!real(bi, j));
             }
         }
     }
-    let local_blocked = bool4(local_blocked, [b, 1, l, l], &device).expand([b, h, l, l]);
+    let local_blocked = bool4(local_blocked, [b, h, l, l], &device);
     let global_blocked = bool4(global_blocked, [b, 1, l, l], &device).expand([b, h, l, l]);
     let indicator = |f: &dyn Fn(usize, usize) -> bool| {
         let v: Vec<f32> = (0..b * l)

@@ -3,7 +3,9 @@
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use longformer_model::attention::{AttentionMasks, SlidingWindowAttentionConfig};
-use longformer_model::{AttentionLayout, AttentionWindow, LongformerConfig, LongformerInput};
+use longformer_model::{
+    AttentionDilation, AttentionLayout, AttentionWindow, LongformerConfig, LongformerInput,
+};
 use longformer_tests::dense_reference::dense_attention;
 use longformer_tests::{devices, max_abs_diff_tensors};
 
@@ -37,6 +39,69 @@ fn random_layout(rng: &mut Rng, batch: usize, len: usize) -> AttentionLayout {
     AttentionLayout::new(batch, len, is_real, is_global)
 }
 
+/// Compares the banded attention with the dense reference on `device` (an autodiff device):
+/// outputs, and gradients of a random weighted sum w.r.t. the input and projections.
+fn check_against_dense(
+    label: &str,
+    device: &Device,
+    layout: &AttentionLayout,
+    config: SlidingWindowAttentionConfig,
+) {
+    let [batch, len] = [layout.batch_size, layout.seq_length];
+    let d = config.d_model;
+    let attn = config.with_dropout(0.0).init(device);
+    let x =
+        Tensor::<3>::random([batch, len, d], Distribution::Normal(0.0, 1.0), device).require_grad();
+    let masks = AttentionMasks::new(layout.clone(), device);
+    let banded = attn.forward(x.clone(), &masks);
+    let dense = dense_attention(&attn, x.clone(), layout);
+    let diff = max_abs_diff_tensors(banded.clone().detach(), dense.clone().detach());
+    assert!(diff < 1e-5, "{label}: outputs differ by {diff}");
+
+    // Gradients of the same weighted sum, w.r.t. the input and the projections.
+    let weights = Tensor::<3>::random([batch, len, d], Distribution::Normal(0.0, 1.0), device);
+    let g_banded = (banded * weights.clone()).sum().backward();
+    let g_dense = (dense * weights).sum().backward();
+    // A parameter the banded path never touched (no global token) has no gradient: the dense
+    // one must then be zero.
+    let grad = |p: &burn::module::Param<Tensor<2>>, g: &burn::tensor::Gradients| {
+        p.grad(g)
+            .unwrap_or_else(|| p.val().zeros_like().detach())
+            .unsqueeze::<3>()
+    };
+    let pairs = [
+        (
+            x.grad(&g_banded).unwrap(),
+            x.grad(&g_dense).unwrap(),
+            "input",
+        ),
+        (
+            grad(&attn.query.weight, &g_banded),
+            grad(&attn.query.weight, &g_dense),
+            "query",
+        ),
+        (
+            grad(&attn.key.weight, &g_banded),
+            grad(&attn.key.weight, &g_dense),
+            "key",
+        ),
+        (
+            grad(&attn.value_global.weight, &g_banded),
+            grad(&attn.value_global.weight, &g_dense),
+            "value_global",
+        ),
+        (
+            grad(&attn.query_global.weight, &g_banded),
+            grad(&attn.query_global.weight, &g_dense),
+            "query_global",
+        ),
+    ];
+    for (a, b, what) in pairs {
+        let diff = max_abs_diff_tensors(a, b);
+        assert!(diff < 1e-4, "{label}: d/d{what} differs by {diff}");
+    }
+}
+
 #[test]
 fn banded_attention_equals_dense_reference_with_gradients() {
     let mut rng = Rng(0x5eed);
@@ -47,63 +112,77 @@ fn banded_attention_equals_dense_reference_with_gradients() {
         let device = device.autodiff();
         for &(batch, len, window) in &shapes {
             let layout = random_layout(&mut rng, batch, len);
-            let attn = SlidingWindowAttentionConfig::new(16, 4, window)
-                .with_dropout(0.0)
-                .init(&device);
-            let x = Tensor::<3>::random([batch, len, 16], Distribution::Normal(0.0, 1.0), &device)
-                .require_grad();
-            let masks = AttentionMasks::new(layout.clone(), &device);
-            let banded = attn.forward(x.clone(), &masks);
-            let dense = dense_attention(&attn, x.clone(), &layout);
-            let diff = max_abs_diff_tensors(banded.clone().detach(), dense.clone().detach());
-            assert!(
-                diff < 1e-5,
-                "{name} {batch}x{len} w{window}: outputs differ by {diff}"
+            let config = SlidingWindowAttentionConfig::new(16, 4, window);
+            check_against_dense(
+                &format!("{name} {batch}x{len} w{window}"),
+                &device,
+                &layout,
+                config,
             );
-
-            // Gradients of the same weighted sum, w.r.t. the input and the projections.
-            let weights =
-                Tensor::<3>::random([batch, len, 16], Distribution::Normal(0.0, 1.0), &device);
-            let g_banded = (banded * weights.clone()).sum().backward();
-            let g_dense = (dense * weights).sum().backward();
-            // A parameter the banded path never touched (no global token) has no gradient:
-            // the dense one must then be zero.
-            let grad = |p: &burn::module::Param<Tensor<2>>, g: &burn::tensor::Gradients| {
-                p.grad(g)
-                    .unwrap_or_else(|| p.val().zeros_like().detach())
-                    .unsqueeze::<3>()
-            };
-            let pairs = [
-                (
-                    x.grad(&g_banded).unwrap(),
-                    x.grad(&g_dense).unwrap(),
-                    "input",
-                ),
-                (
-                    grad(&attn.key.weight, &g_banded),
-                    grad(&attn.key.weight, &g_dense),
-                    "key",
-                ),
-                (
-                    grad(&attn.value_global.weight, &g_banded),
-                    grad(&attn.value_global.weight, &g_dense),
-                    "value_global",
-                ),
-                (
-                    grad(&attn.query_global.weight, &g_banded),
-                    grad(&attn.query_global.weight, &g_dense),
-                    "query_global",
-                ),
-            ];
-            for (a, b, what) in pairs {
-                let diff = max_abs_diff_tensors(a, b);
-                assert!(
-                    diff < 1e-4,
-                    "{name} {batch}x{len} w{window}: d/d{what} differs by {diff}"
-                );
-            }
         }
     }
+}
+
+#[test]
+fn dilated_and_causal_windows_equal_dense_reference_with_gradients() {
+    let mut rng = Rng(0xd11a7e);
+    // (batch, seq_length, attention_window, dilation per head, causal): one dilation for all
+    // heads, mixed dilations in any head order, dilations longer than the sequence, causal with
+    // and without dilation.
+    let cases: [(usize, usize, usize, [usize; 4], bool); 7] = [
+        (2, 19, 4, [2, 2, 2, 2], false),
+        (2, 23, 6, [1, 3, 2, 3], false),
+        (1, 9, 2, [4, 1, 1, 16], false),
+        (3, 17, 8, [1, 1, 1, 1], true),
+        (2, 26, 4, [2, 1, 3, 2], true),
+        (1, 33, 6, [5, 5, 5, 5], true),
+        (2, 12, 16, [3, 2, 1, 2], false),
+    ];
+    for (name, device) in devices() {
+        let device = device.autodiff();
+        for &(batch, len, window, dilation, causal) in &cases {
+            let layout = random_layout(&mut rng, batch, len);
+            let config = SlidingWindowAttentionConfig::new(16, 4, window)
+                .with_head_dilation(dilation.to_vec())
+                .with_causal(causal);
+            check_against_dense(
+                &format!("{name} {batch}x{len} w{window} d{dilation:?} causal {causal}"),
+                &device,
+                &layout,
+                config,
+            );
+        }
+    }
+}
+
+#[test]
+fn causal_model_output_ignores_later_tokens() {
+    let device = Device::flex();
+    let model = LongformerConfig::tiny(50)
+        .with_num_hidden_layers(2)
+        .with_attention_window(AttentionWindow::PerLayer(vec![4, 6]))
+        .with_attention_dilation(AttentionDilation::PerHead(vec![
+            vec![1, 2, 1, 3],
+            vec![2, 2, 1, 1],
+        ]))
+        .with_autoregressive(true)
+        .init(&device);
+    let mut rng = Rng(7);
+    let prefix: Vec<i64> = (0..17).map(|_| 3 + rng.below(47) as i64).collect();
+    let encode = |suffix_seed: u64| {
+        let mut rng = Rng(suffix_seed);
+        let mut row = prefix.clone();
+        row.extend((0..9).map(|_| 3 + rng.below(47) as i64));
+        model
+            .forward(LongformerInput::from_rows(&[row], None, None, 1, &device))
+            .last_hidden_state
+    };
+    let (a, b) = (encode(1), encode(2));
+    let diff = max_abs_diff_tensors(a.clone().narrow(1, 0, 17), b.clone().narrow(1, 0, 17));
+    assert!(diff < 1e-6, "the prefix changed by {diff} with the suffix");
+    // The check can fail: later positions do change.
+    let later = max_abs_diff_tensors(a.narrow(1, 17, 9), b.narrow(1, 17, 9));
+    assert!(later > 1e-3, "the suffix did not change its own outputs");
 }
 
 fn tiny_model(device: &Device) -> longformer_model::LongformerModel {
@@ -113,10 +192,38 @@ fn tiny_model(device: &Device) -> longformer_model::LongformerModel {
         .init(device)
 }
 
+/// [`tiny_model`] with dilated heads in two layers.
+fn dilated_model(device: &Device) -> longformer_model::LongformerModel {
+    LongformerConfig::tiny(50)
+        .with_num_hidden_layers(3)
+        .with_attention_window(AttentionWindow::PerLayer(vec![4, 10, 6]))
+        .with_attention_dilation(AttentionDilation::PerHead(vec![
+            vec![2, 1, 2, 3],
+            vec![1, 1, 1, 1],
+            vec![4, 4, 4, 4],
+        ]))
+        .init(device)
+}
+
 #[test]
 fn batched_equals_one_by_one_under_padding_and_varied_global_tokens() {
     for (name, device) in devices() {
-        let model = tiny_model(&device);
+        for (kind, model) in [
+            ("plain", tiny_model(&device)),
+            ("dilated", dilated_model(&device)),
+        ] {
+            batched_equals_one_by_one(&format!("{name} {kind}"), &model, &device);
+        }
+    }
+}
+
+fn batched_equals_one_by_one(
+    name: &str,
+    model: &longformer_model::LongformerModel,
+    device: &Device,
+) {
+    {
+        let device = device.clone();
         let mut rng = Rng(42);
         let lens = [23usize, 9, 16, 1];
         let rows: Vec<Vec<i64>> = lens

@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::config::Config;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::attention::{AttentionDilation, WindowPattern};
 use crate::error::ConfigError;
 
 /// The activation between the two feed-forward layers (`hidden_act`).
@@ -101,6 +102,14 @@ pub struct LongformerConfig {
     /// linear and embedding weights; biases 0, LayerNorms 1 and 0, padding rows 0).
     #[config(default = 0.02)]
     pub initializer_range: f64,
+    /// Dilation of the window per layer, or per layer and head (the original allenai config's
+    /// `attention_dilation`; HF transformers has none). `1` everywhere computes exactly HF's model.
+    #[config(default = "AttentionDilation::Uniform(1)")]
+    pub attention_dilation: AttentionDilation,
+    /// Causal (autoregressive) windows: every token sees itself and the `attention_window / 2`
+    /// tokens before it (the original allenai config's `autoregressive`; HF has none).
+    #[config(default = false)]
+    pub autoregressive: bool,
 }
 
 /// The subset of HF's `config.json` we read; everything else is ignored.
@@ -131,6 +140,10 @@ struct HfConfigJson {
     attention_window: AttentionWindow,
     #[serde(default = "default_initializer_range")]
     initializer_range: f64,
+    #[serde(default)]
+    attention_dilation: AttentionDilation,
+    #[serde(default)]
+    autoregressive: bool,
 }
 
 fn default_initializer_range() -> f64 {
@@ -187,7 +200,7 @@ impl LongformerConfig {
         let windows: Vec<usize> = (0..self.num_hidden_layers)
             .map(|i| self.window(i))
             .collect();
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "model_type": "longformer",
             "architectures": ["LongformerModel"],
             "vocab_size": self.vocab_size,
@@ -208,6 +221,15 @@ impl LongformerConfig {
             "attention_window": windows,
             "initializer_range": self.initializer_range,
         });
+        // Patterns HF transformers does not implement are written only when used, so a plain
+        // model's config stays HF's.
+        if !self.attention_dilation.is_none() {
+            json["attention_dilation"] =
+                serde_json::to_value(&self.attention_dilation).expect("a dilation serializes");
+        }
+        if self.autoregressive {
+            json["autoregressive"] = true.into();
+        }
         serde_json::to_string_pretty(&json).expect("a JSON value serializes")
     }
 
@@ -233,6 +255,8 @@ impl LongformerConfig {
             pad_token_id: raw.pad_token_id,
             attention_window: raw.attention_window,
             initializer_range: raw.initializer_range,
+            attention_dilation: raw.attention_dilation,
+            autoregressive: raw.autoregressive,
         };
         config.validate()?;
         Ok(config)
@@ -280,6 +304,9 @@ impl LongformerConfig {
                 ));
             }
         }
+        self.attention_dilation
+            .validate(self.num_hidden_layers, self.num_attention_heads)
+            .map_err(ConfigError::Invalid)?;
         if self.pad_token_id >= self.vocab_size {
             return invalid(format!(
                 "pad_token_id {} is outside the vocabulary of {}",
@@ -311,6 +338,16 @@ impl LongformerConfig {
         match &self.attention_window {
             AttentionWindow::Uniform(w) => *w,
             AttentionWindow::PerLayer(ws) => ws[layer],
+        }
+    }
+
+    /// The window pattern (dilation per head, direction) of `layer`.
+    pub fn window_pattern(&self, layer: usize) -> WindowPattern {
+        WindowPattern {
+            dilation: self
+                .attention_dilation
+                .heads(layer, self.num_attention_heads),
+            causal: self.autoregressive,
         }
     }
 
@@ -366,6 +403,37 @@ mod tests {
         assert_eq!(back.window(2), 6);
         assert_eq!(back.hidden_act, HiddenAct::GeluTanh);
         assert_eq!(back.vocab_size, 100);
+    }
+
+    #[test]
+    fn dilation_and_causal_round_trip_and_stay_out_of_plain_configs() {
+        let plain = LongformerConfig::tiny(100);
+        assert!(!plain.to_hf_json().contains("attention_dilation"));
+        assert!(!plain.to_hf_json().contains("autoregressive"));
+        let config = plain
+            .with_attention_dilation(AttentionDilation::PerHead(vec![
+                vec![1, 2, 2, 4],
+                vec![1, 1, 1, 3],
+            ]))
+            .with_autoregressive(true);
+        let back = LongformerConfig::from_json_str(&config.to_hf_json()).unwrap();
+        assert_eq!(back.attention_dilation, config.attention_dilation);
+        assert!(back.autoregressive);
+        assert_eq!(back.window_pattern(1).dilation, vec![1, 1, 1, 3]);
+    }
+
+    #[test]
+    fn reads_the_original_allenai_dilation_keys() {
+        let config = LongformerConfig::from_json_str(
+            &with("attention_dilation", "[1, 2]").replace('}', r#", "autoregressive": true}"#),
+        )
+        .unwrap();
+        assert_eq!(config.window_pattern(1).dilation, vec![2; 12]);
+        assert!(config.window_pattern(0).causal);
+        let err = LongformerConfig::from_json_str(&with("attention_dilation", "[[1, 2], [1]]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer 0 has 2 heads"), "{err}");
     }
 
     #[test]

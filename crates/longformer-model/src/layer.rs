@@ -31,6 +31,12 @@ pub struct LongformerLayerConfig {
     pub hidden_dropout: f64,
     /// Dropout on attention probabilities.
     pub attention_dropout: f64,
+    /// Dilation of each attention head; empty means 1 for every head.
+    #[config(default = "Vec::new()")]
+    pub head_dilation: Vec<usize>,
+    /// Causal attention window.
+    #[config(default = false)]
+    pub causal: bool,
 }
 
 impl LongformerLayerConfig {
@@ -50,6 +56,8 @@ impl LongformerLayerConfig {
                     self.attention_window,
                 )
                 .with_dropout(self.attention_dropout)
+                .with_head_dilation(self.head_dilation.clone())
+                .with_causal(self.causal)
                 .init(device),
                 output: ResidualNorm {
                     dense: LinearConfig::new(self.d_model, self.d_model).init(device),

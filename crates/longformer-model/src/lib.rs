@@ -41,7 +41,7 @@ pub mod loader;
 pub mod model;
 pub mod pooler;
 
-pub use attention::{AttentionProbs, SlidingWindowAttention};
+pub use attention::{AttentionDilation, AttentionProbs, SlidingWindowAttention, WindowPattern};
 pub use config::{AttentionWindow, HiddenAct, LongformerConfig};
 pub use error::{ConfigError, InputError, LoadError};
 pub use input::{AttentionLayout, LongformerInput};

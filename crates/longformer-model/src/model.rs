@@ -75,6 +75,8 @@ impl LongformerConfig {
                     self.hidden_dropout_prob,
                     self.attention_probs_dropout_prob,
                 )
+                .with_head_dilation(self.window_pattern(i).dilation)
+                .with_causal(self.autoregressive)
                 .init(device)
             })
             .collect();

@@ -1,5 +1,5 @@
 //! [`AttentionMasks`]: device-side masks built once per forward pass from an [`AttentionLayout`]
-//! and shared by every layer; band masks are built once per distinct window.
+//! and shared by every layer; band masks are built once per distinct window pattern.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,7 +23,7 @@ pub struct AttentionMasks {
     pub not_global: Tensor<4>,
     /// Global-slot data; `None` when no row has a global token.
     pub global: Option<GlobalSlots>,
-    band: Mutex<HashMap<usize, BandMask>>,
+    band: Mutex<HashMap<BandKey, BandMask>>,
     device: Device,
 }
 
@@ -41,14 +41,23 @@ pub struct GlobalSlots {
     pub row_mask: Tensor<4, Bool>,
 }
 
-/// The local-window mask for one window size.
+/// `(window, dilation, causal)`: what a band mask depends on besides the layout.
+type BandKey = (usize, usize, bool);
+
+/// The local-window mask for one window size, dilation and direction.
+///
+/// With dilation `d` the sequence is split into `d` interleaved sub-sequences (positions
+/// `r, r + d, ...` for `r < d`) and the band runs over each: its rows are `batch_size · d`, row
+/// `b · d + r` being sub-sequence `r` of batch row `b`, and `n_blocks` counts blocks of a
+/// sub-sequence. With `d = 1` this is the plain band.
 #[derive(Debug, Clone)]
 pub struct BandMask {
-    /// `true` for masked columns, `[batch_size, 1, n_blocks, window, n_global + 3 * window]`:
-    /// global columns of empty slots, and span columns that are outside `|i - j| <= window`,
-    /// outside the sequence, padding or global.
+    /// `true` for masked columns, `[batch_size · d, 1, n_blocks, window, n_global + 3 * window]`:
+    /// global columns of empty slots, and span columns that are outside the window (`|i - j| <=
+    /// window` in sub-sequence steps; `j <= i` as well when causal), outside the sequence,
+    /// padding or global.
     pub masked: Tensor<5, Bool>,
-    /// `1.0` for real query rows, `[batch_size, 1, n_blocks, window, 1]`.
+    /// `1.0` for real query rows, `[batch_size · d, 1, n_blocks, window, 1]`.
     pub real_query: Tensor<5>,
 }
 
@@ -90,12 +99,14 @@ impl AttentionMasks {
         }
     }
 
-    /// The band mask for one-sided `window`, built on first use.
-    pub fn band(&self, window: usize) -> BandMask {
+    /// The band mask for one-sided `window`, `dilation` (`>= 1`) and direction, built on first use.
+    pub fn band(&self, window: usize, dilation: usize, causal: bool) -> BandMask {
         let mut cache = self.band.lock().expect("band mask cache poisoned");
         cache
-            .entry(window)
-            .or_insert_with(|| build_band_mask(&self.layout, window, &self.device))
+            .entry((window, dilation, causal))
+            .or_insert_with(|| {
+                build_band_mask(&self.layout, (window, dilation, causal), &self.device)
+            })
             .clone()
     }
 }
@@ -105,36 +116,49 @@ pub fn padded_length(seq_length: usize, window: usize) -> usize {
     seq_length.div_ceil(window) * window
 }
 
-fn build_band_mask(layout: &AttentionLayout, w: usize, device: &Device) -> BandMask {
+fn build_band_mask(layout: &AttentionLayout, key: BandKey, device: &Device) -> BandMask {
+    let (w, dilation, causal) = key;
     let (b, l, g) = (layout.batch_size, layout.seq_length, layout.n_global);
-    let lp = padded_length(l, w);
+    // Sub-sequence r holds positions r, r + d, ...: the longest (r = 0) has ceil(l / d) tokens.
+    let sub_length = l.div_ceil(dilation);
+    let lp = padded_length(sub_length, w);
     let nb = lp / w;
     let cols = g + 3 * w;
-    let mut masked = vec![true; b * nb * w * cols];
-    let mut real = vec![0.0f32; b * nb * w];
+    let rows = b * dilation;
+    let mut masked = vec![true; rows * nb * w * cols];
+    let mut real = vec![0.0f32; rows * nb * w];
+    // Span column s of row r in its block is sub-sequence step blk*w - w + s; the window is
+    // r <= s <= r + 2w (r + w when causal: no later key).
+    let last_column = |r: usize| if causal { r + w } else { r + 2 * w };
+    let position = |residue: usize, step: usize| residue + step * dilation;
     for bi in 0..b {
-        for blk in 0..nb {
-            for r in 0..w {
-                let i = blk * w + r;
-                let row = ((bi * nb + blk) * w + r) * cols;
-                if i < l && layout.is_real[bi * l + i] {
-                    real[(bi * nb + blk) * w + r] = 1.0;
-                }
-                for slot in 0..g {
-                    masked[row + slot] = layout.global_positions[bi * g + slot].is_none();
-                }
-                // Span column s is key blk*w - w + s; the window is r <= s <= r + 2w.
-                for s in r..=r + 2 * w {
-                    let key = (blk * w + s) as isize - w as isize;
-                    if key >= 0 && (key as usize) < l && layout.is_local_key(bi, key as usize) {
-                        masked[row + g + s] = false;
+        for residue in 0..dilation {
+            let row0 = bi * dilation + residue;
+            for blk in 0..nb {
+                for r in 0..w {
+                    let i = position(residue, blk * w + r);
+                    let row = ((row0 * nb + blk) * w + r) * cols;
+                    if i < l && layout.is_real[bi * l + i] {
+                        real[(row0 * nb + blk) * w + r] = 1.0;
+                    }
+                    for slot in 0..g {
+                        masked[row + slot] = layout.global_positions[bi * g + slot].is_none();
+                    }
+                    for s in r..=last_column(r) {
+                        let Some(step) = (blk * w + s).checked_sub(w) else {
+                            continue;
+                        };
+                        let key = position(residue, step);
+                        if key < l && layout.is_local_key(bi, key) {
+                            masked[row + g + s] = false;
+                        }
                     }
                 }
             }
         }
     }
     BandMask {
-        masked: Tensor::from_data(TensorData::new(masked, [b, 1, nb, w, cols]), device),
-        real_query: Tensor::from_data(TensorData::new(real, [b, 1, nb, w, 1]), device),
+        masked: Tensor::from_data(TensorData::new(masked, [rows, 1, nb, w, cols]), device),
+        real_query: Tensor::from_data(TensorData::new(real, [rows, 1, nb, w, 1]), device),
     }
 }

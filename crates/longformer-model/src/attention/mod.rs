@@ -3,14 +3,17 @@
 //! - [`band`]: the local window, computed block by block (`O(n·w)` memory).
 //! - [`global`]: the rows of global tokens, which attend to every token (`O(G·n)`).
 //! - [`masks`]: the per-forward masks both share.
+//! - [`pattern`]: dilation and causal windows.
 //! - [`sliding_window`]: the module with its projections that puts them together.
 
 pub mod band;
 pub mod global;
 pub mod masks;
+pub mod pattern;
 pub mod sliding_window;
 
 pub use masks::AttentionMasks;
+pub use pattern::{AttentionDilation, WindowPattern};
 pub use sliding_window::{AttentionProbs, SlidingWindowAttention, SlidingWindowAttentionConfig};
 
 /// Score given to masked positions before the softmax. Finite, so a row whose keys are all masked
