@@ -183,6 +183,26 @@ fn causal_model_output_ignores_later_tokens() {
     // The check can fail: later positions do change.
     let later = max_abs_diff_tensors(a.narrow(1, 17, 9), b.narrow(1, 17, 9));
     assert!(later > 1e-3, "the suffix did not change its own outputs");
+
+    // In HF's probability layout (column c is key i + (c - w)·d), the columns after the query
+    // hold nothing and each row still sums to one.
+    let row: Vec<i64> = prefix.clone();
+    let out = model
+        .forward_with_attentions(LongformerInput::from_rows(&[row], None, None, 1, &device))
+        .unwrap();
+    for (layer, w) in [(0usize, 2usize), (1, 3)] {
+        let local = out.attentions[layer].local.clone();
+        let [_, h, l, cols] = local.dims();
+        assert_eq!(cols, 2 * w + 1);
+        let after: f32 = local.clone().narrow(3, w + 1, w).abs().max().into_scalar();
+        assert!(
+            after == 0.0,
+            "layer {layer}: later keys got probability {after}"
+        );
+        let sums = local.sum_dim(3).reshape([h * l]);
+        let off: f32 = (sums - 1.0).abs().max().into_scalar();
+        assert!(off < 1e-5, "layer {layer}: a row sums to 1 ± {off}");
+    }
 }
 
 fn tiny_model(device: &Device) -> longformer_model::LongformerModel {

@@ -7,7 +7,8 @@
 //! overlapping chunks compute `4w` and re-lay them out several times). Memory is `O(n·w)`.
 //!
 //! Span column `s` of query row `r` in its block is key `i + s - r - w`, where `i` is the query, so
-//! the window `|i - j| <= w` is `r <= s <= r + 2w`.
+//! the window `|i - j| <= w` is `r <= s <= r + 2w`. A causal window (`i - w <= j <= i`) never
+//! reaches block `k+1`, so its span is the `2w` keys of blocks `k-1, k`.
 
 use burn::tensor::{Int, Tensor, TensorData};
 
@@ -31,43 +32,54 @@ pub fn query_blocks(x: Tensor<4>, window: usize) -> Tensor<5> {
     x.reshape([b, h, lp / window, window, d])
 }
 
-/// The `3·window` keys (or values) each query block may see: blocks `k-1, k, k+1`, zero outside.
+/// Number of key blocks in a query block's span: 3 (`k-1, k, k+1`), or 2 (`k-1, k`) when causal.
+pub fn span_blocks(causal: bool) -> usize {
+    if causal { 2 } else { 3 }
+}
+
+/// The keys (or values) each query block may see: the `span_blocks · window` keys of blocks
+/// `k-1, k` and, unless causal, `k+1`; zero outside the sequence.
 ///
 /// # Shapes
 /// - x: `[batch_size, n_heads, padded_length, d_head]`
-/// - output: `[batch_size, n_heads, n_blocks, 3 * window, d_head]`
-pub fn key_span(x: Tensor<4>, window: usize) -> Tensor<5> {
+/// - output: `[batch_size, n_heads, n_blocks, span_blocks * window, d_head]`
+pub fn key_span(x: Tensor<4>, window: usize, causal: bool) -> Tensor<5> {
     let [b, h, lp, d] = x.dims();
     let nb = lp / window;
     let zeros = Tensor::<4>::zeros([b, h, window, d], &x.device());
     let framed = Tensor::cat(vec![zeros.clone(), x, zeros], 2).reshape([b, h, nb + 2, window, d]);
-    Tensor::cat(
-        vec![
-            framed.clone().narrow(2, 0, nb),
-            framed.clone().narrow(2, 1, nb),
-            framed.narrow(2, 2, nb),
-        ],
-        3,
-    )
+    let blocks = (0..span_blocks(causal))
+        .map(|k| framed.clone().narrow(2, k, nb))
+        .collect();
+    Tensor::cat(blocks, 3)
 }
 
 /// Band scores of every query block against its span.
 ///
 /// # Shapes
 /// - queries: `[batch_size, n_heads, n_blocks, window, d_head]`
-/// - keys: `[batch_size, n_heads, n_blocks, 3 * window, d_head]`
-/// - output: `[batch_size, n_heads, n_blocks, window, 3 * window]`
+/// - keys: `[batch_size, n_heads, n_blocks, span, d_head]`
+/// - output: `[batch_size, n_heads, n_blocks, window, span]`
 pub fn band_scores(queries: Tensor<5>, keys: Tensor<5>) -> Tensor<5> {
     queries.matmul(keys.swap_dims(3, 4))
 }
 
 /// Band probabilities in HF's layout: column `c` is key `i + c - window`.
 ///
+/// A causal span (`2 * window` columns) is widened with zeros: its columns after the query are
+/// zero.
+///
 /// # Shapes
-/// - probs: `[batch_size, n_heads, n_blocks, window, 3 * window]`
+/// - probs: `[batch_size, n_heads, n_blocks, window, span]`, span `3 * window` or `2 * window`
 /// - output: `[batch_size, n_heads, padded_length, 2 * window + 1]`
 pub fn band_to_diagonals(probs: Tensor<5>) -> Tensor<4> {
-    let [b, h, nb, w, _] = probs.dims();
+    let [b, h, nb, w, span] = probs.dims();
+    let probs = if span < 3 * w {
+        let zeros = Tensor::zeros([b, h, nb, w, 3 * w - span], &probs.device());
+        Tensor::cat(vec![probs, zeros], 4)
+    } else {
+        probs
+    };
     let cols = 2 * w + 1;
     let idx: Vec<i64> = (0..w)
         .flat_map(|r| (0..cols).map(move |c| (r + c) as i64))
@@ -93,7 +105,7 @@ mod tests {
     fn key_span_holds_neighbouring_blocks() {
         let device = Device::default();
         // Keys 0..6 in blocks of 2: block 1 sees keys 0..6 (positions 0,1 | 2,3 | 4,5).
-        let span = key_span(arange(6, &device) + 1.0, 2);
+        let span = key_span(arange(6, &device) + 1.0, 2, false);
         assert_eq!(span.dims(), [1, 1, 3, 6, 1]);
         let v: Vec<f32> = span.into_data().iter::<f32>().collect();
         // Zero marks "outside the sequence".
@@ -103,6 +115,15 @@ mod tests {
                 0., 0., 1., 2., 3., 4., 1., 2., 3., 4., 5., 6., 3., 4., 5., 6., 0., 0.
             ]
         );
+    }
+
+    #[test]
+    fn causal_key_span_stops_at_its_own_block() {
+        let device = Device::default();
+        let span = key_span(arange(6, &device) + 1.0, 2, true);
+        assert_eq!(span.dims(), [1, 1, 3, 4, 1]);
+        let v: Vec<f32> = span.into_data().iter::<f32>().collect();
+        assert_eq!(v, vec![0., 0., 1., 2., 1., 2., 3., 4., 3., 4., 5., 6.]);
     }
 
     #[test]

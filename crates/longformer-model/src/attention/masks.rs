@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
+use super::band::span_blocks;
 use crate::input::AttentionLayout;
 
 /// Masks and index lists for one batch.
@@ -52,7 +53,8 @@ type BandKey = (usize, usize, bool);
 /// sub-sequence. With `d = 1` this is the plain band.
 #[derive(Debug, Clone)]
 pub struct BandMask {
-    /// `true` for masked columns, `[batch_size · d, 1, n_blocks, window, n_global + 3 * window]`:
+    /// `true` for masked columns, `[batch_size · d, 1, n_blocks, window, n_global + span]` with
+    /// `span = span_blocks(causal) · window` (see [`key_span`](super::band::key_span)):
     /// global columns of empty slots, and span columns that are outside the window (`|i - j| <=
     /// window` in sub-sequence steps; `j <= i` as well when causal), outside the sequence,
     /// padding or global.
@@ -123,7 +125,7 @@ fn build_band_mask(layout: &AttentionLayout, key: BandKey, device: &Device) -> B
     let sub_length = l.div_ceil(dilation);
     let lp = padded_length(sub_length, w);
     let nb = lp / w;
-    let cols = g + 3 * w;
+    let cols = g + span_blocks(causal) * w;
     let rows = b * dilation;
     let mut masked = vec![true; rows * nb * w * cols];
     let mut real = vec![0.0f32; rows * nb * w];

@@ -15,7 +15,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::MASKED_SCORE;
-use super::band::{band_scores, band_to_diagonals, key_span, pad_rows, query_blocks};
+use super::band::{band_scores, band_to_diagonals, key_span, pad_rows, query_blocks, span_blocks};
 use super::global::{GlobalProjections, global_rows, merge_heads, split_heads};
 use super::masks::{AttentionMasks, BandMask, padded_length};
 use super::pattern::WindowPattern;
@@ -279,7 +279,9 @@ impl SlidingWindowAttention {
 
         // Scores: global keys first (as HF), then the band.
         let q = pad_rows(heads.q, lp);
-        let k_span = key_span(pad_rows(heads.k, lp), w);
+        let causal = self.pattern.causal;
+        let span = span_blocks(causal) * w;
+        let k_span = key_span(pad_rows(heads.k, lp), w, causal);
         let band = band_scores(query_blocks(q.clone(), w), k_span);
         let (scores, global_values, g) = match heads.global {
             Some((kg, vg)) => {
@@ -293,8 +295,8 @@ impl SlidingWindowAttention {
         let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 4);
         let dropped = self.dropout.forward(probs.clone());
 
-        let band_probs = dropped.clone().narrow(4, g, 3 * w);
-        let v_span = key_span(pad_rows(heads.v, lp), w);
+        let band_probs = dropped.clone().narrow(4, g, span);
+        let v_span = key_span(pad_rows(heads.v, lp), w, causal);
         let mut context = band_probs.matmul(v_span).reshape([rows, hg, lp, dh]);
         if let Some(vg) = global_values {
             let p = dropped.narrow(4, 0, g).reshape([rows, hg, lp, g]);
@@ -304,7 +306,7 @@ impl SlidingWindowAttention {
 
         let probs = with_probs.then(|| {
             let probs = probs * band_mask.real_query.clone();
-            let band = band_to_diagonals(probs.clone().narrow(4, g, 3 * w));
+            let band = band_to_diagonals(probs.clone().narrow(4, g, span));
             let full = if g > 0 {
                 Tensor::cat(
                     vec![probs.narrow(4, 0, g).reshape([rows, hg, lp, g]), band],
