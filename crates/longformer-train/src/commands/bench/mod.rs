@@ -1,9 +1,16 @@
 //! `longformer bench`: time and peak memory of a random-weight model (no download), for the
-//! forward pass alone or a whole training step.
+//! forward pass alone or a whole training step, optionally side by side with HF PyTorch.
+//!
+//! - [`report`]: the JSON row both sides print, and the Markdown table.
+//! - [`compare`]: `--compare-hf`, one process per measurement, ours and HF's alternating.
 
+pub mod compare;
+pub mod report;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use longformer_model::{AttentionWindow, LongformerConfig, LongformerInput};
@@ -48,6 +55,24 @@ pub struct BenchArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
+    /// CPU threads (ours: the rayon pool and ndarray's matmul; HF: `torch.set_num_threads`).
+    /// Defaults to every core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also time HF transformers' PyTorch `LongformerModel` on the same shapes
+    /// (`scripts/bench_hf.py`), alternating with ours, each length in fresh processes so that
+    /// peak memory is per length; adds `hf_median_ms`, `hf_peak_bytes` and `ratio` (ours / HF).
+    #[arg(long)]
+    pub compare_hf: bool,
+    /// Python interpreter with `torch` and `transformers`, for `--compare-hf`.
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
+    /// The HF side's script, for `--compare-hf`.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench_hf.py"))]
+    pub hf_script: PathBuf,
+    /// Also write the rows as a JSON array to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// What `longformer bench` times.
@@ -60,7 +85,8 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn name(self) -> &'static str {
+    /// The name rows carry (`fwd`, `train`).
+    pub fn name(self) -> &'static str {
         match self {
             Self::Fwd => "fwd",
             Self::Train => "train",
@@ -68,8 +94,33 @@ impl Mode {
     }
 }
 
-/// Runs the command, printing one JSON row per sequence length.
+/// Runs the command: one JSON row per sequence length as it is measured, then a Markdown table.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.seq.is_empty() || args.seq.contains(&0) || args.repeats == 0 {
+        anyhow::bail!("--seq needs positive lengths and --repeats at least 1");
+    }
+    let threads = args.threads.unwrap_or_else(compare::available_threads);
+    let rows = if args.compare_hf {
+        compare::compare(&args, threads)?
+    } else {
+        if let Some(n) = args.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .context("setting the thread count (--threads)")?;
+        }
+        measure(&args, threads)?
+    };
+    println!("\n{}", report::markdown_table(&rows));
+    if let Some(path) = &args.out {
+        report::write_rows(path, &rows)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Measures every length of `args.seq` in this process, printing each row as JSON.
+fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     let device = args.backend.device()?;
     let max_seq = args.seq.iter().copied().max().unwrap_or(0);
     let config = LongformerConfig::new()
@@ -86,6 +137,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let mut model = config.init_with_pooler(false, &device);
     let mut optimizer = OptimizerSettings::default().optimizer();
+    let mut rows = Vec::new();
     for &seq in &args.seq {
         let ids: Vec<i64> = (0..args.batch * seq)
             .map(|i| 3 + (i * 7919 % 50000) as i64)
@@ -125,20 +177,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
-        println!(
-            "{}",
-            serde_json::json!({
-                "backend": args.backend.feature(),
-                "mode": args.mode.name(),
-                "seq": seq,
-                "batch": args.batch,
-                "median_ms": median,
-                "tokens_per_s": (args.batch * seq) as f64 / (median / 1e3),
-                "peak_bytes": peak_rss_bytes(),
-            })
-        );
+        let row = report::BenchRow {
+            backend: args.backend.feature().into(),
+            mode: args.mode.name().into(),
+            seq,
+            batch: args.batch,
+            median_ms: median,
+            tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
+            peak_bytes: peak_rss_bytes(),
+            threads,
+            hf_median_ms: None,
+            hf_peak_bytes: None,
+            ratio: None,
+        };
+        println!("{}", serde_json::to_string(&row)?);
+        rows.push(row);
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// The process's peak resident memory (`VmHWM`), where the OS reports it.
