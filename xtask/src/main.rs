@@ -43,6 +43,9 @@ enum Task {
     Train(Forward),
     /// Accuracy and `predictions.json` of a trained run (`-- --run RUN_DIR [--data FILE.json]`).
     Eval(Forward),
+    /// Convert a RoBERTa checkpoint into a Longformer one
+    /// (`-- --from ROBERTA_DIR --to OUT_DIR [--max-pos 4096] [--window 512] [--force]`).
+    Convert(Forward),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Task::Bench(f) => ("bench", f, &[]),
         Task::Train(f) => ("train", f, &[]),
         Task::Eval(f) => ("eval", f, &[]),
+        Task::Convert(f) => ("convert", f, &[]),
     };
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.args([
@@ -102,8 +106,8 @@ fn main() -> ExitCode {
         cargo.arg("--release");
     }
     cargo.args(["--", command]);
-    // `prepare` runs no model: it takes no backend.
-    if command != "prepare" {
+    // `prepare` and `convert` run no model: they take no backend.
+    if !matches!(command, "prepare" | "convert") {
         cargo.args(["--backend", forward.backend.name()]);
     }
     if forward.args.is_empty() {

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod commands;
+pub mod conversion;
 pub mod curve;
 pub mod evaluate;
 pub mod examples;

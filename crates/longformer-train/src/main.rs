@@ -1,4 +1,4 @@
-//! `longformer`: the command-line front end (encode, prepare, ...).
+//! `longformer`: the command-line front end (encode, prepare, train, convert, ...).
 //!
 //! The backend is a Cargo feature (`flex`, `ndarray`, `wgpu`, `vulkan`); `cargo xtask` picks it.
 
@@ -26,6 +26,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Accuracy and predictions.json of a trained WikiHop model (`--run RUN_DIR`).
     Eval(commands::eval::EvalArgs),
+    /// Convert a RoBERTa checkpoint directory into a Longformer one (positions extended by
+    /// copying, global projections copied from the local ones).
+    Convert(commands::convert::ConvertArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +39,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => commands::bench::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Convert(args) => commands::convert::run(args),
     }
 }
