@@ -80,6 +80,37 @@ pub enum InputError {
         /// Rows of the word embedding.
         vocab_size: usize,
     },
+    /// The default global attention of question answering or multiple choice needs exactly
+    /// three separator tokens per row (`<s> question </s></s> context </s>`), as in HF.
+    #[error(
+        "row {row} has {found} separator token(s) (id {sep_token_id}) but the default global \
+         attention of {task} needs exactly 3 per row (`<s> question </s></s> context </s>`); \
+         lay the row out that way or pass a global_attention_mask"
+    )]
+    Separators {
+        /// Batch row (for multiple choice, `example * n_choices + choice`).
+        row: usize,
+        /// How many separator tokens the row has.
+        found: usize,
+        /// The separator id (`sep_token_id` of the config).
+        sep_token_id: i64,
+        /// The task whose default needs them.
+        task: &'static str,
+    },
+    /// Mask filling on an input without a mask token.
+    #[error("the input has no mask token (id {mask_token_id}) to fill")]
+    NoMaskToken {
+        /// The mask token id looked for.
+        mask_token_id: i64,
+    },
+    /// A multiple-choice batch whose rows do not split into whole examples.
+    #[error("{rows} row(s) do not split into examples of {n_choices} choice(s)")]
+    ChoiceCount {
+        /// Rows of the flattened batch.
+        rows: usize,
+        /// Choices per example.
+        n_choices: usize,
+    },
 }
 
 /// A checkpoint directory that cannot be loaded into a [`LongformerModel`](crate::LongformerModel).

@@ -147,7 +147,7 @@ impl Intermediate {
 /// Exact GELU, `x · ½ (1 + erf(x / √2))`, written out so that autodiff differentiates `erf`:
 /// Burn 0.22.1's fused `gelu` has a backward that is the tanh approximation's derivative on
 /// some backends (ndarray, wgpu), off from PyTorch's by up to 9e-4.
-fn gelu_erf(x: Tensor<3>) -> Tensor<3> {
+pub(crate) fn gelu_erf(x: Tensor<3>) -> Tensor<3> {
     let cdf = x
         .clone()
         .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)

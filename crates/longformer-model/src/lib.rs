@@ -34,6 +34,7 @@ pub mod config;
 pub mod embedding;
 pub mod encoder;
 pub mod error;
+pub mod heads;
 pub mod init;
 pub mod input;
 pub mod layer;
@@ -44,6 +45,11 @@ pub mod pooler;
 pub use attention::{AttentionDilation, AttentionProbs, SlidingWindowAttention, WindowPattern};
 pub use config::{AttentionWindow, HiddenAct, LongformerConfig};
 pub use error::{ConfigError, InputError, LoadError};
+pub use heads::{
+    LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
+    LongformerForSequenceClassification, LongformerForTokenClassification, LongformerHeadConfig,
+    TaskHead,
+};
 pub use input::{AttentionLayout, LongformerInput};
-pub use loader::{load_pretrained, load_weights};
+pub use loader::{load_head, load_pretrained, load_weights, load_with_new_head};
 pub use model::{LongformerModel, LongformerOutput};

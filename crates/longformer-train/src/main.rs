@@ -16,7 +16,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
-    /// Run the encoder on token ids or text and write `last_hidden_state` to a safetensors file.
+    /// Run the encoder on token ids or text and write `last_hidden_state` (or, with `--head`, a
+    /// task head's logits; `--head mlm --text` fills `<mask>`) to a safetensors file.
     Encode(commands::encode::EncodeArgs),
     /// Turn a WikiHop (QAngaroo) JSON file into model inputs, one JSON line per chunk.
     Prepare(commands::prepare::PrepareArgs),

@@ -99,3 +99,140 @@ fn encodes_text_with_the_model_directory_tokenizer() {
     assert_eq!((shape[0], shape[2]), (1, 32));
     assert!(shape[1] >= 7, "{shape:?}");
 }
+
+/// `tests/fixtures/head_mlm_text`: an HF `LongformerForMaskedLM` with the sample tokenizer, the
+/// text, and HF's logits at its two `<mask>` positions.
+fn mlm_fixture() -> PathBuf {
+    repo_root().join("tests/fixtures/head_mlm_text")
+}
+
+/// The tensors of a safetensors file as (shape, f64 values); F32 and I64 only.
+fn read_tensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = match view.dtype() {
+                safetensors::Dtype::F32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                safetensors::Dtype::I64 => view
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+                other => panic!("{name}: unexpected dtype {other:?}"),
+            };
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+#[test]
+fn mlm_head_fills_every_mask_as_hf_does() {
+    let dir = mlm_fixture();
+    let text = std::fs::read_to_string(dir.join("text.txt")).unwrap();
+    let expected = read_tensors(&dir.join("expected.safetensors"));
+    let out_file = std::env::temp_dir().join(format!("lf-mlm-{}.safetensors", std::process::id()));
+    let out = encode(&[
+        "--model",
+        dir.to_str().unwrap(),
+        "--head",
+        "mlm",
+        "--text",
+        &text,
+        "--output",
+        out_file.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Where HF's tokenizer put the masks, and HF's logits there.
+    let (ids_shape, ids) = &expected["input_ids"];
+    let mask_id = expected["mask_token_id"].1[0];
+    let positions: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == mask_id).collect();
+    let (logits_shape, hf_logits) = &expected["mask_logits"];
+    let vocab = logits_shape[1];
+    assert_eq!(positions.len(), 2);
+
+    // The printed fills: one line per mask, at HF's positions, HF's five best ids in order (the
+    // fixture's top-6 logits are at least 0.009 apart, far above the 1e-4 parity tolerance).
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("<mask>")).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for (n, (line, &position)) in lines.iter().zip(&positions).enumerate() {
+        assert!(
+            line.contains(&format!("(row 0, position {position})")),
+            "{line}"
+        );
+        let printed: Vec<usize> = line
+            .split("(id ")
+            .skip(1)
+            .map(|s| s.split(')').next().unwrap().parse().unwrap())
+            .collect();
+        let row = &hf_logits[n * vocab..(n + 1) * vocab];
+        let mut order: Vec<usize> = (0..vocab).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        assert_eq!(printed, order[..5].to_vec(), "{line}");
+    }
+
+    // The written logits: [1, seq, vocab], HF's values at the masks.
+    let written = read_tensors(&out_file);
+    let (shape, logits) = &written["logits"];
+    assert_eq!(shape, &vec![1, ids_shape[1], vocab]);
+    for (n, &position) in positions.iter().enumerate() {
+        let ours = &logits[position * vocab..(position + 1) * vocab];
+        let hf = &hf_logits[n * vocab..(n + 1) * vocab];
+        let diff = ours
+            .iter()
+            .zip(hf)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(diff <= 1e-4, "mask {n}: logits differ from HF by {diff}");
+    }
+}
+
+#[test]
+fn mlm_head_without_a_mask_in_the_text_is_a_clear_error() {
+    let dir = mlm_fixture();
+    let out = encode(&[
+        "--model",
+        dir.to_str().unwrap(),
+        "--head",
+        "mlm",
+        "--text",
+        "ada was born in paris.",
+        "--output",
+        "/dev/null",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--text has no <mask> token"), "{err}");
+}
+
+#[test]
+fn a_head_on_a_base_checkpoint_names_the_missing_head_weights() {
+    let out = encode(&[
+        "--model",
+        "assets/tiny-longformer",
+        "--head",
+        "sequence-classification",
+        "--input",
+        "assets/tiny-longformer/example.json",
+        "--output",
+        "/dev/null",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LongformerForSequenceClassification")
+            && err.contains("classifier.out_proj.weight"),
+        "{err}"
+    );
+}

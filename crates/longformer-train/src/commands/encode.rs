@@ -1,12 +1,21 @@
-//! `longformer encode`: run the encoder on ids from a JSON file and save `last_hidden_state`.
+//! `longformer encode`: run the encoder on ids from a JSON file (or text) and save
+//! `last_hidden_state`, or, with `--head`, run a HuggingFace task head and save its logits.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
-use longformer_model::{LongformerConfig, LongformerInput, load_pretrained};
+use burn::tensor::Tensor;
+use clap::{Args, ValueEnum};
+use longformer_data::tokenizer::WikiHopTokenizer;
+use longformer_model::heads::{MultipleChoiceInput, mask_fills};
+use longformer_model::{
+    LongformerConfig, LongformerForMaskedLM, LongformerForMultipleChoice,
+    LongformerForQuestionAnswering, LongformerForSequenceClassification,
+    LongformerForTokenClassification, LongformerHeadConfig, LongformerInput, TaskHead, load_head,
+    load_pretrained,
+};
 use serde::Deserialize;
 
 use crate::backend::Backend;
@@ -22,15 +31,60 @@ pub struct EncodeArgs {
     #[arg(long, conflicts_with = "text")]
     pub input: Option<PathBuf>,
     /// Text to encode with the model directory's tokenizer (`tokenizer.json`, or `vocab.json` +
-    /// `merges.txt`); global attention goes on the first token (`<s>`).
+    /// `merges.txt`), between `<s>` and `</s>`. Without `--head`, global attention goes on the
+    /// first token (`<s>`); with one, where the head puts it by default (as in HF).
     #[arg(long)]
     pub text: Option<String>,
-    /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`) as safetensors.
+    /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`), or the head's logits, as
+    /// safetensors.
     #[arg(long, default_value = "runs/encode/last_hidden_state.safetensors")]
     pub output: PathBuf,
+    /// Run a task head (the directory must hold that head's HF checkpoint) and write its logits
+    /// instead of `last_hidden_state`: `logits` (`mlm` `[batch, seq, vocab]`,
+    /// `sequence-classification` `[batch, labels]`, `token-classification` `[batch, seq, labels]`,
+    /// `multiple-choice` `[examples, choices]`) or `start_logits` + `end_logits`
+    /// (`question-answering`, `[batch, seq]`). Without a global mask, global attention goes where
+    /// HF's head puts it. `mlm` with `--text` prints the top fills of every `<mask>`.
+    #[arg(long, value_enum)]
+    pub head: Option<Head>,
+    /// With `--head multiple-choice`: choices per example, taken as consecutive rows (default: all
+    /// rows are the choices of one example).
+    #[arg(long)]
+    pub num_choices: Option<usize>,
+    /// With `--head mlm --text`: fills printed per `<mask>`.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
+}
+
+/// A HuggingFace Longformer task head (`--head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Head {
+    /// `LongformerForMaskedLM`.
+    Mlm,
+    /// `LongformerForSequenceClassification`.
+    SequenceClassification,
+    /// `LongformerForQuestionAnswering`.
+    QuestionAnswering,
+    /// `LongformerForTokenClassification`.
+    TokenClassification,
+    /// `LongformerForMultipleChoice`.
+    MultipleChoice,
+}
+
+impl Head {
+    /// HF's class name of the head model.
+    fn hf_class(self) -> &'static str {
+        match self {
+            Self::Mlm => LongformerForMaskedLM::HF_CLASS,
+            Self::SequenceClassification => LongformerForSequenceClassification::HF_CLASS,
+            Self::QuestionAnswering => LongformerForQuestionAnswering::HF_CLASS,
+            Self::TokenClassification => LongformerForTokenClassification::HF_CLASS,
+            Self::MultipleChoice => LongformerForMultipleChoice::HF_CLASS,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -45,11 +99,12 @@ struct InputJson {
 pub fn run(args: EncodeArgs) -> Result<()> {
     let device = args.backend.device()?;
     let config = LongformerConfig::from_json_file(args.model.join("config.json"))?;
-    let model = load_pretrained(&args.model, &device)
-        .with_context(|| format!("loading the model in {}", args.model.display()))?;
-    let rows = match (&args.input, &args.text) {
-        (Some(path), None) => read_input(path)?,
-        (None, Some(text)) => tokenize(&args.model, text)?,
+    let (rows, tokenizer) = match (&args.input, &args.text) {
+        (Some(path), None) => (read_input(path)?, None),
+        (None, Some(text)) => {
+            let (rows, tokenizer) = tokenize(&args.model, text, args.head.is_none())?;
+            (rows, Some(tokenizer))
+        }
         _ => bail!("give either --input FILE.json or --text \"...\""),
     };
     let input = LongformerInput::from_rows(
@@ -65,18 +120,185 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         args.backend
     );
     let start = Instant::now();
-    let hidden = model.try_forward(input)?.last_hidden_state;
-    let dims = hidden.dims();
-    let values: Vec<f32> = hidden.into_data().iter::<f32>().collect();
+    let outputs = match args.head {
+        None => {
+            let model = load_pretrained(&args.model, &device)
+                .with_context(|| format!("loading the model in {}", args.model.display()))?;
+            vec![host(
+                "last_hidden_state",
+                model.try_forward(input)?.last_hidden_state,
+            )]
+        }
+        Some(head) => run_head(head, &args, input, tokenizer.as_ref())?,
+    };
     let elapsed = start.elapsed();
-    write_output(&args.output, &values, &dims)?;
-    eprintln!(
-        "wrote last_hidden_state {:?} to {} ({:.3} s)",
-        dims,
-        args.output.display(),
-        elapsed.as_secs_f64()
-    );
+    write_output(&args.output, &outputs)?;
+    for (name, _, dims) in &outputs {
+        eprintln!("wrote {name} {dims:?} to {}", args.output.display());
+    }
+    eprintln!("({:.3} s)", elapsed.as_secs_f64());
     Ok(())
+}
+
+/// A named F32 output: values and dimensions.
+type Output = (&'static str, Vec<f32>, Vec<usize>);
+
+fn host<const D: usize>(name: &'static str, tensor: Tensor<D>) -> Output {
+    let dims = tensor.dims().to_vec();
+    (name, tensor.into_data().iter::<f32>().collect(), dims)
+}
+
+/// Loads `head` from the model directory, runs it and prints a short summary.
+fn run_head(
+    head: Head,
+    args: &EncodeArgs,
+    input: LongformerInput,
+    tokenizer: Option<&WikiHopTokenizer>,
+) -> Result<Vec<Output>> {
+    let device = input.input_ids.device();
+    let dir = &args.model;
+    let loading = || {
+        format!(
+            "loading {} from {} (a checkpoint of that head, as HF's save_pretrained writes it)",
+            head.hf_class(),
+            dir.display()
+        )
+    };
+    let head_config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?;
+    if args.num_choices.is_some() && head != Head::MultipleChoice {
+        bail!("--num-choices only applies to --head multiple-choice");
+    }
+    Ok(match head {
+        Head::Mlm => {
+            let model: LongformerForMaskedLM = load_head(dir, &device).with_context(loading)?;
+            let mask_id = tokenizer.map(mask_token_id).transpose()?;
+            let ids = input.input_ids.clone();
+            if let Some(mask_id) = mask_id
+                && !rows_contain(&ids, mask_id)
+            {
+                bail!(
+                    "--text has no <mask> token to fill (the tokenizer's <mask> is id {mask_id})"
+                );
+            }
+            let logits = model.forward(input)?;
+            if let (Some(mask_id), Some(tokenizer)) = (mask_id, tokenizer) {
+                for (n, fill) in mask_fills(logits.clone(), &ids, mask_id, args.top_k)?
+                    .iter()
+                    .enumerate()
+                {
+                    let candidates: Vec<String> = fill
+                        .candidates
+                        .iter()
+                        .map(|(id, p)| format!("{:?} (id {id}) {p:.4}", token_text(tokenizer, *id)))
+                        .collect();
+                    println!(
+                        "<mask> {n} (row {}, position {}): {}",
+                        fill.row,
+                        fill.position,
+                        candidates.join(", ")
+                    );
+                }
+            }
+            vec![host("logits", logits)]
+        }
+        Head::SequenceClassification => {
+            let model: LongformerForSequenceClassification =
+                load_head(dir, &device).with_context(loading)?;
+            let logits = model.forward(input)?;
+            print_best("row", &logits, |i| head_config.label(i));
+            vec![host("logits", logits)]
+        }
+        Head::QuestionAnswering => {
+            let model: LongformerForQuestionAnswering =
+                load_head(dir, &device).with_context(loading)?;
+            let out = model.forward(input)?;
+            let starts = argmax_rows(&out.start_logits);
+            let ends = argmax_rows(&out.end_logits);
+            for (row, (s, e)) in starts.iter().zip(&ends).enumerate() {
+                println!("row {row}: best start {s}, best end {e}");
+            }
+            vec![
+                host("start_logits", out.start_logits),
+                host("end_logits", out.end_logits),
+            ]
+        }
+        Head::TokenClassification => {
+            let model: LongformerForTokenClassification =
+                load_head(dir, &device).with_context(loading)?;
+            let logits = model.forward(input)?;
+            let [batch, seq, labels] = logits.dims();
+            let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
+            for (row, tags) in best.chunks(seq).enumerate() {
+                let tags: Vec<String> = tags.iter().map(|&i| head_config.label(i)).collect();
+                println!("row {row}: {}", tags.join(" "));
+            }
+            vec![host("logits", logits)]
+        }
+        Head::MultipleChoice => {
+            let model: LongformerForMultipleChoice =
+                load_head(dir, &device).with_context(loading)?;
+            let [rows, _] = input.dims();
+            let choices = MultipleChoiceInput::new(input, args.num_choices.unwrap_or(rows))?;
+            let logits = model.forward(choices)?;
+            print_best("example", &logits, |i| format!("choice {i}"));
+            vec![host("logits", logits)]
+        }
+    })
+}
+
+/// The id the tokenizer gives `<mask>`.
+fn mask_token_id(tokenizer: &WikiHopTokenizer) -> Result<i64> {
+    tokenizer
+        .inner()
+        .token_to_id("<mask>")
+        .map(i64::from)
+        .with_context(|| {
+            format!(
+                "the tokenizer in {} has no <mask> token: it cannot fill masks",
+                tokenizer.source().display()
+            )
+        })
+}
+
+fn rows_contain(ids: &Tensor<2, burn::tensor::Int>, id: i64) -> bool {
+    ids.clone().into_data().iter::<i64>().any(|t| t == id)
+}
+
+/// A token as text (`" paris"` rather than the byte-level `"Ġparis"`).
+fn token_text(tokenizer: &WikiHopTokenizer, id: usize) -> String {
+    let id = id as u32;
+    tokenizer
+        .inner()
+        .decode(&[id], false)
+        .unwrap_or_else(|_| tokenizer.tokens(&[id]).concat())
+}
+
+/// The index of the largest value of every row.
+fn argmax_rows(scores: &Tensor<2>) -> Vec<usize> {
+    let [_, width] = scores.dims();
+    let values: Vec<f32> = scores.clone().into_data().iter::<f32>().collect();
+    values
+        .chunks(width)
+        .map(|row| {
+            (0..row.len())
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]).then(b.cmp(&a)))
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Prints the best column of every row of `logits` with its softmax probability.
+fn print_best(what: &str, logits: &Tensor<2>, name: impl Fn(usize) -> String) {
+    let probs = burn::tensor::activation::softmax(logits.clone(), 1);
+    let [_, width] = probs.dims();
+    let values: Vec<f32> = probs.clone().into_data().iter::<f32>().collect();
+    for (row, best) in argmax_rows(&probs).into_iter().enumerate() {
+        println!(
+            "{what} {row}: {} (p = {:.4})",
+            name(best),
+            values[row * width + best]
+        );
+    }
 }
 
 fn read_input(path: &Path) -> Result<InputJson> {
@@ -117,8 +339,14 @@ fn read_input(path: &Path) -> Result<InputJson> {
     Ok(input)
 }
 
-fn tokenize(model_dir: &Path, text: &str) -> Result<InputJson> {
-    let tokenizer = longformer_data::tokenizer::WikiHopTokenizer::from_dir(model_dir)?;
+/// `<s> text </s>` with the model directory's tokenizer; global attention on `<s>` when
+/// `global_first`, else no global mask (the head's default applies).
+fn tokenize(
+    model_dir: &Path,
+    text: &str,
+    global_first: bool,
+) -> Result<(InputJson, WikiHopTokenizer)> {
+    let tokenizer = WikiHopTokenizer::from_dir(model_dir)?;
     let special = tokenizer.special();
     let encoding = tokenizer
         .inner()
@@ -129,24 +357,36 @@ fn tokenize(model_dir: &Path, text: &str) -> Result<InputJson> {
         .chain(std::iter::once(special.separator))
         .map(i64::from)
         .collect();
-    let mut global = vec![0; ids.len()];
-    global[0] = 1;
-    Ok(InputJson {
-        input_ids: vec![ids],
-        attention_mask: None,
-        global_attention_mask: Some(vec![global]),
-    })
+    let global = global_first.then(|| {
+        let mut global = vec![0; ids.len()];
+        global[0] = 1;
+        vec![global]
+    });
+    Ok((
+        InputJson {
+            input_ids: vec![ids],
+            attention_mask: None,
+            global_attention_mask: global,
+        },
+        tokenizer,
+    ))
 }
 
-fn write_output(path: &Path, values: &[f32], dims: &[usize]) -> Result<()> {
+fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &bytes)?;
-    let tensors: HashMap<String, _> = [("last_hidden_state".to_string(), view)].into();
+    let bytes: Vec<Vec<u8>> = outputs
+        .iter()
+        .map(|(_, values, _)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut tensors = HashMap::new();
+    for ((name, _, dims), bytes) in outputs.iter().zip(&bytes) {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.clone(), bytes)?;
+        tensors.insert(name.to_string(), view);
+    }
     safetensors::serialize_to_file(&tensors, None, path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -1,0 +1,255 @@
+//! [`LongformerHeadConfig`]: the encoder's [`LongformerConfig`] plus the `config.json` keys the
+//! task heads read (`num_labels` / `id2label`, `sep_token_id`), and [`TaskHead`], what every
+//! head model implements so that the loader and [`LongformerHeadConfig::init`] can build it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::config::Config;
+use burn::store::ModuleSnapshot;
+use burn::tensor::Device;
+use serde::Deserialize;
+
+use crate::config::LongformerConfig;
+use crate::error::ConfigError;
+use crate::init::hf_initialization;
+use crate::model::LongformerModel;
+use crate::pooler::LongformerPooler;
+
+/// Hyper-parameters of a Longformer with a task head.
+///
+/// Read one from a HuggingFace `config.json` with [`from_json_file`](Self::from_json_file): the
+/// encoder part through [`LongformerConfig`], the head part from `num_labels`, or else the length
+/// of `id2label` (HF's default: 2 labels), and `sep_token_id` (default 2).
+#[derive(Config, Debug)]
+pub struct LongformerHeadConfig {
+    /// The encoder.
+    pub model: LongformerConfig,
+    /// Outputs of the classifiers (`n_labels`); question answering needs 2 (start, end).
+    #[config(default = 2)]
+    pub num_labels: usize,
+    /// Label names in id order (HF `id2label`), when the checkpoint names them.
+    #[config(default = "None")]
+    pub id2label: Option<Vec<String>>,
+    /// The separator id whose positions give the default global attention of question answering
+    /// and multiple choice.
+    #[config(default = 2)]
+    pub sep_token_id: usize,
+}
+
+/// The head keys of HF's `config.json`; everything else is left to [`LongformerConfig`].
+#[derive(Deserialize)]
+struct HeadKeysJson {
+    num_labels: Option<usize>,
+    id2label: Option<BTreeMap<String, String>>,
+    sep_token_id: Option<usize>,
+}
+
+impl LongformerHeadConfig {
+    /// Reads and validates a HuggingFace `config.json`.
+    pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json_str(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses and validates the text of a HuggingFace `config.json`.
+    pub fn from_json_str(text: &str) -> Result<Self, ConfigError> {
+        let model = LongformerConfig::from_json_str(text)?;
+        let keys: HeadKeysJson =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let id2label = keys.id2label.map(labels_in_order).transpose()?;
+        let num_labels = match (keys.num_labels, &id2label) {
+            (Some(n), Some(labels)) if n != labels.len() => {
+                return Err(ConfigError::Invalid(format!(
+                    "num_labels is {n} but id2label names {} labels",
+                    labels.len()
+                )));
+            }
+            (Some(n), _) => n,
+            (None, Some(labels)) => labels.len(),
+            (None, None) => 2,
+        };
+        let config = Self {
+            model,
+            num_labels,
+            id2label,
+            sep_token_id: keys.sep_token_id.unwrap_or(2),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the encoder config and that there is at least one label.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.model.validate()?;
+        if self.num_labels == 0 {
+            return Err(ConfigError::Invalid("num_labels must be positive".into()));
+        }
+        if let Some(labels) = &self.id2label
+            && labels.len() != self.num_labels
+        {
+            return Err(ConfigError::Invalid(format!(
+                "num_labels is {} but id2label names {} labels",
+                self.num_labels,
+                labels.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The name of label `id`: from `id2label`, else HF's `LABEL_{id}`.
+    pub fn label(&self, id: usize) -> String {
+        self.id2label
+            .as_ref()
+            .and_then(|labels| labels.get(id).cloned())
+            .unwrap_or_else(|| format!("LABEL_{id}"))
+    }
+
+    /// Builds a head model with random weights drawn as HF's `_init_weights` draws them.
+    pub fn init<H: TaskHead>(&self, device: &Device) -> Result<H, ConfigError> {
+        self.validate()?;
+        H::with_encoder(self.model.init_with_pooler(H::POOLER, device), self, device)
+    }
+
+    /// `pad_token_id` of the encoder, as an id.
+    pub(crate) fn pad_id(&self) -> usize {
+        self.model.pad_token_id
+    }
+}
+
+/// `{"0": "a", "1": "b"}` → `["a", "b"]`; the keys must be exactly `0..n`.
+fn labels_in_order(map: BTreeMap<String, String>) -> Result<Vec<String>, ConfigError> {
+    let mut labels: Vec<(usize, String)> = map
+        .into_iter()
+        .map(|(k, v)| {
+            k.parse::<usize>()
+                .map(|i| (i, v))
+                .map_err(|_| ConfigError::Invalid(format!("id2label key {k:?} is not an integer")))
+        })
+        .collect::<Result<_, _>>()?;
+    labels.sort_by_key(|(i, _)| *i);
+    if let Some((pos, (i, _))) = labels.iter().enumerate().find(|(pos, (i, _))| pos != i) {
+        return Err(ConfigError::Invalid(format!(
+            "id2label has no label {pos} (found {i} instead); ids must be 0..{}",
+            labels.len()
+        )));
+    }
+    Ok(labels.into_iter().map(|(_, v)| v).collect())
+}
+
+/// A Longformer with a HuggingFace task head: a module whose field `longformer` is the encoder
+/// and whose other fields carry HF's head names, so that checkpoint keys are module paths.
+pub trait TaskHead: ModuleSnapshot + Sized {
+    /// HF's class name, e.g. `LongformerForMaskedLM`.
+    const HF_CLASS: &'static str;
+    /// Whether the encoder keeps HF's pooler (only multiple choice uses it).
+    const POOLER: bool;
+    /// Checkpoint keys (after the `longformer.` prefix is settled) that a file may hold and the
+    /// model does not read, e.g. the tied `lm_head.decoder.weight`.
+    const IGNORED_KEYS: &'static [&'static str] = &[];
+
+    /// Puts a freshly initialised head (HF's `_init_weights`) on `longformer`; its pooler is
+    /// dropped, or added with HF's initialization, to match [`POOLER`](Self::POOLER).
+    ///
+    /// # Errors
+    /// When the config cannot describe this head (question answering with `num_labels != 2`).
+    fn with_encoder(
+        longformer: LongformerModel,
+        config: &LongformerHeadConfig,
+        device: &Device,
+    ) -> Result<Self, ConfigError>;
+
+    /// Key renamings (regex, replacement) a checkpoint with these `keys` needs, applied after
+    /// the encoder prefix is settled; e.g. `lm_head.decoder.bias` → `lm_head.bias` in a masked-LM
+    /// file that only has the former.
+    fn key_remaps(keys: &[String]) -> Vec<(String, String)> {
+        let _ = keys;
+        Vec::new()
+    }
+}
+
+/// `longformer` with a pooler exactly when `pooler` is set: an HF-initialised one is added when
+/// missing (a checkpoint saved without it), a present one is dropped when not wanted.
+pub(crate) fn with_pooler(
+    mut longformer: LongformerModel,
+    pooler: bool,
+    config: &LongformerHeadConfig,
+    device: &Device,
+) -> LongformerModel {
+    longformer.pooler = match (pooler, longformer.pooler.take()) {
+        (true, Some(p)) => Some(p),
+        (true, None) => Some(hf_initialization(
+            LongformerPooler::init(config.model.hidden_size, device),
+            config.model.initializer_range,
+            config.pad_id(),
+        )),
+        (false, _) => None,
+    };
+    longformer
+}
+
+/// Re-draws a head module's weights as HF's `_init_weights` does.
+pub(crate) fn hf_init<M: burn::module::Module>(module: M, config: &LongformerHeadConfig) -> M {
+    hf_initialization(module, config.model.initializer_range, config.pad_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"{
+        "attention_window": 8, "hidden_size": 32, "num_attention_heads": 4,
+        "num_hidden_layers": 2, "intermediate_size": 64, "max_position_embeddings": 130,
+        "vocab_size": 97, "pad_token_id": 1, "sep_token_id": 2
+    }"#;
+
+    fn with(key: &str, value: &str) -> String {
+        let mut json: serde_json::Value = serde_json::from_str(BASE).unwrap();
+        json[key] = serde_json::from_str(value).unwrap();
+        json.to_string()
+    }
+
+    #[test]
+    fn two_labels_by_default() {
+        let config = LongformerHeadConfig::from_json_str(BASE).unwrap();
+        assert_eq!(config.num_labels, 2);
+        assert_eq!(config.label(1), "LABEL_1");
+        assert_eq!(config.sep_token_id, 2);
+    }
+
+    #[test]
+    fn labels_come_from_id2label() {
+        let json = with("id2label", r#"{"1": "POS", "0": "NEG", "2": "NEUTRAL"}"#);
+        let config = LongformerHeadConfig::from_json_str(&json).unwrap();
+        assert_eq!(config.num_labels, 3);
+        assert_eq!(config.label(0), "NEG");
+        assert_eq!(config.label(2), "NEUTRAL");
+    }
+
+    #[test]
+    fn num_labels_disagreeing_with_id2label_is_an_error() {
+        let mut json: serde_json::Value = serde_json::from_str(BASE).unwrap();
+        json["id2label"] = serde_json::json!({"0": "A", "1": "B"});
+        json["num_labels"] = serde_json::json!(3);
+        let err = LongformerHeadConfig::from_json_str(&json.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("num_labels is 3 but id2label names 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn id2label_with_a_gap_is_an_error() {
+        let json = with("id2label", r#"{"0": "A", "2": "B"}"#);
+        let err = LongformerHeadConfig::from_json_str(&json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no label 1"), "{err}");
+    }
+}

@@ -1,0 +1,148 @@
+//! [`LongformerForMaskedLM`]: the encoder (no pooler) and [`LongformerLmHead`] (HF
+//! `LongformerForMaskedLM`, `LongformerLMHead`): `dense → gelu → layer_norm`, then the decoder
+//! tied to the word embeddings plus `lm_head.bias`.
+//!
+//! Upstream: `transformers/models/longformer/modeling_longformer.py`, `LongformerLMHead`.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{ConfigError, InputError};
+use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
+use crate::input::LongformerInput;
+use crate::layer::gelu_erf;
+use crate::model::LongformerModel;
+
+/// `dense → gelu → layer_norm → · word_embeddingsᵀ + bias` (HF `lm_head`). The decoder weight is
+/// the encoder's word embedding, so it is not a field: HF's `lm_head.decoder.weight` is a copy.
+#[derive(Module, Debug)]
+pub struct LongformerLmHead {
+    /// `d_model → d_model`.
+    pub dense: Linear,
+    /// Normalization after the activation.
+    pub layer_norm: LayerNorm,
+    /// Per-token output bias, `[vocab_size]` (HF `lm_head.bias`, tied to `lm_head.decoder.bias`).
+    pub bias: Param<Tensor<1>>,
+}
+
+impl LongformerLmHead {
+    /// A head for `config` with HF's initialization (normal dense, unit norm, zero bias).
+    pub fn init(config: &LongformerHeadConfig, device: &Device) -> Self {
+        let m = &config.model;
+        let head = Self {
+            dense: LinearConfig::new(m.hidden_size, m.hidden_size).init(device),
+            layer_norm: LayerNormConfig::new(m.hidden_size)
+                .with_epsilon(m.layer_norm_eps)
+                .init(device),
+            bias: Param::from_tensor(Tensor::zeros([m.vocab_size], device)),
+        };
+        hf_init(head, config)
+    }
+
+    /// Token scores.
+    ///
+    /// # Shapes
+    /// - hidden: `[batch_size, seq_length, d_model]`
+    /// - word_embeddings: `[vocab_size, d_model]`
+    /// - output: `[batch_size, seq_length, vocab_size]`
+    pub fn forward(&self, hidden: Tensor<3>, word_embeddings: Tensor<2>) -> Tensor<3> {
+        let [batch_size, seq_length, d_model] = hidden.dims();
+        let [vocab_size, _] = word_embeddings.dims();
+        let x = self
+            .layer_norm
+            .forward(gelu_erf(self.dense.forward(hidden)))
+            .reshape([batch_size * seq_length, d_model]);
+        let logits = x.matmul(word_embeddings.transpose()) + self.bias.val().unsqueeze::<2>();
+        logits.reshape([batch_size, seq_length, vocab_size])
+    }
+}
+
+/// A Longformer with a masked-language-modelling head.
+#[derive(Module, Debug)]
+pub struct LongformerForMaskedLM {
+    /// The encoder (HF `longformer.`), without a pooler.
+    pub longformer: LongformerModel,
+    /// The head (HF `lm_head.`).
+    pub lm_head: LongformerLmHead,
+}
+
+impl TaskHead for LongformerForMaskedLM {
+    const HF_CLASS: &'static str = "LongformerForMaskedLM";
+    const POOLER: bool = false;
+    const IGNORED_KEYS: &'static [&'static str] =
+        &["lm_head.decoder.weight", "lm_head.decoder.bias"];
+
+    fn with_encoder(
+        longformer: LongformerModel,
+        config: &LongformerHeadConfig,
+        device: &Device,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            longformer: with_pooler(longformer, Self::POOLER, config, device),
+            lm_head: LongformerLmHead::init(config, device),
+        })
+    }
+
+    /// A file with only `lm_head.decoder.bias` (no `lm_head.bias`) gives it as the bias.
+    fn key_remaps(keys: &[String]) -> Vec<(String, String)> {
+        let has = |k: &str| keys.iter().any(|key| key == k);
+        if !has("lm_head.bias") && has("lm_head.decoder.bias") {
+            vec![(r"^lm_head\.decoder\.bias$".into(), "lm_head.bias".into())]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl LongformerForMaskedLM {
+    /// Scores every vocabulary entry at every position. No global attention unless the input
+    /// asks for it (HF sets none for masked LM).
+    ///
+    /// # Shapes
+    /// - input: `[batch_size, seq_length]`
+    /// - output: `[batch_size, seq_length, vocab_size]`
+    ///
+    /// # Errors
+    /// Inputs [`LongformerModel::try_forward`] rejects.
+    pub fn forward(&self, input: LongformerInput) -> Result<Tensor<3>, InputError> {
+        let hidden = self.longformer.try_forward(input)?.last_hidden_state;
+        let words = self.longformer.embeddings.word_embeddings.weight.val();
+        Ok(self.lm_head.forward(hidden, words))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LongformerConfig;
+
+    #[test]
+    fn fresh_head_follows_hf_initialization() {
+        let device = Device::flex();
+        let config = LongformerHeadConfig::new(LongformerConfig::tiny(50));
+        let model: LongformerForMaskedLM = config.init(&device).unwrap();
+        assert!(model.longformer.pooler.is_none());
+        let bias = model.lm_head.bias.val().abs().max().into_scalar::<f32>();
+        assert_eq!(bias, 0.0);
+        let std = model
+            .lm_head
+            .dense
+            .weight
+            .val()
+            .var(0)
+            .mean()
+            .sqrt()
+            .into_scalar::<f32>();
+        assert!((std - 0.02).abs() < 0.006, "dense std {std}");
+    }
+
+    #[test]
+    fn logits_cover_the_vocabulary() {
+        let device = Device::flex();
+        let config = LongformerHeadConfig::new(LongformerConfig::tiny(50));
+        let model: LongformerForMaskedLM = config.init(&device).unwrap();
+        let input = LongformerInput::from_rows(&[vec![0, 5, 6, 2]], None, None, 1, &device);
+        assert_eq!(model.forward(input).unwrap().dims(), [1, 4, 50]);
+    }
+}

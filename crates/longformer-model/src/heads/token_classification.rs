@@ -1,0 +1,59 @@
+//! [`LongformerForTokenClassification`]: the encoder (no pooler), dropout and `classifier`, a
+//! `Linear(d_model, n_labels)` on every token (HF `LongformerForTokenClassification`). No
+//! default global attention.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{ConfigError, InputError};
+use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
+use crate::input::LongformerInput;
+use crate::model::LongformerModel;
+
+/// A Longformer with a per-token classification head (tagging, NER).
+#[derive(Module, Debug)]
+pub struct LongformerForTokenClassification {
+    /// The encoder (HF `longformer.`), without a pooler.
+    pub longformer: LongformerModel,
+    /// Dropout on the hidden states (`hidden_dropout_prob`).
+    pub dropout: Dropout,
+    /// `d_model → n_labels` (HF `classifier`).
+    pub classifier: Linear,
+}
+
+impl TaskHead for LongformerForTokenClassification {
+    const HF_CLASS: &'static str = "LongformerForTokenClassification";
+    const POOLER: bool = false;
+
+    fn with_encoder(
+        longformer: LongformerModel,
+        config: &LongformerHeadConfig,
+        device: &Device,
+    ) -> Result<Self, ConfigError> {
+        let d_model = config.model.hidden_size;
+        Ok(Self {
+            longformer: with_pooler(longformer, Self::POOLER, config, device),
+            dropout: DropoutConfig::new(config.model.hidden_dropout_prob).init(),
+            classifier: hf_init(
+                LinearConfig::new(d_model, config.num_labels).init(device),
+                config,
+            ),
+        })
+    }
+}
+
+impl LongformerForTokenClassification {
+    /// Label scores of every token.
+    ///
+    /// # Shapes
+    /// - input: `[batch_size, seq_length]`
+    /// - output: `[batch_size, seq_length, n_labels]`
+    ///
+    /// # Errors
+    /// Inputs [`LongformerModel::try_forward`] rejects.
+    pub fn forward(&self, input: LongformerInput) -> Result<Tensor<3>, InputError> {
+        let hidden = self.longformer.try_forward(input)?.last_hidden_state;
+        Ok(self.classifier.forward(self.dropout.forward(hidden)))
+    }
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Generate HuggingFace parity fixtures for the Longformer task heads (dev-only; CI never runs this).
+
+Each case is a tiny random-weight HF head model (`LongformerForMaskedLM`, `...ForSequenceClassification`,
+`...ForQuestionAnswering`, `...ForTokenClassification`, `...ForMultipleChoice`) saved under
+tests/fixtures/head_<name>/ as config.json plus weights, and expected.safetensors holding the inputs
+(int64) and HF's float32 logits twice: with the given `global_attention_mask` (`logits`, or
+`start_logits` / `end_logits`) and with `global_attention_mask=None`, where HF computes the head's
+default (`*_default_global`):
+
+| case | weights | default global attention (None) |
+|---|---|---|
+| head_mlm | save_pretrained (model.safetensors, no decoder duplicates) | none |
+| head_mlm_bin | torch.save(state_dict): pytorch_model.bin with lm_head.decoder.{weight,bias} | none |
+| head_sequence_classification | save_pretrained, num_labels 3, per-layer windows | the first token |
+| head_question_answering | torch.save: pytorch_model.bin | tokens before the first sep |
+| head_token_classification | save_pretrained, keys renamed longformer. -> roberta., 5 labels | none |
+| head_multiple_choice | save_pretrained (with pooler); inputs [batch, num_choices, seq] | tokens after the second sep |
+| head_mlm_text | save_pretrained + the sample tokenizer.json (vocab 2,048 + 4 markers) | none |
+
+head_mlm_text also holds text.txt, and the ids HF's tokenizer gives it (with `<s>` and `</s>`) and
+`mask_token_id` in expected.safetensors, with HF's logits at the two `<mask>` positions only
+(`mask_logits`, `[2, vocab_size]`), for the `longformer encode --head mlm --text` test.
+
+    pip install torch transformers safetensors tokenizers
+    python scripts/gen_head_fixtures.py   # rewrites tests/fixtures/head_*
+"""
+import os
+import shutil
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from transformers import (
+    LongformerConfig,
+    LongformerForMaskedLM,
+    LongformerForMultipleChoice,
+    LongformerForQuestionAnswering,
+    LongformerForSequenceClassification,
+    LongformerForTokenClassification,
+)
+
+torch.set_num_threads(1)
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = os.path.join(REPO, "tests", "fixtures")
+VOCAB, PAD, BOS, SEP = 97, 1, 0, 2
+
+
+def tiny_config(window, layers=2, vocab=VOCAB, hidden=32, heads=4, **extra):
+    return LongformerConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=2 * hidden, hidden_act="gelu", max_position_embeddings=130,
+        type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=PAD, bos_token_id=BOS,
+        eos_token_id=SEP, sep_token_id=SEP, attention_window=window, hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1, **extra,
+    )
+
+
+def perturb(model, seed):
+    """Random weights, with LayerNorm weights and every bias moved away from their init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.08 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def words(g, n, vocab=VOCAB):
+    """n ordinary token ids (no <s>, <pad>, </s>)."""
+    return torch.randint(3, vocab, (n,), generator=g).tolist()
+
+
+def pad_rows(rows, globals_):
+    """Right-pads ragged rows -> (ids, attention_mask, global_attention_mask), int64."""
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), PAD, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    glob = torch.zeros((len(rows), L), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r)
+        mask[b, : len(r)] = 1
+        for p in globals_[b]:
+            glob[b, p] = 1
+    return ids, mask, glob
+
+
+def fresh_dir(name):
+    out = os.path.join(ROOT, name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    return out
+
+
+def save_bin(model, out):
+    """pytorch_model.bin as torch.save(state_dict) (transformers 5 writes only safetensors)."""
+    model.config.to_json_file(os.path.join(out, "config.json"))
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()},
+               os.path.join(out, "pytorch_model.bin"))
+
+
+def run(model, ids, mask, glob):
+    """HF outputs with the given global mask and with None (the head's default)."""
+    with torch.no_grad():
+        given = model(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
+        default = model(input_ids=ids, attention_mask=mask)
+    return given, default
+
+
+def save_expected(out, tensors):
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "expected.safetensors"))
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    print(f"{os.path.basename(out)}: {', '.join(f'{k} {tuple(v.shape)}' for k, v in tensors.items())}; "
+          f"{size / 1024:.0f} KiB")
+
+
+def logits_case(name, model, ids, mask, glob, fmt="safetensors"):
+    out = fresh_dir(name)
+    if fmt == "safetensors":
+        model.save_pretrained(out)
+    else:
+        save_bin(model, out)
+    given, default = run(model, ids, mask, glob)
+    save_expected(out, {"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
+                        "logits": given.logits.float(),
+                        "logits_default_global": default.logits.float()})
+    return out
+
+
+def masked_lm(g):
+    model = perturb(LongformerForMaskedLM(tiny_config(8)), 31)
+    rows = [[BOS] + words(g, 25) + [SEP], [BOS] + words(g, 11) + [SEP], [BOS] + words(g, 18) + [SEP]]
+    ids, mask, glob = pad_rows(rows, [[0, 7], [0], [3, 4, 19]])
+    logits_case("head_mlm", model, ids, mask, glob)
+    # The same kind of checkpoint as a .bin holding the tied duplicates lm_head.decoder.{weight,bias}.
+    model = perturb(LongformerForMaskedLM(tiny_config([4, 8])), 32)
+    state = model.state_dict()
+    assert "lm_head.decoder.weight" in state and "lm_head.decoder.bias" in state
+    rows = [[BOS] + words(g, 20) + [SEP], [BOS] + words(g, 9) + [SEP]]
+    ids, mask, glob = pad_rows(rows, [[0], [0, 5]])
+    logits_case("head_mlm_bin", model, ids, mask, glob, fmt="bin")
+
+
+def sequence_classification(g):
+    config = tiny_config([4, 8], num_labels=3)
+    model = perturb(LongformerForSequenceClassification(config), 33)
+    rows = [[BOS] + words(g, 30) + [SEP], [BOS] + words(g, 13) + [SEP], [BOS] + words(g, 21) + [SEP]]
+    ids, mask, glob = pad_rows(rows, [[0, 9], [0], [2, 17]])
+    logits_case("head_sequence_classification", model, ids, mask, glob)
+
+
+def qa_row(g, question, context):
+    return [BOS] + words(g, question) + [SEP, SEP] + words(g, context) + [SEP]
+
+
+def question_answering(g):
+    model = perturb(LongformerForQuestionAnswering(tiny_config(8)), 34)
+    rows = [qa_row(g, 5, 24), qa_row(g, 3, 12), qa_row(g, 8, 17)]
+    # Given: global attention on the question and a context token.
+    ids, mask, glob = pad_rows(rows, [[0, 1, 2, 3, 4, 5, 20], list(range(4)), list(range(9))])
+    out = fresh_dir("head_question_answering")
+    save_bin(model, out)
+    given, default = run(model, ids, mask, glob)
+    save_expected(out, {"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
+                        "start_logits": given.start_logits.float(),
+                        "end_logits": given.end_logits.float(),
+                        "start_logits_default_global": default.start_logits.float(),
+                        "end_logits_default_global": default.end_logits.float()})
+
+
+def token_classification(g):
+    model = perturb(LongformerForTokenClassification(tiny_config(8, num_labels=5)), 35)
+    rows = [[BOS] + words(g, 22) + [SEP], [BOS] + words(g, 30) + [SEP]]
+    ids, mask, glob = pad_rows(rows, [[0], [0, 12, 31]])
+    out = logits_case("head_token_classification", model, ids, mask, glob)
+    # The original allenai layout: every encoder key under roberta. instead of longformer.
+    path = os.path.join(out, "model.safetensors")
+    state = load_file(path)
+    save_file({("roberta." + k[len("longformer."):] if k.startswith("longformer.") else k): v
+               for k, v in state.items()}, path, metadata={"format": "pt"})
+
+
+def multiple_choice(g):
+    model = perturb(LongformerForMultipleChoice(tiny_config(8)), 36)
+    batch, choices = 2, 3
+    rows, globals_ = [], []
+    for b in range(batch):
+        context = words(g, 14 + 6 * b)
+        for c in range(choices):
+            rows.append([BOS] + context + [SEP, SEP] + words(g, 2 + c + b) + [SEP])
+            globals_.append([0] + list(range(len(context) + 3, len(rows[-1]) - 1)))
+    ids, mask, glob = pad_rows(rows, globals_)
+    shape = (batch, choices, ids.shape[1])
+    ids, mask, glob = ids.view(shape), mask.view(shape), glob.view(shape)
+    logits_case("head_multiple_choice", model, ids, mask, glob)
+
+
+def masked_lm_text():
+    tokenizer_json = os.path.join(REPO, "data", "wikihop-sample", "tokenizer", "tokenizer.json")
+    tokenizer = Tokenizer.from_file(tokenizer_json)
+    mask_id = tokenizer.token_to_id("<mask>")
+    # longformer-data's tokenizer appends the four WikiHop markers: the vocabulary the CLI sees.
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True) + 4
+    model = perturb(LongformerForMaskedLM(tiny_config([4, 8], vocab=vocab, hidden=16, heads=2)), 37)
+    out = fresh_dir("head_mlm_text")
+    model.save_pretrained(out)
+    shutil.copy(tokenizer_json, out)
+    text = "ada lovelace was born in <mask> and wrote about the analytical <mask> of babbage."
+    with open(os.path.join(out, "text.txt"), "w") as f:
+        f.write(text)
+    ids = [BOS] + tokenizer.encode(text, add_special_tokens=False).ids + [SEP]
+    assert ids.count(mask_id) == 2, ids
+    ids = torch.tensor([ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    # Only the masked positions' logits, to keep the fixture small: [n_masks, vocab_size].
+    save_expected(out, {"input_ids": ids, "mask_token_id": torch.tensor([mask_id]),
+                        "mask_logits": logits[ids == mask_id].float()})
+
+
+def main():
+    os.makedirs(ROOT, exist_ok=True)
+    g = torch.Generator().manual_seed(30)
+    masked_lm(g)
+    sequence_classification(g)
+    question_answering(g)
+    token_classification(g)
+    multiple_choice(g)
+    masked_lm_text()
+
+
+if __name__ == "__main__":
+    main()
