@@ -1,6 +1,7 @@
 //! Longformer self-attention: a sliding window around every token plus global attention.
 //!
 //! - [`band`]: the local window, computed block by block (`O(n·w)` memory).
+//! - [`local`]: the band and global keys of a group of heads, softmax and values.
 //! - [`global`]: the rows of global tokens, which attend to every token (`O(G·n)`).
 //! - [`masks`]: the per-forward masks both share.
 //! - [`pattern`]: dilation and causal windows.
@@ -8,6 +9,7 @@
 
 pub mod band;
 pub mod global;
+pub mod local;
 pub mod masks;
 pub mod pattern;
 pub mod sliding_window;
