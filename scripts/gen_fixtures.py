@@ -14,6 +14,9 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
     pip install torch transformers safetensors
     python scripts/gen_fixtures.py               # rewrites tests/fixtures and assets/tiny-longformer
     python scripts/gen_fixtures.py wikihop_grad  # rewrites only tests/fixtures/wikihop_grad
+    python scripts/gen_fixtures.py heads         # only tests/fixtures/head_* (gen_head_fixtures.py)
+    python scripts/gen_fixtures.py conversion    # only tests/fixtures/roberta_source
+                                                 # (gen_conversion_fixtures.py)
 """
 import json
 import os
@@ -259,12 +262,30 @@ def bundled_tiny_model():
     print("assets/tiny-longformer written")
 
 
+def heads():
+    """The five task heads' fixtures (scripts/gen_head_fixtures.py)."""
+    import gen_head_fixtures
+    gen_head_fixtures.main()
+
+
+def conversion():
+    """The RoBERTa source and its reference conversion (scripts/gen_conversion_fixtures.py)."""
+    import gen_conversion_fixtures as conv
+    conv.main_case()
+    conv.bin_case()
+    conv.short_input_check()
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["wikihop_grad"]:
-        wikihop_grad()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion}
+    if len(sys.argv) == 2 and sys.argv[1] in parts:
+        parts[sys.argv[1]]()
     elif sys.argv[1:]:
-        sys.exit(f"usage: {sys.argv[0]} [wikihop_grad]")
+        sys.exit(f"usage: {sys.argv[0]} [{'|'.join(parts)}]")
     else:
         main()
         wikihop_grad()
+        heads()
+        conversion()
         bundled_tiny_model()
