@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
-use longformer_model::{AttentionWindow, LongformerConfig, LongformerInput};
+use longformer_model::{AttentionDilation, AttentionWindow, LongformerConfig, LongformerInput};
 
 use burn::optim::GradientsParams;
 
@@ -70,6 +70,13 @@ pub struct BenchArgs {
     /// The HF side's script, for `--compare-hf`.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench_hf.py"))]
     pub hf_script: PathBuf,
+    /// Dilation of every head (1: HF's plain window; HF has no dilation, so not with
+    /// `--compare-hf`).
+    #[arg(long, default_value_t = 1)]
+    pub dilation: usize,
+    /// Causal windows (HF has none, so not with `--compare-hf`).
+    #[arg(long)]
+    pub causal: bool,
     /// Also write the rows as a JSON array to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -100,6 +107,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         anyhow::bail!("--seq needs positive lengths and --repeats at least 1");
     }
     let threads = args.threads.unwrap_or_else(compare::available_threads);
+    if args.compare_hf && (args.dilation != 1 || args.causal) {
+        anyhow::bail!(
+            "--compare-hf times HF's plain window: HF has no --dilation or --causal windows"
+        );
+    }
     let rows = if args.compare_hf {
         compare::compare(&args, threads)?
     } else {
@@ -129,7 +141,9 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
         .with_num_attention_heads(args.heads)
         .with_intermediate_size(4 * args.hidden)
         .with_max_position_embeddings(max_seq + 2)
-        .with_attention_window(AttentionWindow::Uniform(args.window));
+        .with_attention_window(AttentionWindow::Uniform(args.window))
+        .with_attention_dilation(AttentionDilation::Uniform(args.dilation))
+        .with_autoregressive(args.causal);
     config.validate()?;
     let device = match args.mode {
         Mode::Fwd => device,
@@ -186,6 +200,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
             tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
             peak_bytes: peak_rss_bytes(),
             threads,
+            pattern: pattern_name(args.dilation, args.causal),
             hf_median_ms: None,
             hf_peak_bytes: None,
             ratio: None,
@@ -194,6 +209,16 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// How a row names a window other than HF's plain one.
+fn pattern_name(dilation: usize, causal: bool) -> Option<String> {
+    match (dilation, causal) {
+        (1, false) => None,
+        (1, true) => Some("causal".into()),
+        (d, false) => Some(format!("dilation {d}")),
+        (d, true) => Some(format!("dilation {d}, causal")),
+    }
 }
 
 /// The process's peak resident memory (`VmHWM`), where the OS reports it.

@@ -26,6 +26,9 @@ pub struct BenchRow {
     pub peak_bytes: Option<u64>,
     /// CPU threads the measuring process used.
     pub threads: usize,
+    /// A window other than HF's plain one, e.g. `dilation 2, causal` (absent for the plain window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
     /// HF PyTorch's median on the same shape, when compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hf_median_ms: Option<f64>,
@@ -76,7 +79,10 @@ pub fn markdown_table(rows: &[BenchRow]) -> String {
             out,
             "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {} |",
             r.backend,
-            r.mode,
+            match &r.pattern {
+                Some(p) => format!("{} ({p})", r.mode),
+                None => r.mode.clone(),
+            },
             r.seq,
             r.batch,
             r.threads,
@@ -122,6 +128,7 @@ mod tests {
             tokens_per_s: 4096.0 / (median_ms / 1e3),
             peak_bytes: Some(3 << 30),
             threads: 2,
+            pattern: None,
             hf_median_ms: None,
             hf_peak_bytes: None,
             ratio: None,
