@@ -7,7 +7,6 @@ use burn::tensor::{Device, Distribution, Tensor};
 use longformer_model::AttentionLayout;
 use longformer_model::attention::global::{GlobalProjections, global_rows, split_heads};
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
-use longformer_model::attention::masks::BandMask;
 use longformer_model::attention::{
     AttentionMasks, SlidingWindowAttention, SlidingWindowAttentionConfig,
 };
@@ -27,7 +26,6 @@ pub struct AttentionCase {
     pub hidden: Tensor<3>,
     /// Masks of the layout (`n_global` global tokens first, no padding).
     pub masks: AttentionMasks,
-    band: BandMask,
     dropout: Dropout,
 }
 
@@ -49,12 +47,10 @@ impl AttentionCase {
             (0..seq_length).map(|t| t < n_global).collect(),
         );
         let masks = AttentionMasks::new(layout, device);
-        let band = masks.band(ATTENTION_WINDOW / 2, 1, false);
         Self {
             attention,
             hidden,
             masks,
-            band,
             dropout: DropoutConfig::new(0.0).init(),
         }
     }
@@ -82,7 +78,7 @@ impl AttentionCase {
             dilation: 1,
             causal: false,
         };
-        let (context, _) = local_attention(heads, &self.band, pattern, &self.dropout, false);
+        let (context, _) = local_attention(heads, &self.masks, pattern, &self.dropout, false);
         context.into_data().num_elements()
     }
 

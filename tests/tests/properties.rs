@@ -39,6 +39,31 @@ fn random_layout(rng: &mut Rng, batch: usize, len: usize) -> AttentionLayout {
     AttentionLayout::new(batch, len, is_real, is_global)
 }
 
+/// Compares the banded attention with the dense reference on a plain (inference) device, where
+/// the band goes through Burn's fused attention op: outputs only.
+fn check_inference_against_dense(
+    label: &str,
+    device: &Device,
+    layout: &AttentionLayout,
+    config: &SlidingWindowAttentionConfig,
+) {
+    let [batch, len] = [layout.batch_size, layout.seq_length];
+    let attn = config.clone().with_dropout(0.0).init(device);
+    let x = Tensor::<3>::random(
+        [batch, len, config.d_model],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let masks = AttentionMasks::new(layout.clone(), device);
+    let banded = attn.forward(x.clone(), &masks);
+    let dense = dense_attention(&attn, x, layout);
+    let diff = max_abs_diff_tensors(banded, dense);
+    assert!(
+        diff < 1e-5,
+        "{label} (inference path): outputs differ by {diff}"
+    );
+}
+
 /// Compares the banded attention with the dense reference on `device` (an autodiff device):
 /// outputs, and gradients of a random weighted sum w.r.t. the input and projections.
 fn check_against_dense(
@@ -108,11 +133,13 @@ fn banded_attention_equals_dense_reference_with_gradients() {
     // (batch, seq_length, attention_window): windows wider and narrower than the sequence,
     // lengths that are and are not window multiples.
     let shapes = [(2, 13, 4), (3, 17, 8), (1, 5, 16), (2, 24, 6), (2, 31, 2)];
-    for (name, device) in devices() {
-        let device = device.autodiff();
+    for (name, plain) in devices() {
+        let device = plain.clone().autodiff();
         for &(batch, len, window) in &shapes {
             let layout = random_layout(&mut rng, batch, len);
             let config = SlidingWindowAttentionConfig::new(16, 4, window);
+            let label = format!("{name} {batch}x{len} w{window}");
+            check_inference_against_dense(&label, &plain, &layout, &config);
             check_against_dense(
                 &format!("{name} {batch}x{len} w{window}"),
                 &device,
@@ -138,13 +165,15 @@ fn dilated_and_causal_windows_equal_dense_reference_with_gradients() {
         (1, 33, 6, [5, 5, 5, 5], true),
         (2, 12, 16, [3, 2, 1, 2], false),
     ];
-    for (name, device) in devices() {
-        let device = device.autodiff();
+    for (name, plain) in devices() {
+        let device = plain.clone().autodiff();
         for &(batch, len, window, dilation, causal) in &cases {
             let layout = random_layout(&mut rng, batch, len);
             let config = SlidingWindowAttentionConfig::new(16, 4, window)
                 .with_head_dilation(dilation.to_vec())
                 .with_causal(causal);
+            let label = format!("{name} {batch}x{len} w{window} d{dilation:?} causal {causal}");
+            check_inference_against_dense(&label, &plain, &layout, &config);
             check_against_dense(
                 &format!("{name} {batch}x{len} w{window} d{dilation:?} causal {causal}"),
                 &device,

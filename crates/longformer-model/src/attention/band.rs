@@ -44,14 +44,49 @@ pub fn span_blocks(causal: bool) -> usize {
 /// - x: `[batch_size, n_heads, padded_length, d_head]`
 /// - output: `[batch_size, n_heads, n_blocks, span_blocks * window, d_head]`
 pub fn key_span(x: Tensor<4>, window: usize, causal: bool) -> Tensor<5> {
+    key_span_with_globals(x, None, window, causal)
+}
+
+/// [`key_span`] with the global tokens' keys (or values) first in every block's span, so one
+/// product gives a block's scores against the global keys and its band, in HF's column order.
+///
+/// Built with one `select` of whole rows from `[globals, zeros, x, zeros]`.
+///
+/// # Shapes
+/// - x: `[batch_size, n_heads, padded_length, d_head]`
+/// - globals: `[batch_size, n_heads, n_global, d_head]`
+/// - output: `[batch_size, n_heads, n_blocks, n_global + span_blocks * window, d_head]`
+pub fn key_span_with_globals(
+    x: Tensor<4>,
+    globals: Option<Tensor<4>>,
+    window: usize,
+    causal: bool,
+) -> Tensor<5> {
     let [b, h, lp, d] = x.dims();
+    let device = x.device();
     let nb = lp / window;
-    let zeros = Tensor::<4>::zeros([b, h, window, d], &x.device());
-    let framed = Tensor::cat(vec![zeros.clone(), x, zeros], 2).reshape([b, h, nb + 2, window, d]);
-    let blocks = (0..span_blocks(causal))
-        .map(|k| framed.clone().narrow(2, k, nb))
+    let g = globals.as_ref().map_or(0, |t| t.dims()[2]);
+    let span = span_blocks(causal) * window;
+    let zeros = Tensor::<4>::zeros([b, h, window, d], &device);
+    let mut parts: Vec<Tensor<4>> = globals.into_iter().collect();
+    parts.push(zeros.clone());
+    parts.push(x);
+    if !causal {
+        parts.push(zeros);
+    }
+    // Row `g + window + t` of the source is position `t`; block k's span starts at position
+    // (k - 1)·window, source row g + k·window.
+    let idx: Vec<i64> = (0..nb)
+        .flat_map(|blk| {
+            (0..g)
+                .map(|j| j as i64)
+                .chain((0..span).map(move |s| (g + blk * window + s) as i64))
+        })
         .collect();
-    Tensor::cat(blocks, 3)
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [nb * (g + span)]), &device);
+    Tensor::cat(parts, 2)
+        .select(2, idx)
+        .reshape([b, h, nb, g + span, d])
 }
 
 /// Band scores of every query block against its span.
@@ -115,6 +150,16 @@ mod tests {
                 0., 0., 1., 2., 3., 4., 1., 2., 3., 4., 5., 6., 3., 4., 5., 6., 0., 0.
             ]
         );
+    }
+
+    #[test]
+    fn global_keys_lead_every_span() {
+        let device = Device::default();
+        let globals = arange(2, &device) + 10.0;
+        let span = key_span_with_globals(arange(4, &device) + 1.0, Some(globals), 2, true);
+        assert_eq!(span.dims(), [1, 1, 2, 6, 1]);
+        let v: Vec<f32> = span.into_data().iter::<f32>().collect();
+        assert_eq!(v, vec![10., 11., 0., 0., 1., 2., 10., 11., 1., 2., 3., 4.]);
     }
 
     #[test]

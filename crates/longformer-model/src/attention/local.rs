@@ -5,10 +5,12 @@
 use burn::nn::Dropout;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 use super::MASKED_SCORE;
-use super::band::{band_scores, band_to_diagonals, key_span, pad_rows, query_blocks, span_blocks};
-use super::masks::{BandMask, padded_length};
+use super::band::{band_to_diagonals, key_span_with_globals, pad_rows, query_blocks, span_blocks};
+use super::masks::{AttentionMasks, padded_length};
 
 /// The window of a group of heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,20 +26,20 @@ pub struct BandPattern {
 /// Local attention (band + global keys) of a group of heads that share one window pattern:
 /// the attention core, without projections.
 ///
+/// Every query block is scored against one span holding the global keys and then its band
+/// ([`key_span_with_globals`]), so global and band scores come from one product, already in HF's
+/// column order. Without autodiff and without probabilities requested (inference), the span goes
+/// through Burn's fused `attention` op (a flash-style kernel on flex); otherwise the softmax is
+/// written out, with dropout, so autodiff differentiates it.
+///
 /// # Shapes
 /// - heads.q, heads.k, heads.v: `[batch_size, n_group_heads, seq_length, d_head]`
 /// - heads.global: `[batch_size, n_group_heads, n_global, d_head]` (keys, values)
 /// - output.0: `[batch_size, n_group_heads, seq_length, d_head]`
 /// - output.1: `[batch_size, n_group_heads, seq_length, n_global + 2 * window + 1]`
-///
-/// `band_mask` is [`AttentionMasks::band`](super::AttentionMasks::band) of the same window,
-/// dilation and direction as `pattern`.
-///
-/// # Panics
-/// If `band_mask` was built for another dilation or sequence length.
 pub fn local_attention(
     heads: LocalHeads,
-    band_mask: &BandMask,
+    masks: &AttentionMasks,
     pattern: BandPattern,
     dropout: &Dropout,
     with_probs: bool,
@@ -64,37 +66,49 @@ pub fn local_attention(
     let [rows, _, m, _] = heads.q.dims();
     let lp = padded_length(m, w);
     let nb = lp / w;
+    let (kg, vg) = heads.global.unzip();
+    let g = kg.as_ref().map_or(0, |t| t.dims()[2]);
+    let span = span_blocks(causal) * w;
+    let cols = g + span;
+
+    let q = query_blocks(pad_rows(heads.q, lp), w);
+    let k = key_span_with_globals(pad_rows(heads.k, lp), kg, w, causal);
+    let v = key_span_with_globals(pad_rows(heads.v, lp), vg, w, causal);
+
+    if !with_probs && !q.device().is_autodiff() {
+        // Blocks as heads: [rows, hg · nb, w | cols, dh], all free reshapes.
+        let mask = masks.band_per_head(w, dilation, causal, hg);
+        let context = attention(
+            q.reshape([rows, hg * nb, w, dh]),
+            k.reshape([rows, hg * nb, cols, dh]),
+            v.reshape([rows, hg * nb, cols, dh]),
+            Some(mask),
+            None,
+            AttentionModuleOptions {
+                scale: Some(1.0), // the queries are scaled already
+                softcap: None,
+                is_causal: false, // the band mask says it
+            },
+        )
+        .reshape([rows, hg, lp, dh])
+        .narrow(2, 0, m);
+        return (restore_rows(context, dilation, b, l), None);
+    }
+
+    let band_mask = masks.band(w, dilation, causal);
     assert_eq!(
         [band_mask.masked.dims()[0], band_mask.masked.dims()[2]],
         [rows, nb],
         "the band mask belongs to another pattern or length"
     );
-
-    // Scores: global keys first (as HF), then the band.
-    let q = pad_rows(heads.q, lp);
-    let span = span_blocks(causal) * w;
-    let k_span = key_span(pad_rows(heads.k, lp), w, causal);
-    let band = band_scores(query_blocks(q.clone(), w), k_span);
-    let (scores, global_values, g) = match heads.global {
-        Some((kg, vg)) => {
-            let g = kg.dims()[2];
-            let s = q.matmul(kg.swap_dims(2, 3)).reshape([rows, hg, nb, w, g]);
-            (Tensor::cat(vec![s, band], 4), Some(vg), g)
-        }
-        None => (band, None, 0),
-    };
+    let scores = q.matmul(k.swap_dims(3, 4));
     let mask = band_mask.masked.clone().expand(scores.dims());
     let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 4);
-    let dropped = dropout.forward(probs.clone());
-
-    let band_probs = dropped.clone().narrow(4, g, span);
-    let v_span = key_span(pad_rows(heads.v, lp), w, causal);
-    let mut context = band_probs.matmul(v_span).reshape([rows, hg, lp, dh]);
-    if let Some(vg) = global_values {
-        let p = dropped.narrow(4, 0, g).reshape([rows, hg, lp, g]);
-        context = context + p.matmul(vg);
-    }
-    let context = context.narrow(2, 0, m);
+    let context = dropout
+        .forward(probs.clone())
+        .matmul(v)
+        .reshape([rows, hg, lp, dh])
+        .narrow(2, 0, m);
 
     let probs = with_probs.then(|| {
         let probs = probs * band_mask.real_query.clone();
@@ -107,15 +121,17 @@ pub fn local_attention(
         } else {
             band
         };
-        full.narrow(2, 0, m)
+        restore_rows(full.narrow(2, 0, m), dilation, b, l)
     });
+    (restore_rows(context, dilation, b, l), probs)
+}
+
+/// Sub-sequence rows back to the sequence (nothing to do without dilation).
+fn restore_rows(x: Tensor<4>, dilation: usize, batch_size: usize, seq_length: usize) -> Tensor<4> {
     if dilation == 1 {
-        (context, probs)
+        x
     } else {
-        (
-            deinterleave(context, dilation, b, l),
-            probs.map(|p| deinterleave(p, dilation, b, l)),
-        )
+        deinterleave(x, dilation, batch_size, seq_length)
     }
 }
 

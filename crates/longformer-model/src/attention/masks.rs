@@ -25,6 +25,7 @@ pub struct AttentionMasks {
     /// Global-slot data; `None` when no row has a global token.
     pub global: Option<GlobalSlots>,
     band: Mutex<HashMap<BandKey, BandMask>>,
+    band_per_head: Mutex<HashMap<(BandKey, usize), Tensor<4, Bool>>>,
     device: Device,
 }
 
@@ -97,6 +98,7 @@ impl AttentionMasks {
             not_global,
             global,
             band: Mutex::new(HashMap::new()),
+            band_per_head: Mutex::new(HashMap::new()),
             device: device.clone(),
         }
     }
@@ -111,6 +113,40 @@ impl AttentionMasks {
             })
             .clone()
     }
+
+    /// The band mask laid out for Burn's fused `attention` with query blocks as heads:
+    /// `[batch_size · d, n_heads · n_blocks, window, n_global + span]` (head-major), the same
+    /// columns as [`band`](Self::band) repeated for every head. Built once per forward pass and
+    /// shared by the layers with this pattern (its size is that of one layer's band scores in
+    /// bytes, not floats).
+    pub fn band_per_head(
+        &self,
+        window: usize,
+        dilation: usize,
+        causal: bool,
+        n_heads: usize,
+    ) -> Tensor<4, Bool> {
+        let key = (window, dilation, causal);
+        let mut cache = self.band_per_head.lock().expect("band mask cache poisoned");
+        cache
+            .entry((key, n_heads))
+            .or_insert_with(|| {
+                let host = band_mask_host(&self.layout, key);
+                let [rows, nb, w, cols] = host.dims;
+                let tile = nb * w * cols;
+                let mut masked = Vec::with_capacity(rows * n_heads * tile);
+                for row in host.masked.chunks(tile) {
+                    for _ in 0..n_heads {
+                        masked.extend_from_slice(row);
+                    }
+                }
+                Tensor::from_data(
+                    TensorData::new(masked, [rows, n_heads * nb, w, cols]),
+                    &self.device,
+                )
+            })
+            .clone()
+    }
 }
 
 /// Length the local path pads a sequence to: the next multiple of `window`.
@@ -118,7 +154,24 @@ pub fn padded_length(seq_length: usize, window: usize) -> usize {
     seq_length.div_ceil(window) * window
 }
 
+/// A band mask on the host: `masked` is `[rows, n_blocks, window, cols]`, `real` is
+/// `[rows, n_blocks, window]` (`rows = batch_size · dilation`).
+struct HostBand {
+    masked: Vec<bool>,
+    real: Vec<f32>,
+    dims: [usize; 4],
+}
+
 fn build_band_mask(layout: &AttentionLayout, key: BandKey, device: &Device) -> BandMask {
+    let HostBand { masked, real, dims } = band_mask_host(layout, key);
+    let [rows, nb, w, cols] = dims;
+    BandMask {
+        masked: Tensor::from_data(TensorData::new(masked, [rows, 1, nb, w, cols]), device),
+        real_query: Tensor::from_data(TensorData::new(real, [rows, 1, nb, w, 1]), device),
+    }
+}
+
+fn band_mask_host(layout: &AttentionLayout, key: BandKey) -> HostBand {
     let (w, dilation, causal) = key;
     let (b, l, g) = (layout.batch_size, layout.seq_length, layout.n_global);
     // Sub-sequence r holds positions r, r + d, ...: the longest (r = 0) has ceil(l / d) tokens.
@@ -159,8 +212,9 @@ fn build_band_mask(layout: &AttentionLayout, key: BandKey, device: &Device) -> B
             }
         }
     }
-    BandMask {
-        masked: Tensor::from_data(TensorData::new(masked, [rows, 1, nb, w, cols]), device),
-        real_query: Tensor::from_data(TensorData::new(real, [rows, 1, nb, w, 1]), device),
+    HostBand {
+        masked,
+        real,
+        dims: [rows, nb, w, cols],
     }
 }

@@ -188,7 +188,6 @@ impl SlidingWindowAttention {
                     x.select(1, idx)
                 }
             };
-            let band_mask = masks.band(self.window, *dilation, self.pattern.causal);
             let pattern = BandPattern {
                 window: self.window,
                 dilation: *dilation,
@@ -201,7 +200,7 @@ impl SlidingWindowAttention {
                     v: pick(v.clone()),
                     global: global_kv.clone().map(|(kg, vg)| (pick(kg), pick(vg))),
                 },
-                &band_mask,
+                masks,
                 pattern,
                 &self.dropout,
                 with_probs,
