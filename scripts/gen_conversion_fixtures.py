@@ -34,6 +34,7 @@ import sys
 import tempfile
 
 import torch
+from gen_fixtures import perturb  # the same weight perturbation as the other fixtures
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import (LongformerForMaskedLM, LongformerModel, RobertaConfig,
@@ -48,22 +49,6 @@ SRC_POSITIONS = 18  # rows of the source's position embedding: 16 tokens + paddi
 MAX_POS, WINDOW = 40, 8  # the conversion of the main case
 BIN_MAX_POS, BIN_WINDOW = 20, 4  # the conversion of the bin/ case
 TOL = 1e-5
-
-
-def perturb(model, seed):
-    """Random weights, with LayerNorm weights and every bias moved away from their init
-    (as scripts/gen_fixtures.py)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.08 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
 
 def toy_tokenizer(vocab_size):
     """A small BPE tokenizer with RoBERTa's special tokens at RoBERTa's ids."""

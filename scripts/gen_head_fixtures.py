@@ -29,6 +29,7 @@ import os
 import shutil
 
 import torch
+from gen_fixtures import perturb  # the same weight perturbation as the other fixtures
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import (
@@ -55,21 +56,6 @@ def tiny_config(window, layers=2, vocab=VOCAB, hidden=32, heads=4, **extra):
         eos_token_id=SEP, sep_token_id=SEP, attention_window=window, hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1, **extra,
     )
-
-
-def perturb(model, seed):
-    """Random weights, with LayerNorm weights and every bias moved away from their init."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.08 * torch.randn(p.shape, generator=g))
-    return model.eval()
-
 
 def words(g, n, vocab=VOCAB):
     """n ordinary token ids (no <s>, <pad>, </s>)."""
