@@ -29,7 +29,8 @@ import os
 import shutil
 
 import torch
-from gen_fixtures import perturb  # the same weight perturbation as the other fixtures
+# The same weight perturbation and right padding (with PAD = 1) as the other fixtures.
+from gen_fixtures import perturb, rows_to_tensors as pad_rows
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import (
@@ -60,20 +61,6 @@ def tiny_config(window, layers=2, vocab=VOCAB, hidden=32, heads=4, **extra):
 def words(g, n, vocab=VOCAB):
     """n ordinary token ids (no <s>, <pad>, </s>)."""
     return torch.randint(3, vocab, (n,), generator=g).tolist()
-
-
-def pad_rows(rows, globals_):
-    """Right-pads ragged rows -> (ids, attention_mask, global_attention_mask), int64."""
-    L = max(len(r) for r in rows)
-    ids = torch.full((len(rows), L), PAD, dtype=torch.long)
-    mask = torch.zeros((len(rows), L), dtype=torch.long)
-    glob = torch.zeros((len(rows), L), dtype=torch.long)
-    for b, r in enumerate(rows):
-        ids[b, : len(r)] = torch.tensor(r)
-        mask[b, : len(r)] = 1
-        for p in globals_[b]:
-            glob[b, p] = 1
-    return ids, mask, glob
 
 
 def fresh_dir(name):

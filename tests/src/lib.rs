@@ -31,6 +31,19 @@ pub fn fixtures_dir() -> PathBuf {
     manifest_dir().join("fixtures")
 }
 
+/// A scratch copy of the fixture directory `case`, which a test may change; `tag` names it
+/// (unique per test), the process id keeps parallel runs apart.
+pub fn scratch_copy(case: &str, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("longformer-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixtures_dir().join(case)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
 fn manifest_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)

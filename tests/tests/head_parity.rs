@@ -16,7 +16,7 @@ use longformer_model::{
 };
 use longformer_tests::{
     HostTensor, PARITY_TOLERANCE, devices, fixtures_dir, max_abs_diff, max_abs_diff_tensors,
-    read_safetensors,
+    read_safetensors, scratch_copy,
 };
 
 /// A fixture's inputs and HF outputs.
@@ -173,18 +173,6 @@ fn multiple_choice_matches_hf() {
             case.check("multiple choice", backend, logits, &key);
         }
     }
-}
-
-/// A scratch copy of a fixture directory.
-fn scratch_copy(case: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("longformer-head-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixtures_dir().join(case)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    dir
 }
 
 /// Rewrites `dir/model.safetensors` through `edit` on its (name, shape, f32 values).

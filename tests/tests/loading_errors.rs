@@ -1,22 +1,10 @@
 //! Bad checkpoints give errors that name the file and key.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use longformer_model::{LoadError, load_pretrained};
-use longformer_tests::fixtures_dir;
-
-/// A scratch copy of a fixture whose files a test may change.
-fn scratch_copy(case: &str, tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("longformer-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixtures_dir().join(case)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    dir
-}
+use longformer_tests::scratch_copy;
 
 fn rewrite_config(dir: &Path, key: &str, value: serde_json::Value) {
     let path = dir.join("config.json");
