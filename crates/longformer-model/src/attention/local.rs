@@ -9,7 +9,9 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::MASKED_SCORE;
-use super::band::{band_to_diagonals, key_span_with_globals, pad_rows, query_blocks, span_blocks};
+use super::band::{
+    band_scores, band_to_diagonals, key_span_with_globals, pad_rows, query_blocks, span_blocks,
+};
 use super::masks::{AttentionMasks, padded_length};
 
 /// The window of a group of heads.
@@ -101,7 +103,7 @@ pub fn local_attention(
         [rows, nb],
         "the band mask belongs to another pattern or length"
     );
-    let scores = q.matmul(k.swap_dims(3, 4));
+    let scores = band_scores(q, k);
     let mask = band_mask.masked.clone().expand(scores.dims());
     let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 4);
     let context = dropout
