@@ -26,6 +26,9 @@ pub fn compare(args: &BenchArgs, threads: usize) -> Result<Vec<BenchRow>> {
             cmd.arg("bench")
                 .args(["--backend", args.backend.feature()])
                 .args(shape_args(args, seq, threads));
+            if args.gradient_checkpointing {
+                cmd.arg("--gradient-checkpointing");
+            }
             run_row(cmd, threads, &format!("our bench at seq {seq}"))
         };
         let hf = || -> Result<BenchRow> {

@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// Causal windows (HF has none, so not with `--compare-hf`).
     #[arg(long)]
     pub causal: bool,
+    /// In `--mode train`, recompute memory-bound activations (softmax, masks, elementwise ops)
+    /// in the backward pass instead of keeping them: Burn's balanced gradient checkpointing.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Also write the rows as a JSON array to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -111,6 +115,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         anyhow::bail!(
             "--compare-hf times HF's plain window: HF has no --dilation or --causal windows"
         );
+    }
+    if args.gradient_checkpointing && args.mode != Mode::Train {
+        anyhow::bail!("--gradient-checkpointing applies to --mode train only");
     }
     let rows = if args.compare_hf {
         compare::compare(&args, threads)?
@@ -147,6 +154,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     config.validate()?;
     let device = match args.mode {
         Mode::Fwd => device,
+        Mode::Train if args.gradient_checkpointing => device.autodiff().gradient_checkpointing(),
         Mode::Train => device.autodiff(),
     };
     let mut model = config.init_with_pooler(false, &device);
@@ -179,10 +187,19 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
                 }
                 Mode::Train => {
                     let loss = out.mean();
+                    let _ = loss.clone().into_data(); // wait for the forward pass
+                    let forward = start.elapsed();
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    let backward = start.elapsed();
                     model = optimizer.step(1e-5, model, grads);
                     // Wait for the device: read one updated weight.
                     let _ = model.embeddings.layer_norm.gamma.val().into_data();
+                    eprintln!(
+                        "seq {seq}: forward {:.0} ms, backward {:.0} ms, optimizer {:.0} ms",
+                        forward.as_secs_f64() * 1e3,
+                        (backward - forward).as_secs_f64() * 1e3,
+                        (start.elapsed() - backward).as_secs_f64() * 1e3
+                    );
                 }
             }
             if i > 0 {
