@@ -190,6 +190,11 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
                     let _ = loss.clone().into_data(); // wait for the forward pass
                     let forward = start.elapsed();
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    // Wait for the backward pass: read one gradient.
+                    let gamma = &model.embeddings.layer_norm.gamma;
+                    if let Some(grad) = grads.get::<1>(gamma.id) {
+                        let _ = grad.into_data();
+                    }
                     let backward = start.elapsed();
                     model = optimizer.step(1e-5, model, grads);
                     // Wait for the device: read one updated weight.
@@ -218,6 +223,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
             peak_bytes: peak_rss_bytes(),
             threads,
             pattern: pattern_name(args.dilation, args.causal),
+            gradient_checkpointing: args.gradient_checkpointing,
             hf_median_ms: None,
             hf_peak_bytes: None,
             ratio: None,

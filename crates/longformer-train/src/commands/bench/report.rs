@@ -29,6 +29,9 @@ pub struct BenchRow {
     /// A window other than HF's plain one, e.g. `dilation 2, causal` (absent for the plain window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// Whether the training step ran with gradient checkpointing (absent when it did not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
     /// HF PyTorch's median on the same shape, when compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hf_median_ms: Option<f64>,
@@ -47,6 +50,24 @@ impl BenchRow {
         self.hf_peak_bytes = hf.peak_bytes;
         self.ratio = Some(self.median_ms / hf.median_ms);
         self
+    }
+
+    /// The mode with what sets this run apart, e.g. `train (dilation 2, gradient checkpointing)`.
+    pub fn mode_label(&self) -> String {
+        let notes: Vec<&str> = self
+            .pattern
+            .as_deref()
+            .into_iter()
+            .chain(
+                self.gradient_checkpointing
+                    .then_some("gradient checkpointing"),
+            )
+            .collect();
+        if notes.is_empty() {
+            self.mode.clone()
+        } else {
+            format!("{} ({})", self.mode, notes.join(", "))
+        }
     }
 
     /// The row from the last JSON line of a benchmark process's output.
@@ -79,10 +100,7 @@ pub fn markdown_table(rows: &[BenchRow]) -> String {
             out,
             "| {} | {} | {} | {} | {} | {:.1} | {:.0} | {} |",
             r.backend,
-            match &r.pattern {
-                Some(p) => format!("{} ({p})", r.mode),
-                None => r.mode.clone(),
-            },
+            r.mode_label(),
             r.seq,
             r.batch,
             r.threads,
@@ -129,6 +147,7 @@ mod tests {
             peak_bytes: Some(3 << 30),
             threads: 2,
             pattern: None,
+            gradient_checkpointing: false,
             hf_median_ms: None,
             hf_peak_bytes: None,
             ratio: None,
@@ -147,6 +166,30 @@ mod tests {
             table.contains(
                 "| flex | fwd | 4096 | 1 | 2 | 100.0 | 40960 | 3072 | 200.0 | 1 | 0.50 |"
             ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn checkpointed_rows_say_so_in_json_and_table() {
+        let mut plain = row("flex", 100.0);
+        plain.mode = "train".into();
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("checkpointing")
+        );
+        let checkpointed = BenchRow {
+            gradient_checkpointing: true,
+            pattern: Some("dilation 2".into()),
+            ..plain.clone()
+        };
+        let json = serde_json::to_string(&checkpointed).unwrap();
+        assert!(json.contains(r#""gradient_checkpointing":true"#), "{json}");
+        let table = markdown_table(&[plain, checkpointed]);
+        assert!(table.contains("| flex | train | 4096 |"), "{table}");
+        assert!(
+            table.contains("| flex | train (dilation 2, gradient checkpointing) | 4096 |"),
             "{table}"
         );
     }
