@@ -34,6 +34,8 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
     p.add_argument("--mode", choices=["fwd", "train"], default="fwd")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="hidden and attention-probability dropout (train mode)")
     return p.parse_args()
 
 
@@ -47,6 +49,7 @@ def main():
         num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
         max_position_embeddings=max(seqs) + 2, attention_window=args.window,
         pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5,
+        hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout,
     )
     model = LongformerModel(config, add_pooling_layer=False)
     optimizer = None

@@ -8,7 +8,7 @@ use longformer_model::AttentionLayout;
 use longformer_model::attention::global::{GlobalProjections, global_rows, split_heads};
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
 use longformer_model::attention::{
-    AttentionMasks, SlidingWindowAttention, SlidingWindowAttentionConfig,
+    AttentionMasks, LocalAttentionKernel, SlidingWindowAttention, SlidingWindowAttentionConfig,
 };
 
 /// `d_model` of longformer-base.
@@ -78,7 +78,14 @@ impl AttentionCase {
             dilation: 1,
             causal: false,
         };
-        let (context, _) = local_attention(heads, &self.masks, pattern, &self.dropout, false);
+        let (context, _) = local_attention(
+            heads,
+            &self.masks,
+            pattern,
+            &self.dropout,
+            false,
+            LocalAttentionKernel::Auto,
+        );
         context.into_data().num_elements()
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::config::Config;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::attention::{AttentionDilation, WindowPattern};
+use crate::attention::{AttentionDilation, LocalAttentionKernel, WindowPattern};
 use crate::error::ConfigError;
 
 /// The activation between the two feed-forward layers (`hidden_act`).
@@ -110,6 +110,11 @@ pub struct LongformerConfig {
     /// tokens before it (the original allenai config's `autoregressive`; HF has none).
     #[config(default = false)]
     pub autoregressive: bool,
+    /// Which implementation computes local attention: the fused GPU kernel where it applies
+    /// (`Auto`, the default), always the band path (`Reference`), or the kernel wherever it
+    /// applies (`Fused`). A runtime choice, not part of HF's `config.json`.
+    #[config(default = "LocalAttentionKernel::Auto")]
+    pub local_attention_kernel: LocalAttentionKernel,
 }
 
 /// The subset of HF's `config.json` we read; everything else is ignored.
@@ -257,6 +262,7 @@ impl LongformerConfig {
             initializer_range: raw.initializer_range,
             attention_dilation: raw.attention_dilation,
             autoregressive: raw.autoregressive,
+            local_attention_kernel: LocalAttentionKernel::Auto,
         };
         config.validate()?;
         Ok(config)

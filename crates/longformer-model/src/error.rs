@@ -103,6 +103,17 @@ pub enum InputError {
         /// The mask token id looked for.
         mask_token_id: i64,
     },
+    /// [`LocalAttentionKernel::Fused`](crate::LocalAttentionKernel::Fused) on a device without
+    /// the fused kernel.
+    #[error(
+        "the model is set to the fused local-attention kernel, which runs on CubeCL devices \
+         (wgpu, vulkan), but the input is on {device}; use LocalAttentionKernel::Auto or \
+         Reference"
+    )]
+    NoFusedKernel {
+        /// The input's device.
+        device: String,
+    },
     /// A multiple-choice batch whose rows do not split into whole examples.
     #[error("{rows} row(s) do not split into examples of {n_choices} choice(s)")]
     ChoiceCount {

@@ -8,7 +8,8 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::{
-    AttentionMasks, AttentionProbs, SlidingWindowAttention, SlidingWindowAttentionConfig,
+    AttentionMasks, AttentionProbs, LocalAttentionKernel, SlidingWindowAttention,
+    SlidingWindowAttentionConfig,
 };
 use crate::config::HiddenAct;
 
@@ -37,6 +38,9 @@ pub struct LongformerLayerConfig {
     /// Causal attention window.
     #[config(default = false)]
     pub causal: bool,
+    /// Implementation of the local attention.
+    #[config(default = "LocalAttentionKernel::Auto")]
+    pub kernel: LocalAttentionKernel,
 }
 
 impl LongformerLayerConfig {
@@ -58,6 +62,7 @@ impl LongformerLayerConfig {
                 .with_dropout(self.attention_dropout)
                 .with_head_dilation(self.head_dilation.clone())
                 .with_causal(self.causal)
+                .with_kernel(self.kernel)
                 .init(device),
                 output: ResidualNorm {
                     dense: LinearConfig::new(self.d_model, self.d_model).init(device),

@@ -42,7 +42,9 @@ pub mod loader;
 pub mod model;
 pub mod pooler;
 
-pub use attention::{AttentionDilation, AttentionProbs, SlidingWindowAttention, WindowPattern};
+pub use attention::{
+    AttentionDilation, AttentionProbs, LocalAttentionKernel, SlidingWindowAttention, WindowPattern,
+};
 pub use config::{AttentionWindow, HiddenAct, LongformerConfig};
 pub use error::{ConfigError, InputError, LoadError};
 pub use heads::{

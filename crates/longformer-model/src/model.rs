@@ -3,7 +3,8 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::attention::{AttentionMasks, AttentionProbs};
+use crate::attention::fused::fused_available;
+use crate::attention::{AttentionMasks, AttentionProbs, LocalAttentionKernel};
 use crate::config::LongformerConfig;
 use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig};
 use crate::encoder::LongformerEncoder;
@@ -77,6 +78,7 @@ impl LongformerConfig {
                 )
                 .with_head_dilation(self.window_pattern(i).dilation)
                 .with_causal(self.autoregressive)
+                .with_kernel(self.local_attention_kernel)
                 .init(device)
             })
             .collect();
@@ -146,6 +148,17 @@ impl LongformerModel {
     /// Checks shapes, length and token ids before any computation.
     pub fn check(&self, input: &LongformerInput) -> Result<(), InputError> {
         input.check_shapes()?;
+        let device = input.input_ids.device();
+        let forced = self
+            .encoder
+            .layer
+            .iter()
+            .any(|layer| layer.attention.self_attn.kernel == LocalAttentionKernel::Fused);
+        if forced && !fused_available(&device) {
+            return Err(InputError::NoFusedKernel {
+                device: format!("{device:?}"),
+            });
+        }
         let [_, seq_length] = input.dims();
         if seq_length > self.max_sequence_length {
             return Err(InputError::TooLong {

@@ -12,6 +12,7 @@ use super::MASKED_SCORE;
 use super::band::{
     band_scores, band_to_diagonals, key_span_with_globals, pad_rows, query_blocks, span_blocks,
 };
+use super::fused::{LocalAttentionKernel, fused_available, fused_dtype, fused_local_attention};
 use super::masks::{AttentionMasks, padded_length};
 
 /// The window of a group of heads.
@@ -45,6 +46,7 @@ pub fn local_attention(
     pattern: BandPattern,
     dropout: &Dropout,
     with_probs: bool,
+    kernel: LocalAttentionKernel,
 ) -> (Tensor<4>, Option<Tensor<4>>) {
     let [b, hg, l, dh] = heads.q.dims();
     let BandPattern {
@@ -65,6 +67,26 @@ pub fn local_attention(
                 .map(|(kg, vg)| (repeat_rows(kg, dilation), repeat_rows(vg, dilation))),
         }
     };
+    let device = heads.q.device();
+    let fused = kernel != LocalAttentionKernel::Reference
+        && !with_probs
+        && fused_available(&device)
+        && fused_dtype(heads.q.dtype())
+        && (dropout.prob == 0.0 || !device.is_autodiff());
+    if fused {
+        let keys = masks.fused_keys(dilation);
+        let context = fused_local_attention(
+            heads.q,
+            heads.k,
+            heads.v,
+            heads.global,
+            keys.key_ok,
+            keys.global_ok,
+            w,
+            causal,
+        );
+        return (restore_rows(context, dilation, b, l), None);
+    }
     let [rows, _, m, _] = heads.q.dims();
     let lp = padded_length(m, w);
     let nb = lp / w;

@@ -26,7 +26,19 @@ pub struct AttentionMasks {
     pub global: Option<GlobalSlots>,
     band: Mutex<HashMap<BandKey, BandMask>>,
     band_per_head: Mutex<HashMap<(BandKey, usize), Tensor<4, Bool>>>,
+    fused_keys: Mutex<HashMap<usize, FusedKeys>>,
     device: Device,
+}
+
+/// Which keys the fused kernel may use, per sub-sequence row (see [`BandMask`] for the rows
+/// under dilation).
+#[derive(Debug, Clone)]
+pub struct FusedKeys {
+    /// `1.0` for band keys (real, not global), `[batch_size · d, ceil(seq_length / d)]`.
+    pub key_ok: Tensor<2>,
+    /// `1.0` for filled global slots, `[batch_size · d, max(n_global, 1)]` (one empty slot
+    /// stands for none).
+    pub global_ok: Tensor<2>,
 }
 
 /// Where the global tokens are.
@@ -99,6 +111,7 @@ impl AttentionMasks {
             global,
             band: Mutex::new(HashMap::new()),
             band_per_head: Mutex::new(HashMap::new()),
+            fused_keys: Mutex::new(HashMap::new()),
             device: device.clone(),
         }
     }
@@ -144,6 +157,45 @@ impl AttentionMasks {
                     TensorData::new(masked, [rows, n_heads * nb, w, cols]),
                     &self.device,
                 )
+            })
+            .clone()
+    }
+}
+
+impl AttentionMasks {
+    /// The key masks of the fused kernel for `dilation` (`>= 1`), built on first use.
+    pub fn fused_keys(&self, dilation: usize) -> FusedKeys {
+        let mut cache = self.fused_keys.lock().expect("fused key cache poisoned");
+        cache
+            .entry(dilation)
+            .or_insert_with(|| {
+                let layout = &self.layout;
+                let (b, l, g) = (layout.batch_size, layout.seq_length, layout.n_global);
+                let m = l.div_ceil(dilation);
+                let mut key_ok = Vec::with_capacity(b * dilation * m);
+                let mut global_ok = Vec::with_capacity(b * dilation * g.max(1));
+                for bi in 0..b {
+                    for residue in 0..dilation {
+                        key_ok.extend((0..m).map(|t| {
+                            let key = residue + t * dilation;
+                            f32::from(u8::from(key < l && layout.is_local_key(bi, key)))
+                        }));
+                        global_ok.extend((0..g).map(|slot| {
+                            f32::from(u8::from(layout.global_positions[bi * g + slot].is_some()))
+                        }));
+                        if g == 0 {
+                            global_ok.push(0.0);
+                        }
+                    }
+                }
+                let rows = b * dilation;
+                FusedKeys {
+                    key_ok: Tensor::from_data(TensorData::new(key_ok, [rows, m]), &self.device),
+                    global_ok: Tensor::from_data(
+                        TensorData::new(global_ok, [rows, g.max(1)]),
+                        &self.device,
+                    ),
+                }
             })
             .clone()
     }

@@ -1,6 +1,7 @@
 //! Longformer self-attention: a sliding window around every token plus global attention.
 //!
 //! - [`band`]: the local window, computed block by block (`O(n·w)` memory).
+//! - [`fused`]: the same as one GPU kernel (CubeCL), with its own backward.
 //! - [`local`]: the band and global keys of a group of heads, softmax and values.
 //! - [`global`]: the rows of global tokens, which attend to every token (`O(G·n)`).
 //! - [`masks`]: the per-forward masks both share.
@@ -8,12 +9,14 @@
 //! - [`sliding_window`]: the module with its projections that puts them together.
 
 pub mod band;
+pub mod fused;
 pub mod global;
 pub mod local;
 pub mod masks;
 pub mod pattern;
 pub mod sliding_window;
 
+pub use fused::LocalAttentionKernel;
 pub use masks::AttentionMasks;
 pub use pattern::{AttentionDilation, WindowPattern};
 pub use sliding_window::{AttentionProbs, SlidingWindowAttention, SlidingWindowAttentionConfig};

@@ -13,6 +13,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
+use super::fused::LocalAttentionKernel;
 use super::global::{GlobalProjections, global_rows, merge_heads, split_heads};
 use super::local::{BandPattern, LocalHeads, local_attention};
 use super::masks::AttentionMasks;
@@ -36,6 +37,9 @@ pub struct SlidingWindowAttentionConfig {
     /// Causal window: each token sees itself and the `attention_window / 2` tokens before it.
     #[config(default = false)]
     pub causal: bool,
+    /// Implementation of the local attention (see [`LocalAttentionKernel`]).
+    #[config(default = "LocalAttentionKernel::Auto")]
+    pub kernel: LocalAttentionKernel,
 }
 
 impl SlidingWindowAttentionConfig {
@@ -83,6 +87,7 @@ impl SlidingWindowAttentionConfig {
                 dilation,
                 causal: self.causal,
             },
+            kernel: self.kernel,
         }
     }
 }
@@ -111,6 +116,9 @@ pub struct SlidingWindowAttention {
     /// Dilation per head and direction of the window.
     #[module(skip)]
     pub pattern: WindowPattern,
+    /// Implementation of the local attention.
+    #[module(skip)]
+    pub kernel: LocalAttentionKernel,
 }
 
 /// Attention probabilities in HuggingFace's shapes.
@@ -204,6 +212,7 @@ impl SlidingWindowAttention {
                 pattern,
                 &self.dropout,
                 with_probs,
+                self.kernel,
             );
             contexts.push(context);
             group_probs.extend(probs);

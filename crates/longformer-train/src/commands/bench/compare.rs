@@ -29,6 +29,7 @@ pub fn compare(args: &BenchArgs, threads: usize) -> Result<Vec<BenchRow>> {
             if args.gradient_checkpointing {
                 cmd.arg("--gradient-checkpointing");
             }
+            cmd.args(["--kernel", args.kernel.name()]);
             run_row(cmd, threads, &format!("our bench at seq {seq}"))
         };
         let hf = || -> Result<BenchRow> {
@@ -70,6 +71,7 @@ fn shape_args(args: &BenchArgs, seq: usize, threads: usize) -> Vec<String> {
         ("--repeats", args.repeats.to_string()),
         ("--mode", args.mode.name().to_string()),
         ("--threads", threads.to_string()),
+        ("--dropout", args.dropout.to_string()),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_string(), value])

@@ -5,6 +5,7 @@
 //! - [`compare`]: `--compare-hf`, one process per measurement, ours and HF's alternating.
 
 pub mod compare;
+pub mod core;
 pub mod report;
 
 use std::path::PathBuf;
@@ -13,7 +14,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
-use longformer_model::{AttentionDilation, AttentionWindow, LongformerConfig, LongformerInput};
+use longformer_model::{
+    AttentionDilation, AttentionWindow, LocalAttentionKernel, LongformerConfig, LongformerInput,
+};
 
 use burn::optim::GradientsParams;
 
@@ -81,6 +84,18 @@ pub struct BenchArgs {
     /// in the backward pass instead of keeping them: Burn's balanced gradient checkpointing.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Dropout probability of the hidden states and attention probabilities in `--mode train`
+    /// (Longformer's default 0.1; GPU anchors such as `anchor_bench.py` time with 0).
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    /// What is timed: the whole `model`, or the `attention` core of one layer alone (local
+    /// window and global keys for every token, and the global rows; no projections).
+    #[arg(long, value_enum, default_value_t = Part::Model)]
+    pub part: Part,
+    /// Local-attention implementation: `auto` (the fused kernel on GPUs where it applies),
+    /// `fused` or `reference` (the band path of tensor ops).
+    #[arg(long, value_enum, default_value_t = Kernel::Auto)]
+    pub kernel: Kernel,
     /// Also write the rows as a JSON array to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -93,6 +108,53 @@ pub enum Mode {
     Fwd,
     /// Forward, backward and optimizer update.
     Train,
+}
+
+/// What `longformer bench` times (`--part`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The whole encoder.
+    Model,
+    /// One layer's attention core alone.
+    Attention,
+}
+
+/// `--kernel`: [`LocalAttentionKernel`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// The fused kernel where it applies, the band path elsewhere.
+    Auto,
+    /// The fused kernel wherever it applies.
+    Fused,
+    /// Always the band path.
+    Reference,
+}
+
+impl Kernel {
+    fn choice(self) -> LocalAttentionKernel {
+        match self {
+            Self::Auto => LocalAttentionKernel::Auto,
+            Self::Fused => LocalAttentionKernel::Fused,
+            Self::Reference => LocalAttentionKernel::Reference,
+        }
+    }
+
+    /// The flag's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Fused => "fused",
+            Self::Reference => "reference",
+        }
+    }
+
+    fn label(self) -> Option<String> {
+        match self {
+            Self::Auto => None,
+            Self::Fused => Some("fused kernel".into()),
+            Self::Reference => Some("band path".into()),
+        }
+    }
 }
 
 impl Mode {
@@ -114,6 +176,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.compare_hf && (args.dilation != 1 || args.causal) {
         anyhow::bail!(
             "--compare-hf times HF's plain window: HF has no --dilation or --causal windows"
+        );
+    }
+    if !(0.0..1.0).contains(&args.dropout) {
+        anyhow::bail!("--dropout must be in [0, 1), got {}", args.dropout);
+    }
+    if args.compare_hf && args.part != Part::Model {
+        anyhow::bail!(
+            "--compare-hf times HF's whole model; time the attention core against \
+             FlexAttention with anchor_bench.py"
         );
     }
     if args.gradient_checkpointing && args.mode != Mode::Train {
@@ -150,13 +221,19 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
         .with_max_position_embeddings(max_seq + 2)
         .with_attention_window(AttentionWindow::Uniform(args.window))
         .with_attention_dilation(AttentionDilation::Uniform(args.dilation))
-        .with_autoregressive(args.causal);
+        .with_autoregressive(args.causal)
+        .with_hidden_dropout_prob(args.dropout)
+        .with_attention_probs_dropout_prob(args.dropout)
+        .with_local_attention_kernel(args.kernel.choice());
     config.validate()?;
     let device = match args.mode {
         Mode::Fwd => device,
         Mode::Train if args.gradient_checkpointing => device.autodiff().gradient_checkpointing(),
         Mode::Train => device.autodiff(),
     };
+    if args.part == Part::Attention {
+        return measure_attention_core(args, threads, &device);
+    }
     let mut model = config.init_with_pooler(false, &device);
     let mut optimizer = OptimizerSettings::default().optimizer();
     let mut rows = Vec::new();
@@ -222,7 +299,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
             tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
             peak_bytes: peak_rss_bytes(),
             threads,
-            pattern: pattern_name(args.dilation, args.causal),
+            pattern: pattern_name(args.dilation, args.causal, args.kernel),
             gradient_checkpointing: args.gradient_checkpointing,
             hf_median_ms: None,
             hf_peak_bytes: None,
@@ -234,14 +311,76 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     Ok(rows)
 }
 
-/// How a row names a window other than HF's plain one.
-fn pattern_name(dilation: usize, causal: bool) -> Option<String> {
-    match (dilation, causal) {
+/// How a row names a window other than HF's plain one, and a forced kernel choice.
+fn pattern_name(dilation: usize, causal: bool, kernel: Kernel) -> Option<String> {
+    let window = match (dilation, causal) {
         (1, false) => None,
         (1, true) => Some("causal".into()),
         (d, false) => Some(format!("dilation {d}")),
         (d, true) => Some(format!("dilation {d}, causal")),
+    };
+    let notes: Vec<String> = window.into_iter().chain(kernel.label()).collect();
+    (!notes.is_empty()).then(|| notes.join(", "))
+}
+
+/// `--part attention`: times [`core::AttentionCore`] at every length (mode `attention fwd` or
+/// `attention train`).
+fn measure_attention_core(
+    args: &BenchArgs,
+    threads: usize,
+    device: &burn::tensor::Device,
+) -> Result<Vec<report::BenchRow>> {
+    if args.dilation != 1 || args.causal {
+        anyhow::bail!("--part attention times the plain window (no --dilation or --causal)");
     }
+    if args.kernel == Kernel::Fused && !longformer_model::attention::fused::fused_available(device)
+    {
+        anyhow::bail!(
+            "--kernel fused: the fused kernel runs on wgpu/vulkan, not on {}",
+            args.backend.feature()
+        );
+    }
+    let mut rows = Vec::new();
+    for &seq in &args.seq {
+        let shape = core::CoreShape {
+            batch: args.batch,
+            heads: args.heads,
+            seq,
+            head_dim: args.hidden / args.heads,
+            window: args.window / 2,
+            n_global: args.global,
+        };
+        let case = core::AttentionCore::new(&shape, args.kernel.choice(), device);
+        let train = args.mode == Mode::Train;
+        let mut times = Vec::new();
+        for i in 0..=args.repeats {
+            let start = Instant::now();
+            case.run(train);
+            if i > 0 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let row = report::BenchRow {
+            backend: args.backend.feature().into(),
+            mode: format!("attention {}", args.mode.name()),
+            seq,
+            batch: args.batch,
+            median_ms: median,
+            tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
+            peak_bytes: peak_rss_bytes(),
+            threads,
+            pattern: pattern_name(1, false, args.kernel),
+            gradient_checkpointing: false,
+            hf_median_ms: None,
+            hf_peak_bytes: None,
+            ratio: None,
+        };
+        println!("{}", serde_json::to_string(&row)?);
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// The process's peak resident memory (`VmHWM`), where the OS reports it.

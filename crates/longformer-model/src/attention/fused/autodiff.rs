@@ -1,0 +1,172 @@
+//! [`LocalAttentionOps`] under autodiff: the forward pass saves `q`, `k`, `v`, the global keys
+//! and values, the context and the row log-sum-exp (all `O(m·d)`), and the backward pass
+//! recomputes the probabilities from them, flash-attention style.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, TensorMetadata};
+use burn::tensor::Shape;
+use burn_autodiff::Autodiff;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+
+use super::ops::LocalAttentionOps;
+
+/// What the backward pass needs, as the inner backend's tensors.
+#[derive(Debug, Clone)]
+struct Saved<B: Backend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    global_k: FloatTensor<B>,
+    global_v: FloatTensor<B>,
+    key_ok: FloatTensor<B>,
+    global_ok: FloatTensor<B>,
+    context: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    window: usize,
+    causal: bool,
+}
+
+#[derive(Debug)]
+struct LocalAttentionBackward;
+
+impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
+    type State = Saved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 5>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [q_node, k_node, v_node, gk_node, gv_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let [rows, heads, m, _] = s.q.shape().dims::<4>();
+        let g = s.global_k.shape().dims::<4>()[2];
+
+        // delta_i = sum_c grad[i, c] · context[i, c] = sum_j p_ij · dp_ij.
+        let delta = B::float_sum_dim(B::float_mul(grad.clone(), s.context), 3);
+        let (dq, dk, dv) = B::local_attention_band_backward(
+            s.q.clone(),
+            s.k,
+            s.v,
+            s.key_ok,
+            s.lse.clone(),
+            B::float_reshape(delta.clone(), Shape::new([rows, heads, m])),
+            grad.clone(),
+            s.window,
+            s.causal,
+        );
+
+        // The global slots' share: p = exp(q·kgᵀ - lse) on filled slots, a [m, g] product.
+        let lse = B::float_reshape(s.lse, Shape::new([rows, heads, m, 1]));
+        let scores = B::float_matmul(s.q.clone(), B::float_swap_dims(s.global_k.clone(), 2, 3));
+        // Clamped so that empty slots (scores never in the sum) cannot overflow before the mask.
+        let probs = B::float_mul(
+            B::float_exp(B::float_clamp_max(B::float_sub(scores, lse), 0.0.into())),
+            B::float_reshape(s.global_ok, Shape::new([rows, 1, 1, g])),
+        );
+        let d_global_v = B::float_matmul(B::float_swap_dims(probs.clone(), 2, 3), grad.clone());
+        let dp = B::float_matmul(grad, B::float_swap_dims(s.global_v, 2, 3));
+        let ds = B::float_mul(probs, B::float_sub(dp, delta));
+        let d_global_k = B::float_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
+        let dq = B::float_add(dq, B::float_matmul(ds, s.global_k));
+
+        for (node, grad) in [
+            (q_node, dq),
+            (k_node, dk),
+            (v_node, dv),
+            (gk_node, d_global_k),
+            (gv_node, d_global_v),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps for Autodiff<B, C> {
+    fn local_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        global_k: FloatTensor<Self>,
+        global_v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        global_ok: FloatTensor<Self>,
+        window: usize,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let guards = [
+            q.node(),
+            k.node(),
+            v.node(),
+            global_k.node(),
+            global_v.node(),
+        ];
+        let [q, k, v, global_k, global_v, key_ok, global_ok] =
+            [q, k, v, global_k, global_v, key_ok, global_ok].map(|t| t.into_primitive());
+        let (context, lse) = B::local_attention_forward(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            global_k.clone(),
+            global_v.clone(),
+            key_ok.clone(),
+            global_ok.clone(),
+            window,
+            causal,
+        );
+        let context = match LocalAttentionBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let saved = Saved {
+                    q,
+                    k,
+                    v,
+                    global_k,
+                    global_v,
+                    key_ok,
+                    global_ok,
+                    context: context.clone(),
+                    lse: lse.clone(),
+                    window,
+                    causal,
+                };
+                prep.finish(saved, context)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(context),
+        };
+        (context, FloatTensor::<Self>::new(lse))
+    }
+
+    fn local_attention_band_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: usize,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Gradients are not differentiated again: computed on the inner backend, untracked.
+        let [q, k, v, key_ok, lse, delta, grad] =
+            [q, k, v, key_ok, lse, delta, grad].map(|t| t.into_primitive());
+        let (dq, dk, dv) =
+            B::local_attention_band_backward(q, k, v, key_ok, lse, delta, grad, window, causal);
+        (
+            FloatTensor::<Self>::new(dq),
+            FloatTensor::<Self>::new(dk),
+            FloatTensor::<Self>::new(dv),
+        )
+    }
+}

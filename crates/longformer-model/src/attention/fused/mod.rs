@@ -1,0 +1,99 @@
+//! The fused sliding-window + global-key attention: one GPU kernel pass per direction, with
+//! an online softmax, instead of the band path's materialized `[m, g + 3w]` scores.
+//!
+//! - [`ops`]: [`LocalAttentionOps`], the Burn backend extension.
+//! - `kernels`, `cube`: its CubeCL kernels and their launch on wgpu/vulkan devices.
+//! - `autodiff`: its backward pass (recomputed probabilities, no saved scores).
+//!
+//! [`LocalAttentionKernel`] says where it runs: by default on CubeCL devices in f32, when no
+//! attention probabilities are requested and no attention dropout is active; elsewhere the
+//! band path of [`super::local`] runs.
+
+mod autodiff;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod cube;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod kernels;
+pub mod ops;
+
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use ops::LocalAttentionOps;
+
+/// Which implementation computes the local attention (band + global keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalAttentionKernel {
+    /// The fused kernel where it applies (a CubeCL device, f32, no probabilities requested, no
+    /// active attention dropout), the band path elsewhere.
+    #[default]
+    Auto,
+    /// The fused kernel wherever it applies; an error on devices without it.
+    Fused,
+    /// Always the band path (the reference: Burn tensor ops only).
+    Reference,
+}
+
+/// Whether `device` has the fused kernel: a CubeCL device (wgpu, vulkan), with or without
+/// autodiff.
+pub fn fused_available(device: &Device) -> bool {
+    #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+    {
+        matches!(
+            device.clone().without_autodiff().as_dispatch(),
+            burn::backend::DispatchDevice::Cube(_)
+        )
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "vulkan")))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// Whether the fused kernel computes a tensor of this dtype (f32 only for now).
+pub fn fused_dtype(dtype: DType) -> bool {
+    dtype == DType::F32
+}
+
+/// Local attention of every query over its window and the global slots, in one fused pass.
+///
+/// See [`LocalAttentionOps::local_attention_forward`] for the window and masks. Without global
+/// slots (`global` is `None`) a single empty slot stands in.
+///
+/// # Shapes
+/// - q (already scaled), k, v: `[rows, heads, m, d]`
+/// - global: keys and values `[rows, heads, g, d]`
+/// - key_ok: `[rows, m]`; global_ok: `[rows, g]` (`[rows, 1]` of zeros without global slots)
+/// - output: `[rows, heads, m, d]`
+#[allow(clippy::too_many_arguments)]
+pub fn fused_local_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    global: Option<(Tensor<4>, Tensor<4>)>,
+    key_ok: Tensor<2>,
+    global_ok: Tensor<2>,
+    window: usize,
+    causal: bool,
+) -> Tensor<4> {
+    let [rows, heads, _, d] = q.dims();
+    let (global_k, global_v) = global.unwrap_or_else(|| {
+        let none = Tensor::<4>::zeros([rows, heads, 1, d], &q.device());
+        (none.clone(), none)
+    });
+    let (context, _lse) = <Dispatch as LocalAttentionOps>::local_attention_forward(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        global_k.into_dispatch(),
+        global_v.into_dispatch(),
+        key_ok.into_dispatch(),
+        global_ok.into_dispatch(),
+        window,
+        causal,
+    );
+    Tensor::from_dispatch(context)
+}

@@ -1,0 +1,63 @@
+//! [`LocalAttentionOps`]: the fused local-attention op as a Burn backend extension.
+
+use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
+
+/// Local (band + global keys) attention in one pass, never writing the score tensor.
+///
+/// Implemented by the CubeCL backend (wgpu, vulkan) with its own kernels, and by autodiff on
+/// top of it with a flash-attention style backward (scores recomputed from `q`, `k` and the
+/// saved row log-sum-exp). Every tensor is contiguous; axes: `rows` (batch rows, or
+/// sub-sequences under dilation), `heads`, `m` (sequence length), `g` (global slots, at least
+/// 1: an all-empty slot stands for none), `d` (head size).
+#[backend_extension(
+    Cube: cfg(any(feature = "wgpu", feature = "vulkan")),
+    Autodiff,
+)]
+pub trait LocalAttentionOps: Backend {
+    /// Context and row log-sum-exp of every query over its window and the global keys.
+    ///
+    /// Query `i` sees band key `j` when `i - window <= j <= i + window` (`j <= i` as well when
+    /// `causal`) and `key_ok[row, j] > 0.5`, and global slot `s` when `global_ok[row, s] > 0.5`.
+    /// A query that sees no key gets a zero context and a log-sum-exp of 0.
+    ///
+    /// # Shapes
+    /// - q (already scaled), k, v: `[rows, heads, m, d]`
+    /// - global_k, global_v: `[rows, heads, g, d]`
+    /// - key_ok: `[rows, m]`, global_ok: `[rows, g]` (1.0 or 0.0)
+    /// - output: context `[rows, heads, m, d]`, log-sum-exp `[rows, heads, m]`
+    #[allow(clippy::too_many_arguments)]
+    fn local_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        global_k: FloatTensor<Self>,
+        global_v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        global_ok: FloatTensor<Self>,
+        window: usize,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Gradients of the band part of [`local_attention_forward`](Self::local_attention_forward)
+    /// with respect to `q`, `k` and `v`, given the output gradient `grad`, the forward pass's
+    /// log-sum-exp `lse` and `delta = sum(grad * context, -1)`. The global keys' share is left
+    /// to the caller (it is a small `[m, g]` product).
+    ///
+    /// # Shapes
+    /// - q, k, v, grad: `[rows, heads, m, d]`
+    /// - key_ok: `[rows, m]`
+    /// - lse, delta: `[rows, heads, m]`
+    /// - output: `(dq, dk, dv)`, each `[rows, heads, m, d]`
+    #[allow(clippy::too_many_arguments)]
+    fn local_attention_band_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        window: usize,
+        causal: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}

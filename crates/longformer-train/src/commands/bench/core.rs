@@ -1,0 +1,122 @@
+//! `--part attention`: the attention core of one layer alone, without projections, on random
+//! queries, keys and values: every query over its window and the global keys (the local part,
+//! fused kernel or band path), and the global rows over the whole sequence. The GPU anchor of
+//! this is PyTorch's FlexAttention with the same band + global mask (`anchor_bench.py`).
+
+use burn::nn::DropoutConfig;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Distribution, Tensor};
+use longformer_model::AttentionLayout;
+use longformer_model::LocalAttentionKernel;
+use longformer_model::attention::AttentionMasks;
+use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
+
+/// The inputs of one attention-core measurement.
+pub struct AttentionCore {
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    masks: AttentionMasks,
+    pattern: BandPattern,
+    n_global: usize,
+    kernel: LocalAttentionKernel,
+}
+
+/// Shape of an attention-core case.
+pub struct CoreShape {
+    /// Rows.
+    pub batch: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Tokens per row.
+    pub seq: usize,
+    /// Head width.
+    pub head_dim: usize,
+    /// One-sided window.
+    pub window: usize,
+    /// Global tokens (the first ones of each row).
+    pub n_global: usize,
+}
+
+impl AttentionCore {
+    /// Random `q`, `k`, `v` (`[batch, heads, seq, head_dim]`, tracked when `device` is an
+    /// autodiff device) and the masks of rows whose first `n_global` tokens are global.
+    pub fn new(shape: &CoreShape, kernel: LocalAttentionKernel, device: &Device) -> Self {
+        let dims = [shape.batch, shape.heads, shape.seq, shape.head_dim];
+        let random = || Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
+        let scale = 1.0 / (shape.head_dim as f64).sqrt();
+        let layout = AttentionLayout::new(
+            shape.batch,
+            shape.seq,
+            vec![true; shape.batch * shape.seq],
+            (0..shape.batch * shape.seq)
+                .map(|i| i % shape.seq < shape.n_global)
+                .collect(),
+        );
+        let track = |t: Tensor<4>| {
+            if device.is_autodiff() {
+                t.detach().require_grad()
+            } else {
+                t
+            }
+        };
+        Self {
+            q: track(random() * scale),
+            k: track(random()),
+            v: track(random()),
+            masks: AttentionMasks::new(layout, device),
+            pattern: BandPattern {
+                window: shape.window,
+                dilation: 1,
+                causal: false,
+            },
+            n_global: shape.n_global,
+            kernel,
+        }
+    }
+
+    /// The local part and the global rows, `[batch, heads, seq, head_dim]` and
+    /// `[batch, heads, n_global, head_dim]`.
+    pub fn forward(&self) -> (Tensor<4>, Tensor<4>) {
+        let g = self.n_global;
+        let global = (g > 0).then(|| {
+            (
+                self.k.clone().narrow(2, 0, g),
+                self.v.clone().narrow(2, 0, g),
+            )
+        });
+        let heads = LocalHeads {
+            q: self.q.clone(),
+            k: self.k.clone(),
+            v: self.v.clone(),
+            global,
+        };
+        let dropout = DropoutConfig::new(0.0).init();
+        let (local, _) = local_attention(
+            heads,
+            &self.masks,
+            self.pattern,
+            &dropout,
+            false,
+            self.kernel,
+        );
+        let q_global = self.q.clone().narrow(2, 0, g.max(1));
+        let probs = softmax(q_global.matmul(self.k.clone().swap_dims(2, 3)), 3);
+        (local, probs.matmul(self.v.clone()))
+    }
+
+    /// Forward, and in training the backward pass of the sum of both outputs; waits for the
+    /// device.
+    pub fn run(&self, train: bool) {
+        let (local, global) = self.forward();
+        if train {
+            let grads = (local.sum() + global.sum()).backward();
+            if let Some(g) = self.q.grad(&grads) {
+                let _ = g.into_data();
+            }
+        } else {
+            let _ = local.into_data();
+            let _ = global.into_data();
+        }
+    }
+}
