@@ -5,12 +5,22 @@
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Tensor};
-use longformer_model::attention::fused::fused_available;
+use longformer_model::attention::fused::{fused_available, fused_local_attention};
 use longformer_model::{
     AttentionDilation, AttentionWindow, LocalAttentionKernel, LongformerConfig, LongformerInput,
     LongformerModel,
 };
 use longformer_tests::max_abs_diff_tensors;
+
+/// Taken by every test here: the dropout test re-seeds the device's generator and needs no other
+/// test drawing from it in between (tests of one binary run on parallel threads).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn wgpu() -> Option<Device> {
     (std::env::var_os("LONGFORMER_SKIP_WGPU").is_none()).then(|| Device::wgpu(Default::default()))
@@ -18,6 +28,7 @@ fn wgpu() -> Option<Device> {
 
 #[test]
 fn fused_kernel_is_available_on_cubecl_devices_only() {
+    let _serial = serial();
     assert!(!fused_available(&Device::flex()));
     #[allow(deprecated)]
     let ndarray = Device::ndarray();
@@ -145,6 +156,7 @@ fn check(label: &str, config: LongformerConfig, lens: &[usize]) {
 
 #[test]
 fn fused_equals_band_path_with_windows_wider_than_a_tile() {
+    let _serial = serial();
     // One-sided windows 2, 40 and 70 (a kernel tile is 64 rows); 150 tokens span three tiles.
     check(
         "plain",
@@ -155,6 +167,7 @@ fn fused_equals_band_path_with_windows_wider_than_a_tile() {
 
 #[test]
 fn fused_equals_band_path_with_dilation_and_causal_windows() {
+    let _serial = serial();
     check(
         "dilated",
         config(
@@ -173,6 +186,7 @@ fn fused_equals_band_path_with_dilation_and_causal_windows() {
 
 #[test]
 fn forcing_the_fused_kernel_on_a_cpu_device_is_an_error() {
+    let _serial = serial();
     let device = Device::flex();
     let model = with_kernel(
         &config(vec![4], AttentionDilation::Uniform(1), false).init(&device),
@@ -185,4 +199,126 @@ fn forcing_the_fused_kernel_on_a_cpu_device_is_an_error() {
         err.to_string().contains("fused local-attention kernel"),
         "{err}"
     );
+}
+
+/// Random `[rows, heads, n, d]` inputs of the fused op, and its key masks: every key but the
+/// last three is a band key; two global slots, the second empty.
+struct OpCase {
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    gk: Tensor<4>,
+    gv: Tensor<4>,
+    key_ok: Tensor<2>,
+    global_ok: Tensor<2>,
+}
+
+impl OpCase {
+    fn new(device: &Device, [rows, heads, n, d]: [usize; 4]) -> Self {
+        let random =
+            |dims: [usize; 4]| Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
+        let key_ok: Vec<f32> = (0..rows * n)
+            .map(|i| f32::from(u8::from(i % n < n - 3)))
+            .collect();
+        Self {
+            q: random([rows, heads, n, d]),
+            k: random([rows, heads, n, d]),
+            v: random([rows, heads, n, d]),
+            gk: random([rows, heads, 2, d]),
+            gv: random([rows, heads, 2, d]),
+            key_ok: Tensor::from_data(burn::tensor::TensorData::new(key_ok, [rows, n]), device),
+            global_ok: Tensor::from_data(
+                burn::tensor::TensorData::new(vec![1.0f32, 0.0].repeat(rows), [rows, 2]),
+                device,
+            ),
+        }
+    }
+
+    fn run(&self, tensors: [Tensor<4>; 5], window: usize, dropout: f64) -> Tensor<4> {
+        let [q, k, v, gk, gv] = tensors;
+        fused_local_attention(
+            q,
+            k,
+            v,
+            Some((gk, gv)),
+            self.key_ok.clone(),
+            self.global_ok.clone(),
+            window,
+            false,
+            dropout,
+        )
+    }
+
+    fn tensors(&self) -> [Tensor<4>; 5] {
+        [
+            self.q.clone(),
+            self.k.clone(),
+            self.v.clone(),
+            self.gk.clone(),
+            self.gv.clone(),
+        ]
+    }
+}
+
+#[test]
+fn fused_dropout_keeps_the_expectation_and_drops_about_p() {
+    let _serial = serial();
+    let Some(device) = wgpu() else { return };
+    let ad = device.autodiff();
+    let case = OpCase::new(&ad, [2, 3, 150, 8]);
+    // With every value 1, each context entry is the sum of the kept probabilities (times
+    // 1 / (1 - p)): 1 in expectation, and exactly 1 without dropout.
+    let ones = case.v.clone().ones_like();
+    let [q, k, _, gk, _] = case.tensors();
+    let out = case.run([q, k, ones.clone(), gk, ones.narrow(2, 0, 2)], 5, 0.5);
+    let values = out.into_data().iter::<f32>().collect::<Vec<_>>();
+    let n = values.len() as f32;
+    let mean = values.iter().sum::<f32>() / n;
+    let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n;
+    assert!((mean - 1.0).abs() < 0.05, "mean {mean} (expected about 1)");
+    assert!(
+        var.sqrt() > 0.1,
+        "std {} (dropout should spread the sums)",
+        var.sqrt()
+    );
+}
+
+#[test]
+fn fused_dropout_gradients_match_finite_differences() {
+    let _serial = serial();
+    let Some(device) = wgpu() else { return };
+    let ad = device.autodiff();
+    let case = OpCase::new(&ad, [1, 2, 40, 8]);
+    let weights = Tensor::<4>::random([1, 2, 40, 8], Distribution::Normal(0.0, 1.0), &ad);
+    let loss = |tensors: [Tensor<4>; 5]| {
+        ad.seed(7); // the same dropout choices on every call
+        (case.run(tensors, 6, 0.3) * weights.clone()).sum()
+    };
+    let inputs = case.tensors().map(|t| t.detach().require_grad());
+    let grads = loss(inputs.clone()).backward();
+    let eps = 1e-2;
+    for (which, name) in ["q", "k", "v", "global k", "global v"].iter().enumerate() {
+        let analytic = inputs[which].grad(&grads).expect("a gradient");
+        let numel = inputs[which].shape().num_elements();
+        let dims = inputs[which].dims();
+        let analytic = analytic.into_data().iter::<f32>().collect::<Vec<_>>();
+        for probe in 0..6 {
+            let flat = (probe * 7919 + which * 31) % numel;
+            let bump = |sign: f32| {
+                let mut delta = vec![0.0f32; numel];
+                delta[flat] = sign * eps;
+                let delta: Tensor<4> =
+                    Tensor::from_data(burn::tensor::TensorData::new(delta, dims), &ad);
+                let mut moved = case.tensors();
+                moved[which] = moved[which].clone() + delta;
+                loss(moved).into_scalar::<f32>()
+            };
+            let numeric = (bump(1.0) - bump(-1.0)) / (2.0 * eps);
+            let a = analytic[flat];
+            assert!(
+                (numeric - a).abs() <= 2e-2 * a.abs().max(0.2),
+                "d loss / d {name}[{flat}]: analytic {a}, finite differences {numeric}"
+            );
+        }
+    }
 }

@@ -71,8 +71,7 @@ pub fn local_attention(
     let fused = kernel != LocalAttentionKernel::Reference
         && !with_probs
         && fused_available(&device)
-        && fused_dtype(heads.q.dtype())
-        && (dropout.prob == 0.0 || !device.is_autodiff());
+        && fused_dtype(heads.q.dtype());
     if fused {
         let keys = masks.fused_keys(dilation);
         let context = fused_local_attention(
@@ -84,6 +83,7 @@ pub fn local_attention(
             keys.global_ok,
             w,
             causal,
+            active_dropout(dropout, &device),
         );
         return (restore_rows(context, dilation, b, l), None);
     }
@@ -148,6 +148,16 @@ pub fn local_attention(
         restore_rows(full.narrow(2, 0, m), dilation, b, l)
     });
     (restore_rows(context, dilation, b, l), probs)
+}
+
+/// The probability `dropout` drops with on `device`: its own, when it trains (an autodiff
+/// device and its training flag set, as [`Dropout::forward`] decides), else 0.
+fn active_dropout(dropout: &Dropout, device: &burn::tensor::Device) -> f64 {
+    if dropout.training.is_enabled() && device.is_autodiff() {
+        dropout.prob
+    } else {
+        0.0
+    }
 }
 
 /// Sub-sequence rows back to the sequence (nothing to do without dilation).

@@ -2,7 +2,7 @@
 //! and values, the context and the row log-sum-exp (all `O(m·d)`), and the backward pass
 //! recomputes the probabilities from them, flash-attention style.
 
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata};
 use burn::tensor::Shape;
 use burn_autodiff::Autodiff;
@@ -23,6 +23,9 @@ struct Saved<B: Backend> {
     global_v: FloatTensor<B>,
     key_ok: FloatTensor<B>,
     global_ok: FloatTensor<B>,
+    global_keep: FloatTensor<B>,
+    seed: IntTensor<B>,
+    dropout: f32,
     context: FloatTensor<B>,
     lse: FloatTensor<B>,
     window: usize,
@@ -57,6 +60,8 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
             s.lse.clone(),
             B::float_reshape(delta.clone(), Shape::new([rows, heads, m])),
             grad.clone(),
+            s.seed,
+            s.dropout,
             s.window,
             s.causal,
         );
@@ -69,8 +74,18 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
             B::float_exp(B::float_clamp_max(B::float_sub(scores, lse), 0.0.into())),
             B::float_reshape(s.global_ok, Shape::new([rows, 1, 1, g])),
         );
-        let d_global_v = B::float_matmul(B::float_swap_dims(probs.clone(), 2, 3), grad.clone());
-        let dp = B::float_matmul(grad, B::float_swap_dims(s.global_v, 2, 3));
+        // Dropout: the context weighs the values by probs · keep, so keep scales both the values'
+        // gradient and the probabilities' gradient.
+        let kept = if s.dropout > 0.0 {
+            B::float_mul(probs.clone(), s.global_keep.clone())
+        } else {
+            probs.clone()
+        };
+        let d_global_v = B::float_matmul(B::float_swap_dims(kept, 2, 3), grad.clone());
+        let mut dp = B::float_matmul(grad, B::float_swap_dims(s.global_v, 2, 3));
+        if s.dropout > 0.0 {
+            dp = B::float_mul(dp, s.global_keep);
+        }
         let ds = B::float_mul(probs, B::float_sub(dp, delta));
         let d_global_k = B::float_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
         let dq = B::float_add(dq, B::float_matmul(ds, s.global_k));
@@ -98,6 +113,9 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
         global_v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
+        global_keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
+        dropout: f32,
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
@@ -108,8 +126,9 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
             global_k.node(),
             global_v.node(),
         ];
-        let [q, k, v, global_k, global_v, key_ok, global_ok] =
-            [q, k, v, global_k, global_v, key_ok, global_ok].map(|t| t.into_primitive());
+        let [q, k, v, global_k, global_v, key_ok, global_ok, global_keep] =
+            [q, k, v, global_k, global_v, key_ok, global_ok, global_keep]
+                .map(|t| t.into_primitive());
         let (context, lse) = B::local_attention_forward(
             q.clone(),
             k.clone(),
@@ -118,6 +137,9 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
             global_v.clone(),
             key_ok.clone(),
             global_ok.clone(),
+            global_keep.clone(),
+            seed.clone(),
+            dropout,
             window,
             causal,
         );
@@ -135,6 +157,9 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
                     global_v,
                     key_ok,
                     global_ok,
+                    global_keep,
+                    seed,
+                    dropout,
                     context: context.clone(),
                     lse: lse.clone(),
                     window,
@@ -155,14 +180,17 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        seed: IntTensor<Self>,
+        dropout: f32,
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Gradients are not differentiated again: computed on the inner backend, untracked.
         let [q, k, v, key_ok, lse, delta, grad] =
             [q, k, v, key_ok, lse, delta, grad].map(|t| t.into_primitive());
-        let (dq, dk, dv) =
-            B::local_attention_band_backward(q, k, v, key_ok, lse, delta, grad, window, causal);
+        let (dq, dk, dv) = B::local_attention_band_backward(
+            q, k, v, key_ok, lse, delta, grad, seed, dropout, window, causal,
+        );
         (
             FloatTensor::<Self>::new(dq),
             FloatTensor::<Self>::new(dk),

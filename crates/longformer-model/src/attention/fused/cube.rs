@@ -1,7 +1,8 @@
 //! [`LocalAttentionOps`] on the CubeCL backend (wgpu, vulkan): launches the kernels of
 //! [`super::kernels`].
 
-use burn::backend::tensor::FloatTensor;
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::cubecl::prelude::*;
@@ -44,14 +45,18 @@ impl LocalAttentionOps for CubeBackend {
         global_v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
+        global_keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
+        dropout: f32,
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         check_f32(&q, "local_attention_forward");
         let [rows, heads, m, d] = dims4(&q);
         let g = global_k.meta.shape().dims::<4>()[2];
-        let [q, k, v, global_k, global_v, key_ok, global_ok] =
-            [q, k, v, global_k, global_v, key_ok, global_ok].map(into_contiguous);
+        let [q, k, v, global_k, global_v, key_ok, global_ok, global_keep] =
+            [q, k, v, global_k, global_v, key_ok, global_ok, global_keep].map(into_contiguous);
+        let int_dtype = seed.dtype;
         let out = empty_like(&q, Shape::new([rows, heads, m, d]));
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
         let client = q.client.clone();
@@ -66,6 +71,8 @@ impl LocalAttentionOps for CubeBackend {
             global_v.into_tensor_arg(),
             key_ok.into_tensor_arg(),
             global_ok.into_tensor_arg(),
+            global_keep.into_tensor_arg(),
+            into_contiguous(seed).into_tensor_arg(),
             out.clone().into_tensor_arg(),
             lse.clone().into_tensor_arg(),
             m as u32,
@@ -73,9 +80,11 @@ impl LocalAttentionOps for CubeBackend {
             heads as u32,
             window as u32,
             if causal { 0 } else { window as u32 },
+            dropout,
             d,
             BLOCK,
-            f32::elem_type_native(),
+            dropout > 0.0,
+            [f32::elem_type_native(), dtype_to_storage_type(int_dtype)],
         );
         (out, lse)
     }
@@ -88,6 +97,8 @@ impl LocalAttentionOps for CubeBackend {
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        seed: IntTensor<Self>,
+        dropout: f32,
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
@@ -100,6 +111,8 @@ impl LocalAttentionOps for CubeBackend {
         let client = q.client.clone();
         let count = CubeCount::Static(m.div_ceil(BLOCK) as u32, (rows * heads) as u32, 1);
         let right = if causal { 0 } else { window as u32 };
+        let dtypes = [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)];
+        let seed = into_contiguous(seed);
         local_attention_dq_kernel::launch(
             &client,
             count.clone(),
@@ -111,14 +124,17 @@ impl LocalAttentionOps for CubeBackend {
             lse.clone().into_tensor_arg(),
             delta.clone().into_tensor_arg(),
             grad.clone().into_tensor_arg(),
+            seed.clone().into_tensor_arg(),
             dq.clone().into_tensor_arg(),
             m as u32,
             heads as u32,
             window as u32,
             right,
+            dropout,
             d,
             BLOCK,
-            f32::elem_type_native(),
+            dropout > 0.0,
+            dtypes,
         );
         local_attention_dkdv_kernel::launch(
             &client,
@@ -131,15 +147,18 @@ impl LocalAttentionOps for CubeBackend {
             lse.into_tensor_arg(),
             delta.into_tensor_arg(),
             grad.into_tensor_arg(),
+            seed.into_tensor_arg(),
             dk.clone().into_tensor_arg(),
             dv.clone().into_tensor_arg(),
             m as u32,
             heads as u32,
             window as u32,
             right,
+            dropout,
             d,
             BLOCK,
-            f32::elem_type_native(),
+            dropout > 0.0,
+            dtypes,
         );
         (dq, dk, dv)
     }

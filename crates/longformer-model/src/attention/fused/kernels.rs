@@ -16,12 +16,32 @@ use cubecl::prelude::*;
 /// literal).
 const NO_SCORE: f32 = -1.0e30;
 
+/// The dropout factor of band score `(rh, i, j)`: `0` for a dropped probability, `1 / (1 - p)`
+/// for a kept one. Keep-or-drop comes from a hash of the seed and the position (a murmur3
+/// finalizer), so the backward kernels recompute the forward pass's choice without storing it.
+#[cube]
+fn band_keep<F: Float>(seed: u32, rh: usize, i: usize, j: usize, prob: F) -> F {
+    let mut x = seed ^ (rh as u32 * 0x9E37_79B1u32) ^ (i as u32 * 0x85EB_CA77u32);
+    x = x ^ (j as u32 * 0xC2B2_AE3Du32);
+    x = x ^ (x >> 16);
+    x *= 0x7FEB_352Du32;
+    x = x ^ (x >> 15);
+    x *= 0x846C_A68Bu32;
+    x = x ^ (x >> 16);
+    let uniform = F::cast_from(x >> 8) * F::new(1.0 / 16_777_216.0);
+    let mut keep = F::new(0.0);
+    if uniform >= prob {
+        keep = F::new(1.0) / (F::new(1.0) - prob);
+    }
+    keep
+}
+
 /// Forward: context and log-sum-exp of every query.
 ///
 /// Cube `(x, y)`: queries `x·BLOCK ..` of `(row, head) = y`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_forward_kernel<F: Float>(
+pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -29,6 +49,8 @@ pub fn local_attention_forward_kernel<F: Float>(
     global_v: &Tensor<F>,
     key_ok: &Tensor<F>,
     global_ok: &Tensor<F>,
+    global_keep: &Tensor<F>,
+    seed: &Tensor<I>,
     out: &mut Tensor<F>,
     lse: &mut Tensor<F>,
     seq_len: u32,
@@ -36,12 +58,16 @@ pub fn local_attention_forward_kernel<F: Float>(
     n_heads: u32,
     left: u32,
     right: u32,
+    prob: f32,
     #[comptime] head_dim: usize,
     #[comptime] block: usize,
-    #[define(F)] _dtype: ElemType,
+    #[comptime] dropout: bool,
+    #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let m = seq_len as usize;
     let g = n_global as usize;
+    let prob = F::cast_from(prob);
+    let seed = u32::cast_from(seed[0]);
     let left = left as usize;
     let right = right as usize;
     let rh = CUBE_POS_Y as usize;
@@ -54,6 +80,7 @@ pub fn local_attention_forward_kernel<F: Float>(
 
     let mut query = Array::<F>::new(head_dim);
     if live {
+        #[unroll]
         for c in 0..head_dim {
             query[c] = q[base + i * head_dim + c];
         }
@@ -72,6 +99,7 @@ pub fn local_attention_forward_kernel<F: Float>(
     while start < g {
         let j = start + unit;
         if j < g {
+            #[unroll]
             for c in 0..head_dim {
                 keys[unit * head_dim + c] = global_k[gbase + j * head_dim + c];
                 values[unit * head_dim + c] = global_v[gbase + j * head_dim + c];
@@ -83,12 +111,14 @@ pub fn local_attention_forward_kernel<F: Float>(
         for u in 0..count {
             if live && ok[u] > F::new(0.5) {
                 let mut score = F::new(0.0);
+                #[unroll]
                 for c in 0..head_dim {
                     score += query[c] * keys[u * head_dim + c];
                 }
                 if score > max {
                     let scale = F::exp(max - score);
                     sum *= scale;
+                    #[unroll]
                     for c in 0..head_dim {
                         acc[c] *= scale;
                     }
@@ -96,8 +126,13 @@ pub fn local_attention_forward_kernel<F: Float>(
                 }
                 let p = F::exp(score - max);
                 sum += p;
+                let mut kept = p;
+                if comptime!(dropout) {
+                    kept = p * global_keep[(rh * m + i) * g + start + u];
+                }
+                #[unroll]
                 for c in 0..head_dim {
-                    acc[c] += p * values[u * head_dim + c];
+                    acc[c] += kept * values[u * head_dim + c];
                 }
             }
         }
@@ -114,6 +149,7 @@ pub fn local_attention_forward_kernel<F: Float>(
     while start < end {
         let j = start + unit;
         if j < end {
+            #[unroll]
             for c in 0..head_dim {
                 keys[unit * head_dim + c] = k[base + j * head_dim + c];
                 values[unit * head_dim + c] = v[base + j * head_dim + c];
@@ -126,12 +162,14 @@ pub fn local_attention_forward_kernel<F: Float>(
             let j = start + u;
             if live && j + left >= i && j <= i + right && ok[u] > F::new(0.5) {
                 let mut score = F::new(0.0);
+                #[unroll]
                 for c in 0..head_dim {
                     score += query[c] * keys[u * head_dim + c];
                 }
                 if score > max {
                     let scale = F::exp(max - score);
                     sum *= scale;
+                    #[unroll]
                     for c in 0..head_dim {
                         acc[c] *= scale;
                     }
@@ -139,8 +177,13 @@ pub fn local_attention_forward_kernel<F: Float>(
                 }
                 let p = F::exp(score - max);
                 sum += p;
+                let mut kept = p;
+                if comptime!(dropout) {
+                    kept = p * band_keep::<F>(seed, rh, i, j, prob);
+                }
+                #[unroll]
                 for c in 0..head_dim {
-                    acc[c] += p * values[u * head_dim + c];
+                    acc[c] += kept * values[u * head_dim + c];
                 }
             }
         }
@@ -155,6 +198,7 @@ pub fn local_attention_forward_kernel<F: Float>(
             inv = F::new(1.0) / sum;
             log_sum = max + F::ln(sum);
         }
+        #[unroll]
         for c in 0..head_dim {
             out[base + i * head_dim + c] = acc[c] * inv;
         }
@@ -167,7 +211,7 @@ pub fn local_attention_forward_kernel<F: Float>(
 /// Cube `(x, y)`: queries `x·BLOCK ..` of `(row, head) = y`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_dq_kernel<F: Float>(
+pub fn local_attention_dq_kernel<F: Float, I: Numeric>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -175,16 +219,21 @@ pub fn local_attention_dq_kernel<F: Float>(
     lse: &Tensor<F>,
     delta: &Tensor<F>,
     grad: &Tensor<F>,
+    seed: &Tensor<I>,
     dq: &mut Tensor<F>,
     seq_len: u32,
     n_heads: u32,
     left: u32,
     right: u32,
+    prob: f32,
     #[comptime] head_dim: usize,
     #[comptime] block: usize,
-    #[define(F)] _dtype: ElemType,
+    #[comptime] dropout: bool,
+    #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let m = seq_len as usize;
+    let prob = F::cast_from(prob);
+    let seed = u32::cast_from(seed[0]);
     let left = left as usize;
     let right = right as usize;
     let rh = CUBE_POS_Y as usize;
@@ -200,6 +249,7 @@ pub fn local_attention_dq_kernel<F: Float>(
     let mut lse_i = F::new(0.0);
     let mut delta_i = F::new(0.0);
     if live {
+        #[unroll]
         for c in 0..head_dim {
             query[c] = q[base + i * head_dim + c];
             dout[c] = grad[base + i * head_dim + c];
@@ -221,6 +271,7 @@ pub fn local_attention_dq_kernel<F: Float>(
     while start < end {
         let j = start + unit;
         if j < end {
+            #[unroll]
             for c in 0..head_dim {
                 keys[unit * head_dim + c] = k[base + j * head_dim + c];
                 values[unit * head_dim + c] = v[base + j * head_dim + c];
@@ -234,11 +285,16 @@ pub fn local_attention_dq_kernel<F: Float>(
             if live && j + left >= i && j <= i + right && ok[u] > F::new(0.5) {
                 let mut score = F::new(0.0);
                 let mut dp = F::new(0.0);
+                #[unroll]
                 for c in 0..head_dim {
                     score += query[c] * keys[u * head_dim + c];
                     dp += dout[c] * values[u * head_dim + c];
                 }
+                if comptime!(dropout) {
+                    dp *= band_keep::<F>(seed, rh, i, j, prob);
+                }
                 let ds = F::exp(score - lse_i) * (dp - delta_i);
+                #[unroll]
                 for c in 0..head_dim {
                     acc[c] += ds * keys[u * head_dim + c];
                 }
@@ -249,6 +305,7 @@ pub fn local_attention_dq_kernel<F: Float>(
     }
 
     if live {
+        #[unroll]
         for c in 0..head_dim {
             dq[base + i * head_dim + c] = acc[c];
         }
@@ -261,7 +318,7 @@ pub fn local_attention_dq_kernel<F: Float>(
 /// `j - right ..= j + left`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_dkdv_kernel<F: Float>(
+pub fn local_attention_dkdv_kernel<F: Float, I: Numeric>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -269,17 +326,22 @@ pub fn local_attention_dkdv_kernel<F: Float>(
     lse: &Tensor<F>,
     delta: &Tensor<F>,
     grad: &Tensor<F>,
+    seed: &Tensor<I>,
     dk: &mut Tensor<F>,
     dv: &mut Tensor<F>,
     seq_len: u32,
     n_heads: u32,
     left: u32,
     right: u32,
+    prob: f32,
     #[comptime] head_dim: usize,
     #[comptime] block: usize,
-    #[define(F)] _dtype: ElemType,
+    #[comptime] dropout: bool,
+    #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let m = seq_len as usize;
+    let prob = F::cast_from(prob);
+    let seed = u32::cast_from(seed[0]);
     let left = left as usize;
     let right = right as usize;
     let rh = CUBE_POS_Y as usize;
@@ -294,6 +356,7 @@ pub fn local_attention_dkdv_kernel<F: Float>(
     let mut value = Array::<F>::new(head_dim);
     if j < m {
         live = key_ok[row * m + j] > F::new(0.5);
+        #[unroll]
         for c in 0..head_dim {
             key[c] = k[base + j * head_dim + c];
             value[c] = v[base + j * head_dim + c];
@@ -315,6 +378,7 @@ pub fn local_attention_dkdv_kernel<F: Float>(
     while start < end {
         let i = start + unit;
         if i < end {
+            #[unroll]
             for c in 0..head_dim {
                 queries[unit * head_dim + c] = q[base + i * head_dim + c];
                 douts[unit * head_dim + c] = grad[base + i * head_dim + c];
@@ -329,14 +393,21 @@ pub fn local_attention_dkdv_kernel<F: Float>(
             if live && j + left >= i && j <= i + right {
                 let mut score = F::new(0.0);
                 let mut dp = F::new(0.0);
+                #[unroll]
                 for c in 0..head_dim {
                     score += queries[u * head_dim + c] * key[c];
                     dp += douts[u * head_dim + c] * value[c];
                 }
                 let p = F::exp(score - lses[u]);
-                let ds = p * (dp - deltas[u]);
+                let mut keep = F::new(1.0);
+                if comptime!(dropout) {
+                    keep = band_keep::<F>(seed, rh, i, j, prob);
+                }
+                let ds = p * (dp * keep - deltas[u]);
+                let kept = p * keep;
+                #[unroll]
                 for c in 0..head_dim {
-                    dv_acc[c] += p * douts[u * head_dim + c];
+                    dv_acc[c] += kept * douts[u * head_dim + c];
                     dk_acc[c] += ds * queries[u * head_dim + c];
                 }
             }
@@ -346,6 +417,7 @@ pub fn local_attention_dkdv_kernel<F: Float>(
     }
 
     if j < m {
+        #[unroll]
         for c in 0..head_dim {
             dk[base + j * head_dim + c] = dk_acc[c];
             dv[base + j * head_dim + c] = dv_acc[c];

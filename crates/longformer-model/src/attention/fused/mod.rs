@@ -5,9 +5,10 @@
 //! - `kernels`, `cube`: its CubeCL kernels and their launch on wgpu/vulkan devices.
 //! - `autodiff`: its backward pass (recomputed probabilities, no saved scores).
 //!
-//! [`LocalAttentionKernel`] says where it runs: by default on CubeCL devices in f32, when no
-//! attention probabilities are requested and no attention dropout is active; elsewhere the
-//! band path of [`super::local`] runs.
+//! [`LocalAttentionKernel`] says where it runs: by default on CubeCL devices in f32 when no
+//! attention probabilities are requested; elsewhere the band path of [`super::local`] runs.
+//! Attention dropout happens inside the kernel (band probabilities by a hash of a seed drawn
+//! from the device's generator and their position, global ones by a `[m, g]` mask).
 
 mod autodiff;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
@@ -17,7 +18,7 @@ mod kernels;
 pub mod ops;
 
 use burn::backend::Dispatch;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use ops::LocalAttentionOps;
@@ -26,8 +27,8 @@ pub use ops::LocalAttentionOps;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocalAttentionKernel {
-    /// The fused kernel where it applies (a CubeCL device, f32, no probabilities requested, no
-    /// active attention dropout), the band path elsewhere.
+    /// The fused kernel where it applies (a CubeCL device, f32, no probabilities requested),
+    /// the band path elsewhere.
     #[default]
     Auto,
     /// The fused kernel wherever it applies; an error on devices without it.
@@ -61,7 +62,8 @@ pub fn fused_dtype(dtype: DType) -> bool {
 /// Local attention of every query over its window and the global slots, in one fused pass.
 ///
 /// See [`LocalAttentionOps::local_attention_forward`] for the window and masks. Without global
-/// slots (`global` is `None`) a single empty slot stands in.
+/// slots (`global` is `None`) a single empty slot stands in. `dropout` is the probability of
+/// dropping an attention probability (0 outside training).
 ///
 /// # Shapes
 /// - q (already scaled), k, v: `[rows, heads, m, d]`
@@ -78,12 +80,28 @@ pub fn fused_local_attention(
     global_ok: Tensor<2>,
     window: usize,
     causal: bool,
+    dropout: f64,
 ) -> Tensor<4> {
-    let [rows, heads, _, d] = q.dims();
+    let [rows, heads, m, d] = q.dims();
+    let device = q.device();
     let (global_k, global_v) = global.unwrap_or_else(|| {
-        let none = Tensor::<4>::zeros([rows, heads, 1, d], &q.device());
+        let none = Tensor::<4>::zeros([rows, heads, 1, d], &device);
         (none.clone(), none)
     });
+    let g = global_k.dims()[2];
+    let (global_keep, seed) = if dropout > 0.0 {
+        let keep = 1.0 - dropout;
+        (
+            Tensor::<4>::random([rows, heads, m, g], Distribution::Bernoulli(keep), &device) / keep,
+            Tensor::<1, Int>::random([1], Distribution::Uniform(0.0, 2_147_483_647.0), &device),
+        )
+    } else {
+        // Not read without dropout.
+        (
+            global_ok.clone().reshape([rows, 1, 1, g]),
+            Tensor::zeros([1], &device),
+        )
+    };
     let (context, _lse) = <Dispatch as LocalAttentionOps>::local_attention_forward(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -92,6 +110,9 @@ pub fn fused_local_attention(
         global_v.into_dispatch(),
         key_ok.into_dispatch(),
         global_ok.into_dispatch(),
+        global_keep.into_dispatch(),
+        seed.into_dispatch(),
+        dropout as f32,
         window,
         causal,
     );

@@ -1,6 +1,9 @@
 //! [`LocalAttentionOps`]: the fused local-attention op as a Burn backend extension.
 
-use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Backend, backend_extension,
+    tensor::{FloatTensor, IntTensor},
+};
 
 /// Local (band + global keys) attention in one pass, never writing the score tensor.
 ///
@@ -20,10 +23,17 @@ pub trait LocalAttentionOps: Backend {
     /// `causal`) and `key_ok[row, j] > 0.5`, and global slot `s` when `global_ok[row, s] > 0.5`.
     /// A query that sees no key gets a zero context and a log-sum-exp of 0.
     ///
+    /// With `dropout > 0`, each probability is dropped with that probability (kept ones scaled
+    /// by `1 / (1 - dropout)`) before the values are weighted: band probabilities by a hash of
+    /// `seed[0]` and their position (the backward pass recomputes it), global ones by
+    /// `global_keep` (`0` or `1 / (1 - dropout)`). The log-sum-exp is that of the probabilities
+    /// before dropout. With `dropout == 0`, `global_keep` and `seed` are not read.
+    ///
     /// # Shapes
     /// - q (already scaled), k, v: `[rows, heads, m, d]`
     /// - global_k, global_v: `[rows, heads, g, d]`
     /// - key_ok: `[rows, m]`, global_ok: `[rows, g]` (1.0 or 0.0)
+    /// - global_keep: `[rows, heads, m, g]`; seed: `[1]`
     /// - output: context `[rows, heads, m, d]`, log-sum-exp `[rows, heads, m]`
     #[allow(clippy::too_many_arguments)]
     fn local_attention_forward(
@@ -34,14 +44,17 @@ pub trait LocalAttentionOps: Backend {
         global_v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
+        global_keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
+        dropout: f32,
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients of the band part of [`local_attention_forward`](Self::local_attention_forward)
     /// with respect to `q`, `k` and `v`, given the output gradient `grad`, the forward pass's
-    /// log-sum-exp `lse` and `delta = sum(grad * context, -1)`. The global keys' share is left
-    /// to the caller (it is a small `[m, g]` product).
+    /// log-sum-exp `lse` and `delta = sum(grad * context, -1)`, with the forward pass's `seed`
+    /// and `dropout`. The global keys' share is left to the caller (a small `[m, g]` product).
     ///
     /// # Shapes
     /// - q, k, v, grad: `[rows, heads, m, d]`
@@ -57,6 +70,8 @@ pub trait LocalAttentionOps: Backend {
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        seed: IntTensor<Self>,
+        dropout: f32,
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);

@@ -297,7 +297,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
             batch: args.batch,
             median_ms: median,
             tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
-            peak_bytes: peak_rss_bytes(),
+            peak_bytes: peak_bytes(args.backend, &device),
             threads,
             pattern: pattern_name(args.dilation, args.causal, args.kernel),
             gradient_checkpointing: args.gradient_checkpointing,
@@ -369,7 +369,7 @@ fn measure_attention_core(
             batch: args.batch,
             median_ms: median,
             tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
-            peak_bytes: peak_rss_bytes(),
+            peak_bytes: peak_bytes(args.backend, device),
             threads,
             pattern: pattern_name(1, false, args.kernel),
             gradient_checkpointing: false,
@@ -381,6 +381,16 @@ fn measure_attention_core(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// Peak memory of the run so far: on GPUs the device memory Burn's allocator has reserved (its
+/// pool keeps what it took, so this is its high-water mark), on CPUs the process's peak resident
+/// memory.
+fn peak_bytes(backend: Backend, device: &burn::tensor::Device) -> Option<u64> {
+    match backend {
+        Backend::Wgpu | Backend::Vulkan => device.memory_pool_usage().map(|u| u.bytes_reserved),
+        Backend::Flex | Backend::Ndarray => peak_rss_bytes(),
+    }
 }
 
 /// The process's peak resident memory (`VmHWM`), where the OS reports it.
