@@ -322,3 +322,19 @@ fn fused_dropout_gradients_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn fused_equals_band_path_at_base_head_width_and_window() {
+    let _serial = serial();
+    // longformer-base's head width (64) and window (512), 600 tokens: the unrolled kernels the
+    // base model runs (their tiles sized to fit the software GPU's 32 KiB of shared memory).
+    check(
+        "base head width",
+        config(vec![512], AttentionDilation::Uniform(1), false)
+            .with_hidden_size(128)
+            .with_num_attention_heads(2)
+            .with_intermediate_size(256)
+            .with_max_position_embeddings(700),
+        &[600, 300],
+    );
+}

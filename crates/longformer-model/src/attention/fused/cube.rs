@@ -15,8 +15,23 @@ use super::kernels::{
 };
 use super::ops::LocalAttentionOps;
 
-/// Rows (queries or keys) per cube, one unit each.
-const BLOCK: usize = 64;
+/// Most rows (queries or keys) per cube, one unit each.
+const MAX_BLOCK: usize = 64;
+
+/// Shared memory a kernel may use: 32 KiB, the least a device must offer (OpenGL's minimum,
+/// the software GPU's limit; Vulkan devices have at least 16 KiB, NVIDIA's 48 KiB).
+const SHARED_BYTES: usize = 32 * 1024;
+
+/// Rows per cube for head width `d`: two staged `[block, d]` tiles and two `[block]` vectors
+/// of f32 must fit in [`SHARED_BYTES`]; a power of two, at most [`MAX_BLOCK`].
+fn block_rows(d: usize) -> usize {
+    let fit = SHARED_BYTES / (4 * (2 * d + 2));
+    let mut block = MAX_BLOCK;
+    while block > fit && block > 1 {
+        block /= 2;
+    }
+    block
+}
 
 /// `[rows, heads, m, d]` of a `q`/`k`/`v` tensor.
 fn dims4(t: &CubeTensor) -> [usize; 4] {
@@ -60,10 +75,11 @@ impl LocalAttentionOps for CubeBackend {
         let out = empty_like(&q, Shape::new([rows, heads, m, d]));
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
         let client = q.client.clone();
+        let block = block_rows(d);
         local_attention_forward_kernel::launch(
             &client,
-            CubeCount::Static(m.div_ceil(BLOCK) as u32, (rows * heads) as u32, 1),
-            CubeDim::new_1d(BLOCK as u32),
+            CubeCount::Static(m.div_ceil(block) as u32, (rows * heads) as u32, 1),
+            CubeDim::new_1d(block as u32),
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
@@ -82,7 +98,7 @@ impl LocalAttentionOps for CubeBackend {
             if causal { 0 } else { window as u32 },
             dropout,
             d,
-            BLOCK,
+            block,
             dropout > 0.0,
             [f32::elem_type_native(), dtype_to_storage_type(int_dtype)],
         );
@@ -109,14 +125,15 @@ impl LocalAttentionOps for CubeBackend {
         let shape = Shape::new([rows, heads, m, d]);
         let [dq, dk, dv] = [0; 3].map(|_| empty_like(&q, shape.clone()));
         let client = q.client.clone();
-        let count = CubeCount::Static(m.div_ceil(BLOCK) as u32, (rows * heads) as u32, 1);
+        let block = block_rows(d);
+        let count = CubeCount::Static(m.div_ceil(block) as u32, (rows * heads) as u32, 1);
         let right = if causal { 0 } else { window as u32 };
         let dtypes = [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)];
         let seed = into_contiguous(seed);
         local_attention_dq_kernel::launch(
             &client,
             count.clone(),
-            CubeDim::new_1d(BLOCK as u32),
+            CubeDim::new_1d(block as u32),
             q.clone().into_tensor_arg(),
             k.clone().into_tensor_arg(),
             v.clone().into_tensor_arg(),
@@ -132,14 +149,14 @@ impl LocalAttentionOps for CubeBackend {
             right,
             dropout,
             d,
-            BLOCK,
+            block,
             dropout > 0.0,
             dtypes,
         );
         local_attention_dkdv_kernel::launch(
             &client,
             count,
-            CubeDim::new_1d(BLOCK as u32),
+            CubeDim::new_1d(block as u32),
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
@@ -156,7 +173,7 @@ impl LocalAttentionOps for CubeBackend {
             right,
             dropout,
             d,
-            BLOCK,
+            block,
             dropout > 0.0,
             dtypes,
         );
