@@ -228,7 +228,7 @@ impl OpCase {
             gv: random([rows, heads, 2, d]),
             key_ok: Tensor::from_data(burn::tensor::TensorData::new(key_ok, [rows, n]), device),
             global_ok: Tensor::from_data(
-                burn::tensor::TensorData::new(vec![1.0f32, 0.0].repeat(rows), [rows, 2]),
+                burn::tensor::TensorData::new([1.0f32, 0.0].repeat(rows), [rows, 2]),
                 device,
             ),
         }

@@ -22,7 +22,7 @@ const NO_SCORE: f32 = -1.0e30;
 #[cube]
 fn band_keep<F: Float>(seed: u32, rh: usize, i: usize, j: usize, prob: F) -> F {
     let mut x = seed ^ (rh as u32 * 0x9E37_79B1u32) ^ (i as u32 * 0x85EB_CA77u32);
-    x = x ^ (j as u32 * 0xC2B2_AE3Du32);
+    x ^= j as u32 * 0xC2B2_AE3Du32;
     x = x ^ (x >> 16);
     x *= 0x7FEB_352Du32;
     x = x ^ (x >> 15);
