@@ -77,7 +77,7 @@ impl AttentionCore {
 
     /// The local part and the global rows, `[batch, heads, seq, head_dim]` and
     /// `[batch, heads, n_global, head_dim]`.
-    pub fn forward(&self) -> (Tensor<4>, Tensor<4>) {
+    pub fn forward(&self, kernel: LocalAttentionKernel) -> (Tensor<4>, Tensor<4>) {
         let g = self.n_global;
         let global = (g > 0).then(|| {
             (
@@ -92,31 +92,39 @@ impl AttentionCore {
             global,
         };
         let dropout = DropoutConfig::new(0.0).init();
-        let (local, _) = local_attention(
-            heads,
-            &self.masks,
-            self.pattern,
-            &dropout,
-            false,
-            self.kernel,
-        );
+        let (local, _) = local_attention(heads, &self.masks, self.pattern, &dropout, false, kernel);
         let q_global = self.q.clone().narrow(2, 0, g.max(1));
         let probs = softmax(q_global.matmul(self.k.clone().swap_dims(2, 3)), 3);
         (local, probs.matmul(self.v.clone()))
     }
 
     /// Forward, and in training the backward pass of the sum of both outputs; waits for the
-    /// device.
-    pub fn run(&self, train: bool) {
-        let (local, global) = self.forward();
+    /// device (reads the outputs back, then synchronizes).
+    pub fn run(&self, train: bool) -> anyhow::Result<()> {
+        let (local, global) = self.forward(self.kernel);
         if train {
             let grads = (local.sum() + global.sum()).backward();
-            if let Some(g) = self.q.grad(&grads) {
-                let _ = g.into_data();
+            for x in [&self.q, &self.k, &self.v] {
+                if let Some(g) = x.grad(&grads) {
+                    let _ = g.into_data();
+                }
             }
         } else {
             let _ = local.into_data();
             let _ = global.into_data();
         }
+        self.q
+            .device()
+            .sync()
+            .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))
+    }
+
+    /// Largest difference between the local part computed by this case's kernel choice and by
+    /// the band path (the reference), on the same inputs: a correctness check next to the
+    /// timing, for devices the tests do not run on.
+    pub fn difference_from_reference(&self) -> f32 {
+        let (ours, _) = self.forward(self.kernel);
+        let (reference, _) = self.forward(LocalAttentionKernel::Reference);
+        (ours - reference).abs().max().into_scalar::<f32>()
     }
 }

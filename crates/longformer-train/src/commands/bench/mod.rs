@@ -284,6 +284,9 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
                     );
                 }
             }
+            device
+                .sync()
+                .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))?;
             if i > 0 {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
@@ -355,13 +358,19 @@ fn measure_attention_core(
         let mut times = Vec::new();
         for i in 0..=args.repeats {
             let start = Instant::now();
-            case.run(train);
+            case.run(train)?;
             if i > 0 {
                 times.push(start.elapsed().as_secs_f64() * 1e3);
             }
         }
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
+        if args.kernel != Kernel::Reference {
+            eprintln!(
+                "seq {seq}: local attention, max |this path - band path| = {:.2e}",
+                case.difference_from_reference()
+            );
+        }
         let row = report::BenchRow {
             backend: args.backend.feature().into(),
             mode: format!("attention {}", args.mode.name()),
