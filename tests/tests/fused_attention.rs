@@ -1,7 +1,8 @@
-//! The fused local-attention kernel (CubeCL, on the wgpu device: Mesa llvmpipe in CI) against
-//! the band path it replaces: outputs, and gradients of every attention weight, on layouts
-//! with padding, varied global tokens, windows wider than one kernel tile, dilation and causal
-//! windows. The HF parity and dense-reference tests run it too (it is the default on wgpu).
+//! The fused local-attention op (CubeCL kernels on the wgpu device, Mesa llvmpipe in CI;
+//! blocked products on flex and ndarray) against the band path it replaces: outputs, and
+//! gradients of every attention weight, on layouts with padding, varied global tokens, windows
+//! wider than one kernel tile, dilation and causal windows; dropout against finite
+//! differences. The HF parity and dense-reference tests run it too (it is the default).
 
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -27,16 +28,21 @@ fn wgpu() -> Option<Device> {
 }
 
 #[test]
-fn fused_kernel_is_available_on_cubecl_devices_only() {
+fn fused_op_is_available_on_every_backend() {
     let _serial = serial();
-    assert!(!fused_available(&Device::flex()));
+    for (name, device) in devices() {
+        assert!(fused_available(&device), "{name}");
+        assert!(fused_available(&device.autodiff()), "{name} with autodiff");
+    }
+}
+
+/// flex, ndarray, and wgpu unless `LONGFORMER_SKIP_WGPU` is set.
+fn devices() -> Vec<(&'static str, Device)> {
     #[allow(deprecated)]
     let ndarray = Device::ndarray();
-    assert!(!fused_available(&ndarray));
-    if let Some(device) = wgpu() {
-        assert!(fused_available(&device));
-        assert!(fused_available(&device.autodiff()));
-    }
+    let mut devices = vec![("flex", Device::flex()), ("ndarray", ndarray)];
+    devices.extend(wgpu().map(|d| ("wgpu", d)));
+    devices
 }
 
 /// The same model (same weights) with the local attention computed by `kernel`.
@@ -107,7 +113,13 @@ fn attention_weights(model: &LongformerModel) -> Vec<(String, Param<Tensor<2>>)>
 }
 
 fn check(label: &str, config: LongformerConfig, lens: &[usize]) {
-    let Some(device) = wgpu() else { return };
+    for (name, device) in devices() {
+        check_on(&format!("{label} on {name}"), &config, lens, &device);
+    }
+}
+
+fn check_on(label: &str, config: &LongformerConfig, lens: &[usize], device: &Device) {
+    let device = device.clone();
     // Inference.
     let model = config.init(&device);
     let fused = with_kernel(&model, LocalAttentionKernel::Fused);
@@ -184,23 +196,6 @@ fn fused_equals_band_path_with_dilation_and_causal_windows() {
     );
 }
 
-#[test]
-fn forcing_the_fused_kernel_on_a_cpu_device_is_an_error() {
-    let _serial = serial();
-    let device = Device::flex();
-    let model = with_kernel(
-        &config(vec![4], AttentionDilation::Uniform(1), false).init(&device),
-        LocalAttentionKernel::Fused,
-    );
-    let err = model
-        .try_forward(input(&[5], &device))
-        .expect_err("flex has no fused kernel");
-    assert!(
-        err.to_string().contains("fused local-attention kernel"),
-        "{err}"
-    );
-}
-
 /// Random `[rows, heads, n, d]` inputs of the fused op, and its key masks: every key but the
 /// last three is a band key; two global slots, the second empty.
 struct OpCase {
@@ -263,62 +258,67 @@ impl OpCase {
 #[test]
 fn fused_dropout_keeps_the_expectation_and_drops_about_p() {
     let _serial = serial();
-    let Some(device) = wgpu() else { return };
-    let ad = device.autodiff();
-    let case = OpCase::new(&ad, [2, 3, 150, 8]);
-    // With every value 1, each context entry is the sum of the kept probabilities (times
-    // 1 / (1 - p)): 1 in expectation, and exactly 1 without dropout.
-    let ones = case.v.clone().ones_like();
-    let [q, k, _, gk, _] = case.tensors();
-    let out = case.run([q, k, ones.clone(), gk, ones.narrow(2, 0, 2)], 5, 0.5);
-    let values = out.into_data().iter::<f32>().collect::<Vec<_>>();
-    let n = values.len() as f32;
-    let mean = values.iter().sum::<f32>() / n;
-    let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n;
-    assert!((mean - 1.0).abs() < 0.05, "mean {mean} (expected about 1)");
-    assert!(
-        var.sqrt() > 0.1,
-        "std {} (dropout should spread the sums)",
-        var.sqrt()
-    );
+    for (name, device) in devices() {
+        let ad = device.autodiff();
+        let case = OpCase::new(&ad, [2, 3, 150, 8]);
+        // With every value 1, each context entry is the sum of the kept probabilities (times
+        // 1 / (1 - p)): 1 in expectation, and exactly 1 without dropout.
+        let ones = case.v.clone().ones_like();
+        let [q, k, _, gk, _] = case.tensors();
+        let out = case.run([q, k, ones.clone(), gk, ones.narrow(2, 0, 2)], 5, 0.5);
+        let values = out.into_data().iter::<f32>().collect::<Vec<_>>();
+        let n = values.len() as f32;
+        let mean = values.iter().sum::<f32>() / n;
+        let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n;
+        assert!(
+            (mean - 1.0).abs() < 0.05,
+            "{name}: mean {mean} (expected about 1)"
+        );
+        assert!(
+            var.sqrt() > 0.1,
+            "std {} (dropout should spread the sums)",
+            var.sqrt()
+        );
+    }
 }
 
 #[test]
 fn fused_dropout_gradients_match_finite_differences() {
     let _serial = serial();
-    let Some(device) = wgpu() else { return };
-    let ad = device.autodiff();
-    let case = OpCase::new(&ad, [1, 2, 40, 8]);
-    let weights = Tensor::<4>::random([1, 2, 40, 8], Distribution::Normal(0.0, 1.0), &ad);
-    let loss = |tensors: [Tensor<4>; 5]| {
-        ad.seed(7); // the same dropout choices on every call
-        (case.run(tensors, 6, 0.3) * weights.clone()).sum()
-    };
-    let inputs = case.tensors().map(|t| t.detach().require_grad());
-    let grads = loss(inputs.clone()).backward();
-    let eps = 1e-2;
-    for (which, name) in ["q", "k", "v", "global k", "global v"].iter().enumerate() {
-        let analytic = inputs[which].grad(&grads).expect("a gradient");
-        let numel = inputs[which].shape().num_elements();
-        let dims = inputs[which].dims();
-        let analytic = analytic.into_data().iter::<f32>().collect::<Vec<_>>();
-        for probe in 0..6 {
-            let flat = (probe * 7919 + which * 31) % numel;
-            let bump = |sign: f32| {
-                let mut delta = vec![0.0f32; numel];
-                delta[flat] = sign * eps;
-                let delta: Tensor<4> =
-                    Tensor::from_data(burn::tensor::TensorData::new(delta, dims), &ad);
-                let mut moved = case.tensors();
-                moved[which] = moved[which].clone() + delta;
-                loss(moved).into_scalar::<f32>()
-            };
-            let numeric = (bump(1.0) - bump(-1.0)) / (2.0 * eps);
-            let a = analytic[flat];
-            assert!(
-                (numeric - a).abs() <= 2e-2 * a.abs().max(0.2),
-                "d loss / d {name}[{flat}]: analytic {a}, finite differences {numeric}"
-            );
+    for (device_name, device) in devices() {
+        let ad = device.autodiff();
+        let case = OpCase::new(&ad, [1, 2, 40, 8]);
+        let weights = Tensor::<4>::random([1, 2, 40, 8], Distribution::Normal(0.0, 1.0), &ad);
+        let loss = |tensors: [Tensor<4>; 5]| {
+            ad.seed(7); // the same dropout choices on every call
+            (case.run(tensors, 6, 0.3) * weights.clone()).sum()
+        };
+        let inputs = case.tensors().map(|t| t.detach().require_grad());
+        let grads = loss(inputs.clone()).backward();
+        let eps = 1e-2;
+        for (which, name) in ["q", "k", "v", "global k", "global v"].iter().enumerate() {
+            let analytic = inputs[which].grad(&grads).expect("a gradient");
+            let numel = inputs[which].shape().num_elements();
+            let dims = inputs[which].dims();
+            let analytic = analytic.into_data().iter::<f32>().collect::<Vec<_>>();
+            for probe in 0..6 {
+                let flat = (probe * 7919 + which * 31) % numel;
+                let bump = |sign: f32| {
+                    let mut delta = vec![0.0f32; numel];
+                    delta[flat] = sign * eps;
+                    let delta: Tensor<4> =
+                        Tensor::from_data(burn::tensor::TensorData::new(delta, dims), &ad);
+                    let mut moved = case.tensors();
+                    moved[which] = moved[which].clone() + delta;
+                    loss(moved).into_scalar::<f32>()
+                };
+                let numeric = (bump(1.0) - bump(-1.0)) / (2.0 * eps);
+                let a = analytic[flat];
+                assert!(
+                    (numeric - a).abs() <= 2e-2 * a.abs().max(0.2),
+                    "{device_name}: d loss / d {name}[{flat}]: analytic {a}, finite differences {numeric}"
+                );
+            }
         }
     }
 }

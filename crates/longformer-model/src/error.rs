@@ -106,9 +106,9 @@ pub enum InputError {
     /// [`LocalAttentionKernel::Fused`](crate::LocalAttentionKernel::Fused) on a device without
     /// the fused kernel.
     #[error(
-        "the model is set to the fused local-attention kernel, which runs on CubeCL devices \
-         (wgpu, vulkan), but the input is on {device}; use LocalAttentionKernel::Auto or \
-         Reference"
+        "the model is set to the fused local-attention op, which this build has for flex, \
+         ndarray, wgpu and vulkan devices, but the input is on {device}; use \
+         LocalAttentionKernel::Auto or Reference"
     )]
     NoFusedKernel {
         /// The input's device.

@@ -3,14 +3,18 @@
 //!
 //! - [`ops`]: [`LocalAttentionOps`], the Burn backend extension.
 //! - `kernels`, `cube`: its CubeCL kernels and their launch on wgpu/vulkan devices.
+//! - `cpu`: the same on flex and ndarray.
 //! - `autodiff`: its backward pass (recomputed probabilities, no saved scores).
 //!
-//! [`LocalAttentionKernel`] says where it runs: by default on CubeCL devices in f32 when no
-//! attention probabilities are requested; elsewhere the band path of [`super::local`] runs.
+//! [`LocalAttentionKernel`] says where it runs: by default on every device in f32 when no
+//! attention probabilities are requested (GPU kernels on CubeCL devices, blocked `gemm`
+//! products on flex and ndarray); otherwise the band path of [`super::local`] runs.
 //! Attention dropout happens inside the kernel (band probabilities by a hash of a seed drawn
 //! from the device's generator and their position, global ones by a `[m, g]` mask).
 
 mod autodiff;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod cpu;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 mod cube;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
@@ -27,30 +31,29 @@ pub use ops::LocalAttentionOps;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocalAttentionKernel {
-    /// The fused kernel where it applies (a CubeCL device, f32, no probabilities requested),
-    /// the band path elsewhere.
+    /// The fused op where it applies (f32, no probabilities requested), the band path
+    /// elsewhere.
     #[default]
     Auto,
-    /// The fused kernel wherever it applies; an error on devices without it.
+    /// The fused op wherever it applies; an error on a device without it.
     Fused,
     /// Always the band path (the reference: Burn tensor ops only).
     Reference,
 }
 
-/// Whether `device` has the fused kernel: a CubeCL device (wgpu, vulkan), with or without
-/// autodiff.
+/// Whether `device` has the fused op: every backend this crate is built with (CubeCL devices
+/// run GPU kernels, flex and ndarray blocked CPU products), with or without autodiff.
 pub fn fused_available(device: &Device) -> bool {
-    #[cfg(any(feature = "wgpu", feature = "vulkan"))]
-    {
-        matches!(
-            device.clone().without_autodiff().as_dispatch(),
-            burn::backend::DispatchDevice::Cube(_)
-        )
-    }
-    #[cfg(not(any(feature = "wgpu", feature = "vulkan")))]
-    {
-        let _ = device;
-        false
+    use burn::backend::DispatchDevice as D;
+    #[allow(unreachable_patterns)]
+    match device.clone().without_autodiff().as_dispatch() {
+        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+        D::Cube(_) => true,
+        #[cfg(feature = "flex")]
+        D::Flex(_) => true,
+        #[cfg(feature = "ndarray")]
+        D::NdArray(_) => true,
+        _ => false,
     }
 }
 

@@ -1,5 +1,8 @@
 //! [`LocalAttentionOps`]: the fused local-attention op as a Burn backend extension.
 
+// The extension names the ndarray backend, which Burn 0.22 deprecates but still supports.
+#![allow(deprecated)]
+
 use burn::backend::{
     Backend, backend_extension,
     tensor::{FloatTensor, IntTensor},
@@ -7,13 +10,16 @@ use burn::backend::{
 
 /// Local (band + global keys) attention in one pass, never writing the score tensor.
 ///
-/// Implemented by the CubeCL backend (wgpu, vulkan) with its own kernels, and by autodiff on
+/// Implemented by the CubeCL backend (wgpu, vulkan) with its own kernels, by the CPU backends
+/// (flex, ndarray) with blocked `gemm` products, and by autodiff on
 /// top of it with a flash-attention style backward (scores recomputed from `q`, `k` and the
 /// saved row log-sum-exp). Every tensor is contiguous; axes: `rows` (batch rows, or
 /// sub-sequences under dilation), `heads`, `m` (sequence length), `g` (global slots, at least
 /// 1: an all-empty slot stands for none), `d` (head size).
 #[backend_extension(
     Cube: cfg(any(feature = "wgpu", feature = "vulkan")),
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
     Autodiff,
 )]
 pub trait LocalAttentionOps: Backend {

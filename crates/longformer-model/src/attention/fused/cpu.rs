@@ -1,0 +1,516 @@
+//! [`LocalAttentionOps`] on the CPU backends (flex, ndarray): the GPU kernels' computation, one
+//! block of queries at a time with `gemm` products, in parallel over `(row, head)` pairs.
+//!
+//! A block's scores (`[block, g + span]`) live in a reused buffer and are never kept: the
+//! backward pass recomputes them from `q`, `k` and the row log-sum-exp, as on the GPU. Dropout
+//! uses the same hashed choices as the GPU kernels ([`band_keep`]).
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use burn::backend::tensor::{Device, FloatTensor, IntTensor};
+use burn::backend::{Backend, TensorMetadata};
+use burn::tensor::{Shape, TensorData};
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+use super::ops::LocalAttentionOps;
+
+/// Queries per block.
+const BLOCK: usize = 64;
+
+/// Runs a future the CPU backends complete without waiting (their reads are immediate).
+fn block_on<O>(future: impl Future<Output = O>) -> O {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+fn read<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+    let data = block_on(B::float_into_data(t)).expect("a CPU tensor reads back");
+    data.iter::<f32>().collect()
+}
+
+fn write<B: Backend>(values: Vec<f32>, shape: Vec<usize>, device: &Device<B>) -> FloatTensor<B> {
+    B::float_from_data(TensorData::new(values, Shape::from(shape)), device)
+}
+
+/// The GPU kernels' dropout choice for band score `(rh, i, j)` (see `kernels::band_keep`).
+fn band_keep(seed: u32, rh: usize, i: usize, j: usize, prob: f32) -> f32 {
+    let mut x = seed ^ (rh as u32).wrapping_mul(0x9E37_79B1) ^ (i as u32).wrapping_mul(0x85EB_CA77);
+    x ^= (j as u32).wrapping_mul(0xC2B2_AE3D);
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7FEB_352D);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846C_A68B);
+    x ^= x >> 16;
+    let uniform = (x >> 8) as f32 * (1.0 / 16_777_216.0);
+    if uniform >= prob {
+        1.0 / (1.0 - prob)
+    } else {
+        0.0
+    }
+}
+
+/// Shapes and window of one call.
+#[derive(Clone, Copy)]
+struct Geometry {
+    heads: usize,
+    m: usize,
+    d: usize,
+    g: usize,
+    left: usize,
+    right: usize,
+}
+
+impl Geometry {
+    /// Keys `[lo, hi)` any query of the block starting at `i0` (of `bq` rows) may see.
+    fn span(&self, i0: usize, bq: usize) -> (usize, usize) {
+        (
+            i0.saturating_sub(self.left),
+            (i0 + bq + self.right).min(self.m),
+        )
+    }
+
+    fn sees(&self, i: usize, j: usize) -> bool {
+        j + self.left >= i && j <= i + self.right
+    }
+}
+
+/// `dst[rows × cols] (+)= lhs[rows × inner] · rhs[inner × cols]`, each given by its row and
+/// column strides.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    [rows, cols, inner]: [usize; 3],
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    if inner == 0 {
+        if !accumulate {
+            for r in 0..rows {
+                for c in 0..cols {
+                    dst[r * dst_rs + c * dst_cs] = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    assert!((rows - 1) * dst_rs + (cols - 1) * dst_cs < dst.len());
+    assert!((rows - 1) * lhs_rs + (inner - 1) * lhs_cs < lhs.len());
+    assert!((inner - 1) * rhs_rs + (cols - 1) * rhs_cs < rhs.len());
+    // SAFETY: the asserts above keep every index the product reads or writes in bounds.
+    unsafe {
+        gemm(
+            rows,
+            cols,
+            inner,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// One `(row, head)` of the forward pass.
+#[allow(clippy::too_many_arguments)]
+fn forward_head(
+    geo: Geometry,
+    rh: usize,
+    [q, k, v, gk, gv]: [&[f32]; 5],
+    key_ok: &[f32],
+    global_ok: &[f32],
+    global_keep: Option<&[f32]>,
+    (seed, prob): (u32, f32),
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let Geometry { m, d, g, .. } = geo;
+    let mut scores = Vec::new();
+    for i0 in (0..m).step_by(BLOCK) {
+        let bq = BLOCK.min(m - i0);
+        let (lo, hi) = geo.span(i0, bq);
+        let cols = g + hi - lo;
+        scores.clear();
+        scores.resize(bq * cols, 0.0);
+        let qb = &q[i0 * d..(i0 + bq) * d];
+        product(
+            &mut scores,
+            (cols, 1),
+            false,
+            qb,
+            (d, 1),
+            gk,
+            (1, d),
+            [bq, g, d],
+        );
+        product(
+            &mut scores[g..],
+            (cols, 1),
+            false,
+            qb,
+            (d, 1),
+            &k[lo * d..],
+            (1, d),
+            [bq, hi - lo, d],
+        );
+        for r in 0..bq {
+            let i = i0 + r;
+            let row = &mut scores[r * cols..(r + 1) * cols];
+            let allowed = |c: usize| {
+                if c < g {
+                    global_ok[c] > 0.5
+                } else {
+                    let j = lo + c - g;
+                    geo.sees(i, j) && key_ok[j] > 0.5
+                }
+            };
+            let max = (0..cols)
+                .filter(|&c| allowed(c))
+                .map(|c| row[c])
+                .fold(f32::NEG_INFINITY, f32::max);
+            if max == f32::NEG_INFINITY {
+                row.fill(0.0);
+                lse[i] = 0.0;
+                continue;
+            }
+            let mut sum = 0.0;
+            for (c, s) in row.iter_mut().enumerate() {
+                *s = if allowed(c) { (*s - max).exp() } else { 0.0 };
+                sum += *s;
+            }
+            lse[i] = max + sum.ln();
+            let inv = 1.0 / sum;
+            for (c, s) in row.iter_mut().enumerate() {
+                let keep = if prob == 0.0 {
+                    1.0
+                } else if c < g {
+                    global_keep.map_or(1.0, |keep| keep[i * g + c])
+                } else {
+                    band_keep(seed, rh, i, lo + c - g, prob)
+                };
+                *s *= inv * keep;
+            }
+        }
+        let ob = &mut out[i0 * d..(i0 + bq) * d];
+        product(
+            ob,
+            (d, 1),
+            false,
+            &scores,
+            (cols, 1),
+            gv,
+            (d, 1),
+            [bq, d, g],
+        );
+        product(
+            ob,
+            (d, 1),
+            true,
+            &scores[g..],
+            (cols, 1),
+            &v[lo * d..],
+            (d, 1),
+            [bq, d, hi - lo],
+        );
+    }
+}
+
+/// One `(row, head)` of the band's backward pass: `dq`, `dk`, `dv`.
+#[allow(clippy::too_many_arguments)]
+fn backward_head(
+    geo: Geometry,
+    rh: usize,
+    [q, k, v, grad]: [&[f32]; 4],
+    key_ok: &[f32],
+    lse: &[f32],
+    delta: &[f32],
+    (seed, prob): (u32, f32),
+    [dq, dk, dv]: [&mut [f32]; 3],
+) {
+    let Geometry { m, d, .. } = geo;
+    dk.fill(0.0);
+    dv.fill(0.0);
+    let (mut probs, mut ds) = (Vec::new(), Vec::new());
+    for i0 in (0..m).step_by(BLOCK) {
+        let bq = BLOCK.min(m - i0);
+        let (lo, hi) = geo.span(i0, bq);
+        let nk = hi - lo;
+        for buffer in [&mut probs, &mut ds] {
+            buffer.clear();
+            buffer.resize(bq * nk, 0.0);
+        }
+        let qb = &q[i0 * d..(i0 + bq) * d];
+        let gb = &grad[i0 * d..(i0 + bq) * d];
+        product(
+            &mut probs,
+            (nk, 1),
+            false,
+            qb,
+            (d, 1),
+            &k[lo * d..],
+            (1, d),
+            [bq, nk, d],
+        );
+        product(
+            &mut ds,
+            (nk, 1),
+            false,
+            gb,
+            (d, 1),
+            &v[lo * d..],
+            (1, d),
+            [bq, nk, d],
+        );
+        for r in 0..bq {
+            let i = i0 + r;
+            for c in 0..nk {
+                let j = lo + c;
+                let at = r * nk + c;
+                if geo.sees(i, j) && key_ok[j] > 0.5 {
+                    let p = (probs[at] - lse[i]).exp();
+                    let keep = if prob == 0.0 {
+                        1.0
+                    } else {
+                        band_keep(seed, rh, i, j, prob)
+                    };
+                    ds[at] = p * (ds[at] * keep - delta[i]);
+                    probs[at] = p * keep;
+                } else {
+                    ds[at] = 0.0;
+                    probs[at] = 0.0;
+                }
+            }
+        }
+        let kspan = &k[lo * d..hi * d];
+        product(
+            &mut dq[i0 * d..(i0 + bq) * d],
+            (d, 1),
+            false,
+            &ds,
+            (nk, 1),
+            kspan,
+            (d, 1),
+            [bq, d, nk],
+        );
+        product(
+            &mut dk[lo * d..hi * d],
+            (d, 1),
+            true,
+            &ds,
+            (1, nk),
+            qb,
+            (d, 1),
+            [nk, d, bq],
+        );
+        product(
+            &mut dv[lo * d..hi * d],
+            (d, 1),
+            true,
+            &probs,
+            (1, nk),
+            gb,
+            (d, 1),
+            [nk, d, bq],
+        );
+    }
+}
+
+fn forward<B: Backend>(
+    [q, k, v, global_k, global_v, key_ok, global_ok, global_keep]: [FloatTensor<B>; 8],
+    seed: IntTensor<B>,
+    dropout: f32,
+    window: usize,
+    causal: bool,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let device = q.device();
+    let [rows, heads, m, d] = q.shape().dims::<4>();
+    let g = global_k.shape().dims::<4>()[2];
+    let geo = Geometry {
+        heads,
+        m,
+        d,
+        g,
+        left: window,
+        right: if causal { 0 } else { window },
+    };
+    let seed = seed_value::<B>(seed, dropout);
+    let [q, k, v, gk, gv, key_ok, global_ok] =
+        [q, k, v, global_k, global_v, key_ok, global_ok].map(read::<B>);
+    let global_keep = (dropout > 0.0).then(|| read::<B>(global_keep));
+    let mut out = vec![0.0f32; rows * heads * m * d];
+    let mut lse = vec![0.0f32; rows * heads * m];
+    out.par_chunks_mut(m * d)
+        .zip(lse.par_chunks_mut(m))
+        .enumerate()
+        .for_each(|(rh, (out, lse))| {
+            let row = rh / geo.heads;
+            let (x, gx) = (rh * m * d..(rh + 1) * m * d, rh * g * d..(rh + 1) * g * d);
+            forward_head(
+                geo,
+                rh,
+                [
+                    &q[x.clone()],
+                    &k[x.clone()],
+                    &v[x],
+                    &gk[gx.clone()],
+                    &gv[gx],
+                ],
+                &key_ok[row * m..(row + 1) * m],
+                &global_ok[row * g..(row + 1) * g],
+                global_keep
+                    .as_deref()
+                    .map(|keep| &keep[rh * m * g..(rh + 1) * m * g]),
+                (seed, dropout),
+                out,
+                lse,
+            );
+        });
+    (
+        write::<B>(out, vec![rows, heads, m, d], &device),
+        write::<B>(lse, vec![rows, heads, m], &device),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn band_backward<B: Backend>(
+    [q, k, v, key_ok, lse, delta, grad]: [FloatTensor<B>; 7],
+    seed: IntTensor<B>,
+    dropout: f32,
+    window: usize,
+    causal: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let device = q.device();
+    let [rows, heads, m, d] = q.shape().dims::<4>();
+    let geo = Geometry {
+        heads,
+        m,
+        d,
+        g: 0,
+        left: window,
+        right: if causal { 0 } else { window },
+    };
+    let seed = seed_value::<B>(seed, dropout);
+    let [q, k, v, key_ok, lse, delta, grad] = [q, k, v, key_ok, lse, delta, grad].map(read::<B>);
+    let size = rows * heads * m * d;
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; size], vec![0.0f32; size], vec![0.0f32; size]);
+    dq.par_chunks_mut(m * d)
+        .zip(dk.par_chunks_mut(m * d))
+        .zip(dv.par_chunks_mut(m * d))
+        .enumerate()
+        .for_each(|(rh, ((dq, dk), dv))| {
+            let row = rh / geo.heads;
+            let x = rh * m * d..(rh + 1) * m * d;
+            backward_head(
+                geo,
+                rh,
+                [&q[x.clone()], &k[x.clone()], &v[x.clone()], &grad[x]],
+                &key_ok[row * m..(row + 1) * m],
+                &lse[rh * m..(rh + 1) * m],
+                &delta[rh * m..(rh + 1) * m],
+                (seed, dropout),
+                [dq, dk, dv],
+            );
+        });
+    let shape = vec![rows, heads, m, d];
+    (
+        write::<B>(dq, shape.clone(), &device),
+        write::<B>(dk, shape.clone(), &device),
+        write::<B>(dv, shape, &device),
+    )
+}
+
+/// The seed tensor's value (not read without dropout).
+fn seed_value<B: Backend>(seed: IntTensor<B>, dropout: f32) -> u32 {
+    if dropout == 0.0 {
+        return 0;
+    }
+    let data = block_on(B::int_into_data(seed)).expect("a CPU tensor reads back");
+    data.iter::<i64>().next().unwrap_or(0) as u32
+}
+
+macro_rules! cpu_local_attention {
+    ($backend:ty) => {
+        impl LocalAttentionOps for $backend {
+            fn local_attention_forward(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                global_k: FloatTensor<Self>,
+                global_v: FloatTensor<Self>,
+                key_ok: FloatTensor<Self>,
+                global_ok: FloatTensor<Self>,
+                global_keep: FloatTensor<Self>,
+                seed: IntTensor<Self>,
+                dropout: f32,
+                window: usize,
+                causal: bool,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                forward::<Self>(
+                    [q, k, v, global_k, global_v, key_ok, global_ok, global_keep],
+                    seed,
+                    dropout,
+                    window,
+                    causal,
+                )
+            }
+
+            fn local_attention_band_backward(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                key_ok: FloatTensor<Self>,
+                lse: FloatTensor<Self>,
+                delta: FloatTensor<Self>,
+                grad: FloatTensor<Self>,
+                seed: IntTensor<Self>,
+                dropout: f32,
+                window: usize,
+                causal: bool,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                band_backward::<Self>(
+                    [q, k, v, key_ok, lse, delta, grad],
+                    seed,
+                    dropout,
+                    window,
+                    causal,
+                )
+            }
+        }
+    };
+}
+
+#[cfg(feature = "flex")]
+cpu_local_attention!(burn::backend::Flex);
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // Burn 0.22 deprecates ndarray; it is still one of our backends
+mod ndarray_impl {
+    use super::*;
+    cpu_local_attention!(burn::backend::NdArray);
+}
