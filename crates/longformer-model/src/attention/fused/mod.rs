@@ -6,9 +6,10 @@
 //! - `cpu`: the same on flex and ndarray.
 //! - `autodiff`: its backward pass (recomputed probabilities, no saved scores).
 //!
-//! [`LocalAttentionKernel`] says where it runs: by default on every device in f32 when no
-//! attention probabilities are requested (GPU kernels on CubeCL devices, blocked `gemm`
-//! products on flex and ndarray); otherwise the band path of [`super::local`] runs.
+//! [`LocalAttentionKernel`] says where it runs: by default in f32 when no attention
+//! probabilities are requested, on GPUs always (CubeCL kernels) and on flex and ndarray in
+//! training (blocked `gemm` products; in inference Burn's own fused attention op on the band
+//! path is as fast); otherwise the band path of [`super::local`] runs.
 //! Attention dropout happens inside the kernel (band probabilities by a hash of a seed drawn
 //! from the device's generator and their position, global ones by a `[m, g]` mask).
 
@@ -31,8 +32,8 @@ pub use ops::LocalAttentionOps;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocalAttentionKernel {
-    /// The fused op where it applies (f32, no probabilities requested), the band path
-    /// elsewhere.
+    /// The fused op where it applies (f32, no probabilities requested) and pays: GPUs, and
+    /// training on CPUs; the band path elsewhere.
     #[default]
     Auto,
     /// The fused op wherever it applies; an error on a device without it.
@@ -54,6 +55,22 @@ pub fn fused_available(device: &Device) -> bool {
         #[cfg(feature = "ndarray")]
         D::NdArray(_) => true,
         _ => false,
+    }
+}
+
+/// Whether `device` is a GPU (a CubeCL device).
+pub fn is_gpu(device: &Device) -> bool {
+    #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+    {
+        matches!(
+            device.clone().without_autodiff().as_dispatch(),
+            burn::backend::DispatchDevice::Cube(_)
+        )
+    }
+    #[cfg(not(any(feature = "wgpu", feature = "vulkan")))]
+    {
+        let _ = device;
+        false
     }
 }
 
