@@ -1,5 +1,6 @@
-//! The fused sliding-window + global-key attention: one GPU kernel pass per direction, with
-//! an online softmax, instead of the band path's materialized `[m, g + 3w]` scores.
+//! The fused sliding-window + global-key attention: one pass per direction (CubeCL kernels on
+//! GPUs, blocked products on CPUs) that keeps no score tensor, instead of the band path's
+//! materialized `[m, g + 3w]` scores.
 //!
 //! - [`ops`]: [`LocalAttentionOps`], the Burn backend extension.
 //! - `kernels`, `cube`: its CubeCL kernels and their launch on wgpu/vulkan devices.
@@ -10,7 +11,7 @@
 //! probabilities are requested, on GPUs always (CubeCL kernels) and on flex and ndarray in
 //! training (blocked `gemm` products; in inference Burn's own fused attention op on the band
 //! path is as fast); otherwise the band path of [`super::local`] runs.
-//! Attention dropout happens inside the kernel (band probabilities by a hash of a seed drawn
+//! Attention dropout happens inside the op (band probabilities by a hash of a seed drawn
 //! from the device's generator and their position, global ones by a `[m, g]` mask).
 
 mod autodiff;
