@@ -1,0 +1,43 @@
+#!/bin/bash
+# Dev-only: the GPU check of the fused kernel, as run through the workplace's device tool on an
+# H200 (see docs/gpu-kernel-notes.md). It runs on the device machine from the repository root.
+#
+# Prepare here (git-ignored folders, named in the device call's `carry`):
+#   .gl/      Debian's GL/Vulkan loader .debs (the device tool's README says how to fetch them)
+#   .devbin/  longformer-gpu.gz: `cargo build -p longformer-train --bin longformer
+#             --features vulkan,autotune`, gzipped; anchor_bench.py from ../shared/tools
+# Then: run `bash scripts/gpu_device_check.sh` with carry [".gl", ".devbin"].
+# Each `ours` line is one process: its first step autotunes every shape (35-50 s on an H200),
+# so give each run a generous TMO; the attention-core runs print the fused-vs-band-path
+# difference next to their timing.
+for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+gunzip -c .devbin/longformer-gpu.gz > /tmp/lf; chmod +x /tmp/lf
+LOG=$OUT/ours.log
+ours() { tag=$1; shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > /tmp/smi.txt & sp=$!
+  s=$(date +%s%N)
+  timeout ${TMO:-150} /tmp/lf bench "$@" >> $LOG 2>&1; rc=$?
+  e=$(( ($(date +%s%N)-s)/1000000 ))
+  kill $sp; peak=$(sort -n /tmp/smi.txt | tail -1)
+  echo "OURS $tag rc=$rc wall_ms=$e smi_peak_mib=$peak" | tee -a $LOG
+  grep '^{' $LOG | tail -2 | cut -c1-150
+}
+BK=vulkan; B="--backend $BK --dropout 0"
+ours v-fwd4k $B --seq 4096 --repeats 5
+if [ $rc -ne 0 ]; then echo "VULKAN FAILED: falling back to wgpu"; tail -20 $LOG; BK=wgpu; B="--backend $BK --dropout 0"; ours w-fwd4k $B --seq 4096 --repeats 5; fi
+ours v-train4k $B --seq 4096 --repeats 3 --mode train
+ours v-core $B --part attention --seq 4096,16384 --repeats 10
+ours v-coretrain $B --part attention --mode train --seq 4096,16384 --repeats 10
+ours v-fwd16k $B --seq 16384 --repeats 3
+ours v-train16k $B --seq 16384 --repeats 2 --mode train
+ours v-train4k-ref $B --seq 4096 --repeats 3 --mode train --kernel reference
+ours v-fwd4k-ref $B --seq 4096 --repeats 5 --kernel reference
+ours v-core-ref $B --part attention --seq 4096,16384 --repeats 10 --kernel reference
+ours v-coretrain-ref $B --part attention --mode train --seq 4096,16384 --repeats 10 --kernel reference
+ours v-train4k-drop --backend $BK --seq 4096 --repeats 3 --mode train
+ours v-train512 $B --seq 512 --repeats 3 --mode train
+ours w-train4k --backend wgpu --dropout 0 --seq 4096 --repeats 3 --mode train
+grep -i "error\|panick" $LOG | head -5
+grep "forward .* ms" $LOG | tail -30 > $OUT/phases.txt
+cp .devbin/anchor_bench.py /tmp/; (cd /tmp; PYTHONUNBUFFERED=1 timeout 150 python3 anchor_bench.py 2>&1 | grep -v -i warn | tee $OUT/anchor.log)
