@@ -11,7 +11,7 @@ use longformer_model::{
     AttentionDilation, AttentionWindow, LocalAttentionKernel, LongformerConfig, LongformerInput,
     LongformerModel,
 };
-use longformer_tests::max_abs_diff_tensors;
+use longformer_tests::{devices, max_abs_diff_tensors};
 
 /// Taken by every test here: the dropout test re-seeds the device's generator and needs no other
 /// test drawing from it in between (tests of one binary run on parallel threads).
@@ -23,10 +23,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn wgpu() -> Option<Device> {
-    (std::env::var_os("LONGFORMER_SKIP_WGPU").is_none()).then(|| Device::wgpu(Default::default()))
-}
-
 #[test]
 fn fused_op_is_available_on_every_backend() {
     let _serial = serial();
@@ -34,15 +30,6 @@ fn fused_op_is_available_on_every_backend() {
         assert!(fused_available(&device), "{name}");
         assert!(fused_available(&device.autodiff()), "{name} with autodiff");
     }
-}
-
-/// flex, ndarray, and wgpu unless `LONGFORMER_SKIP_WGPU` is set.
-fn devices() -> Vec<(&'static str, Device)> {
-    #[allow(deprecated)]
-    let ndarray = Device::ndarray();
-    let mut devices = vec![("flex", Device::flex()), ("ndarray", ndarray)];
-    devices.extend(wgpu().map(|d| ("wgpu", d)));
-    devices
 }
 
 /// The same model (same weights) with the local attention computed by `kernel`.
