@@ -35,7 +35,9 @@ pub struct BandPattern {
 /// ([`key_span_with_globals`]), so global and band scores come from one product, already in HF's
 /// column order. Without autodiff and without probabilities requested (inference), the span goes
 /// through Burn's fused `attention` op (a flash-style kernel on flex); otherwise the softmax is
-/// written out, with dropout, so autodiff differentiates it.
+/// written out, with dropout, so autodiff differentiates it. That is the band path; `kernel`
+/// says when the fused op of [`super::fused`] runs instead (by default on GPUs, and on CPUs
+/// under autodiff; never when probabilities are requested).
 ///
 /// # Shapes
 /// - heads.q, heads.k, heads.v: `[batch_size, n_group_heads, seq_length, d_head]`
