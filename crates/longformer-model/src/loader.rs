@@ -312,7 +312,7 @@ fn check_result(
     Ok(())
 }
 
-/// The checkpoint key of a module path (inverse of the prefix removal, [`encoder_remaps`] and
+/// The checkpoint key of a module path (inverse of the prefix removal, `encoder_remaps` and
 /// the norm renaming).
 pub fn hf_key(module_path: &str, prefix: &str) -> String {
     let key = module_path
