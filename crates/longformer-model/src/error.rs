@@ -114,6 +114,17 @@ pub enum InputError {
         /// The input's device.
         device: String,
     },
+    /// The device cannot compute in the requested float dtype.
+    #[error(
+        "{device} cannot compute in {dtype}: use F32, or a device with that dtype (flex has F16 \
+         and BF16; ndarray has neither)"
+    )]
+    UnsupportedDType {
+        /// The requested dtype.
+        dtype: String,
+        /// The device.
+        device: String,
+    },
     /// A multiple-choice batch whose rows do not split into whole examples.
     #[error("{rows} row(s) do not split into examples of {n_choices} choice(s)")]
     ChoiceCount {

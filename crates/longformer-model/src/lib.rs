@@ -41,6 +41,7 @@ pub mod layer;
 pub mod loader;
 pub mod model;
 pub mod pooler;
+pub mod precision;
 
 pub use attention::{
     AttentionDilation, AttentionProbs, LocalAttentionKernel, SlidingWindowAttention, WindowPattern,
@@ -55,3 +56,4 @@ pub use heads::{
 pub use input::{AttentionLayout, LongformerInput};
 pub use loader::{load_head, load_pretrained, load_weights, load_with_new_head};
 pub use model::{LongformerModel, LongformerOutput};
+pub use precision::cast_float_params;

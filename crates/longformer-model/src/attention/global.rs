@@ -5,6 +5,8 @@ use burn::nn::{Dropout, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use crate::precision::to_f32;
+
 use super::MASKED_SCORE;
 use super::masks::GlobalSlots;
 
@@ -53,12 +55,13 @@ pub fn global_rows(
         .clone()
         .reshape([b * l, d])
         .select(0, slots.slot_rows.clone());
+    // In f32 whatever the parameters' dtype, as the local part (see [`crate::precision`]).
     let q = split_heads(
-        proj.query.forward(global_tokens.reshape([b, g, d])),
+        to_f32(proj.query.forward(global_tokens.reshape([b, g, d]))),
         n_heads,
     ) * scale;
-    let k = split_heads(proj.key.forward(hidden.clone()), n_heads);
-    let v = split_heads(proj.value.forward(hidden), n_heads);
+    let k = split_heads(to_f32(proj.key.forward(hidden.clone())), n_heads);
+    let v = split_heads(to_f32(proj.value.forward(hidden)), n_heads);
     let scores = q.matmul(k.swap_dims(2, 3));
     let mask = slots.row_mask.clone().expand(scores.dims());
     let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 3);

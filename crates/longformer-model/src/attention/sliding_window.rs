@@ -2,7 +2,8 @@
 //!
 //! Every token attends to the `window` tokens on each side of it (minus padding and global
 //! tokens) and to every global token; global tokens attend to every token with separate
-//! projections. Scores are scaled on the query, softmax runs in f32, padding rows are zero.
+//! projections. Scores are scaled on the query; scores, softmax and the weighted sum run in f32
+//! whatever the parameters' dtype (see [`crate::precision`]); padding rows are zero.
 //! Upstream: `transformers/models/longformer/modeling_longformer.py`, `LongformerSelfAttention`.
 //!
 //! Beyond HF, a [`WindowPattern`] dilates the window per head and can make it causal; with no
@@ -18,6 +19,7 @@ use super::global::{GlobalProjections, global_rows, merge_heads, split_heads};
 use super::local::{BandPattern, LocalHeads, local_attention};
 use super::masks::AttentionMasks;
 use super::pattern::WindowPattern;
+use crate::precision::{to_dtype, to_f32};
 
 /// Configuration of [`SlidingWindowAttention`].
 #[derive(Config, Debug)]
@@ -164,9 +166,12 @@ impl SlidingWindowAttention {
         let h = self.n_heads;
         let scale = 1.0 / ((d / h) as f64).sqrt();
 
-        let q = split_heads(self.query.forward(hidden.clone()), h) * scale;
-        let k_proj = self.key.forward(hidden.clone());
-        let v_proj = self.value.forward(hidden.clone());
+        // The core (scores, softmax, weighted sum) runs in f32 whatever the parameters' dtype;
+        // the context goes back to it at the end.
+        let dtype = hidden.dtype();
+        let q = split_heads(to_f32(self.query.forward(hidden.clone())), h) * scale;
+        let k_proj = to_f32(self.key.forward(hidden.clone()));
+        let v_proj = to_f32(self.value.forward(hidden.clone()));
         // Local queries see global tokens through the local key and value projections.
         let global_kv = masks.global.as_ref().map(|slots| {
             (
@@ -230,7 +235,7 @@ impl SlidingWindowAttention {
                 local,
                 global: None,
             });
-            return (context, probs);
+            return (to_dtype(context, dtype), probs);
         };
         let projections = GlobalProjections {
             query: &self.query_global,
@@ -253,7 +258,7 @@ impl SlidingWindowAttention {
             local: local * masks.not_global.clone(),
             global: Some(global_probs.swap_dims(2, 3)),
         });
-        (context, probs)
+        (to_dtype(context, dtype), probs)
     }
 }
 
