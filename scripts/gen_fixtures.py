@@ -17,6 +17,7 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
     python scripts/gen_fixtures.py heads         # only tests/fixtures/head_* (gen_head_fixtures.py)
     python scripts/gen_fixtures.py conversion    # only tests/fixtures/roberta_source
                                                  # (gen_conversion_fixtures.py)
+    python scripts/gen_fixtures.py half_precision  # only tests/fixtures/half_precision
 """
 import json
 import os
@@ -262,6 +263,27 @@ def bundled_tiny_model():
     print("assets/tiny-longformer written")
 
 
+def half_precision():
+    """tests/fixtures/half_precision: a float32 model and HF's outputs in float32, bfloat16 and
+    float16 (each run on the weights cast to that dtype; outputs stored as float32), on a ragged
+    batch with many global tokens, for the half-precision tests."""
+    m = perturb(LongformerModel(tiny_config(8)), 13)
+    g = torch.Generator().manual_seed(14)
+    rows = [random_row(g, n) for n in (61, 40)]
+    ids, mask, glob = rows_to_tensors(rows, [[0, 1, 2, 30, 60], [0, 7, 8]])
+    save_case("half_precision", m, ids, mask, glob)
+    out = os.path.join(ROOT, "half_precision")
+    expected = {}
+    with torch.no_grad():
+        for name, dtype in (("bf16", torch.bfloat16), ("f16", torch.float16)):
+            half = perturb(LongformerModel(tiny_config(8)), 13).to(dtype)
+            res = half(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
+            expected[f"last_hidden_state_{name}"] = res.last_hidden_state.float().contiguous()
+            print(f"half_precision {name}: finite {bool(torch.isfinite(res.last_hidden_state).all())}, "
+                  f"max |{name} - f32| {(res.last_hidden_state.float() - m(input_ids=ids, attention_mask=mask, global_attention_mask=glob).last_hidden_state).abs().max().item():.4f}")
+    save_file(expected, os.path.join(out, "expected_half.safetensors"))
+
+
 def heads():
     """The five task heads' fixtures (scripts/gen_head_fixtures.py)."""
     import gen_head_fixtures
@@ -278,7 +300,8 @@ def conversion():
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion}
+    parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion,
+             "half_precision": half_precision}
     if len(sys.argv) == 2 and sys.argv[1] in parts:
         parts[sys.argv[1]]()
     elif sys.argv[1:]:
@@ -288,4 +311,5 @@ if __name__ == "__main__":
         wikihop_grad()
         heads()
         conversion()
+        half_precision()
         bundled_tiny_model()
