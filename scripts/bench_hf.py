@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The HuggingFace side of `cargo xtask bench --compare-hf` (dev-only; CI never runs this).
 
-Times transformers' PyTorch `LongformerModel` (float32, random weights, no download) on the shapes
+Times transformers' PyTorch `LongformerModel` (float32 or `--dtype`, random weights, no download) on the shapes
 `longformer bench` times, and prints one JSON row per sequence length in the same schema:
 {"backend", "mode", "seq", "batch", "median_ms", "tokens_per_s", "peak_bytes", "threads"}.
 
@@ -34,6 +34,8 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
     p.add_argument("--mode", choices=["fwd", "train"], default="fwd")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32",
+                   help="dtype of the weights and activations (model.to(dtype))")
     p.add_argument("--dropout", type=float, default=0.1,
                    help="hidden and attention-probability dropout (train mode)")
     return p.parse_args()
@@ -52,6 +54,7 @@ def main():
         hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout,
     )
     model = LongformerModel(config, add_pooling_layer=False)
+    model = model.to({"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.dtype])
     optimizer = None
     if args.mode == "train":
         model.train()

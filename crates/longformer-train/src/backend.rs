@@ -1,8 +1,10 @@
-//! Picking the compute device from `--backend`, among the backends compiled into this binary.
+//! Picking the compute device from `--backend`, among the backends compiled into this binary,
+//! and the float dtype from `--dtype`.
 
 use anyhow::{Result, bail};
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
+use longformer_model::cast_float_params;
 
 /// A Burn backend, selected at run time among the Cargo features this binary was built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,5 +75,46 @@ impl Backend {
             Self::Wgpu => "wgpu",
             Self::Vulkan => "vulkan",
         }
+    }
+}
+
+/// The float dtype of a model's parameters and activations (`--dtype`). The attention core
+/// computes in f32 whatever this is (see `longformer_model::precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats (the default; what the HF parity tests check to 1e-4).
+    #[default]
+    F32,
+    /// IEEE half precision (flex; GPUs with f16).
+    F16,
+    /// bfloat16 (flex; GPUs with bf16).
+    Bf16,
+}
+
+impl Precision {
+    /// Burn's dtype.
+    pub fn float_dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+            Self::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    /// The flag's value (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// `module` in this dtype on `device`, or an error naming the dtype and the device.
+    pub fn apply<M: burn::module::Module>(self, module: M, device: &Device) -> Result<M> {
+        if self == Self::F32 {
+            return Ok(module);
+        }
+        Ok(cast_float_params(module, self.float_dtype(), device)?)
     }
 }

@@ -49,6 +49,35 @@ fn encodes_the_bundled_example() {
 }
 
 #[test]
+fn encodes_in_half_precision_on_flex_and_refuses_it_on_ndarray() {
+    for dtype in ["bf16", "f16"] {
+        let shape = encode_ok(
+            dtype,
+            &[
+                "--input",
+                "assets/tiny-longformer/example.json",
+                "--dtype",
+                dtype,
+            ],
+        );
+        assert_eq!(shape, vec![2, 40, 32]);
+    }
+    let out = encode(&[
+        "--input",
+        "assets/tiny-longformer/example.json",
+        "--dtype",
+        "bf16",
+        "--backend",
+        "ndarray",
+        "--output",
+        "/dev/null",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot compute in BF16"), "{err}");
+}
+
+#[test]
 fn mask_rows_of_the_wrong_length_are_reported() {
     let input = std::env::temp_dir().join(format!("lf-bad-{}.json", std::process::id()));
     std::fs::write(

@@ -18,7 +18,7 @@ use longformer_model::{
 };
 use serde::Deserialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 
 /// Arguments of `longformer encode`.
 #[derive(Args, Debug)]
@@ -57,6 +57,10 @@ pub struct EncodeArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
+    /// Float dtype to run the model in (`f16`/`bf16`: flex, or a GPU that has it); the attention
+    /// core computes in f32 either way and the output file holds F32.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
 }
 
 /// A HuggingFace Longformer task head (`--head`).
@@ -116,14 +120,16 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     );
     let [batch, seq] = input.dims();
     eprintln!(
-        "encoding {batch} row(s) of {seq} tokens on {:?}",
-        args.backend
+        "encoding {batch} row(s) of {seq} tokens on {:?} in {}",
+        args.backend,
+        args.dtype.name()
     );
     let start = Instant::now();
     let outputs = match args.head {
         None => {
             let model = load_pretrained(&args.model, &device)
                 .with_context(|| format!("loading the model in {}", args.model.display()))?;
+            let model = args.dtype.apply(model, &device)?;
             vec![host(
                 "last_hidden_state",
                 model.try_forward(input)?.last_hidden_state,
@@ -170,7 +176,9 @@ fn run_head(
     }
     Ok(match head {
         Head::Mlm => {
-            let model: LongformerForMaskedLM = load_head(dir, &device).with_context(loading)?;
+            let model: LongformerForMaskedLM = args
+                .dtype
+                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
             let mask_id = tokenizer.map(mask_token_id).transpose()?;
             let ids = input.input_ids.clone();
             if let Some(mask_id) = mask_id
@@ -202,15 +210,17 @@ fn run_head(
             vec![host("logits", logits)]
         }
         Head::SequenceClassification => {
-            let model: LongformerForSequenceClassification =
-                load_head(dir, &device).with_context(loading)?;
+            let model: LongformerForSequenceClassification = args
+                .dtype
+                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
             let logits = model.forward(input)?;
             print_best("row", &logits, |i| head_config.label(i));
             vec![host("logits", logits)]
         }
         Head::QuestionAnswering => {
-            let model: LongformerForQuestionAnswering =
-                load_head(dir, &device).with_context(loading)?;
+            let model: LongformerForQuestionAnswering = args
+                .dtype
+                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
             let out = model.forward(input)?;
             let starts = argmax_rows(&out.start_logits);
             let ends = argmax_rows(&out.end_logits);
@@ -223,8 +233,9 @@ fn run_head(
             ]
         }
         Head::TokenClassification => {
-            let model: LongformerForTokenClassification =
-                load_head(dir, &device).with_context(loading)?;
+            let model: LongformerForTokenClassification = args
+                .dtype
+                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
             let logits = model.forward(input)?;
             let [batch, seq, labels] = logits.dims();
             let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
@@ -235,8 +246,9 @@ fn run_head(
             vec![host("logits", logits)]
         }
         Head::MultipleChoice => {
-            let model: LongformerForMultipleChoice =
-                load_head(dir, &device).with_context(loading)?;
+            let model: LongformerForMultipleChoice = args
+                .dtype
+                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
             let [rows, _] = input.dims();
             let choices = MultipleChoiceInput::new(input, args.num_choices.unwrap_or(rows))?;
             let logits = model.forward(choices)?;

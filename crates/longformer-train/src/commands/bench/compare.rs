@@ -72,6 +72,7 @@ fn shape_args(args: &BenchArgs, seq: usize, threads: usize) -> Vec<String> {
         ("--mode", args.mode.name().to_string()),
         ("--threads", threads.to_string()),
         ("--dropout", args.dropout.to_string()),
+        ("--dtype", args.dtype.name().to_string()),
     ]
     .into_iter()
     .flat_map(|(flag, value)| [flag.to_string(), value])

@@ -20,7 +20,7 @@ use longformer_model::{
 
 use burn::optim::GradientsParams;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::optimization::OptimizerSettings;
 
 /// Arguments of `longformer bench`.
@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// `fused` or `reference` (the band path of tensor ops).
     #[arg(long, value_enum, default_value_t = Kernel::Auto)]
     pub kernel: Kernel,
+    /// Float dtype of the weights and activations (the attention core computes in f32 either
+    /// way); HF's side runs in the same dtype with `--compare-hf`.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
     /// Also write the rows as a JSON array to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -187,6 +191,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
              FlexAttention with anchor_bench.py"
         );
     }
+    if args.part == Part::Attention && args.dtype != Precision::F32 {
+        anyhow::bail!(
+            "--part attention times the attention core, which computes in f32 whatever --dtype is"
+        );
+    }
     if args.gradient_checkpointing && args.mode != Mode::Train {
         anyhow::bail!("--gradient-checkpointing applies to --mode train only");
     }
@@ -234,7 +243,9 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     if args.part == Part::Attention {
         return measure_attention_core(args, threads, &device);
     }
-    let mut model = config.init_with_pooler(false, &device);
+    let mut model = args
+        .dtype
+        .apply(config.init_with_pooler(false, &device), &device)?;
     let mut optimizer = OptimizerSettings::default().optimizer();
     let mut rows = Vec::new();
     for &seq in &args.seq {
@@ -302,7 +313,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
             tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
             peak_bytes: peak_bytes(args.backend, &device),
             threads,
-            pattern: pattern_name(args.dilation, args.causal, args.kernel),
+            pattern: pattern_name(args.dilation, args.causal, args.kernel, args.dtype),
             gradient_checkpointing: args.gradient_checkpointing,
             hf_median_ms: None,
             hf_peak_bytes: None,
@@ -314,15 +325,21 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     Ok(rows)
 }
 
-/// How a row names a window other than HF's plain one, and a forced kernel choice.
-fn pattern_name(dilation: usize, causal: bool, kernel: Kernel) -> Option<String> {
+/// How a row names a window other than HF's plain one, a forced kernel choice and a dtype other
+/// than f32.
+fn pattern_name(dilation: usize, causal: bool, kernel: Kernel, dtype: Precision) -> Option<String> {
     let window = match (dilation, causal) {
         (1, false) => None,
         (1, true) => Some("causal".into()),
         (d, false) => Some(format!("dilation {d}")),
         (d, true) => Some(format!("dilation {d}, causal")),
     };
-    let notes: Vec<String> = window.into_iter().chain(kernel.label()).collect();
+    let dtype = (dtype != Precision::F32).then(|| dtype.name().to_string());
+    let notes: Vec<String> = window
+        .into_iter()
+        .chain(kernel.label())
+        .chain(dtype)
+        .collect();
     (!notes.is_empty()).then(|| notes.join(", "))
 }
 
@@ -380,7 +397,7 @@ fn measure_attention_core(
             tokens_per_s: (args.batch * seq) as f64 / (median / 1e3),
             peak_bytes: peak_bytes(args.backend, device),
             threads,
-            pattern: pattern_name(1, false, args.kernel),
+            pattern: pattern_name(1, false, args.kernel, Precision::F32),
             gradient_checkpointing: false,
             hf_median_ms: None,
             hf_peak_bytes: None,
