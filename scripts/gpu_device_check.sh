@@ -1,6 +1,7 @@
 #!/bin/bash
 # Dev-only: the GPU check of the fused kernel, as run through the workplace's device tool on an
-# H200 (see docs/gpu-kernel-notes.md). It runs on the device machine from the repository root.
+# H200 (see docs/gpu-kernel-notes.md), and of half precision (`--dtype`). It runs on the device
+# machine from the repository root.
 #
 # Prepare here (git-ignored folders, named in the device call's `carry`):
 #   .gl/      Debian's GL/Vulkan loader .debs (the device tool's README says how to fetch them)
@@ -24,20 +25,19 @@ ours() { tag=$1; shift
   grep '^{' $LOG | tail -2 | cut -c1-150
 }
 BK=vulkan; B="--backend $BK --dropout 0"
-ours v-fwd4k $B --seq 4096 --repeats 5
-if [ $rc -ne 0 ]; then echo "VULKAN FAILED: falling back to wgpu"; tail -20 $LOG; BK=wgpu; B="--backend $BK --dropout 0"; ours w-fwd4k $B --seq 4096 --repeats 5; fi
-ours v-train4k $B --seq 4096 --repeats 3 --mode train
+# First the attention core (its fused-vs-band-path difference checks the kernel on this GPU).
 ours v-core $B --part attention --seq 4096,16384 --repeats 10
+if [ $rc -ne 0 ]; then echo "VULKAN FAILED: falling back to wgpu"; tail -20 $LOG; BK=wgpu; B="--backend $BK --dropout 0"; ours w-core $B --part attention --seq 4096,16384 --repeats 10; fi
 ours v-coretrain $B --part attention --mode train --seq 4096,16384 --repeats 10
-ours v-fwd16k $B --seq 16384 --repeats 3
+# Half precision (weights and activations; the attention core stays f32): against HF bf16.
+ours v-train4k-bf16 $B --seq 4096 --repeats 3 --mode train --dtype bf16
+ours v-train4k-f16 $B --seq 4096 --repeats 3 --mode train --dtype f16
+ours v-fwd4k-bf16 $B --seq 4096 --repeats 5 --dtype bf16
+ours v-train16k-bf16 $B --seq 16384 --repeats 2 --mode train --dtype bf16
+# f32, as measured before.
+ours v-fwd4k $B --seq 4096 --repeats 5
+ours v-train4k $B --seq 4096 --repeats 3 --mode train
 ours v-train16k $B --seq 16384 --repeats 2 --mode train
-ours v-train4k-ref $B --seq 4096 --repeats 3 --mode train --kernel reference
-ours v-fwd4k-ref $B --seq 4096 --repeats 5 --kernel reference
-ours v-core-ref $B --part attention --seq 4096,16384 --repeats 10 --kernel reference
-ours v-coretrain-ref $B --part attention --mode train --seq 4096,16384 --repeats 10 --kernel reference
-ours v-train4k-drop --backend $BK --seq 4096 --repeats 3 --mode train
-ours v-train512 $B --seq 512 --repeats 3 --mode train
-ours w-train4k --backend wgpu --dropout 0 --seq 4096 --repeats 3 --mode train
 grep -i "error\|panick" $LOG | head -5
 grep "forward .* ms" $LOG | tail -30 > $OUT/phases.txt
 cp .devbin/anchor_bench.py /tmp/; (cd /tmp; PYTHONUNBUFFERED=1 timeout 150 python3 anchor_bench.py 2>&1 | grep -v -i warn | tee $OUT/anchor.log)
