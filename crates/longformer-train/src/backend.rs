@@ -5,6 +5,7 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
 use longformer_model::cast_float_params;
+use serde::{Deserialize, Serialize};
 
 /// A Burn backend, selected at run time among the Cargo features this binary was built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,7 +81,8 @@ impl Backend {
 
 /// The float dtype of a model's parameters and activations (`--dtype`). The attention core
 /// computes in f32 whatever this is (see `longformer_model::precision`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit floats (the default; what the HF parity tests check to 1e-4).
     #[default]

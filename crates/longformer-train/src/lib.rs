@@ -21,6 +21,7 @@ pub mod optimization;
 pub mod progress;
 pub mod trainer;
 
+pub use backend::Precision;
 pub use examples::ExampleSet;
 pub use model::{Combine, WikiHopModel, WikiHopOutput};
 pub use optimization::OptimizerSettings;

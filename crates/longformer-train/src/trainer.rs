@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType, Tensor};
+use longformer_model::precision::check_float_dtype;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Precision;
 use crate::checkpoint::{self, BestDev, TrainState};
 use crate::curve::training_curve_svg;
 use crate::evaluate::{Evaluation, evaluate, predictions};
@@ -53,6 +55,11 @@ pub struct TrainSettings {
     pub keep_checkpoints: usize,
     /// Examples per batch when evaluating.
     pub eval_batch_size: usize,
+    /// Dtype of the forward and backward passes. The weights, the optimizer and the gradients
+    /// the optimizer sees stay f32 (master weights): each pass runs on a cast copy, and its
+    /// gradients are cast back to f32. Runs saved before this setting existed read as f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainSettings {
@@ -71,6 +78,7 @@ impl Default for TrainSettings {
             checkpoint_every: 200,
             keep_checkpoints: 2,
             eval_batch_size: 8,
+            precision: Precision::F32,
         }
     }
 }
@@ -92,6 +100,12 @@ impl TrainSettings {
         }
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
             bail!("lr must be positive, got {}", self.optimizer.lr);
+        }
+        if self.precision == Precision::F16 {
+            bail!(
+                "training in f16 needs loss scaling, which this loop does not do (gradients below \
+                 f16's range would vanish): train in bf16 or f32"
+            );
         }
         Ok(())
     }
@@ -190,6 +204,9 @@ impl Run<'_> {
         let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
         let settings = self.settings;
         settings.validate()?;
+        for device in &devices {
+            check_float_dtype(settings.precision.float_dtype(), device)?;
+        }
         if self.train.is_empty() {
             bail!("the training set has no example");
         }
@@ -446,13 +463,25 @@ impl Run<'_> {
         scale: f32,
     ) -> DeviceGradients {
         device.seed(seed);
+        let precision = self.settings.precision;
+        // The pass runs on a copy in the compute dtype (the same parameter ids); `model` keeps
+        // the f32 master weights.
+        let compute = precision
+            .apply(model.clone(), device)
+            .expect("the dtype was checked on every device when training started");
         let mut accumulator = GradientsAccumulator::<WikiHopModel>::new();
         let mut stats = Vec::with_capacity(batches.len());
         for indices in batches {
             let batch = self.train.batch(indices, device);
-            let output = model.forward(&batch, self.settings.combine);
+            let output = compute.forward(&batch, self.settings.combine);
             let grads = output.loss.clone().div_scalar(scale).backward();
-            accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+            let grads = GradientsParams::from_grads(grads, &compute);
+            let grads = if precision == Precision::F32 {
+                grads
+            } else {
+                grads_to_f32(model, grads)
+            };
+            accumulator.accumulate(model, grads);
             let candidates: Vec<usize> = indices
                 .iter()
                 .map(|&i| self.train.examples[i].candidates())
@@ -520,4 +549,18 @@ impl Run<'_> {
         }
         Ok(file)
     }
+}
+
+/// `grads` with every parameter's gradient in f32 (the master weights' dtype).
+fn grads_to_f32(model: &WikiHopModel, mut grads: GradientsParams) -> GradientsParams {
+    struct ToF32<'a>(&'a mut GradientsParams);
+    impl ModuleVisitor for ToF32<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.0.remove::<D>(param.id) {
+                self.0.register(param.id, grad.cast(FloatDType::F32));
+            }
+        }
+    }
+    model.visit(&mut ToF32(&mut grads));
+    grads
 }

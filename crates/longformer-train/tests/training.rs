@@ -10,7 +10,7 @@ use longformer_data::{PrepareOptions, SAMPLE_DIR, WikiHopTokenizer, prepare_file
 use longformer_model::LongformerConfig;
 use longformer_train::checkpoint::checkpoints;
 use longformer_train::{
-    Combine, ExampleSet, OptimizerSettings, Run, Start, TrainSettings, WikiHopModel,
+    Combine, ExampleSet, OptimizerSettings, Precision, Run, Start, TrainSettings, WikiHopModel,
 };
 
 fn sample(examples: usize) -> (ExampleSet, usize) {
@@ -280,6 +280,89 @@ fn two_devices_train_like_one() {
         assert!((x.1 - y.1).abs() < 1e-4, "step {}: {} vs {}", x.0, x.1, y.1);
     }
     for dir in [one_dir, two_dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+#[allow(deprecated)] // Device::ndarray: a device without bf16
+fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
+    let (train, vocab) = sample(8);
+    let (dev, _) = sample(4);
+    let run = |dir: &Path, precision: Precision, device: Device| {
+        let settings = TrainSettings {
+            max_steps: Some(2),
+            precision,
+            ..settings()
+        };
+        let main = device.clone().autodiff();
+        main.seed(11);
+        let model = WikiHopModel::init(&config(vocab, 0.0), &main);
+        Run {
+            dir,
+            train: &train,
+            dev: &dev,
+            settings: &settings,
+            backend: "flex",
+            verbose: false,
+        }
+        .train(Start::Fresh(model), &[device])
+    };
+    let f32_dir = temp_dir("f32-passes");
+    let bf16_dir = temp_dir("bf16-passes");
+    let full = run(&f32_dir, Precision::F32, Device::flex()).unwrap();
+    let half = run(&bf16_dir, Precision::Bf16, Device::flex()).unwrap();
+    // The master weights stay f32, and move as the f32 run's do.
+    let weight = half.model.answer_score.weight.val();
+    assert_eq!(weight.dtype(), burn::tensor::DType::F32);
+    let main = Device::flex().autodiff();
+    main.seed(11);
+    let init = WikiHopModel::init(&config(vocab, 0.0), &main);
+    let query = |m: &WikiHopModel| {
+        m.longformer.encoder.layer[0]
+            .attention
+            .self_attn
+            .query
+            .weight
+            .val()
+    };
+    for (start, f, h) in [
+        (
+            init.answer_score.weight.val(),
+            full.model.answer_score.weight.val(),
+            weight,
+        ),
+        (query(&init), query(&full.model), query(&half.model)),
+    ] {
+        let moved = (f.clone() - start.clone()).abs().max().into_scalar::<f32>();
+        let apart = (f - h).abs().max().into_scalar::<f32>();
+        assert!(moved > 0.0);
+        assert!(
+            apart < 0.1 * moved,
+            "the f32 run moved a weight by up to {moved}; bf16 passes land {apart} from it"
+        );
+    }
+    // Two steps of bf16 passes land where the f32 run does, within bf16's rounding.
+    let (a, b) = (full.summary.dev_loss, half.summary.dev_loss);
+    assert!(
+        (a - b).abs() < 2e-2 * a.abs().max(1.0),
+        "dev loss {a} with f32 passes, {b} with bf16 passes"
+    );
+    let (ha, hb) = (read_history(&f32_dir), read_history(&bf16_dir));
+    assert_eq!(ha.len(), hb.len());
+    for (x, y) in ha.iter().zip(&hb) {
+        assert!((x.1 - y.1).abs() < 2e-2, "step {}: {} vs {}", x.0, x.1, y.1);
+    }
+    // f16 (no loss scaling) and a device without bf16 are refused, with the reason.
+    let refused = |precision, device| match run(&temp_dir("refused"), precision, device) {
+        Ok(_) => panic!("{precision:?} trained"),
+        Err(e) => e,
+    };
+    let err = refused(Precision::F16, Device::flex());
+    assert!(err.to_string().contains("loss scaling"), "{err}");
+    let err = refused(Precision::Bf16, Device::ndarray());
+    assert!(err.to_string().contains("cannot compute in BF16"), "{err}");
+    for dir in [f32_dir, bf16_dir] {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

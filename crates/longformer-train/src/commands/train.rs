@@ -16,7 +16,7 @@ use longformer_data::{
 use longformer_model::LongformerConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::checkpoint::{read_json, write_json};
 use crate::examples::ExampleSet;
 use crate::init::{ConfigChoice, ModelSource};
@@ -53,6 +53,11 @@ pub struct TrainArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
+    /// Dtype of the forward and backward passes: `bf16` runs them on a bf16 copy of the
+    /// weights while the weights, AdamW and the gradients it sees stay f32 [f32]. flex and
+    /// GPUs with bf16; `f16` is refused (it would need loss scaling).
+    #[arg(long, value_enum)]
+    pub dtype: Option<Precision>,
     /// GPUs to train on (wgpu/vulkan): each optimizer step's batches are spread over them
     /// (use --grad-accum ≥ the number of devices).
     #[arg(long, default_value_t = 1)]
@@ -348,6 +353,7 @@ fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
         eval_every: args.eval_every.unwrap_or(base.eval_every),
         checkpoint_every: args.checkpoint_every.unwrap_or(base.checkpoint_every),
         keep_checkpoints: args.keep_checkpoints.unwrap_or(base.keep_checkpoints),
+        precision: args.dtype.unwrap_or(base.precision),
         eval_batch_size: base.eval_batch_size,
     }
 }
@@ -376,6 +382,7 @@ fn settings_flag_given(args: &TrainArgs) -> Option<&'static str> {
         ("--eval-every", args.eval_every.is_some()),
         ("--checkpoint-every", args.checkpoint_every.is_some()),
         ("--keep-checkpoints", args.keep_checkpoints.is_some()),
+        ("--dtype", args.dtype.is_some()),
         ("--max-len", args.max_len.is_some()),
         ("--truncate", args.truncate),
     ];
