@@ -151,6 +151,9 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     /// Backend name.
     pub backend: String,
+    /// Dtype of the forward and backward passes (`f32`, `bf16`).
+    #[serde(default)]
+    pub precision: Precision,
     /// Training examples / dev examples.
     pub train_examples: usize,
     /// Dev examples.
@@ -377,6 +380,7 @@ impl Run<'_> {
             examples_seen: state.examples_seen,
             wall_seconds: state.wall_seconds,
             backend: self.backend.to_string(),
+            precision: settings.precision,
             train_examples: self.train.len(),
             dev_examples: self.dev.len(),
         };
