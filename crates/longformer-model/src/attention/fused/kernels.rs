@@ -86,8 +86,10 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
         }
     }
     let mut acc = Array::<F>::new(head_dim);
-    let mut max = F::new(NO_SCORE);
-    let mut sum = F::new(0.0);
+    // The running maximum and sum of the online softmax.
+    let mut stats = Array::<F>::new(2usize);
+    stats[0] = F::new(NO_SCORE);
+    stats[1] = F::new(0.0);
 
     let mut keys = Shared::<[F]>::new_slice(block * head_dim);
     let mut values = Shared::<[F]>::new_slice(block * head_dim);
@@ -110,30 +112,13 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
         let count = min(block, g - start);
         for u in 0..count {
             if live && ok[u] > F::new(0.5) {
-                let mut score = F::new(0.0);
-                #[unroll]
-                for c in 0..head_dim {
-                    score += query[c] * keys[u * head_dim + c];
-                }
-                if score > max {
-                    let scale = F::exp(max - score);
-                    sum *= scale;
-                    #[unroll]
-                    for c in 0..head_dim {
-                        acc[c] *= scale;
-                    }
-                    max = score;
-                }
-                let p = F::exp(score - max);
-                sum += p;
-                let mut kept = p;
+                let mut keep = F::new(1.0);
                 if comptime!(dropout) {
-                    kept = p * global_keep[(rh * m + i) * g + start + u];
+                    keep = global_keep[(rh * m + i) * g + start + u];
                 }
-                #[unroll]
-                for c in 0..head_dim {
-                    acc[c] += kept * values[u * head_dim + c];
-                }
+                online_softmax_key::<F>(
+                    &query, &keys, &values, u, keep, &mut acc, &mut stats, head_dim,
+                );
             }
         }
         sync_cube();
@@ -161,30 +146,13 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
         for u in 0..count {
             let j = start + u;
             if live && j + left >= i && j <= i + right && ok[u] > F::new(0.5) {
-                let mut score = F::new(0.0);
-                #[unroll]
-                for c in 0..head_dim {
-                    score += query[c] * keys[u * head_dim + c];
-                }
-                if score > max {
-                    let scale = F::exp(max - score);
-                    sum *= scale;
-                    #[unroll]
-                    for c in 0..head_dim {
-                        acc[c] *= scale;
-                    }
-                    max = score;
-                }
-                let p = F::exp(score - max);
-                sum += p;
-                let mut kept = p;
+                let mut keep = F::new(1.0);
                 if comptime!(dropout) {
-                    kept = p * band_keep::<F>(seed, rh, i, j, prob);
+                    keep = band_keep::<F>(seed, rh, i, j, prob);
                 }
-                #[unroll]
-                for c in 0..head_dim {
-                    acc[c] += kept * values[u * head_dim + c];
-                }
+                online_softmax_key::<F>(
+                    &query, &keys, &values, u, keep, &mut acc, &mut stats, head_dim,
+                );
             }
         }
         sync_cube();
@@ -194,6 +162,7 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
     if live {
         let mut inv = F::new(0.0);
         let mut log_sum = F::new(0.0);
+        let (max, sum) = (stats[0], stats[1]);
         if sum > F::new(0.0) {
             inv = F::new(1.0) / sum;
             log_sum = max + F::ln(sum);
@@ -203,6 +172,45 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
             out[base + i * head_dim + c] = acc[c] * inv;
         }
         lse[rh * m + i] = log_sum;
+    }
+}
+
+/// One key of the forward pass's online softmax: the score `query · keys[u]`; when it is a new
+/// maximum, the running sum and `acc` rescaled to it; then `p = exp(score - max)` added to the
+/// sum and `p · keep · values[u]` to `acc` (`keep`: the dropout mask scaled by `1 / (1 - prob)`,
+/// or 1). `stats` holds the running maximum and sum.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn online_softmax_key<F: Float>(
+    query: &Array<F>,
+    keys: &Shared<[F]>,
+    values: &Shared<[F]>,
+    u: usize,
+    keep: F,
+    acc: &mut Array<F>,
+    stats: &mut Array<F>,
+    #[comptime] head_dim: usize,
+) {
+    let mut score = F::new(0.0);
+    #[unroll]
+    for c in 0..head_dim {
+        score += query[c] * keys[u * head_dim + c];
+    }
+    if score > stats[0] {
+        let scale = F::exp(stats[0] - score);
+        stats[1] *= scale;
+        #[unroll]
+        for c in 0..head_dim {
+            acc[c] *= scale;
+        }
+        stats[0] = score;
+    }
+    let p = F::exp(score - stats[0]);
+    stats[1] += p;
+    let kept = p * keep;
+    #[unroll]
+    for c in 0..head_dim {
+        acc[c] += kept * values[u * head_dim + c];
     }
 }
 
