@@ -4,8 +4,8 @@
 //! converts every float parameter of a module (the encoder, a task head, a whole model) to one
 //! dtype. Projections, feed-forward layers, layer norms and embeddings then run in that dtype,
 //! while [`crate::SlidingWindowAttention`] lifts queries, keys and values to f32 for scores,
-//! softmax and the weighted sum and casts the context back: no
-//! overflow of masked or global scores in f16 (a known failure of the original implementation).
+//! softmax and the weighted sum, and casts the context back: masked or global scores never
+//! overflow f16 (a known failure of the original implementation).
 //!
 //! ```no_run
 //! use burn::tensor::{Device, FloatDType};
