@@ -4,6 +4,10 @@
 //! with settings for training from scratch. With `--model DIR` the defaults are the paper's
 //! fine-tuning settings. Every flag overrides its default.
 
+// The flags' doc comments are clap's help text, where `[value]` states a default; rustdoc would
+// read some of them as links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
