@@ -4,9 +4,9 @@
 //! with settings for training from scratch. With `--model DIR` the defaults are the paper's
 //! fine-tuning settings. Every flag overrides its default.
 
-// The flags' doc comments are clap's help text, where `[value]` states a default; rustdoc would
-// read some of them as links.
-#![allow(rustdoc::broken_intra_doc_links)]
+// The flags' doc comments are clap's help text, where `[value]` states a default and `<unix time>`
+// is a placeholder; rustdoc would read them as links and HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
