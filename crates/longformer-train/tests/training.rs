@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use longformer_data::{PrepareOptions, SAMPLE_DIR, WikiHopTokenizer, prepare_file};
 use longformer_model::LongformerConfig;
 use longformer_train::checkpoint::checkpoints;
+use longformer_train::trainer::Trained;
 use longformer_train::{
     Combine, ExampleSet, OptimizerSettings, Precision, Run, Start, TrainSettings, WikiHopModel,
 };
@@ -222,6 +223,38 @@ fn accumulating_k_batches_of_one_equals_one_batch_of_k() {
     assert!(worst < 1e-4, "worst relative difference {worst}");
 }
 
+/// A no-dropout model on `device`'s autodiff twin, with the same weights every call (seed 11).
+fn fresh_model(vocab: usize, device: &Device) -> WikiHopModel {
+    let main = device.clone().autodiff();
+    main.seed(11);
+    WikiHopModel::init(&config(vocab, 0.0), &main)
+}
+
+/// Two optimizer steps of [`fresh_model`] on `devices` with passes in `precision`, run in `dir`.
+fn two_steps(
+    dir: &Path,
+    train: &ExampleSet,
+    dev: &ExampleSet,
+    vocab: usize,
+    precision: Precision,
+    devices: &[Device],
+) -> anyhow::Result<Trained> {
+    let settings = TrainSettings {
+        max_steps: Some(2),
+        precision,
+        ..settings()
+    };
+    Run {
+        dir,
+        train,
+        dev,
+        settings: &settings,
+        backend: "flex",
+        verbose: false,
+    }
+    .train(Start::Fresh(fresh_model(vocab, &devices[0])), devices)
+}
+
 /// (max |a - b|, max |a|) of every parameter's two gradients.
 struct Compare<'a> {
     a: &'a GradientsParams,
@@ -246,24 +279,8 @@ impl ModuleVisitor for Compare<'_> {
 fn two_devices_train_like_one() {
     let (train, vocab) = sample(8);
     let (dev, _) = sample(4);
-    let settings = TrainSettings {
-        max_steps: Some(2),
-        ..settings()
-    };
     let run = |dir: &Path, devices: &[Device]| {
-        let main = devices[0].clone().autodiff();
-        main.seed(11);
-        let model = WikiHopModel::init(&config(vocab, 0.0), &main);
-        Run {
-            dir,
-            train: &train,
-            dev: &dev,
-            settings: &settings,
-            backend: "flex",
-            verbose: false,
-        }
-        .train(Start::Fresh(model), devices)
-        .unwrap()
+        two_steps(dir, &train, &dev, vocab, Precision::F32, devices).unwrap()
     };
     let one_dir = temp_dir("one-device");
     let two_dir = temp_dir("two-devices");
@@ -290,23 +307,7 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
     let (train, vocab) = sample(8);
     let (dev, _) = sample(4);
     let run = |dir: &Path, precision: Precision, device: Device| {
-        let settings = TrainSettings {
-            max_steps: Some(2),
-            precision,
-            ..settings()
-        };
-        let main = device.clone().autodiff();
-        main.seed(11);
-        let model = WikiHopModel::init(&config(vocab, 0.0), &main);
-        Run {
-            dir,
-            train: &train,
-            dev: &dev,
-            settings: &settings,
-            backend: "flex",
-            verbose: false,
-        }
-        .train(Start::Fresh(model), &[device])
+        two_steps(dir, &train, &dev, vocab, precision, &[device])
     };
     let f32_dir = temp_dir("f32-passes");
     let bf16_dir = temp_dir("bf16-passes");
@@ -315,9 +316,7 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
     // The master weights stay f32, and move as the f32 run's do.
     let weight = half.model.answer_score.weight.val();
     assert_eq!(weight.dtype(), burn::tensor::DType::F32);
-    let main = Device::flex().autodiff();
-    main.seed(11);
-    let init = WikiHopModel::init(&config(vocab, 0.0), &main);
+    let init = fresh_model(vocab, &Device::flex());
     let query = |m: &WikiHopModel| {
         m.longformer.encoder.layer[0]
             .attention
