@@ -51,17 +51,13 @@ pub fn check_float_dtype(dtype: FloatDType, device: &Device) -> Result<(), Input
     }
 }
 
-/// `x` in f32 (itself when it is already).
-pub(crate) fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() == DType::F32 {
-        x
-    } else {
-        x.cast(FloatDType::F32)
-    }
+/// `x` in f32 (itself when it is already): where a half-precision model computes in f32.
+pub fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    to_dtype(x, DType::F32)
 }
 
 /// `x` in `dtype` (itself when it is already).
-pub(crate) fn to_dtype<const D: usize>(x: Tensor<D>, dtype: DType) -> Tensor<D> {
+pub fn to_dtype<const D: usize>(x: Tensor<D>, dtype: DType) -> Tensor<D> {
     if x.dtype() == dtype {
         x
     } else {
@@ -74,15 +70,17 @@ struct FloatCast(FloatDType);
 
 impl ModuleMapper for FloatCast {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = DType::from(self.0);
+        let target = self.0;
+        let dtype = DType::from(target);
         // A new leaf: the cast of a tracked tensor would otherwise be an op output, and
         // gradients would flow to the old f32 tensor instead of the parameter.
         param.map(|t| {
             if t.dtype() == dtype {
-                return t;
+                t
+            } else {
+                let tracked = t.is_require_grad();
+                t.cast(target).detach().set_require_grad(tracked)
             }
-            let tracked = t.is_require_grad();
-            to_dtype(t, dtype).detach().set_require_grad(tracked)
         })
     }
 }

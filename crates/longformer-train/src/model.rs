@@ -8,8 +8,9 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, DType, Device, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use longformer_data::WikiHopBatch;
+use longformer_model::precision::to_f32;
 use longformer_model::{LongformerConfig, LongformerInput, LongformerModel};
 use serde::{Deserialize, Serialize};
 
@@ -161,12 +162,7 @@ impl WikiHopModel {
         let device = batch.input_ids.device();
         let examples = ExampleRows::of(batch);
         // The combination and the loss in f32, whatever the model's dtype.
-        let chunk_logits = self.chunk_logits(batch);
-        let chunk_logits = if chunk_logits.dtype() == DType::F32 {
-            chunk_logits
-        } else {
-            chunk_logits.cast(FloatDType::F32)
-        };
+        let chunk_logits = to_f32(self.chunk_logits(batch));
         let [chunks, _] = chunk_logits.dims();
         let logits = examples
             .combination(chunks, combine, &device)
