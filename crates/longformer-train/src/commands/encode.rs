@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use longformer_data::tokenizer::WikiHopTokenizer;
 use longformer_model::heads::{MultipleChoiceInput, mask_fills};
@@ -163,22 +163,13 @@ fn run_head(
 ) -> Result<Vec<Output>> {
     let device = input.input_ids.device();
     let dir = &args.model;
-    let loading = || {
-        format!(
-            "loading {} from {} (a checkpoint of that head, as HF's save_pretrained writes it)",
-            head.hf_class(),
-            dir.display()
-        )
-    };
     let head_config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?;
     if args.num_choices.is_some() && head != Head::MultipleChoice {
         bail!("--num-choices only applies to --head multiple-choice");
     }
     Ok(match head {
         Head::Mlm => {
-            let model: LongformerForMaskedLM = args
-                .dtype
-                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
+            let model: LongformerForMaskedLM = load_head_as(head, args, &device)?;
             let mask_id = tokenizer.map(mask_token_id).transpose()?;
             let ids = input.input_ids.clone();
             if let Some(mask_id) = mask_id
@@ -210,17 +201,13 @@ fn run_head(
             vec![host("logits", logits)]
         }
         Head::SequenceClassification => {
-            let model: LongformerForSequenceClassification = args
-                .dtype
-                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
+            let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
             let logits = model.forward(input)?;
             print_best("row", &logits, |i| head_config.label(i));
             vec![host("logits", logits)]
         }
         Head::QuestionAnswering => {
-            let model: LongformerForQuestionAnswering = args
-                .dtype
-                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
+            let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
             let out = model.forward(input)?;
             let starts = argmax_rows(&out.start_logits);
             let ends = argmax_rows(&out.end_logits);
@@ -233,9 +220,7 @@ fn run_head(
             ]
         }
         Head::TokenClassification => {
-            let model: LongformerForTokenClassification = args
-                .dtype
-                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
+            let model: LongformerForTokenClassification = load_head_as(head, args, &device)?;
             let logits = model.forward(input)?;
             let [batch, seq, labels] = logits.dims();
             let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
@@ -246,9 +231,7 @@ fn run_head(
             vec![host("logits", logits)]
         }
         Head::MultipleChoice => {
-            let model: LongformerForMultipleChoice = args
-                .dtype
-                .apply(load_head(dir, &device).with_context(loading)?, &device)?;
+            let model: LongformerForMultipleChoice = load_head_as(head, args, &device)?;
             let [rows, _] = input.dims();
             let choices = MultipleChoiceInput::new(input, args.num_choices.unwrap_or(rows))?;
             let logits = model.forward(choices)?;
@@ -256,6 +239,19 @@ fn run_head(
             vec![host("logits", logits)]
         }
     })
+}
+
+/// `head`'s model from `args.model` (a checkpoint of that head, as HF's `save_pretrained` writes
+/// it), in `args.dtype`.
+fn load_head_as<H: TaskHead>(head: Head, args: &EncodeArgs, device: &Device) -> Result<H> {
+    let model = load_head(&args.model, device).with_context(|| {
+        format!(
+            "loading {} from {} (a checkpoint of that head, as HF's save_pretrained writes it)",
+            head.hf_class(),
+            args.model.display()
+        )
+    })?;
+    args.dtype.apply(model, device)
 }
 
 /// The id the tokenizer gives `<mask>`.
