@@ -6,8 +6,15 @@ use std::sync::OnceLock;
 use crate::tokenizer::WikiHopTokenizer;
 
 /// `data/wikihop-sample` at the repository root.
+///
+/// Found from the run-time `CARGO_MANIFEST_DIR` that `cargo test` sets, not the compile-time
+/// [`crate::SAMPLE_DIR`]: a test binary reused from a build of another checkout (a shared
+/// target directory) still reads this checkout's sample.
 pub(crate) fn sample_data_dir() -> PathBuf {
-    PathBuf::from(crate::SAMPLE_DIR)
+    match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(dir) => PathBuf::from(dir).join("../../data/wikihop-sample"),
+        None => PathBuf::from(crate::SAMPLE_DIR),
+    }
 }
 
 /// The committed sample tokenizer's directory.

@@ -14,8 +14,16 @@ use longformer_train::{
     Combine, ExampleSet, OptimizerSettings, Precision, Run, Start, TrainSettings, WikiHopModel,
 };
 
+/// The sample set, found from the run-time `CARGO_MANIFEST_DIR` (a test binary reused from
+/// another checkout's build still reads this checkout's files).
+fn sample_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(|dir| PathBuf::from(dir).join("../../data/wikihop-sample"))
+        .unwrap_or_else(|| PathBuf::from(SAMPLE_DIR))
+}
+
 fn sample(examples: usize) -> (ExampleSet, usize) {
-    let dir = Path::new(SAMPLE_DIR);
+    let dir = sample_dir();
     let tokenizer = WikiHopTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
     let prepared = prepare_file(
         &dir.join("dev.json"),

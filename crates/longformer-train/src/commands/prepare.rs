@@ -107,8 +107,13 @@ mod tests {
         dir
     }
 
+    /// A file of the sample set, found from the run-time `CARGO_MANIFEST_DIR` (a test binary
+    /// reused from another checkout's build still reads this checkout's files).
     fn sample(file: &str) -> String {
-        format!("{}/{file}", longformer_data::SAMPLE_DIR)
+        match std::env::var("CARGO_MANIFEST_DIR") {
+            Ok(dir) => format!("{dir}/../../data/wikihop-sample/{file}"),
+            Err(_) => format!("{}/{file}", longformer_data::SAMPLE_DIR),
+        }
     }
 
     #[test]
