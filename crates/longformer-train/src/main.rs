@@ -6,6 +6,9 @@ use longformer_train::commands;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "longformer", version, about = "Longformer on Burn")]
 struct Cli {
