@@ -15,6 +15,7 @@ use burn::tensor::{Shape, TensorData};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
+use super::cpu_rows::{Rows, additive_bias};
 use super::ops::LocalAttentionOps;
 
 /// Queries per block.
@@ -34,7 +35,8 @@ fn block_on<O>(future: impl Future<Output = O>) -> O {
 
 fn read<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
     let data = block_on(B::float_into_data(t)).expect("a CPU tensor reads back");
-    data.iter::<f32>().collect()
+    data.try_into_vec_as::<f32>()
+        .expect("a float tensor reads back as f32")
 }
 
 fn write<B: Backend>(values: Vec<f32>, shape: Vec<usize>, device: &Device<B>) -> FloatTensor<B> {
@@ -78,8 +80,11 @@ impl Geometry {
         )
     }
 
-    fn sees(&self, i: usize, j: usize) -> bool {
-        j + self.left >= i && j <= i + self.right
+    /// Keys `[a, b)` of the span `[lo, hi)` inside query `i`'s window (`a == b` if none).
+    fn window(&self, i: usize, (lo, hi): (usize, usize)) -> (usize, usize) {
+        let a = i.saturating_sub(self.left).clamp(lo, hi);
+        let b = (i + self.right + 1).clamp(a, hi);
+        (a, b)
     }
 }
 
@@ -144,14 +149,15 @@ fn forward_head(
     geo: Geometry,
     rh: usize,
     [q, k, v, gk, gv]: [&[f32]; 5],
-    key_ok: &[f32],
-    global_ok: &[f32],
+    key_bias: &[f32],
+    global_bias: &[f32],
     global_keep: Option<&[f32]>,
     (seed, prob): (u32, f32),
     out: &mut [f32],
     lse: &mut [f32],
 ) {
     let Geometry { m, d, g, .. } = geo;
+    let rows = Rows::detect();
     let mut scores = Vec::new();
     for i0 in (0..m).step_by(BLOCK) {
         let bq = BLOCK.min(m - i0);
@@ -183,39 +189,22 @@ fn forward_head(
         for r in 0..bq {
             let i = i0 + r;
             let row = &mut scores[r * cols..(r + 1) * cols];
-            let allowed = |c: usize| {
-                if c < g {
-                    global_ok[c] > 0.5
-                } else {
-                    let j = lo + c - g;
-                    geo.sees(i, j) && key_ok[j] > 0.5
+            let (a, b) = geo.window(i, (lo, hi));
+            match rows.softmax(row, global_bias, (g + a - lo, g + b - lo), &key_bias[a..b]) {
+                Some(row_lse) => lse[i] = row_lse,
+                None => {
+                    lse[i] = 0.0;
+                    continue;
                 }
-            };
-            let max = (0..cols)
-                .filter(|&c| allowed(c))
-                .map(|c| row[c])
-                .fold(f32::NEG_INFINITY, f32::max);
-            if max == f32::NEG_INFINITY {
-                row.fill(0.0);
-                lse[i] = 0.0;
-                continue;
             }
-            let mut sum = 0.0;
-            for (c, s) in row.iter_mut().enumerate() {
-                *s = if allowed(c) { (*s - max).exp() } else { 0.0 };
-                sum += *s;
-            }
-            lse[i] = max + sum.ln();
-            let inv = 1.0 / sum;
-            for (c, s) in row.iter_mut().enumerate() {
-                let keep = if prob == 0.0 {
-                    1.0
-                } else if c < g {
-                    global_keep.map_or(1.0, |keep| keep[i * g + c])
-                } else {
-                    band_keep(seed, rh, i, lo + c - g, prob)
-                };
-                *s *= inv * keep;
+            if prob > 0.0 {
+                for (c, s) in row.iter_mut().enumerate() {
+                    *s *= if c < g {
+                        global_keep.map_or(1.0, |keep| keep[i * g + c])
+                    } else {
+                        band_keep(seed, rh, i, lo + c - g, prob)
+                    };
+                }
             }
         }
         let ob = &mut out[i0 * d..(i0 + bq) * d];
@@ -248,13 +237,14 @@ fn backward_head(
     geo: Geometry,
     rh: usize,
     [q, k, v, grad]: [&[f32]; 4],
-    key_ok: &[f32],
+    key_bias: &[f32],
     lse: &[f32],
     delta: &[f32],
     (seed, prob): (u32, f32),
     [dq, dk, dv]: [&mut [f32]; 3],
 ) {
     let Geometry { m, d, .. } = geo;
+    let rows = Rows::detect();
     dk.fill(0.0);
     dv.fill(0.0);
     let (mut probs, mut ds) = (Vec::new(), Vec::new());
@@ -290,21 +280,30 @@ fn backward_head(
         );
         for r in 0..bq {
             let i = i0 + r;
+            let (a, b) = geo.window(i, (lo, hi));
+            let at = r * nk..(r + 1) * nk;
+            let (p_row, ds_row) = (&mut probs[at.clone()], &mut ds[at]);
+            if prob == 0.0 {
+                rows.backward(
+                    p_row,
+                    ds_row,
+                    (a - lo, b - lo),
+                    &key_bias[a..b],
+                    lse[i],
+                    delta[i],
+                );
+                continue;
+            }
             for c in 0..nk {
                 let j = lo + c;
-                let at = r * nk + c;
-                if geo.sees(i, j) && key_ok[j] > 0.5 {
-                    let p = (probs[at] - lse[i]).exp();
-                    let keep = if prob == 0.0 {
-                        1.0
-                    } else {
-                        band_keep(seed, rh, i, j, prob)
-                    };
-                    ds[at] = p * (ds[at] * keep - delta[i]);
-                    probs[at] = p * keep;
+                if (a..b).contains(&j) && key_bias[j] == 0.0 {
+                    let p = (p_row[c] - lse[i]).exp();
+                    let keep = band_keep(seed, rh, i, j, prob);
+                    ds_row[c] = p * (ds_row[c] * keep - delta[i]);
+                    p_row[c] = p * keep;
                 } else {
-                    ds[at] = 0.0;
-                    probs[at] = 0.0;
+                    ds_row[c] = 0.0;
+                    p_row[c] = 0.0;
                 }
             }
         }
@@ -363,6 +362,7 @@ fn forward<B: Backend>(
     let seed = seed_value::<B>(seed, dropout);
     let [q, k, v, gk, gv, key_ok, global_ok] =
         [q, k, v, global_k, global_v, key_ok, global_ok].map(read::<B>);
+    let (key_bias, global_bias) = (additive_bias(&key_ok), additive_bias(&global_ok));
     let global_keep = (dropout > 0.0).then(|| read::<B>(global_keep));
     let mut out = vec![0.0f32; rows * heads * m * d];
     let mut lse = vec![0.0f32; rows * heads * m];
@@ -382,8 +382,8 @@ fn forward<B: Backend>(
                     &gk[gx.clone()],
                     &gv[gx],
                 ],
-                &key_ok[row * m..(row + 1) * m],
-                &global_ok[row * g..(row + 1) * g],
+                &key_bias[row * m..(row + 1) * m],
+                &global_bias[row * g..(row + 1) * g],
                 global_keep
                     .as_deref()
                     .map(|keep| &keep[rh * m * g..(rh + 1) * m * g]),
@@ -418,6 +418,7 @@ fn band_backward<B: Backend>(
     };
     let seed = seed_value::<B>(seed, dropout);
     let [q, k, v, key_ok, lse, delta, grad] = [q, k, v, key_ok, lse, delta, grad].map(read::<B>);
+    let key_bias = additive_bias(&key_ok);
     let size = rows * heads * m * d;
     let (mut dq, mut dk, mut dv) = (vec![0.0f32; size], vec![0.0f32; size], vec![0.0f32; size]);
     dq.par_chunks_mut(m * d)
@@ -431,7 +432,7 @@ fn band_backward<B: Backend>(
                 geo,
                 rh,
                 [&q[x.clone()], &k[x.clone()], &v[x.clone()], &grad[x]],
-                &key_ok[row * m..(row + 1) * m],
+                &key_bias[row * m..(row + 1) * m],
                 &lse[rh * m..(rh + 1) * m],
                 &delta[rh * m..(rh + 1) * m],
                 (seed, dropout),

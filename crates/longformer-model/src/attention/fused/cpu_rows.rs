@@ -1,0 +1,305 @@
+//! The per-row arithmetic of the CPU fused op (softmax of a block row, the backward pass's
+//! recomputed probabilities), written as straight loops over contiguous slices so the compiler
+//! vectorizes them, with an `exp` that vectorizes too (libm's `expf` is one call per score).
+//!
+//! Masks arrive as additive biases (`0` or `-inf` per key), so a masked score's `exp` is an
+//! exact `0` and no loop branches per element. [`Rows::detect`] picks AVX2 + FMA code where the
+//! CPU has it (the same loops compiled for those instructions); the portable build is SSE2.
+
+/// `log2(e)`.
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// `1.5 · 2^23`: adding it rounds an `f32` of magnitude below `2^22` to an integer, and the
+/// sum's low mantissa bits hold that integer.
+const ROUND: f32 = 12_582_912.0;
+/// `ln 2` split so that `n · LN2_HI` is exact for the `n` that occur (Cody–Waite reduction).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Below this, `exp` is returned as `0` (`e^-87.3` is the smallest normal `f32`).
+const EXP_FLOOR: f32 = -87.0;
+/// Independent partial sums and maxima per loop (one AVX register of `f32`).
+const LANES: usize = 8;
+
+/// `e^x` for `x <= 0` (also `-inf`) within 2 ulp: Cody–Waite range reduction to
+/// `|r| <= ln2 / 2` and Cephes' degree-6 polynomial, `0` below [`EXP_FLOOR`].
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    let clamped = if x < EXP_FLOOR { EXP_FLOOR } else { x };
+    let shifted = clamped * LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let two_n = f32::from_bits((exponent.wrapping_add(127) << 23) as u32);
+    if x < EXP_FLOOR { 0.0 } else { e_r * two_n }
+}
+
+/// `max(acc, max_c (scores[c] + bias[c]))`.
+#[inline(always)]
+fn biased_max(scores: &[f32], bias: &[f32], acc: f32) -> f32 {
+    let bias = &bias[..scores.len()];
+    let (blocks, tail) = scores.as_chunks::<LANES>();
+    let (bias_blocks, bias_tail) = bias.as_chunks::<LANES>();
+    let mut lanes = [acc; LANES];
+    for (s, b) in blocks.iter().zip(bias_blocks) {
+        for l in 0..LANES {
+            let x = s[l] + b[l];
+            lanes[l] = if x > lanes[l] { x } else { lanes[l] };
+        }
+    }
+    let mut max = acc;
+    for (s, b) in tail.iter().zip(bias_tail) {
+        let x = s + b;
+        max = if x > max { x } else { max };
+    }
+    lanes
+        .into_iter()
+        .fold(max, |m, x| if x > m { x } else { m })
+}
+
+/// `scores[c] = e^(scores[c] + bias[c] - shift)`; returns their sum. (Two passes: a map the
+/// compiler vectorizes, and a sum in [`LANES`] partial sums; one loop doing both stays scalar.)
+#[inline(always)]
+fn biased_exp(scores: &mut [f32], bias: &[f32], shift: f32) -> f32 {
+    for (s, b) in scores.iter_mut().zip(bias) {
+        *s = exp_nonpositive(*s + b - shift);
+    }
+    lane_sum(scores)
+}
+
+/// The sum of `values` in [`LANES`] independent partial sums (vectorizable).
+#[inline(always)]
+fn lane_sum(values: &[f32]) -> f32 {
+    let (blocks, tail) = values.as_chunks::<LANES>();
+    let mut lanes = [0.0f32; LANES];
+    for block in blocks {
+        for l in 0..LANES {
+            lanes[l] += block[l];
+        }
+    }
+    lanes.into_iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn scale(values: &mut [f32], by: f32) {
+    for x in values {
+        *x *= by;
+    }
+}
+
+/// One query's scores `[g + span]` (global keys first, then the block's key span), of which the
+/// band columns `band.0..band.1` are inside the query's window: replaced by its attention
+/// probabilities (zero outside the window and where the biases are `-inf`). Returns the
+/// log-sum-exp, or `None` (and all zeros) when no key is visible.
+#[inline(always)]
+fn softmax_row(
+    row: &mut [f32],
+    global_bias: &[f32],
+    (start, end): (usize, usize),
+    band_bias: &[f32],
+) -> Option<f32> {
+    let g = global_bias.len();
+    let max = biased_max(
+        &row[start..end],
+        band_bias,
+        biased_max(&row[..g], global_bias, f32::NEG_INFINITY),
+    );
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return None;
+    }
+    let sum = biased_exp(&mut row[..g], global_bias, max)
+        + biased_exp(&mut row[start..end], band_bias, max);
+    row[g..start].fill(0.0);
+    row[end..].fill(0.0);
+    let inv = 1.0 / sum;
+    scale(&mut row[..g], inv);
+    scale(&mut row[start..end], inv);
+    Some(max + sum.ln())
+}
+
+/// The backward pass's row: from the scores `probs` (`q·k`, the span's columns) and
+/// `ds` (`grad·v`), writes the probabilities `p = e^(score + bias - lse)` and the score
+/// gradients `p · (ds - delta)` in place for the window's columns `window.0..window.1`, zero
+/// elsewhere. Without dropout only; the dropout case keeps its per-element loop.
+#[inline(always)]
+fn backward_row(
+    probs: &mut [f32],
+    ds: &mut [f32],
+    (start, end): (usize, usize),
+    bias: &[f32],
+    lse: f32,
+    delta: f32,
+) {
+    for ((p, d), b) in probs[start..end]
+        .iter_mut()
+        .zip(&mut ds[start..end])
+        .zip(bias)
+    {
+        *p = exp_nonpositive(*p + b - lse);
+        *d = *p * (*d - delta);
+    }
+    for buffer in [&mut *probs, &mut *ds] {
+        buffer[..start].fill(0.0);
+        buffer[end..].fill(0.0);
+    }
+}
+
+/// The row functions compiled for the CPU at hand.
+#[derive(Clone, Copy)]
+pub(super) struct Rows {
+    avx2: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn softmax_row(
+        row: &mut [f32],
+        global_bias: &[f32],
+        band: (usize, usize),
+        band_bias: &[f32],
+    ) -> Option<f32> {
+        super::softmax_row(row, global_bias, band, band_bias)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn backward_row(
+        probs: &mut [f32],
+        ds: &mut [f32],
+        window: (usize, usize),
+        bias: &[f32],
+        lse: f32,
+        delta: f32,
+    ) {
+        super::backward_row(probs, ds, window, bias, lse, delta)
+    }
+}
+
+impl Rows {
+    /// AVX2 + FMA code where the CPU has both, portable code otherwise.
+    pub(super) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        Self { avx2 }
+    }
+
+    /// See [`softmax_row`].
+    pub(super) fn softmax(
+        self,
+        row: &mut [f32],
+        global_bias: &[f32],
+        band: (usize, usize),
+        band_bias: &[f32],
+    ) -> Option<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `detect` found AVX2 and FMA on this CPU.
+            return unsafe { avx2::softmax_row(row, global_bias, band, band_bias) };
+        }
+        softmax_row(row, global_bias, band, band_bias)
+    }
+
+    /// See [`backward_row`].
+    pub(super) fn backward(
+        self,
+        probs: &mut [f32],
+        ds: &mut [f32],
+        window: (usize, usize),
+        bias: &[f32],
+        lse: f32,
+        delta: f32,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `detect` found AVX2 and FMA on this CPU.
+            return unsafe { avx2::backward_row(probs, ds, window, bias, lse, delta) };
+        }
+        backward_row(probs, ds, window, bias, lse, delta)
+    }
+}
+
+/// `0` where `ok > 0.5`, `-inf` elsewhere: a `{0, 1}` mask as an additive bias.
+pub(super) fn additive_bias(ok: &[f32]) -> Vec<f32> {
+    ok.iter()
+        .map(|&ok| if ok > 0.5 { 0.0 } else { f32::NEG_INFINITY })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm_to_two_ulp() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            let (ours, libm) = (exp_nonpositive(x), x.exp());
+            worst = worst.max((ours - libm).abs() / libm);
+            x += 0.000_37;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_nonpositive(-100.0), 0.0);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+
+    #[test]
+    fn softmax_row_matches_a_direct_softmax() {
+        let g = 3;
+        let row: Vec<f32> = (0..40)
+            .map(|c| ((c * 7919) % 23) as f32 * 0.37 - 4.0)
+            .collect();
+        let global_bias = [0.0, f32::NEG_INFINITY, 0.0];
+        let (start, end) = (g + 5, g + 30);
+        let band_bias: Vec<f32> = (start..end)
+            .map(|c| if c % 4 == 0 { f32::NEG_INFINITY } else { 0.0 })
+            .collect();
+        let visible = |c: usize| {
+            if c < g {
+                global_bias[c] == 0.0
+            } else {
+                (start..end).contains(&c) && band_bias[c - start] == 0.0
+            }
+        };
+        let max = (0..row.len())
+            .filter(|&c| visible(c))
+            .map(|c| row[c])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = (0..row.len())
+            .filter(|&c| visible(c))
+            .map(|c| (row[c] - max).exp())
+            .sum();
+        for rows in [Rows { avx2: false }, Rows::detect()] {
+            let mut ours = row.clone();
+            let lse = rows
+                .softmax(&mut ours, &global_bias, (start, end), &band_bias)
+                .unwrap();
+            assert!((lse - (max + sum.ln())).abs() < 1e-5);
+            for (c, p) in ours.iter().enumerate() {
+                let expected = if visible(c) {
+                    (row[c] - max).exp() / sum
+                } else {
+                    0.0
+                };
+                assert!((p - expected).abs() < 1e-6, "column {c}: {p} vs {expected}");
+            }
+        }
+        let mut hidden = row.clone();
+        let none = vec![f32::NEG_INFINITY; end - start];
+        let all_masked = [f32::NEG_INFINITY; 3];
+        assert_eq!(
+            Rows::detect().softmax(&mut hidden, &all_masked, (start, end), &none),
+            None
+        );
+        assert!(hidden.iter().all(|&p| p == 0.0));
+    }
+}
