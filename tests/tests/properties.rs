@@ -2,7 +2,9 @@
 //! and gradients) on random shapes and layouts, and a padded batch equals its rows one by one.
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use longformer_model::attention::{AttentionMasks, SlidingWindowAttentionConfig};
+use longformer_model::attention::{
+    AttentionMasks, LocalAttentionKernel, SlidingWindowAttentionConfig,
+};
 use longformer_model::{
     AttentionDilation, AttentionLayout, AttentionWindow, LongformerConfig, LongformerInput,
 };
@@ -39,8 +41,13 @@ fn random_layout(rng: &mut Rng, batch: usize, len: usize) -> AttentionLayout {
     AttentionLayout::new(batch, len, is_real, is_global)
 }
 
-/// Compares the banded attention with the dense reference on a plain (inference) device, where
-/// the band goes through Burn's fused attention op: outputs only.
+/// Both local-attention paths: the band path of tensor ops and the fused op (CPU products or GPU
+/// kernels), each in inference and in training.
+const KERNELS: [LocalAttentionKernel; 2] =
+    [LocalAttentionKernel::Reference, LocalAttentionKernel::Fused];
+
+/// Compares the banded attention with the dense reference on a plain (inference) device:
+/// outputs only.
 fn check_inference_against_dense(
     label: &str,
     device: &Device,
@@ -137,15 +144,12 @@ fn banded_attention_equals_dense_reference_with_gradients() {
         let device = plain.clone().autodiff();
         for &(batch, len, window) in &shapes {
             let layout = random_layout(&mut rng, batch, len);
-            let config = SlidingWindowAttentionConfig::new(16, 4, window);
-            let label = format!("{name} {batch}x{len} w{window}");
-            check_inference_against_dense(&label, &plain, &layout, &config);
-            check_against_dense(
-                &format!("{name} {batch}x{len} w{window}"),
-                &device,
-                &layout,
-                config,
-            );
+            for kernel in KERNELS {
+                let config = SlidingWindowAttentionConfig::new(16, 4, window).with_kernel(kernel);
+                let label = format!("{name} {kernel:?} {batch}x{len} w{window}");
+                check_inference_against_dense(&label, &plain, &layout, &config);
+                check_against_dense(&label, &device, &layout, config);
+            }
         }
     }
 }
@@ -169,17 +173,17 @@ fn dilated_and_causal_windows_equal_dense_reference_with_gradients() {
         let device = plain.clone().autodiff();
         for &(batch, len, window, dilation, causal) in &cases {
             let layout = random_layout(&mut rng, batch, len);
-            let config = SlidingWindowAttentionConfig::new(16, 4, window)
-                .with_head_dilation(dilation.to_vec())
-                .with_causal(causal);
-            let label = format!("{name} {batch}x{len} w{window} d{dilation:?} causal {causal}");
-            check_inference_against_dense(&label, &plain, &layout, &config);
-            check_against_dense(
-                &format!("{name} {batch}x{len} w{window} d{dilation:?} causal {causal}"),
-                &device,
-                &layout,
-                config,
-            );
+            for kernel in KERNELS {
+                let config = SlidingWindowAttentionConfig::new(16, 4, window)
+                    .with_head_dilation(dilation.to_vec())
+                    .with_causal(causal)
+                    .with_kernel(kernel);
+                let label = format!(
+                    "{name} {kernel:?} {batch}x{len} w{window} d{dilation:?} causal {causal}"
+                );
+                check_inference_against_dense(&label, &plain, &layout, &config);
+                check_against_dense(&label, &device, &layout, config);
+            }
         }
     }
 }

@@ -110,11 +110,10 @@ pub struct LongformerConfig {
     /// tokens before it (the original allenai config's `autoregressive`; HF has none).
     #[config(default = false)]
     pub autoregressive: bool,
-    /// Which implementation computes local attention: the fused op where it applies and pays
-    /// (`Auto`, the default: GPU kernels on wgpu/vulkan; blocked products on flex/ndarray in
-    /// training), always the
-    /// band path of tensor ops (`Reference`), or the fused op and an error on a device without
-    /// it (`Fused`). A runtime choice, not part of HF's `config.json`.
+    /// Which implementation computes local attention: the fused op where it applies (`Auto`,
+    /// the default: GPU kernels on wgpu/vulkan, blocked products on flex/ndarray; f32 without
+    /// requested probabilities), always the band path of tensor ops (`Reference`), or the
+    /// fused op and an error on a device without it (`Fused`). A runtime choice, not part of HF's `config.json`.
     #[config(default = "LocalAttentionKernel::Auto")]
     pub local_attention_kernel: LocalAttentionKernel,
 }

@@ -4,19 +4,20 @@
 //!
 //! - [`ops`]: [`LocalAttentionOps`], the Burn backend extension.
 //! - `kernels`, `cube`: its CubeCL kernels and their launch on wgpu/vulkan devices.
-//! - `cpu`: the same on flex and ndarray.
+//! - `cpu`: the same on flex and ndarray; `cpu_rows`: its vectorized per-row softmax.
 //! - `autodiff`: its backward pass (recomputed probabilities, no saved scores).
 //!
-//! [`LocalAttentionKernel`] says where it runs: by default in f32 when no attention
-//! probabilities are requested, on GPUs always (CubeCL kernels) and on flex and ndarray in
-//! training (blocked `gemm` products; in inference Burn's own fused attention op on the band
-//! path is as fast); otherwise the band path of [`super::local`] runs.
+//! [`LocalAttentionKernel`] says where it runs: by default on every backend (CubeCL kernels on
+//! GPUs, blocked `gemm` products on flex and ndarray) in f32 when no attention probabilities
+//! are requested; otherwise the band path of [`super::local`] runs.
 //! Attention dropout happens inside the op (band probabilities by a hash of a seed drawn
 //! from the device's generator and their position, global ones by a `[m, g]` mask).
 
 mod autodiff;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod cpu;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod cpu_rows;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 mod cube;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
@@ -33,8 +34,8 @@ pub use ops::LocalAttentionOps;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LocalAttentionKernel {
-    /// The fused op where it applies (f32, no probabilities requested) and pays: GPUs, and
-    /// training on CPUs; the band path elsewhere.
+    /// The fused op where it applies (f32, no probabilities requested), the band path
+    /// elsewhere.
     #[default]
     Auto,
     /// The fused op wherever it applies; an error on a device without it.
@@ -56,22 +57,6 @@ pub fn fused_available(device: &Device) -> bool {
         #[cfg(feature = "ndarray")]
         D::NdArray(_) => true,
         _ => false,
-    }
-}
-
-/// Whether `device` is a GPU (a CubeCL device).
-pub fn is_gpu(device: &Device) -> bool {
-    #[cfg(any(feature = "wgpu", feature = "vulkan"))]
-    {
-        matches!(
-            device.clone().without_autodiff().as_dispatch(),
-            burn::backend::DispatchDevice::Cube(_)
-        )
-    }
-    #[cfg(not(any(feature = "wgpu", feature = "vulkan")))]
-    {
-        let _ = device;
-        false
     }
 }
 
