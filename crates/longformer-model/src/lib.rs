@@ -31,6 +31,8 @@
 
 pub mod attention;
 pub mod config;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod cpu;
 pub mod embedding;
 pub mod encoder;
 pub mod error;

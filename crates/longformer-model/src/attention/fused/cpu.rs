@@ -5,43 +5,17 @@
 //! backward pass recomputes them from `q`, `k` and the row log-sum-exp, as on the GPU. Dropout
 //! uses the same hashed choices as the GPU kernels ([`band_keep`]).
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
-use burn::backend::tensor::{Device, FloatTensor, IntTensor};
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata};
-use burn::tensor::{Shape, TensorData};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use super::cpu_rows::{Rows, additive_bias};
 use super::ops::LocalAttentionOps;
+use crate::cpu::{block_on, read, write};
 
 /// Queries per block.
 const BLOCK: usize = 64;
-
-/// Runs a future the CPU backends complete without waiting (their reads are immediate).
-fn block_on<O>(future: impl Future<Output = O>) -> O {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::yield_now();
-    }
-}
-
-fn read<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
-    let data = block_on(B::float_into_data(t)).expect("a CPU tensor reads back");
-    data.try_into_vec_as::<f32>()
-        .expect("a float tensor reads back as f32")
-}
-
-fn write<B: Backend>(values: Vec<f32>, shape: Vec<usize>, device: &Device<B>) -> FloatTensor<B> {
-    B::float_from_data(TensorData::new(values, Shape::from(shape)), device)
-}
 
 /// The GPU kernels' dropout choice for band score `(rh, i, j)` (see `kernels::band_keep`).
 fn band_keep(seed: u32, rh: usize, i: usize, j: usize, prob: f32) -> f32 {

@@ -6,38 +6,7 @@
 //! exact `0` and no loop branches per element. [`Rows::detect`] picks AVX2 + FMA code where the
 //! CPU has it (the same loops compiled for those instructions); the portable build is SSE2.
 
-/// `log2(e)`.
-const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// `1.5 · 2^23`: adding it rounds an `f32` of magnitude below `2^22` to an integer, and the
-/// sum's low mantissa bits hold that integer.
-const ROUND: f32 = 12_582_912.0;
-/// `ln 2` split so that `n · LN2_HI` is exact for the `n` that occur (Cody–Waite reduction).
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
-/// Below this, `exp` is returned as `0` (`e^-87.3` is the smallest normal `f32`).
-const EXP_FLOOR: f32 = -87.0;
-/// Independent partial sums and maxima per loop (one AVX register of `f32`).
-const LANES: usize = 8;
-
-/// `e^x` for `x <= 0` (also `-inf`) within 2 ulp: Cody–Waite range reduction to
-/// `|r| <= ln2 / 2` and Cephes' degree-6 polynomial, `0` below [`EXP_FLOOR`].
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    let clamped = if x < EXP_FLOOR { EXP_FLOOR } else { x };
-    let shifted = clamped * LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    let r = clamped - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let e_r = p * r * r + r + 1.0;
-    let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let two_n = f32::from_bits((exponent.wrapping_add(127) << 23) as u32);
-    if x < EXP_FLOOR { 0.0 } else { e_r * two_n }
-}
+use crate::cpu::math::{LANES, exp_nonpositive};
 
 /// `max(acc, max_c (scores[c] + bias[c]))`.
 #[inline(always)]
@@ -184,11 +153,9 @@ mod avx2 {
 impl Rows {
     /// AVX2 + FMA code where the CPU has both, portable code otherwise.
     pub(super) fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
-        Self { avx2 }
+        Self {
+            avx2: crate::cpu::has_avx2_fma(),
+        }
     }
 
     /// See [`softmax_row`].
@@ -236,21 +203,6 @@ pub(super) fn additive_bias(ok: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exp_matches_libm_to_two_ulp() {
-        let mut worst = 0.0f32;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let (ours, libm) = (exp_nonpositive(x), x.exp());
-            worst = worst.max((ours - libm).abs() / libm);
-            x += 0.000_37;
-        }
-        assert!(worst < 2.5e-7, "worst relative error {worst}");
-        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_nonpositive(-100.0), 0.0);
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-    }
 
     #[test]
     fn softmax_row_matches_a_direct_softmax() {

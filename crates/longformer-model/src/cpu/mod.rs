@@ -1,0 +1,52 @@
+//! Shared pieces of the CPU kernels (flex, ndarray): moving a tensor's values in and out of a
+//! `Vec<f32>`, and vectorizable elementwise math ([`math`]).
+
+pub(crate) mod math;
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use burn::backend::Backend;
+use burn::backend::tensor::{Device, FloatTensor};
+use burn::tensor::{Shape, TensorData};
+
+/// Runs a future the CPU backends complete without waiting (their reads are immediate).
+pub(crate) fn block_on<O>(future: impl Future<Output = O>) -> O {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The values of a float tensor as f32 (no copy when it already is one, contiguous).
+pub(crate) fn read<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+    let data = block_on(B::float_into_data(t)).expect("a CPU tensor reads back");
+    data.try_into_vec_as::<f32>()
+        .expect("a float tensor reads back as f32")
+}
+
+/// A tensor of `shape` holding `values`.
+pub(crate) fn write<B: Backend>(
+    values: Vec<f32>,
+    shape: Vec<usize>,
+    device: &Device<B>,
+) -> FloatTensor<B> {
+    B::float_from_data(TensorData::new(values, Shape::from(shape)), device)
+}
+
+/// Whether this CPU has AVX2 and FMA, for which the kernels' loops are also compiled.
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
