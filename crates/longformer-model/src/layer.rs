@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, gelu_approximate, relu};
+use burn::tensor::activation::{gelu_approximate, relu};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::{
@@ -12,6 +12,7 @@ use crate::attention::{
     SlidingWindowAttentionConfig,
 };
 use crate::config::HiddenAct;
+use crate::gelu::gelu_exact;
 
 /// Configuration of [`LongformerLayer`].
 #[derive(Config, Debug)]
@@ -142,30 +143,11 @@ impl Intermediate {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let x = self.dense.forward(x);
         match self.activation {
-            HiddenAct::Gelu => gelu_erf(x),
+            HiddenAct::Gelu => gelu_exact(x),
             HiddenAct::GeluTanh => gelu_approximate(x),
             HiddenAct::Relu => relu(x),
         }
     }
-}
-
-/// Exact GELU, `x · ½ (1 + erf(x / √2))`.
-///
-/// Without autodiff this is Burn's fused `gelu` (one pass instead of five over the
-/// `[batch, seq, d_ff]` activations). Under autodiff it is written out so that autodiff
-/// differentiates `erf`: Burn 0.22.1's fused `gelu` has a backward that is the tanh
-/// approximation's derivative on some backends (ndarray, wgpu), off from PyTorch's by up to 9e-4.
-pub(crate) fn gelu_erf(x: Tensor<3>) -> Tensor<3> {
-    if !x.device().is_autodiff() {
-        return gelu(x);
-    }
-    let cdf = x
-        .clone()
-        .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
-        .erf()
-        .add_scalar(1.0)
-        .mul_scalar(0.5);
-    x * cdf
 }
 
 impl LongformerLayer {

@@ -36,6 +36,7 @@ mod cpu;
 pub mod embedding;
 pub mod encoder;
 pub mod error;
+pub mod gelu;
 pub mod heads;
 pub mod init;
 pub mod input;

@@ -9,9 +9,9 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{ConfigError, InputError};
+use crate::gelu::gelu_exact;
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
 use crate::input::LongformerInput;
-use crate::layer::gelu_erf;
 use crate::model::LongformerModel;
 
 /// `dense → gelu → layer_norm → · word_embeddingsᵀ + bias` (HF `lm_head`). The decoder weight is
@@ -51,7 +51,7 @@ impl LongformerLmHead {
         let [vocab_size, _] = word_embeddings.dims();
         let x = self
             .layer_norm
-            .forward(gelu_erf(self.dense.forward(hidden)))
+            .forward(gelu_exact(self.dense.forward(hidden)))
             .reshape([batch_size * seq_length, d_model]);
         let logits = x.matmul(word_embeddings.transpose()) + self.bias.val().unsqueeze::<2>();
         logits.reshape([batch_size, seq_length, vocab_size])

@@ -1,0 +1,107 @@
+//! [`ExactGeluOps`] on the CPU backends (flex, ndarray): one vectorized pass over the values,
+//! in parallel chunks.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, TensorMetadata};
+use rayon::prelude::*;
+
+use super::ops::ExactGeluOps;
+use crate::cpu::math::{erf, exp_nonpositive};
+use crate::cpu::{has_avx2_fma, read, write};
+
+/// Values per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// `√½`.
+const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// `1 / √(2π)`.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+#[inline(always)]
+fn gelu_in_place(values: &mut [f32]) {
+    for x in values {
+        *x *= 0.5 * (1.0 + erf(*x * SQRT_HALF));
+    }
+}
+
+#[inline(always)]
+fn gelu_grad_in_place(x: &[f32], grad: &mut [f32]) {
+    for (g, &x) in grad.iter_mut().zip(x) {
+        let cdf = 0.5 * (1.0 + erf(x * SQRT_HALF));
+        let pdf = INV_SQRT_2PI * exp_nonpositive(-0.5 * x * x);
+        *g *= cdf + x * pdf;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu_in_place(values: &mut [f32]) {
+        super::gelu_in_place(values)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu_grad_in_place(x: &[f32], grad: &mut [f32]) {
+        super::gelu_grad_in_place(x, grad)
+    }
+}
+
+fn gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let (device, shape) = (x.device(), x.shape().to_vec());
+    let mut values = read::<B>(x);
+    let avx2 = has_avx2_fma();
+    values.par_chunks_mut(CHUNK).for_each(|chunk| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `has_avx2_fma` found both on this CPU.
+            return unsafe { avx2::gelu_in_place(chunk) };
+        }
+        let _ = avx2;
+        gelu_in_place(chunk)
+    });
+    write::<B>(values, shape, &device)
+}
+
+fn gelu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let (device, shape) = (x.device(), x.shape().to_vec());
+    let (x, mut grad) = (read::<B>(x), read::<B>(grad));
+    let avx2 = has_avx2_fma();
+    grad.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(grad, x)| {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: `has_avx2_fma` found both on this CPU.
+                return unsafe { avx2::gelu_grad_in_place(x, grad) };
+            }
+            let _ = avx2;
+            gelu_grad_in_place(x, grad)
+        });
+    write::<B>(grad, shape, &device)
+}
+
+macro_rules! cpu_exact_gelu {
+    ($backend:ty) => {
+        impl ExactGeluOps for $backend {
+            fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                gelu::<Self>(x)
+            }
+
+            fn exact_gelu_backward(
+                x: FloatTensor<Self>,
+                grad: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                gelu_backward::<Self>(x, grad)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "flex")]
+cpu_exact_gelu!(burn::backend::Flex);
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // Burn 0.22 deprecates ndarray; it is still one of our backends
+mod ndarray_impl {
+    use super::*;
+    cpu_exact_gelu!(burn::backend::NdArray);
+}
