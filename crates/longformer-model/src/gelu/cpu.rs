@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::ops::ExactGeluOps;
 use crate::cpu::math::{erf, exp_nonpositive};
-use crate::cpu::{has_avx2_fma, read, write};
+use crate::cpu::{read, with_avx2, write};
 
 /// Values per parallel task.
 const CHUNK: usize = 1 << 14;
@@ -33,50 +33,27 @@ fn gelu_grad_in_place(x: &[f32], grad: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gelu_in_place(values: &mut [f32]) {
-        super::gelu_in_place(values)
-    }
+with_avx2! {
+    fn gelu_chunk(values: &mut [f32]) = gelu_in_place;
+}
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gelu_grad_in_place(x: &[f32], grad: &mut [f32]) {
-        super::gelu_grad_in_place(x, grad)
-    }
+with_avx2! {
+    fn gelu_grad_chunk(x: &[f32], grad: &mut [f32]) = gelu_grad_in_place;
 }
 
 fn gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let (device, shape) = (x.device(), x.shape().to_vec());
     let mut values = read::<B>(x);
-    let avx2 = has_avx2_fma();
-    values.par_chunks_mut(CHUNK).for_each(|chunk| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: `has_avx2_fma` found both on this CPU.
-            return unsafe { avx2::gelu_in_place(chunk) };
-        }
-        let _ = avx2;
-        gelu_in_place(chunk)
-    });
+    values.par_chunks_mut(CHUNK).for_each(gelu_chunk);
     write::<B>(values, shape, &device)
 }
 
 fn gelu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     let (device, shape) = (x.device(), x.shape().to_vec());
     let (x, mut grad) = (read::<B>(x), read::<B>(grad));
-    let avx2 = has_avx2_fma();
     grad.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(grad, x)| {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: `has_avx2_fma` found both on this CPU.
-                return unsafe { avx2::gelu_grad_in_place(x, grad) };
-            }
-            let _ = avx2;
-            gelu_grad_in_place(x, grad)
-        });
+        .for_each(|(grad, x)| gelu_grad_chunk(x, grad));
     write::<B>(grad, shape, &device)
 }
 

@@ -10,7 +10,7 @@ use burn::backend::{Backend, TensorMetadata};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use super::cpu_rows::{Rows, additive_bias};
+use super::cpu_rows::{self, additive_bias};
 use super::ops::LocalAttentionOps;
 use crate::cpu::{block_on, read, write};
 
@@ -131,7 +131,6 @@ fn forward_head(
     lse: &mut [f32],
 ) {
     let Geometry { m, d, g, .. } = geo;
-    let rows = Rows::detect();
     let mut scores = Vec::new();
     for i0 in (0..m).step_by(BLOCK) {
         let bq = BLOCK.min(m - i0);
@@ -164,7 +163,7 @@ fn forward_head(
             let i = i0 + r;
             let row = &mut scores[r * cols..(r + 1) * cols];
             let (a, b) = geo.window(i, (lo, hi));
-            match rows.softmax(row, global_bias, (g + a - lo, g + b - lo), &key_bias[a..b]) {
+            match cpu_rows::softmax(row, global_bias, (g + a - lo, g + b - lo), &key_bias[a..b]) {
                 Some(row_lse) => lse[i] = row_lse,
                 None => {
                     lse[i] = 0.0;
@@ -218,7 +217,6 @@ fn backward_head(
     [dq, dk, dv]: [&mut [f32]; 3],
 ) {
     let Geometry { m, d, .. } = geo;
-    let rows = Rows::detect();
     dk.fill(0.0);
     dv.fill(0.0);
     let (mut probs, mut ds) = (Vec::new(), Vec::new());
@@ -258,7 +256,7 @@ fn backward_head(
             let at = r * nk..(r + 1) * nk;
             let (p_row, ds_row) = (&mut probs[at.clone()], &mut ds[at]);
             if prob == 0.0 {
-                rows.backward(
+                cpu_rows::backward(
                     p_row,
                     ds_row,
                     (a - lo, b - lo),

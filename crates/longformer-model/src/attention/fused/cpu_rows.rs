@@ -3,10 +3,11 @@
 //! vectorizes them, with an `exp` that vectorizes too (libm's `expf` is one call per score).
 //!
 //! Masks arrive as additive biases (`0` or `-inf` per key), so a masked score's `exp` is an
-//! exact `0` and no loop branches per element. [`Rows::detect`] picks AVX2 + FMA code where the
-//! CPU has it (the same loops compiled for those instructions); the portable build is SSE2.
+//! exact `0` and no loop branches per element. [`softmax`] and [`backward`] run the loops
+//! compiled for AVX2 + FMA where the CPU has them; the portable build is SSE2.
 
 use crate::cpu::math::{LANES, exp_nonpositive};
+use crate::cpu::with_avx2;
 
 /// `max(acc, max_c (scores[c] + bias[c]))`.
 #[inline(always)]
@@ -119,78 +120,26 @@ fn backward_row(
     }
 }
 
-/// The row functions compiled for the CPU at hand.
-#[derive(Clone, Copy)]
-pub(super) struct Rows {
-    avx2: bool,
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn softmax_row(
-        row: &mut [f32],
-        global_bias: &[f32],
-        band: (usize, usize),
-        band_bias: &[f32],
-    ) -> Option<f32> {
-        super::softmax_row(row, global_bias, band, band_bias)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn backward_row(
-        probs: &mut [f32],
-        ds: &mut [f32],
-        window: (usize, usize),
-        bias: &[f32],
-        lse: f32,
-        delta: f32,
-    ) {
-        super::backward_row(probs, ds, window, bias, lse, delta)
-    }
-}
-
-impl Rows {
-    /// AVX2 + FMA code where the CPU has both, portable code otherwise.
-    pub(super) fn detect() -> Self {
-        Self {
-            avx2: crate::cpu::has_avx2_fma(),
-        }
-    }
-
-    /// See [`softmax_row`].
+with_avx2! {
+    /// [`softmax_row`], vectorized for this CPU.
     pub(super) fn softmax(
-        self,
         row: &mut [f32],
         global_bias: &[f32],
         band: (usize, usize),
         band_bias: &[f32],
-    ) -> Option<f32> {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `detect` found AVX2 and FMA on this CPU.
-            return unsafe { avx2::softmax_row(row, global_bias, band, band_bias) };
-        }
-        softmax_row(row, global_bias, band, band_bias)
-    }
+    ) -> Option<f32> = softmax_row;
+}
 
-    /// See [`backward_row`].
+with_avx2! {
+    /// [`backward_row`], vectorized for this CPU.
     pub(super) fn backward(
-        self,
         probs: &mut [f32],
         ds: &mut [f32],
         window: (usize, usize),
         bias: &[f32],
         lse: f32,
         delta: f32,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: `detect` found AVX2 and FMA on this CPU.
-            return unsafe { avx2::backward_row(probs, ds, window, bias, lse, delta) };
-        }
-        backward_row(probs, ds, window, bias, lse, delta)
-    }
+    ) = backward_row;
 }
 
 /// `0` where `ok > 0.5`, `-inf` elsewhere: a `{0, 1}` mask as an additive bias.
@@ -230,11 +179,11 @@ mod tests {
             .filter(|&c| visible(c))
             .map(|c| (row[c] - max).exp())
             .sum();
-        for rows in [Rows { avx2: false }, Rows::detect()] {
+        let portable = |row: &mut [f32]| softmax_row(row, &global_bias, (start, end), &band_bias);
+        let detected = |row: &mut [f32]| softmax(row, &global_bias, (start, end), &band_bias);
+        for run in [&portable as &dyn Fn(&mut [f32]) -> Option<f32>, &detected] {
             let mut ours = row.clone();
-            let lse = rows
-                .softmax(&mut ours, &global_bias, (start, end), &band_bias)
-                .unwrap();
+            let lse = run(&mut ours).unwrap();
             assert!((lse - (max + sum.ln())).abs() < 1e-5);
             for (c, p) in ours.iter().enumerate() {
                 let expected = if visible(c) {
@@ -248,10 +197,7 @@ mod tests {
         let mut hidden = row.clone();
         let none = vec![f32::NEG_INFINITY; end - start];
         let all_masked = [f32::NEG_INFINITY; 3];
-        assert_eq!(
-            Rows::detect().softmax(&mut hidden, &all_masked, (start, end), &none),
-            None
-        );
+        assert_eq!(softmax(&mut hidden, &all_masked, (start, end), &none), None);
         assert!(hidden.iter().all(|&p| p == 0.0));
     }
 }
