@@ -3,36 +3,19 @@
 //!
 //! A block's scores (`[block, g + span]`) live in a reused buffer and are never kept: the
 //! backward pass recomputes them from `q`, `k` and the row log-sum-exp, as on the GPU. Dropout
-//! uses the same hashed choices as the GPU kernels ([`band_keep`]).
+//! uses the same hashed choices as the GPU kernels (`cpu_rows::band_keep`).
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata};
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use super::cpu_rows::{self, additive_bias};
+use super::cpu_rows::{self, BandDropout, additive_bias};
 use super::ops::LocalAttentionOps;
 use crate::cpu::{block_on, read, write};
 
 /// Queries per block.
 const BLOCK: usize = 64;
-
-/// The GPU kernels' dropout choice for band score `(rh, i, j)` (see `kernels::band_keep`).
-fn band_keep(seed: u32, rh: usize, i: usize, j: usize, prob: f32) -> f32 {
-    let mut x = seed ^ (rh as u32).wrapping_mul(0x9E37_79B1) ^ (i as u32).wrapping_mul(0x85EB_CA77);
-    x ^= (j as u32).wrapping_mul(0xC2B2_AE3D);
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7FEB_352D);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846C_A68B);
-    x ^= x >> 16;
-    let uniform = (x >> 8) as f32 * (1.0 / 16_777_216.0);
-    if uniform >= prob {
-        1.0 / (1.0 - prob)
-    } else {
-        0.0
-    }
-}
 
 /// Shapes and window of one call.
 #[derive(Clone, Copy)]
@@ -171,13 +154,13 @@ fn forward_head(
                 }
             }
             if prob > 0.0 {
-                for (c, s) in row.iter_mut().enumerate() {
-                    *s *= if c < g {
-                        global_keep.map_or(1.0, |keep| keep[i * g + c])
-                    } else {
-                        band_keep(seed, rh, i, lo + c - g, prob)
-                    };
+                if let Some(keep) = global_keep {
+                    for (s, keep) in row[..g].iter_mut().zip(&keep[i * g..(i + 1) * g]) {
+                        *s *= keep;
+                    }
                 }
+                let dropout = BandDropout::new(seed, rh, i, a, prob);
+                cpu_rows::drop_band(&mut row[g + a - lo..g + b - lo], dropout);
             }
         }
         let ob = &mut out[i0 * d..(i0 + bq) * d];
@@ -255,29 +238,15 @@ fn backward_head(
             let (a, b) = geo.window(i, (lo, hi));
             let at = r * nk..(r + 1) * nk;
             let (p_row, ds_row) = (&mut probs[at.clone()], &mut ds[at]);
-            if prob == 0.0 {
-                cpu_rows::backward(
-                    p_row,
-                    ds_row,
-                    (a - lo, b - lo),
-                    &key_bias[a..b],
-                    lse[i],
-                    delta[i],
-                );
-                continue;
-            }
-            for c in 0..nk {
-                let j = lo + c;
-                if (a..b).contains(&j) && key_bias[j] == 0.0 {
-                    let p = (p_row[c] - lse[i]).exp();
-                    let keep = band_keep(seed, rh, i, j, prob);
-                    ds_row[c] = p * (ds_row[c] * keep - delta[i]);
-                    p_row[c] = p * keep;
-                } else {
-                    ds_row[c] = 0.0;
-                    p_row[c] = 0.0;
-                }
-            }
+            let dropout = (prob > 0.0).then(|| BandDropout::new(seed, rh, i, a, prob));
+            cpu_rows::backward(
+                p_row,
+                ds_row,
+                (a - lo, b - lo),
+                &key_bias[a..b],
+                (lse[i], delta[i]),
+                dropout,
+            );
         }
         let kspan = &k[lo * d..hi * d];
         product(

@@ -93,26 +93,90 @@ fn softmax_row(
     Some(max + sum.ln())
 }
 
+/// Attention dropout of one query's band scores: which of them are kept is a hash of the seed,
+/// the `(row, head)` pair, the query and the key, as in the GPU kernels (`kernels::band_keep`),
+/// so the backward pass recomputes it.
+#[derive(Clone, Copy)]
+pub(super) struct BandDropout {
+    /// The hash of everything but the key.
+    row_hash: u32,
+    /// The key of the first score given.
+    first_key: u32,
+    prob: f32,
+}
+
+impl BandDropout {
+    /// Dropout with probability `prob` for query `i` of `(row, head)` pair `rh`, over scores
+    /// that start at key `first_key`.
+    pub(super) fn new(seed: u32, rh: usize, i: usize, first_key: usize, prob: f32) -> Self {
+        Self {
+            row_hash: seed
+                ^ (rh as u32).wrapping_mul(0x9E37_79B1)
+                ^ (i as u32).wrapping_mul(0x85EB_CA77),
+            first_key: first_key as u32,
+            prob,
+        }
+    }
+
+    /// `1 / (1 - prob)` if the score of key `first_key + c` is kept, else `0`.
+    #[inline(always)]
+    fn keep(self, c: u32) -> f32 {
+        let mut x = self.row_hash ^ self.first_key.wrapping_add(c).wrapping_mul(0xC2B2_AE3D);
+        x ^= x >> 16;
+        x = x.wrapping_mul(0x7FEB_352D);
+        x ^= x >> 15;
+        x = x.wrapping_mul(0x846C_A68B);
+        x ^= x >> 16;
+        // 24 bits: exact in an i32 and an f32 (and the i32 conversion vectorizes).
+        let uniform = ((x >> 8) as i32) as f32 * (1.0 / 16_777_216.0);
+        if uniform >= self.prob {
+            1.0 / (1.0 - self.prob)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `scores[c] *= keep(c)`: dropout on the band scores of one query.
+#[inline(always)]
+fn drop_band_row(scores: &mut [f32], dropout: BandDropout) {
+    for (s, c) in scores.iter_mut().zip(0u32..) {
+        *s *= dropout.keep(c);
+    }
+}
+
 /// The backward pass's row: from the scores `probs` (`q·k`, the span's columns) and
-/// `ds` (`grad·v`), writes the probabilities `p = e^(score + bias - lse)` and the score
-/// gradients `p · (ds - delta)` in place for the window's columns `window.0..window.1`, zero
-/// elsewhere. Without dropout only; the dropout case keeps its per-element loop.
+/// `ds` (`grad·v`), writes the probabilities `p = e^(score + bias - lse)` (times the dropout's
+/// keep factor) and the score gradients `p · (ds · keep - delta)` in place for the window's
+/// columns `window.0..window.1`, zero elsewhere.
 #[inline(always)]
 fn backward_row(
     probs: &mut [f32],
     ds: &mut [f32],
     (start, end): (usize, usize),
     bias: &[f32],
-    lse: f32,
-    delta: f32,
+    (lse, delta): (f32, f32),
+    dropout: Option<BandDropout>,
 ) {
-    for ((p, d), b) in probs[start..end]
+    let window = probs[start..end]
         .iter_mut()
         .zip(&mut ds[start..end])
-        .zip(bias)
-    {
-        *p = exp_nonpositive(*p + b - lse);
-        *d = *p * (*d - delta);
+        .zip(bias);
+    match dropout {
+        None => {
+            for ((p, d), b) in window {
+                *p = exp_nonpositive(*p + b - lse);
+                *d = *p * (*d - delta);
+            }
+        }
+        Some(dropout) => {
+            for (((p, d), b), c) in window.zip(0u32..) {
+                let keep = dropout.keep(c);
+                let prob = exp_nonpositive(*p + b - lse);
+                *d = prob * (*d * keep - delta);
+                *p = prob * keep;
+            }
+        }
     }
     for buffer in [&mut *probs, &mut *ds] {
         buffer[..start].fill(0.0);
@@ -137,9 +201,14 @@ with_avx2! {
         ds: &mut [f32],
         window: (usize, usize),
         bias: &[f32],
-        lse: f32,
-        delta: f32,
+        lse_delta: (f32, f32),
+        dropout: Option<BandDropout>,
     ) = backward_row;
+}
+
+with_avx2! {
+    /// [`drop_band_row`], vectorized for this CPU.
+    pub(super) fn drop_band(scores: &mut [f32], dropout: BandDropout) = drop_band_row;
 }
 
 /// `0` where `ok > 0.5`, `-inf` elsewhere: a `{0, 1}` mask as an additive bias.
