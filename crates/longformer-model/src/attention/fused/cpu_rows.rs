@@ -3,8 +3,8 @@
 //! vectorizes them, with an `exp` that vectorizes too (libm's `expf` is one call per score).
 //!
 //! Masks arrive as additive biases (`0` or `-inf` per key), so a masked score's `exp` is an
-//! exact `0` and no loop branches per element. [`softmax`] and [`backward`] run the loops
-//! compiled for AVX2 + FMA where the CPU has them; the portable build is SSE2.
+//! exact `0` and no loop branches per element. [`softmax`], [`backward`] and [`drop_band`] run
+//! the loops compiled for AVX2 + FMA where the CPU has them; the portable build is SSE2.
 
 use crate::cpu::math::{LANES, exp_nonpositive};
 use crate::cpu::with_avx2;
