@@ -325,3 +325,73 @@ fn fused_equals_band_path_at_base_head_width_and_window() {
         &[600, 300],
     );
 }
+
+/// With the same seed, every backend drops the same band probabilities: the CPU op and the GPU
+/// kernels hash `(seed, row·head, query, key)` alike, so a run is reproducible across devices.
+#[test]
+fn fused_dropout_drops_the_same_scores_on_every_backend() {
+    use burn::backend::Dispatch;
+    use burn::tensor::{Int, TensorData};
+    use longformer_model::attention::fused::LocalAttentionOps;
+
+    let _serial = serial();
+    let [rows, heads, m, g, d] = [1, 2, 40, 3, 8];
+    let (window, dropout) = (5, 0.3f32);
+    let values = |n: usize, salt: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + salt * 104_729) % 211) as f32 / 211.0) - 0.5)
+            .collect()
+    };
+    let run = |device: &Device, dropout: f32| -> Vec<f32> {
+        let tensor = |shape: [usize; 4], salt: usize| {
+            let n = shape.iter().product();
+            Tensor::<4>::from_data(TensorData::new(values(n, salt), shape), device)
+        };
+        let [q, k, v] = [1, 2, 3].map(|salt| tensor([rows, heads, m, d], salt).into_dispatch());
+        let [gk, gv] = [4, 5].map(|salt| tensor([rows, heads, g, d], salt).into_dispatch());
+        let key_ok = Tensor::<2>::ones([rows, m], device).into_dispatch();
+        let global_ok = Tensor::<2>::ones([rows, g], device).into_dispatch();
+        // Every global probability kept (their mask is an input, not hashed).
+        let keep = Tensor::<4>::ones([rows, heads, m, g], device) / (1.0 - dropout as f64);
+        let seed = Tensor::<1, Int>::from_data(TensorData::new(vec![123_457i64], [1]), device);
+        let (context, _lse) = <Dispatch as LocalAttentionOps>::local_attention_forward(
+            q,
+            k,
+            v,
+            gk,
+            gv,
+            key_ok,
+            global_ok,
+            keep.into_dispatch(),
+            seed.into_dispatch(),
+            dropout,
+            window,
+            false,
+        );
+        Tensor::<4>::from_dispatch(context)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let all = devices();
+    let (first_name, first_device) = &all[0];
+    let reference = run(first_device, dropout);
+    let undropped = run(first_device, 0.0);
+    let moved = reference
+        .iter()
+        .zip(&undropped)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(moved > 1e-3, "dropout changed nothing on {first_name}");
+    for (name, device) in &all[1..] {
+        let diff = run(device, dropout)
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            diff < 1e-5,
+            "{name} and {first_name} drop different scores: outputs differ by {diff}"
+        );
+    }
+}
