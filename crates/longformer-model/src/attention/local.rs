@@ -34,8 +34,8 @@ pub struct BandPattern {
 /// column order. Without autodiff and without probabilities requested (inference), the span goes
 /// through Burn's fused `attention` op (a flash-style kernel on flex); otherwise the softmax is
 /// written out, with dropout, so autodiff differentiates it. That is the band path; `kernel`
-/// says when the fused op of [`super::fused`] runs instead (by default on GPUs, and on CPUs
-/// under autodiff; never when probabilities are requested).
+/// says when the fused op of [`super::fused`] runs instead (by default on every backend that
+/// has it, for f32; never when probabilities are requested).
 ///
 /// # Shapes
 /// - heads.q, heads.k, heads.v: `[batch_size, n_group_heads, seq_length, d_head]`

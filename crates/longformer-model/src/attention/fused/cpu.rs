@@ -3,7 +3,7 @@
 //!
 //! A block's scores (`[block, g + span]`) live in a reused buffer and are never kept: the
 //! backward pass recomputes them from `q`, `k` and the row log-sum-exp, as on the GPU. Dropout
-//! uses the same hashed choices as the GPU kernels (`cpu_rows::band_keep`).
+//! uses the same hashed choices as the GPU kernels (`cpu_rows::BandDropout`).
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata};

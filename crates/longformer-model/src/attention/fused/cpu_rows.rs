@@ -55,6 +55,7 @@ fn lane_sum(values: &[f32]) -> f32 {
     lanes.into_iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
 
+/// `values[c] *= by`.
 #[inline(always)]
 fn scale(values: &mut [f32], by: f32) {
     for x in values {
