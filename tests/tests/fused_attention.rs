@@ -32,6 +32,20 @@ fn fused_op_is_available_on_every_backend() {
     }
 }
 
+/// GPU builds of the `longformer` binary enable Burn's kernel fusion, so the wgpu device here
+/// must run through it too: the extensions' ops are then registered in fusion's lazy stream
+/// (output shapes declared up front, execution deferred) between generated kernels, and every
+/// wgpu test in this crate checks that path.
+#[test]
+fn wgpu_tests_run_through_burn_fusion() {
+    let backend = std::any::type_name::<burn::backend::Cube>();
+    assert!(
+        backend.contains("Fusion"),
+        "the wgpu backend of this build is `{backend}`, without Burn's fusion: enable \
+         longformer-model's `fusion` feature in this crate"
+    );
+}
+
 /// The same model (same weights) with the local attention computed by `kernel`.
 fn with_kernel(model: &LongformerModel, kernel: LocalAttentionKernel) -> LongformerModel {
     let mut model = model.clone();

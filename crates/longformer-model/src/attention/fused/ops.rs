@@ -21,6 +21,7 @@ use burn::backend::{
     Flex: cfg(feature = "flex"),
     NdArray: cfg(feature = "ndarray"),
     Autodiff,
+    Fusion: cfg(feature = "fusion"),
 )]
 pub trait LocalAttentionOps: Backend {
     /// Context and row log-sum-exp of every query over its window and the global keys.
@@ -42,6 +43,7 @@ pub trait LocalAttentionOps: Backend {
     /// - global_keep: `[rows, heads, m, g]`; seed: `[1]`
     /// - output: context `[rows, heads, m, d]`, log-sum-exp `[rows, heads, m]`
     #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = fusion_outputs::forward)]
     fn local_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -68,6 +70,7 @@ pub trait LocalAttentionOps: Backend {
     /// - lse, delta: `[rows, heads, m]`
     /// - output: `(dq, dk, dv)`, each `[rows, heads, m, d]`
     #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = fusion_outputs::band_backward)]
     fn local_attention_band_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -81,4 +84,49 @@ pub trait LocalAttentionOps: Backend {
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// Output metadata for Burn's fusion, which registers the ops before they run.
+#[cfg(feature = "fusion")]
+#[allow(clippy::too_many_arguments)]
+mod fusion_outputs {
+    use burn::backend::fusion::custom::TensorSpec;
+
+    /// [`super::LocalAttentionOps::local_attention_forward`]: the context has the queries'
+    /// shape and dtype; the log-sum-exp drops their last axis.
+    pub(super) fn forward(
+        q: &TensorSpec,
+        _k: &TensorSpec,
+        _v: &TensorSpec,
+        _global_k: &TensorSpec,
+        _global_v: &TensorSpec,
+        _key_ok: &TensorSpec,
+        _global_ok: &TensorSpec,
+        _global_keep: &TensorSpec,
+        _seed: &TensorSpec,
+        _dropout: &f32,
+        _window: &usize,
+        _causal: &bool,
+    ) -> (TensorSpec, TensorSpec) {
+        let [rows, heads, m, _] = q.shape.dims::<4>();
+        (q.clone(), TensorSpec::new([rows, heads, m].into(), q.dtype))
+    }
+
+    /// [`super::LocalAttentionOps::local_attention_band_backward`]: `dq`, `dk`, `dv` have the
+    /// shapes of `q`, `k`, `v`.
+    pub(super) fn band_backward(
+        q: &TensorSpec,
+        k: &TensorSpec,
+        v: &TensorSpec,
+        _key_ok: &TensorSpec,
+        _lse: &TensorSpec,
+        _delta: &TensorSpec,
+        _grad: &TensorSpec,
+        _seed: &TensorSpec,
+        _dropout: &f32,
+        _window: &usize,
+        _causal: &bool,
+    ) -> (TensorSpec, TensorSpec, TensorSpec) {
+        (q.clone(), k.clone(), v.clone())
+    }
 }
