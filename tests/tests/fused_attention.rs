@@ -32,17 +32,17 @@ fn fused_op_is_available_on_every_backend() {
     }
 }
 
-/// GPU builds of the `longformer` binary enable Burn's kernel fusion, so the wgpu device here
-/// must run through it too: the extensions' ops are then registered in fusion's lazy stream
-/// (output shapes declared up front, execution deferred) between generated kernels, and every
-/// wgpu test in this crate checks that path.
+/// longformer-model's `wgpu` feature turns on Burn's kernel fusion, so the wgpu device here runs
+/// through it: the extensions' ops are registered in fusion's lazy stream (output shapes
+/// declared up front, execution deferred) between generated kernels, and every wgpu test in
+/// this crate checks that path.
 #[test]
 fn wgpu_tests_run_through_burn_fusion() {
     let backend = std::any::type_name::<burn::backend::Cube>();
     assert!(
         backend.contains("Fusion"),
-        "the wgpu backend of this build is `{backend}`, without Burn's fusion: enable \
-         longformer-model's `fusion` feature in this crate"
+        "the wgpu backend of this build is `{backend}`, without Burn's fusion, which \
+         longformer-model's `wgpu` feature should turn on"
     );
 }
 

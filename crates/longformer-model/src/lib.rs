@@ -3,9 +3,9 @@
 //! `transformers`' `LongformerModel` computes, in `O(n·w)` memory.
 //!
 //! Backend-generic: tensors live on whatever [`burn::tensor::Device`] you pass (`flex`,
-//! `ndarray`, `wgpu`, `vulkan`, each a Cargo feature). With the `fusion` feature the GPU
-//! backends run through Burn's kernel fusion (as Burn's own `wgpu` does by default); the fused
-//! attention kernel then runs as one opaque op in fusion's stream.
+//! `ndarray`, `wgpu`, `vulkan`, each a Cargo feature). The GPU backends run through
+//! Burn's kernel fusion (as Burn's own `wgpu` does by default); the fused attention kernel runs
+//! as one opaque op in fusion's stream.
 //!
 //! # Axes
 //! - `batch_size`: rows of a batch; `seq_length`: tokens per row (padding included);
