@@ -26,6 +26,22 @@ macro_rules! with_avx2 {
 }
 pub(crate) use with_avx2;
 
+/// Invokes `$implement!(backend)` for each CPU backend this crate is built with (flex,
+/// ndarray): the backend extensions' CPU implementations are one macro each.
+macro_rules! for_cpu_backends {
+    ($implement:ident) => {
+        #[cfg(feature = "flex")]
+        $implement!(burn::backend::Flex);
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)] // Burn 0.22 deprecates ndarray; it is still one of our backends
+        mod ndarray_impl {
+            use super::*;
+            $implement!(burn::backend::NdArray);
+        }
+    };
+}
+pub(crate) use for_cpu_backends;
+
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};

@@ -5,17 +5,16 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, TensorMetadata};
 use rayon::prelude::*;
 
+use super::INV_SQRT_2PI;
 use super::ops::ExactGeluOps;
 use crate::cpu::math::{erf, exp_nonpositive};
-use crate::cpu::{read, with_avx2, write};
+use crate::cpu::{for_cpu_backends, read, with_avx2, write};
 
 /// Values per parallel task.
 const CHUNK: usize = 1 << 14;
 
 /// `√½`.
 const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
-/// `1 / √(2π)`.
-const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 #[inline(always)]
 fn gelu_in_place(values: &mut [f32]) {
@@ -74,11 +73,4 @@ macro_rules! cpu_exact_gelu {
     };
 }
 
-#[cfg(feature = "flex")]
-cpu_exact_gelu!(burn::backend::Flex);
-#[cfg(feature = "ndarray")]
-#[allow(deprecated)] // Burn 0.22 deprecates ndarray; it is still one of our backends
-mod ndarray_impl {
-    use super::*;
-    cpu_exact_gelu!(burn::backend::NdArray);
-}
+for_cpu_backends!(cpu_exact_gelu);

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::cpu_rows::{self, BandDropout, additive_bias};
 use super::ops::LocalAttentionOps;
-use crate::cpu::{block_on, read, write};
+use crate::cpu::{block_on, for_cpu_backends, read, write};
 
 /// Queries per block.
 const BLOCK: usize = 64;
@@ -448,11 +448,4 @@ macro_rules! cpu_local_attention {
     };
 }
 
-#[cfg(feature = "flex")]
-cpu_local_attention!(burn::backend::Flex);
-#[cfg(feature = "ndarray")]
-#[allow(deprecated)] // Burn 0.22 deprecates ndarray; it is still one of our backends
-mod ndarray_impl {
-    use super::*;
-    cpu_local_attention!(burn::backend::NdArray);
-}
+for_cpu_backends!(cpu_local_attention);
