@@ -22,6 +22,9 @@ pub use ops::ExactGeluOps;
 
 use crate::attention::fused::fused_available;
 
+/// `1 / √(2π)`, the standard normal density's factor (in GELU's derivative).
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
 /// Exact GELU of every element.
 ///
 /// f32 tensors on the backends this crate is built with go through [`ExactGeluOps`]; others

@@ -5,6 +5,8 @@
 
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 
+use super::INV_SQRT_2PI;
+
 /// `gelu(x) = x · Φ(x) = x · ½ (1 + erf(x / √2))`, elementwise, and its exact derivative.
 ///
 /// The CPU backends (flex, ndarray) compute both in one vectorized pass each; autodiff registers
@@ -39,7 +41,7 @@ pub trait ExactGeluOps: Backend {
         let half_square =
             Self::float_mul_scalar(Self::float_mul(x.clone(), x.clone()), (-0.5).into());
         // φ(x) = e^(-x²/2) / √(2π)
-        let pdf = Self::float_mul_scalar(Self::float_exp(half_square), 0.398_942_3.into());
+        let pdf = Self::float_mul_scalar(Self::float_exp(half_square), INV_SQRT_2PI.into());
         Self::float_mul(grad, Self::float_add(cdf, Self::float_mul(x, pdf)))
     }
 }
