@@ -113,7 +113,8 @@ pub struct LongformerConfig {
     /// Which implementation computes local attention: the fused op where it applies (`Auto`,
     /// the default: GPU kernels on wgpu/vulkan, blocked products on flex/ndarray; f32 without
     /// requested probabilities), always the band path of tensor ops (`Reference`), or the
-    /// fused op and an error on a device without it (`Fused`). A runtime choice, not part of HF's `config.json`.
+    /// fused op and an error on a device without it (`Fused`). A runtime choice, not part of
+    /// HF's `config.json`.
     #[config(default = "LocalAttentionKernel::Auto")]
     pub local_attention_kernel: LocalAttentionKernel,
 }
