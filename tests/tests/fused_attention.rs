@@ -340,6 +340,20 @@ fn fused_equals_band_path_at_base_head_width_and_window() {
     );
 }
 
+/// The kernels read head rows as vectors of 4 floats when the head width allows, else of 2 or 1:
+/// head widths 6 and 5 take the narrower reads.
+#[test]
+fn fused_equals_band_path_at_head_widths_not_divisible_by_four() {
+    let _serial = serial();
+    for hidden in [24, 20] {
+        check(
+            &format!("head width {}", hidden / 4),
+            config(vec![6, 30], AttentionDilation::Uniform(1), false).with_hidden_size(hidden),
+            &[90, 41],
+        );
+    }
+}
+
 /// With the same seed, every backend drops the same band probabilities: the CPU op and the GPU
 /// kernels hash `(seed, row·head, query, key)` alike, so a run is reproducible across devices.
 #[test]

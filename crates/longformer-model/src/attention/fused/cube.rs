@@ -15,22 +15,46 @@ use super::kernels::{
 };
 use super::ops::LocalAttentionOps;
 
-/// Most rows (queries or keys) per cube, one unit each.
-const MAX_BLOCK: usize = 64;
+/// Rows (queries, or keys in the key-gradient kernel) per cube, one unit each: two warps.
+const BLOCK: usize = 64;
 
-/// Shared memory a kernel may use: 32 KiB, the least a device must offer (OpenGL's minimum,
-/// the software GPU's limit; Vulkan devices have at least 16 KiB, NVIDIA's 48 KiB).
-const SHARED_BYTES: usize = 32 * 1024;
+/// Shared memory a cube may use for its staged tiles: 24 KiB, under the 32 KiB the least
+/// device offers (OpenGL's minimum and the software GPU's limit; NVIDIA's is 48 KiB per cube)
+/// and small enough that several cubes share one multiprocessor.
+const TILE_BYTES: usize = 24 * 1024;
 
-/// Rows per cube for head width `d`: two staged `[block, d]` tiles and two `[block]` vectors
-/// of f32 must fit in [`SHARED_BYTES`]; a power of two, at most [`MAX_BLOCK`].
-fn block_rows(d: usize) -> usize {
-    let fit = SHARED_BYTES / (4 * (2 * d + 2));
-    let mut block = MAX_BLOCK;
-    while block > fit && block > 1 {
-        block /= 2;
+/// How one launch splits the work for head width `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LaunchShape {
+    /// Floats per vector read (4, 2 or 1: the largest that divides `d`).
+    vector: usize,
+    /// Vectors per head row, `d / vector`.
+    row_vectors: usize,
+    /// Rows per cube, [`BLOCK`].
+    block: usize,
+    /// Rows staged at a time: two `[tile, d]` tiles and two `[tile]` vectors of f32 fit in
+    /// [`TILE_BYTES`]; a power of two, at most `block`.
+    tile: usize,
+}
+
+impl LaunchShape {
+    fn new(d: usize) -> Self {
+        let vector = [4, 2, 1]
+            .into_iter()
+            .find(|&v| d.is_multiple_of(v))
+            .unwrap_or(1);
+        let fit = TILE_BYTES / (4 * (2 * d + 2));
+        let mut tile = BLOCK;
+        while tile > fit && tile > 1 {
+            tile /= 2;
+        }
+        Self {
+            vector,
+            row_vectors: d / vector,
+            block: BLOCK,
+            tile,
+        }
     }
-    block
 }
 
 /// `[rows, heads, m, d]` of a `q`/`k`/`v` tensor.
@@ -75,11 +99,12 @@ impl LocalAttentionOps for CubeBackend {
         let out = empty_like(&q, Shape::new([rows, heads, m, d]));
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
         let client = q.client.clone();
-        let block = block_rows(d);
+        let launch = LaunchShape::new(d);
         local_attention_forward_kernel::launch(
             &client,
-            CubeCount::Static(m.div_ceil(block) as u32, (rows * heads) as u32, 1),
-            CubeDim::new_1d(block as u32),
+            CubeCount::Static(m.div_ceil(launch.block) as u32, (rows * heads) as u32, 1),
+            CubeDim::new_1d(launch.block as u32),
+            launch.vector,
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
@@ -97,8 +122,9 @@ impl LocalAttentionOps for CubeBackend {
             window as u32,
             if causal { 0 } else { window as u32 },
             dropout,
-            d,
-            block,
+            launch.row_vectors,
+            launch.block,
+            launch.tile,
             dropout > 0.0,
             [f32::elem_type_native(), dtype_to_storage_type(int_dtype)],
         );
@@ -125,15 +151,16 @@ impl LocalAttentionOps for CubeBackend {
         let shape = Shape::new([rows, heads, m, d]);
         let [dq, dk, dv] = [0; 3].map(|_| empty_like(&q, shape.clone()));
         let client = q.client.clone();
-        let block = block_rows(d);
-        let count = CubeCount::Static(m.div_ceil(block) as u32, (rows * heads) as u32, 1);
+        let launch = LaunchShape::new(d);
+        let count = CubeCount::Static(m.div_ceil(launch.block) as u32, (rows * heads) as u32, 1);
         let right = if causal { 0 } else { window as u32 };
         let dtypes = [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)];
         let seed = into_contiguous(seed);
         local_attention_dq_kernel::launch(
             &client,
             count.clone(),
-            CubeDim::new_1d(block as u32),
+            CubeDim::new_1d(launch.block as u32),
+            launch.vector,
             q.clone().into_tensor_arg(),
             k.clone().into_tensor_arg(),
             v.clone().into_tensor_arg(),
@@ -148,15 +175,17 @@ impl LocalAttentionOps for CubeBackend {
             window as u32,
             right,
             dropout,
-            d,
-            block,
+            launch.row_vectors,
+            launch.block,
+            launch.tile,
             dropout > 0.0,
             dtypes,
         );
         local_attention_dkdv_kernel::launch(
             &client,
             count,
-            CubeDim::new_1d(block as u32),
+            CubeDim::new_1d(launch.block as u32),
+            launch.vector,
             q.into_tensor_arg(),
             k.into_tensor_arg(),
             v.into_tensor_arg(),
@@ -172,8 +201,9 @@ impl LocalAttentionOps for CubeBackend {
             window as u32,
             right,
             dropout,
-            d,
-            block,
+            launch.row_vectors,
+            launch.block,
+            launch.tile,
             dropout > 0.0,
             dtypes,
         );

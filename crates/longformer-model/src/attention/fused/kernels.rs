@@ -1,10 +1,17 @@
 //! CubeCL kernels of the fused local attention (forward, and the band's backward).
 //!
-//! One cube owns `BLOCK` consecutive rows (queries, or keys in the key-gradient kernel) of one
+//! One cube owns `block` consecutive rows (queries, or keys in the key-gradient kernel) of one
 //! `(row, head)` pair, one unit per row. The cube walks the other side's rows that any of its
-//! rows may see in tiles of `BLOCK`, staged in shared memory, and each unit keeps its own
+//! rows may see, `tile` rows at a time staged in shared memory, and each unit keeps its own
 //! running state in registers: the online softmax (maximum, sum, weighted values) forward, the
 //! gradient sums backward. Nothing of size `[m, 2w + 1]` is ever written.
+//!
+//! Rows of `q`, `k`, `v` (and their gradients) are read as vectors of `N` floats (4 for every
+//! head width divisible by 4): one shared-memory read feeds `N` multiply-adds, and every dot
+//! product keeps `N` independent partial sums. A tile is staged by all units together, unit `u`
+//! copying vectors `u, u + block, ...` of the tile's contiguous span: neighbouring units read
+//! neighbouring addresses (coalesced) and write neighbouring shared-memory words (no bank
+//! conflicts).
 //!
 //! Masked scores are skipped, not given a large negative value, so a query that sees no key
 //! ends with an empty sum (zero context, log-sum-exp 0).
@@ -36,22 +43,100 @@ fn band_keep<F: Float>(seed: u32, rh: usize, i: usize, j: usize, prob: F) -> F {
     keep
 }
 
+/// Copies `len` consecutive elements of `src`, from `offset` on, into `dst[0..len]`: unit `u` of
+/// the cube copies elements `u, u + units, ...`.
+#[cube]
+fn stage<T: CubePrimitive>(
+    src: &Tensor<T>,
+    offset: usize,
+    len: usize,
+    dst: &mut Shared<[T]>,
+    #[comptime] units: usize,
+) {
+    let mut idx = UNIT_POS_X as usize;
+    while idx < len {
+        dst[idx] = src[offset + idx];
+        idx += units;
+    }
+}
+
+/// The sum of a vector's lanes.
+#[cube]
+fn lane_sum<F: Float, N: Size>(x: Vector<F, N>) -> F {
+    let mut sum = F::new(0.0);
+    #[unroll]
+    for l in 0..x.vector_size() {
+        sum += x.extract(l);
+    }
+    sum
+}
+
+/// `a · b` over one row of `rv` vectors: `a` in registers, `b` at `b[offset..offset + rv]`.
+#[cube]
+fn row_dot<F: Float, N: Size>(
+    a: &Array<Vector<F, N>>,
+    b: &Shared<[Vector<F, N>]>,
+    offset: usize,
+    #[comptime] rv: usize,
+) -> F {
+    let mut partial = Vector::<F, N>::new(F::new(0.0));
+    #[unroll]
+    for c in 0..rv {
+        partial += a[c] * b[offset + c];
+    }
+    lane_sum::<F, N>(partial)
+}
+
+/// `acc += scale · b[offset..offset + rv]`.
+#[cube]
+fn row_axpy<F: Float, N: Size>(
+    acc: &mut Array<Vector<F, N>>,
+    scale: F,
+    b: &Shared<[Vector<F, N>]>,
+    offset: usize,
+    #[comptime] rv: usize,
+) {
+    let s = Vector::<F, N>::new(scale);
+    #[unroll]
+    for c in 0..rv {
+        acc[c] += s * b[offset + c];
+    }
+}
+
+/// Row `index` of a `[.., rv]`-vector tensor into registers (zeros when `live` is false).
+#[cube]
+fn load_row<F: Float, N: Size>(
+    src: &Tensor<Vector<F, N>>,
+    index: usize,
+    live: bool,
+    #[comptime] rv: usize,
+) -> Array<Vector<F, N>> {
+    let mut row = Array::<Vector<F, N>>::new(rv);
+    if live {
+        #[unroll]
+        for c in 0..rv {
+            row[c] = src[index * rv + c];
+        }
+    }
+    row
+}
+
 /// Forward: context and log-sum-exp of every query.
 ///
-/// Cube `(x, y)`: queries `x·BLOCK ..` of `(row, head) = y`.
+/// Cube `(x, y)`: queries `x·block ..` of `(row, head) = y`. `rv`: vectors per head row.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
-    global_k: &Tensor<F>,
-    global_v: &Tensor<F>,
+pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    global_k: &Tensor<Vector<F, N>>,
+    global_v: &Tensor<Vector<F, N>>,
     key_ok: &Tensor<F>,
     global_ok: &Tensor<F>,
     global_keep: &Tensor<F>,
     seed: &Tensor<I>,
-    out: &mut Tensor<F>,
+    out: &mut Tensor<Vector<F, N>>,
     lse: &mut Tensor<F>,
     seq_len: u32,
     n_global: u32,
@@ -59,8 +144,9 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
     left: u32,
     right: u32,
     prob: f32,
-    #[comptime] head_dim: usize,
+    #[comptime] rv: usize,
     #[comptime] block: usize,
+    #[comptime] tile: usize,
     #[comptime] dropout: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
@@ -72,57 +158,45 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
     let right = right as usize;
     let rh = CUBE_POS_Y as usize;
     let row = rh / n_heads as usize;
-    let unit = UNIT_POS_X as usize;
     let first = CUBE_POS_X as usize * block;
-    let i = first + unit;
+    let i = first + UNIT_POS_X as usize;
     let live = i < m;
-    let base = rh * m * head_dim;
+    // First row of this `(row, head)` pair, in rows.
+    let rows = rh * m;
 
-    let mut query = Array::<F>::new(head_dim);
-    if live {
-        #[unroll]
-        for c in 0..head_dim {
-            query[c] = q[base + i * head_dim + c];
-        }
-    }
-    let mut acc = Array::<F>::new(head_dim);
+    let query = load_row::<F, N>(q, rows + i, live, rv);
+    let mut acc = Array::<Vector<F, N>>::new(rv);
     // The running maximum and sum of the online softmax.
     let mut stats = Array::<F>::new(2usize);
     stats[0] = F::new(NO_SCORE);
     stats[1] = F::new(0.0);
 
-    let mut keys = Shared::<[F]>::new_slice(block * head_dim);
-    let mut values = Shared::<[F]>::new_slice(block * head_dim);
-    let mut ok = Shared::<[F]>::new_slice(block);
+    let mut keys = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
+    let mut values = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
+    let mut ok = Shared::<[F]>::new_slice(tile);
 
     // Global slots first (HF's column order; the order does not change the result).
-    let gbase = rh * g * head_dim;
     let mut start = 0usize;
     while start < g {
-        let j = start + unit;
-        if j < g {
-            #[unroll]
-            for c in 0..head_dim {
-                keys[unit * head_dim + c] = global_k[gbase + j * head_dim + c];
-                values[unit * head_dim + c] = global_v[gbase + j * head_dim + c];
-            }
-            ok[unit] = global_ok[row * g + j];
-        }
+        let count = min(tile, g - start);
+        let from = (rh * g + start) * rv;
+        stage::<Vector<F, N>>(global_k, from, count * rv, &mut keys, block);
+        stage::<Vector<F, N>>(global_v, from, count * rv, &mut values, block);
+        stage::<F>(global_ok, row * g + start, count, &mut ok, block);
         sync_cube();
-        let count = min(block, g - start);
         for u in 0..count {
             if live && ok[u] > F::new(0.5) {
                 let mut keep = F::new(1.0);
                 if comptime!(dropout) {
-                    keep = global_keep[(rh * m + i) * g + start + u];
+                    keep = global_keep[(rows + i) * g + start + u];
                 }
-                online_softmax_key::<F>(
-                    &query, &keys, &values, u, keep, &mut acc, &mut stats, head_dim,
+                online_softmax_key::<F, N>(
+                    &query, &keys, &values, u, keep, &mut acc, &mut stats, rv,
                 );
             }
         }
         sync_cube();
-        start += block;
+        start += tile;
     }
 
     // The band: keys first - left ..= first + block - 1 + right, inside the sequence.
@@ -132,17 +206,11 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
     }
     let end = min(m, first + block + right);
     while start < end {
-        let j = start + unit;
-        if j < end {
-            #[unroll]
-            for c in 0..head_dim {
-                keys[unit * head_dim + c] = k[base + j * head_dim + c];
-                values[unit * head_dim + c] = v[base + j * head_dim + c];
-            }
-            ok[unit] = key_ok[row * m + j];
-        }
+        let count = min(tile, end - start);
+        stage::<Vector<F, N>>(k, (rows + start) * rv, count * rv, &mut keys, block);
+        stage::<Vector<F, N>>(v, (rows + start) * rv, count * rv, &mut values, block);
+        stage::<F>(key_ok, row * m + start, count, &mut ok, block);
         sync_cube();
-        let count = min(block, end - start);
         for u in 0..count {
             let j = start + u;
             if live && j + left >= i && j <= i + right && ok[u] > F::new(0.5) {
@@ -150,13 +218,13 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
                 if comptime!(dropout) {
                     keep = band_keep::<F>(seed, rh, i, j, prob);
                 }
-                online_softmax_key::<F>(
-                    &query, &keys, &values, u, keep, &mut acc, &mut stats, head_dim,
+                online_softmax_key::<F, N>(
+                    &query, &keys, &values, u, keep, &mut acc, &mut stats, rv,
                 );
             }
         }
         sync_cube();
-        start += block;
+        start += tile;
     }
 
     if live {
@@ -167,11 +235,12 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
             inv = F::new(1.0) / sum;
             log_sum = max + F::ln(sum);
         }
+        let inv = Vector::<F, N>::new(inv);
         #[unroll]
-        for c in 0..head_dim {
-            out[base + i * head_dim + c] = acc[c] * inv;
+        for c in 0..rv {
+            out[(rows + i) * rv + c] = acc[c] * inv;
         }
-        lse[rh * m + i] = log_sum;
+        lse[rows + i] = log_sum;
     }
 }
 
@@ -181,61 +250,55 @@ pub fn local_attention_forward_kernel<F: Float, I: Numeric>(
 /// or 1). `stats` holds the running maximum and sum.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn online_softmax_key<F: Float>(
-    query: &Array<F>,
-    keys: &Shared<[F]>,
-    values: &Shared<[F]>,
+fn online_softmax_key<F: Float, N: Size>(
+    query: &Array<Vector<F, N>>,
+    keys: &Shared<[Vector<F, N>]>,
+    values: &Shared<[Vector<F, N>]>,
     u: usize,
     keep: F,
-    acc: &mut Array<F>,
+    acc: &mut Array<Vector<F, N>>,
     stats: &mut Array<F>,
-    #[comptime] head_dim: usize,
+    #[comptime] rv: usize,
 ) {
-    let mut score = F::new(0.0);
-    #[unroll]
-    for c in 0..head_dim {
-        score += query[c] * keys[u * head_dim + c];
-    }
+    let score = row_dot::<F, N>(query, keys, u * rv, rv);
     if score > stats[0] {
         let scale = F::exp(stats[0] - score);
         stats[1] *= scale;
+        let rescale = Vector::<F, N>::new(scale);
         #[unroll]
-        for c in 0..head_dim {
-            acc[c] *= scale;
+        for c in 0..rv {
+            acc[c] *= rescale;
         }
         stats[0] = score;
     }
     let p = F::exp(score - stats[0]);
     stats[1] += p;
-    let kept = p * keep;
-    #[unroll]
-    for c in 0..head_dim {
-        acc[c] += kept * values[u * head_dim + c];
-    }
+    row_axpy::<F, N>(acc, p * keep, values, u * rv, rv);
 }
 
 /// Backward, query side: `dq` of the band.
 ///
-/// Cube `(x, y)`: queries `x·BLOCK ..` of `(row, head) = y`.
+/// Cube `(x, y)`: queries `x·block ..` of `(row, head) = y`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_dq_kernel<F: Float, I: Numeric>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
+pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
     key_ok: &Tensor<F>,
     lse: &Tensor<F>,
     delta: &Tensor<F>,
-    grad: &Tensor<F>,
+    grad: &Tensor<Vector<F, N>>,
     seed: &Tensor<I>,
-    dq: &mut Tensor<F>,
+    dq: &mut Tensor<Vector<F, N>>,
     seq_len: u32,
     n_heads: u32,
     left: u32,
     right: u32,
     prob: f32,
-    #[comptime] head_dim: usize,
+    #[comptime] rv: usize,
     #[comptime] block: usize,
+    #[comptime] tile: usize,
     #[comptime] dropout: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
@@ -246,30 +309,24 @@ pub fn local_attention_dq_kernel<F: Float, I: Numeric>(
     let right = right as usize;
     let rh = CUBE_POS_Y as usize;
     let row = rh / n_heads as usize;
-    let unit = UNIT_POS_X as usize;
     let first = CUBE_POS_X as usize * block;
-    let i = first + unit;
+    let i = first + UNIT_POS_X as usize;
     let live = i < m;
-    let base = rh * m * head_dim;
+    let rows = rh * m;
 
-    let mut query = Array::<F>::new(head_dim);
-    let mut dout = Array::<F>::new(head_dim);
+    let query = load_row::<F, N>(q, rows + i, live, rv);
+    let dout = load_row::<F, N>(grad, rows + i, live, rv);
     let mut lse_i = F::new(0.0);
     let mut delta_i = F::new(0.0);
     if live {
-        #[unroll]
-        for c in 0..head_dim {
-            query[c] = q[base + i * head_dim + c];
-            dout[c] = grad[base + i * head_dim + c];
-        }
-        lse_i = lse[rh * m + i];
-        delta_i = delta[rh * m + i];
+        lse_i = lse[rows + i];
+        delta_i = delta[rows + i];
     }
-    let mut acc = Array::<F>::new(head_dim);
+    let mut acc = Array::<Vector<F, N>>::new(rv);
 
-    let mut keys = Shared::<[F]>::new_slice(block * head_dim);
-    let mut values = Shared::<[F]>::new_slice(block * head_dim);
-    let mut ok = Shared::<[F]>::new_slice(block);
+    let mut keys = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
+    let mut values = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
+    let mut ok = Shared::<[F]>::new_slice(tile);
 
     let mut start = 0usize;
     if first > left {
@@ -277,73 +334,60 @@ pub fn local_attention_dq_kernel<F: Float, I: Numeric>(
     }
     let end = min(m, first + block + right);
     while start < end {
-        let j = start + unit;
-        if j < end {
-            #[unroll]
-            for c in 0..head_dim {
-                keys[unit * head_dim + c] = k[base + j * head_dim + c];
-                values[unit * head_dim + c] = v[base + j * head_dim + c];
-            }
-            ok[unit] = key_ok[row * m + j];
-        }
+        let count = min(tile, end - start);
+        stage::<Vector<F, N>>(k, (rows + start) * rv, count * rv, &mut keys, block);
+        stage::<Vector<F, N>>(v, (rows + start) * rv, count * rv, &mut values, block);
+        stage::<F>(key_ok, row * m + start, count, &mut ok, block);
         sync_cube();
-        let count = min(block, end - start);
         for u in 0..count {
             let j = start + u;
             if live && j + left >= i && j <= i + right && ok[u] > F::new(0.5) {
-                let mut score = F::new(0.0);
-                let mut dp = F::new(0.0);
-                #[unroll]
-                for c in 0..head_dim {
-                    score += query[c] * keys[u * head_dim + c];
-                    dp += dout[c] * values[u * head_dim + c];
-                }
+                let score = row_dot::<F, N>(&query, &keys, u * rv, rv);
+                let mut dp = row_dot::<F, N>(&dout, &values, u * rv, rv);
                 if comptime!(dropout) {
                     dp *= band_keep::<F>(seed, rh, i, j, prob);
                 }
                 let ds = F::exp(score - lse_i) * (dp - delta_i);
-                #[unroll]
-                for c in 0..head_dim {
-                    acc[c] += ds * keys[u * head_dim + c];
-                }
+                row_axpy::<F, N>(&mut acc, ds, &keys, u * rv, rv);
             }
         }
         sync_cube();
-        start += block;
+        start += tile;
     }
 
     if live {
         #[unroll]
-        for c in 0..head_dim {
-            dq[base + i * head_dim + c] = acc[c];
+        for c in 0..rv {
+            dq[(rows + i) * rv + c] = acc[c];
         }
     }
 }
 
 /// Backward, key side: `dk` and `dv` of the band.
 ///
-/// Cube `(x, y)`: keys `x·BLOCK ..` of `(row, head) = y`; key `j` is seen by the queries
+/// Cube `(x, y)`: keys `x·block ..` of `(row, head) = y`; key `j` is seen by the queries
 /// `j - right ..= j + left`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_dkdv_kernel<F: Float, I: Numeric>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
+pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
     key_ok: &Tensor<F>,
     lse: &Tensor<F>,
     delta: &Tensor<F>,
-    grad: &Tensor<F>,
+    grad: &Tensor<Vector<F, N>>,
     seed: &Tensor<I>,
-    dk: &mut Tensor<F>,
-    dv: &mut Tensor<F>,
+    dk: &mut Tensor<Vector<F, N>>,
+    dv: &mut Tensor<Vector<F, N>>,
     seq_len: u32,
     n_heads: u32,
     left: u32,
     right: u32,
     prob: f32,
-    #[comptime] head_dim: usize,
+    #[comptime] rv: usize,
     #[comptime] block: usize,
+    #[comptime] tile: usize,
     #[comptime] dropout: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
@@ -354,29 +398,23 @@ pub fn local_attention_dkdv_kernel<F: Float, I: Numeric>(
     let right = right as usize;
     let rh = CUBE_POS_Y as usize;
     let row = rh / n_heads as usize;
-    let unit = UNIT_POS_X as usize;
     let first = CUBE_POS_X as usize * block;
-    let j = first + unit;
+    let j = first + UNIT_POS_X as usize;
+    let rows = rh * m;
     let mut live = false;
-    let base = rh * m * head_dim;
-
-    let mut key = Array::<F>::new(head_dim);
-    let mut value = Array::<F>::new(head_dim);
     if j < m {
         live = key_ok[row * m + j] > F::new(0.5);
-        #[unroll]
-        for c in 0..head_dim {
-            key[c] = k[base + j * head_dim + c];
-            value[c] = v[base + j * head_dim + c];
-        }
     }
-    let mut dk_acc = Array::<F>::new(head_dim);
-    let mut dv_acc = Array::<F>::new(head_dim);
 
-    let mut queries = Shared::<[F]>::new_slice(block * head_dim);
-    let mut douts = Shared::<[F]>::new_slice(block * head_dim);
-    let mut lses = Shared::<[F]>::new_slice(block);
-    let mut deltas = Shared::<[F]>::new_slice(block);
+    let key = load_row::<F, N>(k, rows + j, j < m, rv);
+    let value = load_row::<F, N>(v, rows + j, j < m, rv);
+    let mut dk_acc = Array::<Vector<F, N>>::new(rv);
+    let mut dv_acc = Array::<Vector<F, N>>::new(rv);
+
+    let mut queries = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
+    let mut douts = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
+    let mut lses = Shared::<[F]>::new_slice(tile);
+    let mut deltas = Shared::<[F]>::new_slice(tile);
 
     let mut start = 0usize;
     if first > right {
@@ -384,51 +422,36 @@ pub fn local_attention_dkdv_kernel<F: Float, I: Numeric>(
     }
     let end = min(m, first + block + left);
     while start < end {
-        let i = start + unit;
-        if i < end {
-            #[unroll]
-            for c in 0..head_dim {
-                queries[unit * head_dim + c] = q[base + i * head_dim + c];
-                douts[unit * head_dim + c] = grad[base + i * head_dim + c];
-            }
-            lses[unit] = lse[rh * m + i];
-            deltas[unit] = delta[rh * m + i];
-        }
+        let count = min(tile, end - start);
+        stage::<Vector<F, N>>(q, (rows + start) * rv, count * rv, &mut queries, block);
+        stage::<Vector<F, N>>(grad, (rows + start) * rv, count * rv, &mut douts, block);
+        stage::<F>(lse, rows + start, count, &mut lses, block);
+        stage::<F>(delta, rows + start, count, &mut deltas, block);
         sync_cube();
-        let count = min(block, end - start);
         for u in 0..count {
             let i = start + u;
             if live && j + left >= i && j <= i + right {
-                let mut score = F::new(0.0);
-                let mut dp = F::new(0.0);
-                #[unroll]
-                for c in 0..head_dim {
-                    score += queries[u * head_dim + c] * key[c];
-                    dp += douts[u * head_dim + c] * value[c];
-                }
+                let score = row_dot::<F, N>(&key, &queries, u * rv, rv);
+                let dp = row_dot::<F, N>(&value, &douts, u * rv, rv);
                 let p = F::exp(score - lses[u]);
                 let mut keep = F::new(1.0);
                 if comptime!(dropout) {
                     keep = band_keep::<F>(seed, rh, i, j, prob);
                 }
                 let ds = p * (dp * keep - deltas[u]);
-                let kept = p * keep;
-                #[unroll]
-                for c in 0..head_dim {
-                    dv_acc[c] += kept * douts[u * head_dim + c];
-                    dk_acc[c] += ds * queries[u * head_dim + c];
-                }
+                row_axpy::<F, N>(&mut dv_acc, p * keep, &douts, u * rv, rv);
+                row_axpy::<F, N>(&mut dk_acc, ds, &queries, u * rv, rv);
             }
         }
         sync_cube();
-        start += block;
+        start += tile;
     }
 
     if j < m {
         #[unroll]
-        for c in 0..head_dim {
-            dk[base + j * head_dim + c] = dk_acc[c];
-            dv[base + j * head_dim + c] = dv_acc[c];
+        for c in 0..rv {
+            dk[(rows + j) * rv + c] = dk_acc[c];
+            dv[(rows + j) * rv + c] = dv_acc[c];
         }
     }
 }
