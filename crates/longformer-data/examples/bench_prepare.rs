@@ -24,7 +24,7 @@ use longformer_data::{
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let sample = PathBuf::from(longformer_data::SAMPLE_DIR);
+    let sample = longformer_data::sample_dir();
     let mut data = sample.join("train.json");
     let mut tokenizer_dir = sample.join("tokenizer");
     let mut synthetic: Option<usize> = None;

@@ -259,7 +259,8 @@ pub fn write_jsonl(chunks: &[WikiHopChunk], out: &Path) -> Result<(), DataError>
 mod tests {
     use super::*;
     use crate::error::RecordProblem;
-    use crate::test_support::{sample_data_dir, sample_tokenizer};
+    use crate::sample_dir;
+    use crate::test_support::sample_tokenizer;
 
     fn options(cache_dir: Option<PathBuf>, config: PrepareConfig) -> PrepareOptions {
         PrepareOptions {
@@ -272,7 +273,7 @@ mod tests {
     #[test]
     fn cache_hit_equals_fresh_run() {
         let tok = sample_tokenizer();
-        let data = sample_data_dir().join("dev.json");
+        let data = sample_dir().join("dev.json");
         let dir = tempfile::tempdir().unwrap();
         let config = PrepareConfig {
             shuffle_seed: Some(3),
@@ -312,7 +313,7 @@ mod tests {
     #[test]
     fn corrupt_cache_is_rebuilt() {
         let tok = sample_tokenizer();
-        let data = sample_data_dir().join("dev.json");
+        let data = sample_dir().join("dev.json");
         let dir = tempfile::tempdir().unwrap();
         let opts = options(Some(dir.path().into()), PrepareConfig::default());
         let first = prepare_file(&data, &tok, &opts).unwrap();
@@ -384,7 +385,7 @@ mod tests {
     #[test]
     fn jsonl_has_one_line_per_chunk() {
         let tok = sample_tokenizer();
-        let data = sample_data_dir().join("dev.json");
+        let data = sample_dir().join("dev.json");
         let prepared = prepare_file(&data, &tok, &options(None, PrepareConfig::default())).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("sub/dev.jsonl");

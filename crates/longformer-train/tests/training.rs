@@ -6,21 +6,13 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use longformer_data::{PrepareOptions, SAMPLE_DIR, WikiHopTokenizer, prepare_file};
+use longformer_data::{PrepareOptions, WikiHopTokenizer, prepare_file, sample_dir};
 use longformer_model::LongformerConfig;
 use longformer_train::checkpoint::checkpoints;
 use longformer_train::trainer::Trained;
 use longformer_train::{
     Combine, ExampleSet, OptimizerSettings, Precision, Run, Start, TrainSettings, WikiHopModel,
 };
-
-/// The sample set, found from the run-time `CARGO_MANIFEST_DIR` (a test binary reused from
-/// another checkout's build still reads this checkout's files).
-fn sample_dir() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(|dir| PathBuf::from(dir).join("../../data/wikihop-sample"))
-        .unwrap_or_else(|| PathBuf::from(SAMPLE_DIR))
-}
 
 fn sample(examples: usize) -> (ExampleSet, usize) {
     let dir = sample_dir();

@@ -107,13 +107,12 @@ mod tests {
         dir
     }
 
-    /// A file of the sample set, found from the run-time `CARGO_MANIFEST_DIR` (a test binary
-    /// reused from another checkout's build still reads this checkout's files).
+    /// A file of this checkout's sample set.
     fn sample(file: &str) -> String {
-        match std::env::var("CARGO_MANIFEST_DIR") {
-            Ok(dir) => format!("{dir}/../../data/wikihop-sample/{file}"),
-            Err(_) => format!("{}/{file}", longformer_data::SAMPLE_DIR),
-        }
+        longformer_data::sample_dir()
+            .join(file)
+            .to_string_lossy()
+            .into_owned()
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use longformer_data::{
-    DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, SAMPLE_DIR,
-    WikiHopTokenizer, prepare_file,
+    DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, WikiHopTokenizer,
+    prepare_file, sample_dir,
 };
 use longformer_model::LongformerConfig;
 use serde::{Deserialize, Serialize};
@@ -225,7 +225,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 (None, Some(choice)) => ModelSource::Random(choice.clone()),
                 (None, None) => ModelSource::Random(ConfigChoice::Tiny),
             };
-            let sample = Path::new(SAMPLE_DIR);
+            let sample = sample_dir();
             let tokenizer_dir = args
                 .tokenizer
                 .clone()
