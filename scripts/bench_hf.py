@@ -23,6 +23,7 @@ from transformers import LongformerConfig, LongformerModel
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vocab", type=int, default=50265)
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--hidden", type=int, default=768)
     p.add_argument("--heads", type=int, default=12)
@@ -47,7 +48,7 @@ def main():
     torch.manual_seed(0)
     seqs = [int(s) for s in args.seq.split(",")]
     config = LongformerConfig(
-        vocab_size=50265, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
         num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
         max_position_embeddings=max(seqs) + 2, attention_window=args.window,
         pad_token_id=1, type_vocab_size=1, layer_norm_eps=1e-5,
@@ -64,7 +65,7 @@ def main():
         model.eval()
     for seq in seqs:
         # The same ids and global layout as `longformer bench`.
-        ids = torch.tensor([3 + (i * 7919 % 50000) for i in range(args.batch * seq)],
+        ids = torch.tensor([3 + (i * 7919 % min(args.vocab - 3, 50000)) for i in range(args.batch * seq)],
                            dtype=torch.long).reshape(args.batch, seq)
         glob = torch.zeros((args.batch, seq), dtype=torch.long)
         glob[:, : args.n_global] = 1

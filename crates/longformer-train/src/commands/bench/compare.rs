@@ -61,6 +61,7 @@ pub fn compare(args: &BenchArgs, threads: usize) -> Result<Vec<BenchRow>> {
 /// The shape and timing flags both sides accept.
 fn shape_args(args: &BenchArgs, seq: usize, threads: usize) -> Vec<String> {
     [
+        ("--vocab", args.vocab.to_string()),
         ("--layers", args.layers.to_string()),
         ("--hidden", args.hidden.to_string()),
         ("--heads", args.heads.to_string()),

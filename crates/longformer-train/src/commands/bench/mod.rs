@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Attention heads.
     #[arg(long, default_value_t = 12)]
     pub heads: usize,
+    /// Vocabulary size (longformer-base's 50,265; a smaller one fits devices whose largest
+    /// buffer binding is under the `[vocab, hidden]` embedding, such as OpenGL's 128 MiB).
+    #[arg(long, default_value_t = 50_265, value_parser = clap::value_parser!(u32).range(4..))]
+    pub vocab: u32,
     /// Full attention window.
     #[arg(long, default_value_t = 512)]
     pub window: usize,
@@ -218,11 +222,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Token ids of the benchmark input are `3 + (i · 7919 mod token_range)`: HF's script draws
+/// the same ids (50,000 for the base vocabulary).
+fn token_range(vocab: u32) -> usize {
+    (vocab as usize - 3).min(50_000)
+}
+
 /// Measures every length of `args.seq` in this process, printing each row as JSON.
 fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     let device = args.backend.device()?;
     let max_seq = args.seq.iter().copied().max().unwrap_or(0);
     let config = LongformerConfig::new()
+        .with_vocab_size(args.vocab as usize)
         .with_num_hidden_layers(args.layers)
         .with_hidden_size(args.hidden)
         .with_num_attention_heads(args.heads)
@@ -250,7 +261,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     let mut rows = Vec::new();
     for &seq in &args.seq {
         let ids: Vec<i64> = (0..args.batch * seq)
-            .map(|i| 3 + (i * 7919 % 50000) as i64)
+            .map(|i| 3 + (i * 7919 % token_range(args.vocab)) as i64)
             .collect();
         let global: Vec<bool> = (0..args.batch * seq)
             .map(|i| i % seq < args.global)
