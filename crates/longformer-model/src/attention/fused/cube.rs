@@ -11,7 +11,8 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::kernels::{
-    local_attention_dkdv_kernel, local_attention_dq_kernel, local_attention_forward_kernel,
+    BandArgsLaunch, local_attention_dkdv_kernel, local_attention_dq_kernel,
+    local_attention_forward_kernel,
 };
 use super::ops::LocalAttentionOps;
 
@@ -100,6 +101,7 @@ impl LocalAttentionOps for CubeBackend {
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
         let client = q.client.clone();
         let launch = LaunchShape::new(d);
+        let right = if causal { 0 } else { window as u32 };
         local_attention_forward_kernel::launch(
             &client,
             CubeCount::Static(m.div_ceil(launch.block) as u32, (rows * heads) as u32, 1),
@@ -116,12 +118,8 @@ impl LocalAttentionOps for CubeBackend {
             into_contiguous(seed).into_tensor_arg(),
             out.clone().into_tensor_arg(),
             lse.clone().into_tensor_arg(),
-            m as u32,
+            BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
             g as u32,
-            heads as u32,
-            window as u32,
-            if causal { 0 } else { window as u32 },
-            dropout,
             launch.row_vectors,
             launch.block,
             launch.tile,
@@ -170,11 +168,7 @@ impl LocalAttentionOps for CubeBackend {
             grad.clone().into_tensor_arg(),
             seed.clone().into_tensor_arg(),
             dq.clone().into_tensor_arg(),
-            m as u32,
-            heads as u32,
-            window as u32,
-            right,
-            dropout,
+            BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
             launch.row_vectors,
             launch.block,
             launch.tile,
@@ -196,11 +190,7 @@ impl LocalAttentionOps for CubeBackend {
             seed.into_tensor_arg(),
             dk.clone().into_tensor_arg(),
             dv.clone().into_tensor_arg(),
-            m as u32,
-            heads as u32,
-            window as u32,
-            right,
-            dropout,
+            BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
             launch.row_vectors,
             launch.block,
             launch.tile,

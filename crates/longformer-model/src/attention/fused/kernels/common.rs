@@ -1,0 +1,189 @@
+//! What the three kernels share: the band's launch arguments, where a unit works, tile staging,
+//! arithmetic on head rows of vectors, and the dropout hash.
+
+use burn_cubecl::cubecl;
+use cubecl::prelude::*;
+
+/// The band's scalars, the same for every cube of a launch.
+#[derive(CubeLaunch, CubeType)]
+pub struct BandArgs {
+    /// Tokens per row, `m`.
+    pub seq_len: u32,
+    /// Heads per row: `(row, head)` pair `rh` belongs to row `rh / n_heads`.
+    pub n_heads: u32,
+    /// Keys a query sees before itself.
+    pub left: u32,
+    /// Keys a query sees after itself (0 for causal windows).
+    pub right: u32,
+    /// Attention dropout probability of the band's probabilities (0: none).
+    pub prob: f32,
+}
+
+/// Where a unit works: cube `(x, y)` owns rows `x·block ..` of `(row, head)` pair `y`.
+#[derive(CubeType)]
+pub struct Place {
+    /// Tokens per row.
+    pub m: usize,
+    /// Keys a query sees before itself.
+    pub left: usize,
+    /// Keys a query sees after itself.
+    pub right: usize,
+    /// The `(row, head)` pair.
+    pub rh: usize,
+    /// Its batch row (the masks are per batch row).
+    pub row: usize,
+    /// The pair's first row in the flattened `[rows · heads · m]` rows.
+    pub rows: usize,
+    /// The first row the cube owns.
+    pub first: usize,
+    /// The row this unit owns, `first + UNIT_POS_X` (may be past `m` in the last cube).
+    pub own: usize,
+}
+
+/// This unit's [`Place`], for cubes of `block` units.
+#[cube]
+pub fn place(band: &BandArgs, #[comptime] block: usize) -> Place {
+    let m = band.seq_len as usize;
+    let rh = CUBE_POS_Y as usize;
+    let first = CUBE_POS_X as usize * block;
+    Place {
+        m,
+        left: band.left as usize,
+        right: band.right as usize,
+        rh,
+        row: rh / band.n_heads as usize,
+        rows: rh * m,
+        first,
+        own: first + UNIT_POS_X as usize,
+    }
+}
+
+/// The dropout factor of band score `(rh, i, j)`: `0` for a dropped probability, `1 / (1 - p)`
+/// for a kept one. Keep-or-drop comes from a hash of the seed and the position (a murmur3
+/// finalizer), so the backward kernels recompute the forward pass's choice without storing it.
+#[cube]
+pub fn band_keep<F: Float>(seed: u32, rh: usize, i: usize, j: usize, prob: F) -> F {
+    let mut x = seed ^ (rh as u32 * 0x9E37_79B1u32) ^ (i as u32 * 0x85EB_CA77u32);
+    x ^= j as u32 * 0xC2B2_AE3Du32;
+    x = x ^ (x >> 16);
+    x *= 0x7FEB_352Du32;
+    x = x ^ (x >> 15);
+    x *= 0x846C_A68Bu32;
+    x = x ^ (x >> 16);
+    let uniform = F::cast_from(x >> 8) * F::new(1.0 / 16_777_216.0);
+    let mut keep = F::new(0.0);
+    if uniform >= prob {
+        keep = F::new(1.0) / (F::new(1.0) - prob);
+    }
+    keep
+}
+
+/// Copies `len` consecutive elements of `src`, from `offset` on, into `dst[0..len]`: unit `u` of
+/// the cube copies elements `u, u + units, ...`.
+#[cube]
+pub fn stage<T: CubePrimitive>(
+    src: &Tensor<T>,
+    offset: usize,
+    len: usize,
+    dst: &mut Shared<[T]>,
+    #[comptime] units: usize,
+) {
+    let mut idx = UNIT_POS_X as usize;
+    while idx < len {
+        dst[idx] = src[offset + idx];
+        idx += units;
+    }
+}
+
+/// Stages `count` head rows of two `[.., rv]`-vector tensors from row `first` on (`a` into
+/// `sa`, `b` into `sb`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn stage_rows<F: Float, N: Size>(
+    a: &Tensor<Vector<F, N>>,
+    b: &Tensor<Vector<F, N>>,
+    first: usize,
+    count: usize,
+    sa: &mut Shared<[Vector<F, N>]>,
+    sb: &mut Shared<[Vector<F, N>]>,
+    #[comptime] rv: usize,
+    #[comptime] units: usize,
+) {
+    stage::<Vector<F, N>>(a, first * rv, count * rv, sa, units);
+    stage::<Vector<F, N>>(b, first * rv, count * rv, sb, units);
+}
+
+/// Row `index` of a `[.., rv]`-vector tensor into registers (zeros when `live` is false).
+#[cube]
+pub fn load_row<F: Float, N: Size>(
+    src: &Tensor<Vector<F, N>>,
+    index: usize,
+    live: bool,
+    #[comptime] rv: usize,
+) -> Array<Vector<F, N>> {
+    let mut row = Array::<Vector<F, N>>::new(rv);
+    if live {
+        #[unroll]
+        for c in 0..rv {
+            row[c] = src[index * rv + c];
+        }
+    }
+    row
+}
+
+/// Writes `row` as row `index` of a `[.., rv]`-vector tensor.
+#[cube]
+pub fn store_row<F: Float, N: Size>(
+    dst: &mut Tensor<Vector<F, N>>,
+    index: usize,
+    row: &Array<Vector<F, N>>,
+    #[comptime] rv: usize,
+) {
+    #[unroll]
+    for c in 0..rv {
+        dst[index * rv + c] = row[c];
+    }
+}
+
+/// The sum of a vector's lanes.
+#[cube]
+fn lane_sum<F: Float, N: Size>(x: Vector<F, N>) -> F {
+    let mut sum = F::new(0.0);
+    #[unroll]
+    for l in 0..x.vector_size() {
+        sum += x.extract(l);
+    }
+    sum
+}
+
+/// `a · b` over one row of `rv` vectors: `a` in registers, `b` at `b[offset..offset + rv]`.
+#[cube]
+pub fn row_dot<F: Float, N: Size>(
+    a: &Array<Vector<F, N>>,
+    b: &Shared<[Vector<F, N>]>,
+    offset: usize,
+    #[comptime] rv: usize,
+) -> F {
+    let mut partial = Vector::<F, N>::new(F::new(0.0));
+    #[unroll]
+    for c in 0..rv {
+        partial += a[c] * b[offset + c];
+    }
+    lane_sum::<F, N>(partial)
+}
+
+/// `acc += scale · b[offset..offset + rv]`.
+#[cube]
+pub fn row_axpy<F: Float, N: Size>(
+    acc: &mut Array<Vector<F, N>>,
+    scale: F,
+    b: &Shared<[Vector<F, N>]>,
+    offset: usize,
+    #[comptime] rv: usize,
+) {
+    let s = Vector::<F, N>::new(scale);
+    #[unroll]
+    for c in 0..rv {
+        acc[c] += s * b[offset + c];
+    }
+}
