@@ -32,7 +32,7 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
     #[comptime] dropout: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let at = place(band, block);
+    let at = place(band, block, false);
     let (m, i) = (at.m, at.own);
     let prob = F::cast_from(band.prob);
     let seed = u32::cast_from(seed[0]);
@@ -52,11 +52,8 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
     let mut values = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
     let mut ok = Shared::<[F]>::new_slice(tile);
 
-    let mut start = 0usize;
-    if at.first > at.left {
-        start = at.first - at.left;
-    }
-    let end = min(m, at.first + block + at.right);
+    let mut start = at.span_start;
+    let end = at.span_end;
     while start < end {
         let count = min(tile, end - start);
         stage_rows::<F, N>(
@@ -116,7 +113,7 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
     #[comptime] dropout: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let at = place(band, block);
+    let at = place(band, block, true);
     let (m, j) = (at.m, at.own);
     let prob = F::cast_from(band.prob);
     let seed = u32::cast_from(seed[0]);
@@ -135,11 +132,8 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
     let mut lses = Shared::<[F]>::new_slice(tile);
     let mut deltas = Shared::<[F]>::new_slice(tile);
 
-    let mut start = 0usize;
-    if at.first > at.right {
-        start = at.first - at.right;
-    }
-    let end = min(m, at.first + block + at.left);
+    let mut start = at.span_start;
+    let end = at.span_end;
     while start < end {
         let count = min(tile, end - start);
         stage_rows::<F, N>(

@@ -34,27 +34,46 @@ pub struct Place {
     pub row: usize,
     /// The pair's first row in the flattened `[rows · heads · m]` rows.
     pub rows: usize,
-    /// The first row the cube owns.
-    pub first: usize,
-    /// The row this unit owns, `first + UNIT_POS_X` (may be past `m` in the last cube).
+    /// The row this unit owns, `CUBE_POS_X · block + UNIT_POS_X` (may be past `m` in the last
+    /// cube).
     pub own: usize,
+    /// The other side's rows `span_start..span_end` that any of the cube's rows pairs with,
+    /// inside the sequence (the cube owns rows `first..first + block`): keys
+    /// `first - left ..= first + block - 1 + right` for a cube of queries, queries
+    /// `first - right ..= first + block - 1 + left` for a cube of keys.
+    pub span_start: usize,
+    /// See `span_start`.
+    pub span_end: usize,
 }
 
-/// This unit's [`Place`], for cubes of `block` units.
+/// This unit's [`Place`], for cubes of `block` units owning queries (`keys_owned` false) or
+/// keys.
 #[cube]
-pub fn place(band: &BandArgs, #[comptime] block: usize) -> Place {
+pub fn place(band: &BandArgs, #[comptime] block: usize, #[comptime] keys_owned: bool) -> Place {
     let m = band.seq_len as usize;
     let rh = CUBE_POS_Y as usize;
     let first = CUBE_POS_X as usize * block;
+    let (left, right) = (band.left as usize, band.right as usize);
+    let mut before = left;
+    let mut after = right;
+    if comptime!(keys_owned) {
+        before = right;
+        after = left;
+    }
+    let mut span_start = 0usize;
+    if first > before {
+        span_start = first - before;
+    }
     Place {
         m,
-        left: band.left as usize,
-        right: band.right as usize,
+        left,
+        right,
         rh,
         row: rh / band.n_heads as usize,
         rows: rh * m,
-        first,
         own: first + UNIT_POS_X as usize,
+        span_start,
+        span_end: min(m, first + block + after),
     }
 }
 

@@ -37,7 +37,7 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
     #[comptime] dropout: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
-    let at = place(band, block);
+    let at = place(band, block, false);
     let (m, i) = (at.m, at.own);
     let g = n_global as usize;
     let prob = F::cast_from(band.prob);
@@ -87,12 +87,9 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
         start += tile;
     }
 
-    // The band: keys first - left ..= first + block - 1 + right, inside the sequence.
-    let mut start = 0usize;
-    if at.first > at.left {
-        start = at.first - at.left;
-    }
-    let end = min(m, at.first + block + at.right);
+    // The band.
+    let mut start = at.span_start;
+    let end = at.span_end;
     while start < end {
         let count = min(tile, end - start);
         stage_rows::<F, N>(
