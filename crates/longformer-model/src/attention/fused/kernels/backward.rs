@@ -7,7 +7,8 @@ use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
 use super::common::{
-    BandArgs, band_keep, load_row, place, row_axpy, row_dot, stage, stage_rows, store_row,
+    BandArgs, band_keep, in_window, load_row, place, row_axpy, row_dot, stage, stage_rows,
+    store_row,
 };
 
 /// Backward, query side: `dq` `[rows, heads, m, d]` of the band.
@@ -70,7 +71,7 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
         sync_cube();
         for u in 0..count {
             let j = start + u;
-            if live && j + at.left >= i && j <= i + at.right && ok[u] > F::new(0.5) {
+            if live && in_window(&at, i, j) && ok[u] > F::new(0.5) {
                 let score = row_dot::<F, N>(&query, &keys, u * rv, rv);
                 let mut dp = row_dot::<F, N>(&dout, &values, u * rv, rv);
                 if comptime!(dropout) {
@@ -151,7 +152,7 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
         sync_cube();
         for u in 0..count {
             let i = start + u;
-            if live && j + at.left >= i && j <= i + at.right {
+            if live && in_window(&at, i, j) {
                 let score = row_dot::<F, N>(&key, &queries, u * rv, rv);
                 let dp = row_dot::<F, N>(&value, &douts, u * rv, rv);
                 let p = F::exp(score - lses[u]);

@@ -77,6 +77,12 @@ pub fn place(band: &BandArgs, #[comptime] block: usize, #[comptime] keys_owned: 
     }
 }
 
+/// Whether query `i` sees key `j` through its window: `i - left <= j <= i + right`.
+#[cube]
+pub fn in_window(at: &Place, i: usize, j: usize) -> bool {
+    j + at.left >= i && j <= i + at.right
+}
+
 /// The dropout factor of band score `(rh, i, j)`: `0` for a dropped probability, `1 / (1 - p)`
 /// for a kept one. Keep-or-drop comes from a hash of the seed and the position (a murmur3
 /// finalizer), so the backward kernels recompute the forward pass's choice without storing it.

@@ -4,7 +4,8 @@ use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
 use super::common::{
-    BandArgs, band_keep, load_row, place, row_axpy, row_dot, stage, stage_rows, store_row,
+    BandArgs, band_keep, in_window, load_row, place, row_axpy, row_dot, stage, stage_rows,
+    store_row,
 };
 
 /// Starting maximum of the online softmax: below every real score, finite (WGSL has no `-inf`
@@ -106,7 +107,7 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
         sync_cube();
         for u in 0..count {
             let j = start + u;
-            if live && j + at.left >= i && j <= i + at.right && ok[u] > F::new(0.5) {
+            if live && in_window(&at, i, j) && ok[u] > F::new(0.5) {
                 let mut keep = F::new(1.0);
                 if comptime!(dropout) {
                     keep = band_keep::<F>(seed, at.rh, i, j, prob);
