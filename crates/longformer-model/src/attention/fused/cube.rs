@@ -200,3 +200,29 @@ impl LocalAttentionOps for CubeBackend {
         (dq, dk, dv)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_shape_reads_the_widest_vector_and_fits_the_tile_budget() {
+        let base = LaunchShape::new(64);
+        assert_eq!((base.vector, base.row_vectors, base.tile), (4, 16, 32));
+        assert_eq!(LaunchShape::new(6).vector, 2);
+        assert_eq!(LaunchShape::new(5).vector, 1);
+        for d in [1, 5, 8, 64, 96, 128, 256, 1000] {
+            let shape = LaunchShape::new(d);
+            let bytes = 4 * shape.tile * (2 * d + 2);
+            assert!(
+                bytes <= TILE_BYTES || shape.tile == 1,
+                "d = {d}: {bytes} bytes"
+            );
+            assert!(
+                shape.tile <= shape.block && shape.tile.is_power_of_two(),
+                "d = {d}"
+            );
+            assert_eq!(shape.vector * shape.row_vectors, d);
+        }
+    }
+}
