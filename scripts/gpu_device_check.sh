@@ -13,7 +13,8 @@
 # call's limit is 600). Each `ours` line is one process: its first step autotunes every shape
 # (35-50 s on an H200; longer with fusion's kernels), hence several lengths per process. The
 # attention-core run prints the fused-vs-band-path difference next to its timing: it checks the
-# kernel on this GPU.
+# kernel on this GPU. The `prof` runs time each kernel on the device (CubeCL's profiler) for one
+# attention core and one base training step: prof-core.txt.gz, prof-train4k.txt.gz.
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 gunzip -c .devbin/longformer-gpu.gz > /tmp/lf; chmod +x /tmp/lf
@@ -33,12 +34,26 @@ ours() { tag=$1; shift
   grep '^{' $LOG | tail -2 | cut -c1-150
 }
 BK=vulkan; B="--backend $BK --dropout 0"
+# Where the time goes: CubeCL's profiler times every kernel of one step alone
+# (device-synchronized, so the step itself is slower); the compiled sources it also logs are
+# dropped, the per-kernel lines and summary tables kept (prof-*.txt.gz).
+prof() { tag=$1; shift
+  t=$(left); if [ $t -lt 90 ]; then echo "PROF $tag skipped: ${t} s left" | tee -a $LOG; return; fi
+  CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG=/tmp/prof.log timeout $((t - 20)) /tmp/lf bench "$@" >> $LOG 2>&1
+  echo "PROF $tag rc=$?" | tee -a $LOG
+  awk '/\[START_KERNEL_COMPILATION\]/{c=1} /\[END_KERNEL_COMPILATION\]/{c=0; next} !c && /^\|/' /tmp/prof.log \
+    | sed 's/  */ /g' | gzip > $OUT/prof-$tag.txt.gz
+  rm -f /tmp/prof.log
+}
 # The attention core first: its fused-vs-band-path difference checks the kernel on this GPU.
 ours v-core $B --part attention --seq 4096,16384 --repeats 10
 if [ $rc -ne 0 ]; then echo "VULKAN FAILED: falling back to wgpu"; tail -20 $LOG; BK=wgpu; B="--backend $BK --dropout 0"; ours w-core $B --part attention --seq 4096,16384 --repeats 10; fi
+# Our three kernels' own device times (the host-timed core numbers of v1 were not credible).
+prof core $B --part attention --mode train --seq 4096,16384 --repeats 1
 # The targets: the f32 training step, then half precision (the attention core stays f32).
 ours v-train $B --seq 4096,16384 --repeats 2 --mode train
 ours v-train-bf16 $B --seq 4096,16384 --repeats 2 --mode train --dtype bf16
+prof train4k $B --seq 4096 --repeats 1 --mode train
 ours v-coretrain $B --part attention --mode train --seq 4096,16384 --repeats 10
 ours v-fwd $B --seq 4096,16384 --repeats 3
 ours v-train4k-f16 $B --seq 4096 --repeats 2 --mode train --dtype f16
