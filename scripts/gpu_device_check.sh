@@ -14,7 +14,8 @@
 # (35-50 s on an H200; longer with fusion's kernels), hence several lengths per process. The
 # attention-core run prints the fused-vs-band-path difference next to its timing: it checks the
 # kernel on this GPU. The `prof` runs time each kernel on the device (CubeCL's profiler) for one
-# attention core and one base training step: prof-core.txt.gz, prof-train4k.txt.gz.
+# attention core and one base training step: prof-core.txt.gz, prof-train4k.txt.gz (read them
+# with scripts/profile_summary.py).
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 gunzip -c .devbin/longformer-gpu.gz > /tmp/lf; chmod +x /tmp/lf
