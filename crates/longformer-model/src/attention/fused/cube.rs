@@ -31,10 +31,8 @@ struct LaunchShape {
     vector: usize,
     /// Vectors per head row, `d / vector`.
     row_vectors: usize,
-    /// Rows per cube, [`BLOCK`].
-    block: usize,
     /// Rows staged at a time: two `[tile, d]` tiles and two `[tile]` vectors of f32 fit in
-    /// [`TILE_BYTES`]; a power of two, at most `block`.
+    /// [`TILE_BYTES`]; a power of two, at most [`BLOCK`].
     tile: usize,
 }
 
@@ -52,9 +50,18 @@ impl LaunchShape {
         Self {
             vector,
             row_vectors: d / vector,
-            block: BLOCK,
             tile,
         }
+    }
+
+    /// One cube per [`BLOCK`] rows of each of the `pairs` `(row, head)` pairs of `m` tokens.
+    fn cubes(m: usize, pairs: usize) -> CubeCount {
+        CubeCount::Static(m.div_ceil(BLOCK) as u32, pairs as u32, 1)
+    }
+
+    /// [`BLOCK`] units per cube.
+    fn cube_dim() -> CubeDim {
+        CubeDim::new_1d(BLOCK as u32)
     }
 }
 
@@ -104,8 +111,8 @@ impl LocalAttentionOps for CubeBackend {
         let right = if causal { 0 } else { window as u32 };
         local_attention_forward_kernel::launch(
             &client,
-            CubeCount::Static(m.div_ceil(launch.block) as u32, (rows * heads) as u32, 1),
-            CubeDim::new_1d(launch.block as u32),
+            LaunchShape::cubes(m, rows * heads),
+            LaunchShape::cube_dim(),
             launch.vector,
             q.into_tensor_arg(),
             k.into_tensor_arg(),
@@ -121,7 +128,7 @@ impl LocalAttentionOps for CubeBackend {
             BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
             g as u32,
             launch.row_vectors,
-            launch.block,
+            BLOCK,
             launch.tile,
             dropout > 0.0,
             [f32::elem_type_native(), dtype_to_storage_type(int_dtype)],
@@ -150,14 +157,14 @@ impl LocalAttentionOps for CubeBackend {
         let [dq, dk, dv] = [0; 3].map(|_| empty_like(&q, shape.clone()));
         let client = q.client.clone();
         let launch = LaunchShape::new(d);
-        let count = CubeCount::Static(m.div_ceil(launch.block) as u32, (rows * heads) as u32, 1);
+        let count = LaunchShape::cubes(m, rows * heads);
         let right = if causal { 0 } else { window as u32 };
         let dtypes = [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)];
         let seed = into_contiguous(seed);
         local_attention_dq_kernel::launch(
             &client,
             count.clone(),
-            CubeDim::new_1d(launch.block as u32),
+            LaunchShape::cube_dim(),
             launch.vector,
             q.clone().into_tensor_arg(),
             k.clone().into_tensor_arg(),
@@ -170,7 +177,7 @@ impl LocalAttentionOps for CubeBackend {
             dq.clone().into_tensor_arg(),
             BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
             launch.row_vectors,
-            launch.block,
+            BLOCK,
             launch.tile,
             dropout > 0.0,
             dtypes,
@@ -178,7 +185,7 @@ impl LocalAttentionOps for CubeBackend {
         local_attention_dkdv_kernel::launch(
             &client,
             count,
-            CubeDim::new_1d(launch.block as u32),
+            LaunchShape::cube_dim(),
             launch.vector,
             q.into_tensor_arg(),
             k.into_tensor_arg(),
@@ -192,7 +199,7 @@ impl LocalAttentionOps for CubeBackend {
             dv.clone().into_tensor_arg(),
             BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
             launch.row_vectors,
-            launch.block,
+            BLOCK,
             launch.tile,
             dropout > 0.0,
             dtypes,
@@ -219,7 +226,7 @@ mod tests {
                 "d = {d}: {bytes} bytes"
             );
             assert!(
-                shape.tile <= shape.block && shape.tile.is_power_of_two(),
+                shape.tile <= BLOCK && shape.tile.is_power_of_two(),
                 "d = {d}"
             );
             assert_eq!(shape.vector * shape.row_vectors, d);
