@@ -65,6 +65,13 @@ impl LaunchShape {
     }
 }
 
+/// The band's scalars for `m` tokens and `heads` heads: `window` keys on each side of a query,
+/// none after it when `causal`.
+fn band_args(m: usize, heads: usize, window: usize, causal: bool, dropout: f32) -> BandArgsLaunch {
+    let right = if causal { 0 } else { window };
+    BandArgsLaunch::new(m as u32, heads as u32, window as u32, right as u32, dropout)
+}
+
 /// `[rows, heads, m, d]` of a `q`/`k`/`v` tensor.
 fn dims4(t: &CubeTensor) -> [usize; 4] {
     t.meta.shape().dims::<4>()
@@ -108,7 +115,6 @@ impl LocalAttentionOps for CubeBackend {
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
         let client = q.client.clone();
         let launch = LaunchShape::new(d);
-        let right = if causal { 0 } else { window as u32 };
         local_attention_forward_kernel::launch(
             &client,
             LaunchShape::cubes(m, rows * heads),
@@ -125,7 +131,7 @@ impl LocalAttentionOps for CubeBackend {
             into_contiguous(seed).into_tensor_arg(),
             out.clone().into_tensor_arg(),
             lse.clone().into_tensor_arg(),
-            BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
+            band_args(m, heads, window, causal, dropout),
             g as u32,
             launch.row_vectors,
             BLOCK,
@@ -158,7 +164,6 @@ impl LocalAttentionOps for CubeBackend {
         let client = q.client.clone();
         let launch = LaunchShape::new(d);
         let count = LaunchShape::cubes(m, rows * heads);
-        let right = if causal { 0 } else { window as u32 };
         let dtypes = [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)];
         let seed = into_contiguous(seed);
         local_attention_dq_kernel::launch(
@@ -175,7 +180,7 @@ impl LocalAttentionOps for CubeBackend {
             grad.clone().into_tensor_arg(),
             seed.clone().into_tensor_arg(),
             dq.clone().into_tensor_arg(),
-            BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
+            band_args(m, heads, window, causal, dropout),
             launch.row_vectors,
             BLOCK,
             launch.tile,
@@ -197,7 +202,7 @@ impl LocalAttentionOps for CubeBackend {
             seed.into_tensor_arg(),
             dk.clone().into_tensor_arg(),
             dv.clone().into_tensor_arg(),
-            BandArgsLaunch::new(m as u32, heads as u32, window as u32, right, dropout),
+            band_args(m, heads, window, causal, dropout),
             launch.row_vectors,
             BLOCK,
             launch.tile,
