@@ -401,22 +401,19 @@ fn fused_dropout_drops_the_same_scores_on_every_backend() {
             .try_to_vec::<f32>()
             .unwrap()
     };
+    let largest_gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
     let all = devices();
     let (first_name, first_device) = &all[0];
     let reference = run(first_device, dropout);
-    let undropped = run(first_device, 0.0);
-    let moved = reference
-        .iter()
-        .zip(&undropped)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let moved = largest_gap(&reference, &run(first_device, 0.0));
     assert!(moved > 1e-3, "dropout changed nothing on {first_name}");
     for (name, device) in &all[1..] {
-        let diff = run(device, dropout)
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = largest_gap(&run(device, dropout), &reference);
         assert!(
             diff < 1e-5,
             "{name} and {first_name} drop different scores: outputs differ by {diff}"
