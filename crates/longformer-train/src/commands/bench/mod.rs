@@ -259,9 +259,10 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
         .apply(config.init_with_pooler(false, &device), &device)?;
     let mut optimizer = OptimizerSettings::default().optimizer();
     let mut rows = Vec::new();
+    let tokens = token_range(args.vocab);
     for &seq in &args.seq {
         let ids: Vec<i64> = (0..args.batch * seq)
-            .map(|i| 3 + (i * 7919 % token_range(args.vocab)) as i64)
+            .map(|i| 3 + (i * 7919 % tokens) as i64)
             .collect();
         let global: Vec<bool> = (0..args.batch * seq)
             .map(|i| i % seq < args.global)
