@@ -56,7 +56,10 @@ mod tests {
 
     #[test]
     fn finds_the_sample_above_a_nested_folder() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        // The run-time manifest folder (cargo sets it for the test process): the compile-time one
+        // may be another clone's, since Cargo does not rebuild when only the path changes.
+        let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo test");
+        let root = Path::new(&manifest).join("../..");
         let found = find_above(&root.join("crates/longformer-data/src")).unwrap();
         assert!(found.join("dev.json").is_file(), "{}", found.display());
         assert!(find_above(Path::new("/nonexistent/deeper")).is_none());
