@@ -16,52 +16,104 @@ use super::kernels::{
 };
 use super::ops::LocalAttentionOps;
 
-/// Rows (queries, or keys in the key-gradient kernel) per cube, one unit each: two warps.
+/// Rows (queries, or keys in the key-gradient kernel) per cube in the standard launch shape,
+/// one unit each: two warps.
 const BLOCK: usize = 64;
 
-/// Shared memory a cube may use for its staged tiles: 24 KiB, under the 32 KiB the least
-/// device offers (OpenGL's minimum and the software GPU's limit; NVIDIA's is 48 KiB per cube)
-/// and small enough that several cubes share one multiprocessor.
+/// Shared memory the standard launch shape's staged tiles may use: 24 KiB, under the 32 KiB the
+/// least device offers (OpenGL's minimum and the software GPU's limit; NVIDIA's is 48 KiB per
+/// cube) and small enough that several cubes share one multiprocessor.
 const TILE_BYTES: usize = 24 * 1024;
 
-/// How one launch splits the work for head width `d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LaunchShape {
+/// The launch shapes autotuning measures besides [`LaunchShape::standard`], as `(block, tile)`:
+/// fewer or more rows per cube (occupancy against how often each key is staged) and larger
+/// tiles (fewer barriers, more shared memory).
+#[cfg_attr(not(feature = "autotune"), allow(dead_code))]
+pub(super) const TUNED_SHAPES: [(usize, usize); 5] =
+    [(32, 32), (64, 32), (128, 32), (64, 64), (128, 64)];
+
+/// Most shared memory a tuned shape may stage per cube: 48 KiB, what NVIDIA, AMD and Apple
+/// GPUs give a cube without opting in to more (the device's own limit applies when smaller).
+const MAX_TUNED_TILE_BYTES: usize = 48 * 1024;
+
+/// How one launch splits the work for head width `d`: `block` rows per cube, key (or query)
+/// rows staged `tile` at a time, head rows read as `row_vectors` vectors of `vector` floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct LaunchShape {
+    /// Rows a cube owns, one unit each.
+    pub block: usize,
+    /// Rows staged at a time: two `[tile, d]` tiles and two `[tile]` vectors of f32
+    /// ([`LaunchShape::shared_bytes`]).
+    pub tile: usize,
     /// Floats per vector read (4, 2 or 1: the largest that divides `d`).
-    vector: usize,
+    pub vector: usize,
     /// Vectors per head row, `d / vector`.
-    row_vectors: usize,
-    /// Rows staged at a time: two `[tile, d]` tiles and two `[tile]` vectors of f32 fit in
-    /// [`TILE_BYTES`]; a power of two, at most [`BLOCK`].
-    tile: usize,
+    pub row_vectors: usize,
 }
 
 impl LaunchShape {
-    fn new(d: usize) -> Self {
+    /// `block` rows per cube, `tile`-row tiles, for head width `d`.
+    pub fn new(d: usize, block: usize, tile: usize) -> Self {
         let vector = [4, 2, 1]
             .into_iter()
             .find(|&v| d.is_multiple_of(v))
             .unwrap_or(1);
-        let fit = TILE_BYTES / (4 * (2 * d + 2));
-        let mut tile = BLOCK;
-        while tile > fit && tile > 1 {
-            tile /= 2;
-        }
         Self {
+            block,
+            tile,
             vector,
             row_vectors: d / vector,
-            tile,
         }
     }
 
-    /// One cube per [`BLOCK`] rows of each of the `pairs` `(row, head)` pairs of `m` tokens.
-    fn cubes(m: usize, pairs: usize) -> CubeCount {
-        CubeCount::Static(m.div_ceil(BLOCK) as u32, pairs as u32, 1)
+    /// The shape used without autotuning: [`BLOCK`] rows per cube and the largest power-of-two
+    /// tile, at most [`BLOCK`] rows, whose shared memory fits [`TILE_BYTES`].
+    pub fn standard(d: usize) -> Self {
+        let mut tile = BLOCK;
+        while tile > 1 && Self::new(d, BLOCK, tile).shared_bytes() > TILE_BYTES {
+            tile /= 2;
+        }
+        Self::new(d, BLOCK, tile)
     }
 
-    /// [`BLOCK`] units per cube.
-    fn cube_dim() -> CubeDim {
-        CubeDim::new_1d(BLOCK as u32)
+    /// `(block, tile)` of [`TUNED_SHAPES`] for head width `d` on a device with `max_shared`
+    /// bytes of shared memory per cube; an error (the tuner skips the candidate) when it does
+    /// not fit or is the standard shape, which is measured on its own.
+    pub fn tuned(d: usize, block: usize, tile: usize, max_shared: usize) -> Result<Self, String> {
+        let shape = Self::new(d, block, tile);
+        let limit = max_shared.min(MAX_TUNED_TILE_BYTES);
+        if shape == Self::standard(d) {
+            Err(format!("{shape} is the standard shape"))
+        } else if shape.shared_bytes() > limit {
+            Err(format!(
+                "{shape} stages {} bytes at head width {d}, over {limit}",
+                shape.shared_bytes()
+            ))
+        } else {
+            Ok(shape)
+        }
+    }
+
+    /// Bytes of shared memory a cube stages: two `[tile, d]` tiles and two `[tile]` vectors of
+    /// f32 (the key-side backward kernel's; the others stage one vector fewer).
+    pub fn shared_bytes(&self) -> usize {
+        4 * self.tile * (2 * self.vector * self.row_vectors + 2)
+    }
+
+    /// One cube per `block` rows of each of the `pairs` `(row, head)` pairs of `m` tokens.
+    fn cubes(&self, m: usize, pairs: usize) -> CubeCount {
+        CubeCount::Static(m.div_ceil(self.block) as u32, pairs as u32, 1)
+    }
+
+    /// `block` units per cube.
+    fn cube_dim(&self) -> CubeDim {
+        CubeDim::new_1d(self.block as u32)
+    }
+}
+
+impl std::fmt::Display for LaunchShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "block {}, tile {}", self.block, self.tile)
     }
 }
 
@@ -90,6 +142,157 @@ fn check_f32(t: &CubeTensor, op: &str) {
     );
 }
 
+/// The band's settings, shared by the forward and backward launches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Band {
+    /// One-sided window.
+    pub window: usize,
+    /// Causal window (no keys after the query).
+    pub causal: bool,
+    /// Attention dropout probability (0: none).
+    pub dropout: f32,
+}
+
+/// The forward kernel's tensors (contiguous), outputs included.
+#[derive(Debug, Clone)]
+pub(super) struct ForwardLaunch {
+    pub q: CubeTensor,
+    pub k: CubeTensor,
+    pub v: CubeTensor,
+    pub global_k: CubeTensor,
+    pub global_v: CubeTensor,
+    pub key_ok: CubeTensor,
+    pub global_ok: CubeTensor,
+    pub global_keep: CubeTensor,
+    pub seed: CubeTensor,
+    pub band: Band,
+    /// Written: the context `[rows, heads, m, d]`.
+    pub out: CubeTensor,
+    /// Written: the log-sum-exp `[rows, heads, m]`.
+    pub lse: CubeTensor,
+}
+
+/// The two backward kernels' tensors (contiguous), outputs included.
+#[derive(Debug, Clone)]
+pub(super) struct BackwardLaunch {
+    pub q: CubeTensor,
+    pub k: CubeTensor,
+    pub v: CubeTensor,
+    pub key_ok: CubeTensor,
+    pub lse: CubeTensor,
+    pub delta: CubeTensor,
+    pub grad: CubeTensor,
+    pub seed: CubeTensor,
+    pub band: Band,
+    /// Written by the query-side kernel: `dq` `[rows, heads, m, d]`.
+    pub dq: CubeTensor,
+    /// Written by the key-side kernel: `dk`, `dv` `[rows, heads, m, d]`.
+    pub dk: CubeTensor,
+    /// See `dk`.
+    pub dv: CubeTensor,
+}
+
+/// Launches the forward kernel with `shape`.
+pub(super) fn launch_forward(shape: LaunchShape, t: &ForwardLaunch) {
+    let [rows, heads, m, _] = dims4(&t.q);
+    let g = t.global_k.meta.shape().dims::<4>()[2];
+    let Band {
+        window,
+        causal,
+        dropout,
+    } = t.band;
+    let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
+    local_attention_forward_kernel::launch(
+        &t.q.client,
+        shape.cubes(m, rows * heads),
+        shape.cube_dim(),
+        shape.vector,
+        arg(&t.q),
+        arg(&t.k),
+        arg(&t.v),
+        arg(&t.global_k),
+        arg(&t.global_v),
+        arg(&t.key_ok),
+        arg(&t.global_ok),
+        arg(&t.global_keep),
+        arg(&t.seed),
+        arg(&t.out),
+        arg(&t.lse),
+        band_args(m, heads, window, causal, dropout),
+        g as u32,
+        shape.row_vectors,
+        shape.block,
+        shape.tile,
+        dropout > 0.0,
+        [f32::elem_type_native(), dtype_to_storage_type(t.seed.dtype)],
+    );
+}
+
+/// Launches the query-side backward kernel (`dq`) with `shape`.
+pub(super) fn launch_dq(shape: LaunchShape, t: &BackwardLaunch) {
+    let [rows, heads, m, _] = dims4(&t.q);
+    let Band {
+        window,
+        causal,
+        dropout,
+    } = t.band;
+    let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
+    local_attention_dq_kernel::launch(
+        &t.q.client,
+        shape.cubes(m, rows * heads),
+        shape.cube_dim(),
+        shape.vector,
+        arg(&t.q),
+        arg(&t.k),
+        arg(&t.v),
+        arg(&t.key_ok),
+        arg(&t.lse),
+        arg(&t.delta),
+        arg(&t.grad),
+        arg(&t.seed),
+        arg(&t.dq),
+        band_args(m, heads, window, causal, dropout),
+        shape.row_vectors,
+        shape.block,
+        shape.tile,
+        dropout > 0.0,
+        [f32::elem_type_native(), dtype_to_storage_type(t.seed.dtype)],
+    );
+}
+
+/// Launches the key-side backward kernel (`dk`, `dv`) with `shape`.
+pub(super) fn launch_dkdv(shape: LaunchShape, t: &BackwardLaunch) {
+    let [rows, heads, m, _] = dims4(&t.q);
+    let Band {
+        window,
+        causal,
+        dropout,
+    } = t.band;
+    let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
+    local_attention_dkdv_kernel::launch(
+        &t.q.client,
+        shape.cubes(m, rows * heads),
+        shape.cube_dim(),
+        shape.vector,
+        arg(&t.q),
+        arg(&t.k),
+        arg(&t.v),
+        arg(&t.key_ok),
+        arg(&t.lse),
+        arg(&t.delta),
+        arg(&t.grad),
+        arg(&t.seed),
+        arg(&t.dk),
+        arg(&t.dv),
+        band_args(m, heads, window, causal, dropout),
+        shape.row_vectors,
+        shape.block,
+        shape.tile,
+        dropout > 0.0,
+        [f32::elem_type_native(), dtype_to_storage_type(t.seed.dtype)],
+    );
+}
+
 impl LocalAttentionOps for CubeBackend {
     fn local_attention_forward(
         q: FloatTensor<Self>,
@@ -107,38 +310,52 @@ impl LocalAttentionOps for CubeBackend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         check_f32(&q, "local_attention_forward");
         let [rows, heads, m, d] = dims4(&q);
-        let g = global_k.meta.shape().dims::<4>()[2];
-        let [q, k, v, global_k, global_v, key_ok, global_ok, global_keep] =
-            [q, k, v, global_k, global_v, key_ok, global_ok, global_keep].map(into_contiguous);
-        let int_dtype = seed.dtype;
+        let [
+            q,
+            k,
+            v,
+            global_k,
+            global_v,
+            key_ok,
+            global_ok,
+            global_keep,
+            seed,
+        ] = [
+            q,
+            k,
+            v,
+            global_k,
+            global_v,
+            key_ok,
+            global_ok,
+            global_keep,
+            seed,
+        ]
+        .map(into_contiguous);
         let out = empty_like(&q, Shape::new([rows, heads, m, d]));
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
-        let client = q.client.clone();
-        let launch = LaunchShape::new(d);
-        local_attention_forward_kernel::launch(
-            &client,
-            LaunchShape::cubes(m, rows * heads),
-            LaunchShape::cube_dim(),
-            launch.vector,
-            q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            v.into_tensor_arg(),
-            global_k.into_tensor_arg(),
-            global_v.into_tensor_arg(),
-            key_ok.into_tensor_arg(),
-            global_ok.into_tensor_arg(),
-            global_keep.into_tensor_arg(),
-            into_contiguous(seed).into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            lse.clone().into_tensor_arg(),
-            band_args(m, heads, window, causal, dropout),
-            g as u32,
-            launch.row_vectors,
-            BLOCK,
-            launch.tile,
-            dropout > 0.0,
-            [f32::elem_type_native(), dtype_to_storage_type(int_dtype)],
-        );
+        let launch = ForwardLaunch {
+            q,
+            k,
+            v,
+            global_k,
+            global_v,
+            key_ok,
+            global_ok,
+            global_keep,
+            seed,
+            band: Band {
+                window,
+                causal,
+                dropout,
+            },
+            out: out.clone(),
+            lse: lse.clone(),
+        };
+        #[cfg(feature = "autotune")]
+        super::tune::tuned_forward(launch);
+        #[cfg(not(feature = "autotune"))]
+        launch_forward(LaunchShape::standard(d), &launch);
         (out, lse)
     }
 
@@ -157,58 +374,38 @@ impl LocalAttentionOps for CubeBackend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         check_f32(&q, "local_attention_band_backward");
         let [rows, heads, m, d] = dims4(&q);
-        let [q, k, v, key_ok, lse, delta, grad] =
-            [q, k, v, key_ok, lse, delta, grad].map(into_contiguous);
+        let [q, k, v, key_ok, lse, delta, grad, seed] =
+            [q, k, v, key_ok, lse, delta, grad, seed].map(into_contiguous);
         let shape = Shape::new([rows, heads, m, d]);
         let [dq, dk, dv] = [0; 3].map(|_| empty_like(&q, shape.clone()));
-        let client = q.client.clone();
-        let launch = LaunchShape::new(d);
-        let count = LaunchShape::cubes(m, rows * heads);
-        let dtypes = [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)];
-        let seed = into_contiguous(seed);
-        local_attention_dq_kernel::launch(
-            &client,
-            count.clone(),
-            LaunchShape::cube_dim(),
-            launch.vector,
-            q.clone().into_tensor_arg(),
-            k.clone().into_tensor_arg(),
-            v.clone().into_tensor_arg(),
-            key_ok.clone().into_tensor_arg(),
-            lse.clone().into_tensor_arg(),
-            delta.clone().into_tensor_arg(),
-            grad.clone().into_tensor_arg(),
-            seed.clone().into_tensor_arg(),
-            dq.clone().into_tensor_arg(),
-            band_args(m, heads, window, causal, dropout),
-            launch.row_vectors,
-            BLOCK,
-            launch.tile,
-            dropout > 0.0,
-            dtypes,
-        );
-        local_attention_dkdv_kernel::launch(
-            &client,
-            count,
-            LaunchShape::cube_dim(),
-            launch.vector,
-            q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            v.into_tensor_arg(),
-            key_ok.into_tensor_arg(),
-            lse.into_tensor_arg(),
-            delta.into_tensor_arg(),
-            grad.into_tensor_arg(),
-            seed.into_tensor_arg(),
-            dk.clone().into_tensor_arg(),
-            dv.clone().into_tensor_arg(),
-            band_args(m, heads, window, causal, dropout),
-            launch.row_vectors,
-            BLOCK,
-            launch.tile,
-            dropout > 0.0,
-            dtypes,
-        );
+        let launch = BackwardLaunch {
+            q,
+            k,
+            v,
+            key_ok,
+            lse,
+            delta,
+            grad,
+            seed,
+            band: Band {
+                window,
+                causal,
+                dropout,
+            },
+            dq: dq.clone(),
+            dk: dk.clone(),
+            dv: dv.clone(),
+        };
+        #[cfg(feature = "autotune")]
+        {
+            super::tune::tuned_dq(launch.clone());
+            super::tune::tuned_dkdv(launch);
+        }
+        #[cfg(not(feature = "autotune"))]
+        {
+            launch_dq(LaunchShape::standard(d), &launch);
+            launch_dkdv(LaunchShape::standard(d), &launch);
+        }
         (dq, dk, dv)
     }
 }
@@ -219,13 +416,17 @@ mod tests {
 
     #[test]
     fn launch_shape_reads_the_widest_vector_and_fits_the_tile_budget() {
-        let base = LaunchShape::new(64);
-        assert_eq!((base.vector, base.row_vectors, base.tile), (4, 16, 32));
-        assert_eq!(LaunchShape::new(6).vector, 2);
-        assert_eq!(LaunchShape::new(5).vector, 1);
+        let base = LaunchShape::standard(64);
+        assert_eq!(
+            (base.block, base.tile, base.vector, base.row_vectors),
+            (64, 32, 4, 16)
+        );
+        assert_eq!(LaunchShape::standard(6).vector, 2);
+        assert_eq!(LaunchShape::standard(5).vector, 1);
         for d in [1, 5, 8, 64, 96, 128, 256, 1000] {
-            let shape = LaunchShape::new(d);
+            let shape = LaunchShape::standard(d);
             let bytes = 4 * shape.tile * (2 * d + 2);
+            assert_eq!(shape.shared_bytes(), bytes);
             assert!(
                 bytes <= TILE_BYTES || shape.tile == 1,
                 "d = {d}: {bytes} bytes"
@@ -236,5 +437,22 @@ mod tests {
             );
             assert_eq!(shape.vector * shape.row_vectors, d);
         }
+    }
+
+    #[test]
+    fn tuned_shapes_fit_the_device_and_skip_the_standard_one() {
+        // Head width 64 on a 32 KiB device: 64-row tiles need 33,280 bytes.
+        assert!(LaunchShape::tuned(64, 64, 64, 32 * 1024).is_err());
+        assert!(LaunchShape::tuned(64, 64, 64, 48 * 1024).is_ok());
+        // ... and a device offering more is held to 48 KiB.
+        assert!(LaunchShape::tuned(128, 64, 64, 228 * 1024).is_err());
+        assert!(
+            LaunchShape::tuned(64, 64, 32, 48 * 1024).is_err(),
+            "the standard shape"
+        );
+        assert_eq!(
+            LaunchShape::tuned(64, 128, 32, 48 * 1024),
+            Ok(LaunchShape::new(64, 128, 32))
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! materialized `[m, g + 3w]` scores.
 //!
 //! - [`ops`]: [`LocalAttentionOps`], the Burn backend extension.
-//! - `kernels`, `cube`: its CubeCL kernels and their launch on wgpu/vulkan devices.
+//! - `kernels`, `cube`: its CubeCL kernels and their launch on wgpu/vulkan devices; `tune`:
+//!   their launch shape timed on the device (with the `autotune` feature).
 //! - `cpu`: the same on flex and ndarray; `cpu_rows`: its vectorized per-row softmax.
 //! - `autodiff`: its backward pass (recomputed probabilities, no saved scores).
 //!
@@ -23,6 +24,8 @@ mod cube;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 mod kernels;
 pub mod ops;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod tune;
 
 use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Distribution, Int, Tensor};

@@ -1,0 +1,349 @@
+//! Autotuning of the fused kernels' launch shapes (the `autotune` feature, as Burn's own
+//! kernels): the first launch of each kernel for a problem size measures
+//! [`LaunchShape::standard`] and the [`TUNED_SHAPES`] that fit the device, with CubeCL's tuner,
+//! and every later launch of that size uses the fastest. Results are kept per device and
+//! problem key (head width; sequence length, `(row, head)` pairs, window and global slots
+//! rounded to powers of two; causal; dropout), in CubeCL's autotune cache. Every shape computes
+//! the same values, in the same order: only the speed differs.
+//!
+//! Built with every GPU build (its tests run on the software GPU in CI); used only with
+//! `autotune`, where [`super::cube`] calls it instead of the standard shape.
+#![cfg_attr(not(feature = "autotune"), allow(dead_code))]
+
+use burn_cubecl::CubeTuneId;
+use burn_cubecl::cubecl;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::AutotuneKey;
+use cubecl::tune::{LocalTuner, Tunable, TunableSet, local_tuner};
+use serde::{Deserialize, Serialize};
+
+use super::cube::{
+    BackwardLaunch, ForwardLaunch, LaunchShape, TUNED_SHAPES, launch_dkdv, launch_dq,
+    launch_forward,
+};
+
+/// What a tuned launch shape is kept for.
+#[derive(Hash, Eq, PartialEq, Debug, Clone, Serialize, Deserialize, AutotuneKey)]
+pub struct BandKernelKey {
+    /// Head width (sets the vector width and the tiles' bytes).
+    head_dim: usize,
+    /// Tokens per row.
+    #[autotune(anchor)]
+    seq_len: usize,
+    /// `(row, head)` pairs: with `seq_len`, the number of cubes.
+    #[autotune(anchor)]
+    pairs: usize,
+    /// One-sided window.
+    #[autotune(anchor)]
+    window: usize,
+    /// Global slots (forward only; 0 for the backward kernels).
+    #[autotune(anchor)]
+    n_global: usize,
+    /// Causal window.
+    causal: bool,
+    /// Dropout in the kernel.
+    dropout: bool,
+}
+
+impl BandKernelKey {
+    fn of(q: &CubeTensor, n_global: usize, window: usize, causal: bool, dropout: f32) -> Self {
+        let [rows, heads, m, d] = q.meta.shape().dims::<4>();
+        Self::new(d, m, rows * heads, window, n_global, causal, dropout > 0.0)
+    }
+}
+
+fn forward_key(t: &ForwardLaunch) -> BandKernelKey {
+    let g = t.global_k.meta.shape().dims::<4>()[2];
+    BandKernelKey::of(&t.q, g, t.band.window, t.band.causal, t.band.dropout)
+}
+
+fn backward_key(t: &BackwardLaunch) -> BandKernelKey {
+    BandKernelKey::of(&t.q, 0, t.band.window, t.band.causal, t.band.dropout)
+}
+
+/// Head width and the device's shared memory per cube.
+fn head_and_shared(q: &CubeTensor) -> (usize, usize) {
+    let d = q.meta.shape().dims::<4>()[3];
+    (d, q.client.properties().hardware.max_shared_memory_size)
+}
+
+/// The tunables of one kernel: the standard shape first, then every [`TUNED_SHAPES`] entry.
+fn tunables<I: Clone + Send + Sync + 'static>(
+    set: TunableSet<BandKernelKey, I, ()>,
+    q: fn(&I) -> &CubeTensor,
+    launch: fn(LaunchShape, &I),
+) -> TunableSet<BandKernelKey, I, ()> {
+    let mut set = set.with(Tunable::new("standard", move |t: I| {
+        let (d, _) = head_and_shared(q(&t));
+        launch(LaunchShape::standard(d), &t);
+        Ok::<(), String>(())
+    }));
+    for (block, tile) in TUNED_SHAPES {
+        set = set.with(Tunable::new(
+            &format!("block{block}-tile{tile}"),
+            move |t: I| {
+                let (d, shared) = head_and_shared(q(&t));
+                let shape = LaunchShape::tuned(d, block, tile, shared)?;
+                launch(shape, &t);
+                Ok::<(), String>(())
+            },
+        ));
+    }
+    set
+}
+
+/// [`launch_forward`] with the fastest shape for its key.
+pub(super) fn tuned_forward(t: ForwardLaunch) {
+    static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("forward");
+    let client = t.q.client.clone();
+    let id = CubeTuneId::new(&client, &t.q.device);
+    let set = TUNER.init(&id, || {
+        tunables(
+            TunableSet::new_cloning_inputs(forward_key),
+            |t: &ForwardLaunch| &t.q,
+            launch_forward,
+        )
+    });
+    TUNER.execute(&id, &client, set, t)
+}
+
+/// [`launch_dq`] with the fastest shape for its key.
+pub(super) fn tuned_dq(t: BackwardLaunch) {
+    static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("dq");
+    let client = t.q.client.clone();
+    let id = CubeTuneId::new(&client, &t.q.device);
+    let set = TUNER.init(&id, || {
+        tunables(
+            TunableSet::new_cloning_inputs(backward_key),
+            |t: &BackwardLaunch| &t.q,
+            launch_dq,
+        )
+    });
+    TUNER.execute(&id, &client, set, t)
+}
+
+/// [`launch_dkdv`] with the fastest shape for its key.
+pub(super) fn tuned_dkdv(t: BackwardLaunch) {
+    static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("dkdv");
+    let client = t.q.client.clone();
+    let id = CubeTuneId::new(&client, &t.q.device);
+    let set = TUNER.init(&id, || {
+        tunables(
+            TunableSet::new_cloning_inputs(backward_key),
+            |t: &BackwardLaunch| &t.q,
+            launch_dkdv,
+        )
+    });
+    TUNER.execute(&id, &client, set, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Backend, BackendTypes, DispatchDevice};
+    use burn::tensor::{Device, TensorData};
+    use burn_cubecl::CubeBackend;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    use super::super::cube::Band;
+    use super::*;
+
+    fn block_on<O>(future: impl Future<Output = O>) -> O {
+        let mut future = std::pin::pin!(future);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    type CubeDevice = <CubeBackend as BackendTypes>::Device;
+
+    /// Calls of the backend's tensor ops, which a concrete backend type reaches through a
+    /// generic bound.
+    fn from_data<B: Backend>(data: TensorData, device: &B::Device) -> B::FloatTensorPrimitive {
+        B::float_from_data(data, device)
+    }
+
+    /// The software GPU's CubeCL device (`None` where `LONGFORMER_SKIP_WGPU=1`).
+    fn cube_device() -> Option<CubeDevice> {
+        if std::env::var("LONGFORMER_SKIP_WGPU").is_ok_and(|v| v == "1") {
+            return None;
+        }
+        match Device::wgpu(Default::default()).as_dispatch() {
+            DispatchDevice::Cube(device) => Some(device.clone()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Deterministic values in `[-1, 1)`, some exactly zero when `zeros` (masks).
+    fn values(n: usize, salt: u64) -> Vec<f32> {
+        let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn float(device: &CubeDevice, shape: &[usize], salt: u64) -> CubeTensor {
+        let n = shape.iter().product();
+        from_data::<CubeBackend>(TensorData::new(values(n, salt), shape.to_vec()), device)
+    }
+
+    /// `1.0` or `0.0` flags, about a fifth of them zero.
+    fn flags(device: &CubeDevice, shape: &[usize], salt: u64) -> CubeTensor {
+        let n = shape.iter().product();
+        let data = values(n, salt)
+            .into_iter()
+            .map(|x| if x < -0.6 { 0.0 } else { 1.0 })
+            .collect::<Vec<f32>>();
+        from_data::<CubeBackend>(TensorData::new(data, shape.to_vec()), device)
+    }
+
+    fn read(t: &CubeTensor) -> Vec<f32> {
+        fn into_data<B: Backend>(t: B::FloatTensorPrimitive) -> TensorData {
+            block_on(B::float_into_data(t)).expect("reads back")
+        }
+        into_data::<CubeBackend>(t.clone())
+            .try_to_vec::<f32>()
+            .expect("f32")
+    }
+
+    fn empty(device: &CubeDevice, shape: &[usize]) -> CubeTensor {
+        fn zeros<B: Backend>(shape: &[usize], device: &B::Device) -> B::FloatTensorPrimitive {
+            B::float_zeros(shape.to_vec().into(), device, burn::tensor::FloatDType::F32)
+        }
+        zeros::<CubeBackend>(shape, device)
+    }
+
+    /// Inputs with every feature the kernels branch on: two rows of two heads, 150 tokens
+    /// (several cubes of every tuned block, the last one partial), a window wider than a tile,
+    /// masked keys, three global slots, dropout.
+    fn problem(device: &CubeDevice, d: usize) -> (ForwardLaunch, BackwardLaunch) {
+        let (rows, heads, m, g) = (2, 2, 150, 3);
+        let qkv = [rows, heads, m, d];
+        let band = Band {
+            window: 40,
+            causal: false,
+            dropout: 0.1,
+        };
+        fn int_from_data<B: Backend>(
+            data: TensorData,
+            device: &B::Device,
+        ) -> B::IntTensorPrimitive {
+            B::int_from_data(data, device)
+        }
+        let seed = int_from_data::<CubeBackend>(TensorData::new(vec![12345i32], [1]), device);
+        let forward = ForwardLaunch {
+            q: float(device, &qkv, 1),
+            k: float(device, &qkv, 2),
+            v: float(device, &qkv, 3),
+            global_k: float(device, &[rows, heads, g, d], 4),
+            global_v: float(device, &[rows, heads, g, d], 5),
+            key_ok: flags(device, &[rows, m], 6),
+            global_ok: flags(device, &[rows, g], 7),
+            global_keep: flags(device, &[rows, heads, m, g], 8),
+            seed: seed.clone(),
+            band,
+            out: empty(device, &qkv),
+            lse: empty(device, &[rows, heads, m]),
+        };
+        let backward = BackwardLaunch {
+            q: forward.q.clone(),
+            k: forward.k.clone(),
+            v: forward.v.clone(),
+            key_ok: forward.key_ok.clone(),
+            lse: float(device, &[rows, heads, m], 9),
+            delta: float(device, &[rows, heads, m], 10),
+            grad: float(device, &qkv, 11),
+            seed,
+            band,
+            dq: empty(device, &qkv),
+            dk: empty(device, &qkv),
+            dv: empty(device, &qkv),
+        };
+        (forward, backward)
+    }
+
+    /// Every outputs of the three kernels launched with `shape` (`None`: tuned).
+    fn outputs(device: &CubeDevice, d: usize, shape: Option<LaunchShape>) -> Vec<Vec<f32>> {
+        let (forward, backward) = problem(device, d);
+        match shape {
+            Some(shape) => {
+                launch_forward(shape, &forward);
+                launch_dq(shape, &backward);
+                launch_dkdv(shape, &backward);
+            }
+            None => {
+                tuned_forward(forward.clone());
+                tuned_dq(backward.clone());
+                tuned_dkdv(backward.clone());
+            }
+        }
+        [
+            &forward.out,
+            &forward.lse,
+            &backward.dq,
+            &backward.dk,
+            &backward.dv,
+        ]
+        .map(read)
+        .to_vec()
+    }
+
+    /// Every tuned shape that fits the software GPU walks the same keys in the same order as the
+    /// standard one: identical outputs from all three kernels (head width 32: every shape fits
+    /// its 32 KiB; 6: vectors of 2, tiles larger than the rows of a short row span).
+    #[test]
+    fn every_tuned_shape_computes_what_the_standard_shape_does() {
+        let Some(device) = cube_device() else { return };
+        let shared = device.client().properties().hardware.max_shared_memory_size;
+        for d in [32, 6] {
+            let standard = outputs(&device, d, Some(LaunchShape::standard(d)));
+            let mut tried = 0;
+            for (block, tile) in TUNED_SHAPES {
+                let Ok(shape) = LaunchShape::tuned(d, block, tile, shared) else {
+                    continue;
+                };
+                tried += 1;
+                let ours = outputs(&device, d, Some(shape));
+                for (name, (a, b)) in ["context", "lse", "dq", "dk", "dv"]
+                    .iter()
+                    .zip(standard.iter().zip(&ours))
+                {
+                    assert!(
+                        a.iter().all(|x| x.is_finite()) && a.iter().any(|x| *x != 0.0),
+                        "{name}: the standard shape computed nothing useful"
+                    );
+                    assert_eq!(
+                        a, b,
+                        "d = {d}, {shape}: {name} differs from the standard shape"
+                    );
+                }
+            }
+            assert!(
+                tried >= 4,
+                "d = {d}: only {tried} tuned shapes fit {shared} bytes"
+            );
+        }
+    }
+
+    /// The tuner measures the shapes on the device and launches one: its outputs are the
+    /// standard shape's.
+    #[test]
+    fn the_tuned_launch_computes_what_the_standard_shape_does() {
+        let Some(device) = cube_device() else { return };
+        let d = 32;
+        assert_eq!(
+            outputs(&device, d, None),
+            outputs(&device, d, Some(LaunchShape::standard(d)))
+        );
+    }
+}
