@@ -15,10 +15,15 @@
 # attention-core run prints the fused-vs-band-path difference next to its timing: it checks the
 # kernel on this GPU. The `prof` runs time each kernel on the device (CubeCL's profiler) for one
 # attention core and one base training step: prof-core.txt.gz, prof-train4k.txt.gz (read them
-# with scripts/profile_summary.py).
+# with scripts/profile_summary.py); they also keep the autotuner's results ("Fastest result",
+# "Autotune[i]" lines), among them the launch shape our kernels' tuner picked on this GPU.
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 gunzip -c .devbin/longformer-gpu.gz > /tmp/lf; chmod +x /tmp/lf
+# Every autotuner result (Burn's kernels, and the launch shape of ours: "standard" or
+# "blockB-tileT" per BandKernelKey) into autotune.log, through CubeCL's config file in the
+# working directory.
+printf '[autotune.logger]\nfile = "/tmp/autotune.log"\nlevel = "minimal"\n' > cubecl.toml
 LOG=$OUT/ours.log
 START=$(date +%s); DEADLINE=${DEADLINE:-570}; rc=0
 left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
@@ -42,7 +47,7 @@ prof() { tag=$1; shift
   t=$(left); if [ $t -lt 90 ]; then echo "PROF $tag skipped: ${t} s left" | tee -a $LOG; return; fi
   CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG=/tmp/prof.log timeout $((t - 20)) /tmp/lf bench "$@" >> $LOG 2>&1
   echo "PROF $tag rc=$?" | tee -a $LOG
-  awk '/\[START_KERNEL_COMPILATION\]/{c=1} /\[END_KERNEL_COMPILATION\]/{c=0; next} !c && /^\|/' /tmp/prof.log \
+  awk '/\[START_KERNEL_COMPILATION\]/{c=1} /\[END_KERNEL_COMPILATION\]/{c=0; next} !c && /^(\||Fastest result|Autotune\[)/' /tmp/prof.log \
     | sed 's/  */ /g' | gzip > $OUT/prof-$tag.txt.gz
   rm -f /tmp/prof.log
 }
@@ -61,3 +66,4 @@ ours v-train4k-f16 $B --seq 4096 --repeats 2 --mode train --dtype f16
 ours v-fwd4k-bf16 $B --seq 4096 --repeats 3 --dtype bf16
 grep -i "error\|panick" $LOG | head -5
 grep "forward .* ms" $LOG | tail -30 > $OUT/phases.txt
+gzip -c /tmp/autotune.log > $OUT/autotune.log.gz 2>/dev/null

@@ -68,8 +68,9 @@ impl Backend {
 
     /// Features beyond the binary's defaults (`flex`, `ndarray`, `wgpu`, the set `cargo test`
     /// builds too, so switching among them or running the tests reuses one build). `vulkan`, the
-    /// backend for speed on a real GPU, also turns on Burn's kernel autotuning (matmul tiles
-    /// picked by timing on the device, on first use of each shape).
+    /// backend for speed on a real GPU, also turns on Burn's kernel autotuning (matmul tiles,
+    /// and the fused attention kernels' launch shapes, picked by timing on the device, on first
+    /// use of each shape).
     fn extra_features(self) -> Option<&'static str> {
         match self {
             Self::Vulkan => Some("vulkan,autotune"),

@@ -5,7 +5,8 @@
 //! Backend-generic: tensors live on whatever [`burn::tensor::Device`] you pass (`flex`,
 //! `ndarray`, `wgpu`, `vulkan`, each a Cargo feature). The GPU backends run through
 //! Burn's kernel fusion (as Burn's own `wgpu` does by default); the fused attention kernel runs
-//! as one opaque op in fusion's stream.
+//! as one opaque op in fusion's stream. The `autotune` feature turns on Burn's kernel autotuning
+//! and times that kernel's launch shapes on the device at first use of each problem size.
 //!
 //! # Axes
 //! - `batch_size`: rows of a batch; `seq_length`: tokens per row (padding included);
