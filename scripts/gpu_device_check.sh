@@ -61,6 +61,8 @@ ours v-train $B --seq 4096,16384 --repeats 2 --mode train
 ours v-train-bf16 $B --seq 4096,16384 --repeats 2 --mode train --dtype bf16
 prof train4k $B --seq 4096 --repeats 1 --mode train
 ours v-coretrain $B --part attention --mode train --seq 4096,16384 --repeats 10
+# Host overhead: a step is ~2,800 launches, submitted 32 at a time by default; 128 per submit.
+CUBECL_WGPU_MAX_TASKS=128 ours v-train4k-tasks128 $B --seq 4096 --repeats 2 --mode train
 ours v-fwd $B --seq 4096,16384 --repeats 3
 ours v-train4k-f16 $B --seq 4096 --repeats 2 --mode train --dtype f16
 ours v-fwd4k-bf16 $B --seq 4096 --repeats 3 --dtype bf16
