@@ -100,9 +100,10 @@ impl LaunchShape {
         4 * self.tile * (2 * self.vector * self.row_vectors + 2)
     }
 
-    /// One cube per `block` rows of each of the `pairs` `(row, head)` pairs of `m` tokens.
-    fn cubes(&self, m: usize, pairs: usize) -> CubeCount {
-        CubeCount::Static(m.div_ceil(self.block) as u32, pairs as u32, 1)
+    /// One cube per `block` rows of each `(row, head)` pair of `q` (`[rows, heads, m, d]`).
+    fn cubes(&self, q: &CubeTensor) -> CubeCount {
+        let [rows, heads, m, _] = dims4(q);
+        CubeCount::Static(m.div_ceil(self.block) as u32, (rows * heads) as u32, 1)
     }
 
     /// `block` units per cube.
@@ -115,13 +116,6 @@ impl std::fmt::Display for LaunchShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "block {}, tile {}", self.block, self.tile)
     }
-}
-
-/// The band's scalars for `m` tokens and `heads` heads: `window` keys on each side of a query,
-/// none after it when `causal`.
-fn band_args(m: usize, heads: usize, window: usize, causal: bool, dropout: f32) -> BandArgsLaunch {
-    let right = if causal { 0 } else { window };
-    BandArgsLaunch::new(m as u32, heads as u32, window as u32, right as u32, dropout)
 }
 
 /// `[rows, heads, m, d]` of a `q`/`k`/`v` tensor.
@@ -151,6 +145,27 @@ pub(super) struct Band {
     pub causal: bool,
     /// Attention dropout probability (0: none).
     pub dropout: f32,
+}
+
+impl Band {
+    /// The kernels' scalars for queries `q` (`[rows, heads, m, d]`): `window` keys on each side
+    /// of a query, none after it when causal.
+    fn args(&self, q: &CubeTensor) -> BandArgsLaunch {
+        let [_, heads, m, _] = dims4(q);
+        let right = if self.causal { 0 } else { self.window };
+        BandArgsLaunch::new(
+            m as u32,
+            heads as u32,
+            self.window as u32,
+            right as u32,
+            self.dropout,
+        )
+    }
+}
+
+/// The kernels' element types: f32, and the seed's integer type.
+fn dtypes(seed: &CubeTensor) -> [ElemType; 2] {
+    [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)]
 }
 
 /// The forward kernel's tensors (contiguous), outputs included.
@@ -194,17 +209,11 @@ pub(super) struct BackwardLaunch {
 
 /// Launches the forward kernel with `shape`.
 pub(super) fn launch_forward(shape: LaunchShape, t: &ForwardLaunch) {
-    let [rows, heads, m, _] = dims4(&t.q);
     let g = t.global_k.meta.shape().dims::<4>()[2];
-    let Band {
-        window,
-        causal,
-        dropout,
-    } = t.band;
     let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
     local_attention_forward_kernel::launch(
         &t.q.client,
-        shape.cubes(m, rows * heads),
+        shape.cubes(&t.q),
         shape.cube_dim(),
         shape.vector,
         arg(&t.q),
@@ -218,28 +227,22 @@ pub(super) fn launch_forward(shape: LaunchShape, t: &ForwardLaunch) {
         arg(&t.seed),
         arg(&t.out),
         arg(&t.lse),
-        band_args(m, heads, window, causal, dropout),
+        t.band.args(&t.q),
         g as u32,
         shape.row_vectors,
         shape.block,
         shape.tile,
-        dropout > 0.0,
-        [f32::elem_type_native(), dtype_to_storage_type(t.seed.dtype)],
+        t.band.dropout > 0.0,
+        dtypes(&t.seed),
     );
 }
 
 /// Launches the query-side backward kernel (`dq`) with `shape`.
 pub(super) fn launch_dq(shape: LaunchShape, t: &BackwardLaunch) {
-    let [rows, heads, m, _] = dims4(&t.q);
-    let Band {
-        window,
-        causal,
-        dropout,
-    } = t.band;
     let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
     local_attention_dq_kernel::launch(
         &t.q.client,
-        shape.cubes(m, rows * heads),
+        shape.cubes(&t.q),
         shape.cube_dim(),
         shape.vector,
         arg(&t.q),
@@ -251,27 +254,21 @@ pub(super) fn launch_dq(shape: LaunchShape, t: &BackwardLaunch) {
         arg(&t.grad),
         arg(&t.seed),
         arg(&t.dq),
-        band_args(m, heads, window, causal, dropout),
+        t.band.args(&t.q),
         shape.row_vectors,
         shape.block,
         shape.tile,
-        dropout > 0.0,
-        [f32::elem_type_native(), dtype_to_storage_type(t.seed.dtype)],
+        t.band.dropout > 0.0,
+        dtypes(&t.seed),
     );
 }
 
 /// Launches the key-side backward kernel (`dk`, `dv`) with `shape`.
 pub(super) fn launch_dkdv(shape: LaunchShape, t: &BackwardLaunch) {
-    let [rows, heads, m, _] = dims4(&t.q);
-    let Band {
-        window,
-        causal,
-        dropout,
-    } = t.band;
     let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
     local_attention_dkdv_kernel::launch(
         &t.q.client,
-        shape.cubes(m, rows * heads),
+        shape.cubes(&t.q),
         shape.cube_dim(),
         shape.vector,
         arg(&t.q),
@@ -284,12 +281,12 @@ pub(super) fn launch_dkdv(shape: LaunchShape, t: &BackwardLaunch) {
         arg(&t.seed),
         arg(&t.dk),
         arg(&t.dv),
-        band_args(m, heads, window, causal, dropout),
+        t.band.args(&t.q),
         shape.row_vectors,
         shape.block,
         shape.tile,
-        dropout > 0.0,
-        [f32::elem_type_native(), dtype_to_storage_type(t.seed.dtype)],
+        t.band.dropout > 0.0,
+        dtypes(&t.seed),
     );
 }
 

@@ -52,13 +52,35 @@ impl BandKernelKey {
     }
 }
 
-fn forward_key(t: &ForwardLaunch) -> BandKernelKey {
-    let g = t.global_k.meta.shape().dims::<4>()[2];
-    BandKernelKey::of(&t.q, g, t.band.window, t.band.causal, t.band.dropout)
+/// The tensors of one kernel's launch, as the tuner sees them.
+trait KernelLaunch: Clone + Send + Sync + 'static {
+    /// The queries (their shape and device stand for the launch's).
+    fn q(&self) -> &CubeTensor;
+    /// What a tuned shape is kept for.
+    fn key(&self) -> BandKernelKey;
 }
 
-fn backward_key(t: &BackwardLaunch) -> BandKernelKey {
-    BandKernelKey::of(&t.q, 0, t.band.window, t.band.causal, t.band.dropout)
+impl KernelLaunch for ForwardLaunch {
+    fn q(&self) -> &CubeTensor {
+        &self.q
+    }
+
+    fn key(&self) -> BandKernelKey {
+        let g = self.global_k.meta.shape().dims::<4>()[2];
+        let band = self.band;
+        BandKernelKey::of(&self.q, g, band.window, band.causal, band.dropout)
+    }
+}
+
+impl KernelLaunch for BackwardLaunch {
+    fn q(&self) -> &CubeTensor {
+        &self.q
+    }
+
+    fn key(&self) -> BandKernelKey {
+        let band = self.band;
+        BandKernelKey::of(&self.q, 0, band.window, band.causal, band.dropout)
+    }
 }
 
 /// Head width and the device's shared memory per cube.
@@ -68,21 +90,18 @@ fn head_and_shared(q: &CubeTensor) -> (usize, usize) {
 }
 
 /// The tunables of one kernel: the standard shape first, then every [`TUNED_SHAPES`] entry.
-fn tunables<I: Clone + Send + Sync + 'static>(
-    set: TunableSet<BandKernelKey, I, ()>,
-    q: fn(&I) -> &CubeTensor,
-    launch: fn(LaunchShape, &I),
-) -> TunableSet<BandKernelKey, I, ()> {
-    let mut set = set.with(Tunable::new("standard", move |t: I| {
-        let (d, _) = head_and_shared(q(&t));
+fn tunables<I: KernelLaunch>(launch: fn(LaunchShape, &I)) -> TunableSet<BandKernelKey, I, ()> {
+    let standard = Tunable::new("standard", move |t: I| {
+        let (d, _) = head_and_shared(t.q());
         launch(LaunchShape::standard(d), &t);
         Ok::<(), String>(())
-    }));
+    });
+    let mut set = TunableSet::new_cloning_inputs(I::key).with(standard);
     for (block, tile) in TUNED_SHAPES {
         set = set.with(Tunable::new(
             &format!("block{block}-tile{tile}"),
             move |t: I| {
-                let (d, shared) = head_and_shared(q(&t));
+                let (d, shared) = head_and_shared(t.q());
                 let shape = LaunchShape::tuned(d, block, tile, shared)?;
                 launch(shape, &t);
                 Ok::<(), String>(())
@@ -92,49 +111,35 @@ fn tunables<I: Clone + Send + Sync + 'static>(
     set
 }
 
+/// `launch` with the fastest shape `tuner` knows for the launch's key on its device (timing
+/// every shape first when it knows none).
+fn tuned<I: KernelLaunch>(
+    tuner: &'static LocalTuner<BandKernelKey, CubeTuneId>,
+    t: I,
+    launch: fn(LaunchShape, &I),
+) {
+    let client = t.q().client.clone();
+    let id = CubeTuneId::new(&client, &t.q().device);
+    let set = tuner.init(&id, move || tunables(launch));
+    tuner.execute(&id, &client, set, t)
+}
+
 /// [`launch_forward`] with the fastest shape for its key.
 pub(super) fn tuned_forward(t: ForwardLaunch) {
     static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("forward");
-    let client = t.q.client.clone();
-    let id = CubeTuneId::new(&client, &t.q.device);
-    let set = TUNER.init(&id, || {
-        tunables(
-            TunableSet::new_cloning_inputs(forward_key),
-            |t: &ForwardLaunch| &t.q,
-            launch_forward,
-        )
-    });
-    TUNER.execute(&id, &client, set, t)
+    tuned(&TUNER, t, launch_forward)
 }
 
 /// [`launch_dq`] with the fastest shape for its key.
 pub(super) fn tuned_dq(t: BackwardLaunch) {
     static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("dq");
-    let client = t.q.client.clone();
-    let id = CubeTuneId::new(&client, &t.q.device);
-    let set = TUNER.init(&id, || {
-        tunables(
-            TunableSet::new_cloning_inputs(backward_key),
-            |t: &BackwardLaunch| &t.q,
-            launch_dq,
-        )
-    });
-    TUNER.execute(&id, &client, set, t)
+    tuned(&TUNER, t, launch_dq)
 }
 
 /// [`launch_dkdv`] with the fastest shape for its key.
 pub(super) fn tuned_dkdv(t: BackwardLaunch) {
     static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("dkdv");
-    let client = t.q.client.clone();
-    let id = CubeTuneId::new(&client, &t.q.device);
-    let set = TUNER.init(&id, || {
-        tunables(
-            TunableSet::new_cloning_inputs(backward_key),
-            |t: &BackwardLaunch| &t.q,
-            launch_dkdv,
-        )
-    });
-    TUNER.execute(&id, &client, set, t)
+    tuned(&TUNER, t, launch_dkdv)
 }
 
 #[cfg(test)]
