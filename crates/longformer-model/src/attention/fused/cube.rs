@@ -265,6 +265,20 @@ pub(super) fn launch_dq(shape: LaunchShape, t: &BackwardLaunch) {
 
 /// Launches the key-side backward kernel (`dk`, `dv`) with `shape`.
 pub(super) fn launch_dkdv(shape: LaunchShape, t: &BackwardLaunch) {
+    launch_key_side(shape, t, true, true);
+}
+
+/// [`launch_dkdv`] as two launches, `dk` then `dv`: each unit keeps fewer head rows in
+/// registers (three, then two, against four) at the cost of a second pass over the scores
+/// (320 multiply-adds per query-key pair against 256 at head width 64). Which is faster depends
+/// on the device's registers per unit; the tuner measures both.
+pub(super) fn launch_dk_then_dv(shape: LaunchShape, t: &BackwardLaunch) {
+    launch_key_side(shape, t, true, false);
+    launch_key_side(shape, t, false, true);
+}
+
+/// The key-side backward kernel with `shape`, computing `dk` and/or `dv`.
+fn launch_key_side(shape: LaunchShape, t: &BackwardLaunch, with_dk: bool, with_dv: bool) {
     let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
     local_attention_dkdv_kernel::launch(
         &t.q.client,
@@ -286,6 +300,8 @@ pub(super) fn launch_dkdv(shape: LaunchShape, t: &BackwardLaunch) {
         shape.block,
         shape.tile,
         t.band.dropout > 0.0,
+        with_dk,
+        with_dv,
         dtypes(&t.seed),
     );
 }

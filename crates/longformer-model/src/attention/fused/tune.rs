@@ -18,8 +18,8 @@ use cubecl::tune::{LocalTuner, Tunable, TunableSet, local_tuner};
 use serde::{Deserialize, Serialize};
 
 use super::cube::{
-    BackwardLaunch, ForwardLaunch, LaunchShape, TUNED_SHAPES, launch_dkdv, launch_dq,
-    launch_forward,
+    BackwardLaunch, ForwardLaunch, LaunchShape, TUNED_SHAPES, launch_dk_then_dv, launch_dkdv,
+    launch_dq, launch_forward,
 };
 
 /// What a tuned launch shape is kept for.
@@ -89,57 +89,68 @@ fn head_and_shared(q: &CubeTensor) -> (usize, usize) {
     (d, q.client.properties().hardware.max_shared_memory_size)
 }
 
-/// The tunables of one kernel: the standard shape first, then every [`TUNED_SHAPES`] entry.
-fn tunables<I: KernelLaunch>(launch: fn(LaunchShape, &I)) -> TunableSet<BandKernelKey, I, ()> {
-    let standard = Tunable::new("standard", move |t: I| {
-        let (d, _) = head_and_shared(t.q());
-        launch(LaunchShape::standard(d), &t);
-        Ok::<(), String>(())
-    });
-    let mut set = TunableSet::new_cloning_inputs(I::key).with(standard);
-    for (block, tile) in TUNED_SHAPES {
-        set = set.with(Tunable::new(
-            &format!("block{block}-tile{tile}"),
-            move |t: I| {
-                let (d, shared) = head_and_shared(t.q());
-                let shape = LaunchShape::tuned(d, block, tile, shared)?;
-                launch(shape, &t);
-                Ok::<(), String>(())
-            },
-        ));
+/// One way to run a kernel with a given shape, and the prefix of its tunables' names.
+type Variant<I> = (&'static str, fn(LaunchShape, &I));
+
+/// The tunables of one kernel: for each variant, the standard shape first, then every
+/// [`TUNED_SHAPES`] entry.
+fn tunables<I: KernelLaunch>(variants: &[Variant<I>]) -> TunableSet<BandKernelKey, I, ()> {
+    let mut set = TunableSet::new_cloning_inputs(I::key);
+    for &(prefix, launch) in variants {
+        set = set.with(Tunable::new(&format!("{prefix}standard"), move |t: I| {
+            let (d, _) = head_and_shared(t.q());
+            launch(LaunchShape::standard(d), &t);
+            Ok::<(), String>(())
+        }));
+        for (block, tile) in TUNED_SHAPES {
+            set = set.with(Tunable::new(
+                &format!("{prefix}block{block}-tile{tile}"),
+                move |t: I| {
+                    let (d, shared) = head_and_shared(t.q());
+                    let shape = LaunchShape::tuned(d, block, tile, shared)?;
+                    launch(shape, &t);
+                    Ok::<(), String>(())
+                },
+            ));
+        }
     }
     set
 }
 
-/// `launch` with the fastest shape `tuner` knows for the launch's key on its device (timing
-/// every shape first when it knows none).
+/// The fastest of `variants` and shapes `tuner` knows for the launch's key on its device
+/// (timing them all first when it knows none).
 fn tuned<I: KernelLaunch>(
     tuner: &'static LocalTuner<BandKernelKey, CubeTuneId>,
     t: I,
-    launch: fn(LaunchShape, &I),
+    variants: &'static [Variant<I>],
 ) {
     let client = t.q().client.clone();
     let id = CubeTuneId::new(&client, &t.q().device);
-    let set = tuner.init(&id, move || tunables(launch));
+    let set = tuner.init(&id, move || tunables(variants));
     tuner.execute(&id, &client, set, t)
 }
 
 /// [`launch_forward`] with the fastest shape for its key.
 pub(super) fn tuned_forward(t: ForwardLaunch) {
     static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("forward");
-    tuned(&TUNER, t, launch_forward)
+    tuned(&TUNER, t, &[("", launch_forward)])
 }
 
 /// [`launch_dq`] with the fastest shape for its key.
 pub(super) fn tuned_dq(t: BackwardLaunch) {
     static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("dq");
-    tuned(&TUNER, t, launch_dq)
+    tuned(&TUNER, t, &[("", launch_dq)])
 }
 
-/// [`launch_dkdv`] with the fastest shape for its key.
+/// `dk` and `dv` by the faster of [`launch_dkdv`] and [`launch_dk_then_dv`], each with the
+/// fastest shape for its key.
 pub(super) fn tuned_dkdv(t: BackwardLaunch) {
     static TUNER: LocalTuner<BandKernelKey, CubeTuneId> = local_tuner!("dkdv");
-    tuned(&TUNER, t, launch_dkdv)
+    tuned(
+        &TUNER,
+        t,
+        &[("", launch_dkdv), ("split-", launch_dk_then_dv)],
+    )
 }
 
 #[cfg(test)]
@@ -277,14 +288,24 @@ mod tests {
         (forward, backward)
     }
 
-    /// Every outputs of the three kernels launched with `shape` (`None`: tuned).
-    fn outputs(device: &CubeDevice, d: usize, shape: Option<LaunchShape>) -> Vec<Vec<f32>> {
+    /// The outputs of the three kernels launched with `shape` (`None`: tuned), `dk` and `dv` in
+    /// two launches when `split`.
+    fn outputs(
+        device: &CubeDevice,
+        d: usize,
+        shape: Option<LaunchShape>,
+        split: bool,
+    ) -> Vec<Vec<f32>> {
         let (forward, backward) = problem(device, d);
         match shape {
             Some(shape) => {
                 launch_forward(shape, &forward);
                 launch_dq(shape, &backward);
-                launch_dkdv(shape, &backward);
+                if split {
+                    launch_dk_then_dv(shape, &backward);
+                } else {
+                    launch_dkdv(shape, &backward);
+                }
             }
             None => {
                 tuned_forward(forward.clone());
@@ -303,40 +324,46 @@ mod tests {
         .to_vec()
     }
 
-    /// Every tuned shape that fits the software GPU walks the same keys in the same order as the
-    /// standard one: identical outputs from all three kernels (head width 32: every shape fits
-    /// its 32 KiB; 6: vectors of 2, tiles larger than the rows of a short row span).
+    /// What [`outputs`] returns, in order.
+    const NAMES: [&str; 5] = ["context", "lse", "dq", "dk", "dv"];
+
+    /// Every tuned shape that fits the software GPU, and `dk` and `dv` in two launches, walk the
+    /// same keys in the same order as the standard shape does: identical outputs from all three
+    /// kernels (head width 32: every shape fits its 32 KiB; 6: vectors of 2, tiles larger than
+    /// the rows of a short row span).
     #[test]
     fn every_tuned_shape_computes_what_the_standard_shape_does() {
         let Some(device) = cube_device() else { return };
         let shared = device.client().properties().hardware.max_shared_memory_size;
         for d in [32, 6] {
-            let standard = outputs(&device, d, Some(LaunchShape::standard(d)));
-            let mut tried = 0;
-            for (block, tile) in TUNED_SHAPES {
-                let Ok(shape) = LaunchShape::tuned(d, block, tile, shared) else {
-                    continue;
-                };
-                tried += 1;
-                let ours = outputs(&device, d, Some(shape));
-                for (name, (a, b)) in ["context", "lse", "dq", "dk", "dv"]
-                    .iter()
-                    .zip(standard.iter().zip(&ours))
-                {
-                    assert!(
-                        a.iter().all(|x| x.is_finite()) && a.iter().any(|x| *x != 0.0),
-                        "{name}: the standard shape computed nothing useful"
-                    );
-                    assert_eq!(
-                        a, b,
-                        "d = {d}, {shape}: {name} differs from the standard shape"
-                    );
+            let standard = LaunchShape::standard(d);
+            let expected = outputs(&device, d, Some(standard), false);
+            for (name, values) in NAMES.iter().zip(&expected) {
+                assert!(
+                    values.iter().all(|x| x.is_finite()) && values.iter().any(|x| *x != 0.0),
+                    "{name}: the standard shape computed nothing useful"
+                );
+            }
+            let fitting: Vec<LaunchShape> = TUNED_SHAPES
+                .iter()
+                .filter_map(|&(block, tile)| LaunchShape::tuned(d, block, tile, shared).ok())
+                .collect();
+            assert!(
+                fitting.len() >= 4,
+                "d = {d}: only {} tuned shapes fit {shared} bytes",
+                fitting.len()
+            );
+            for shape in fitting.into_iter().chain([standard]) {
+                for split in [false, true] {
+                    let ours = outputs(&device, d, Some(shape), split);
+                    for (name, (a, b)) in NAMES.iter().zip(expected.iter().zip(&ours)) {
+                        assert_eq!(
+                            a, b,
+                            "d = {d}, {shape}, split {split}: {name} differs from the standard shape"
+                        );
+                    }
                 }
             }
-            assert!(
-                tried >= 4,
-                "d = {d}: only {tried} tuned shapes fit {shared} bytes"
-            );
         }
     }
 
@@ -347,8 +374,8 @@ mod tests {
         let Some(device) = cube_device() else { return };
         let d = 32;
         assert_eq!(
-            outputs(&device, d, None),
-            outputs(&device, d, Some(LaunchShape::standard(d)))
+            outputs(&device, d, None, false),
+            outputs(&device, d, Some(LaunchShape::standard(d)), false)
         );
     }
 }

@@ -90,7 +90,10 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
     }
 }
 
-/// Backward, key side: `dk` and `dv` `[rows, heads, m, d]` of the band.
+/// Backward, key side: `dk` and `dv` `[rows, heads, m, d]` of the band, or one of them
+/// (`with_dk`, `with_dv`: a unit that computes both keeps four head rows in registers, its key,
+/// value and both sums; `dv` alone needs two, `dk` alone three, for a second pass over the
+/// scores).
 ///
 /// Cube `(x, y)`: keys `x·block ..` of `(row, head) = y`; key `j` is seen by the queries
 /// `j - right ..= j + left`.
@@ -112,6 +115,8 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
     #[comptime] block: usize,
     #[comptime] tile: usize,
     #[comptime] dropout: bool,
+    #[comptime] with_dk: bool,
+    #[comptime] with_dv: bool,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let at = place(band, block, true);
@@ -148,21 +153,27 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
             block,
         );
         stage::<F>(lse, at.rows + start, count, &mut lses, block);
-        stage::<F>(delta, at.rows + start, count, &mut deltas, block);
+        if comptime!(with_dk) {
+            stage::<F>(delta, at.rows + start, count, &mut deltas, block);
+        }
         sync_cube();
         for u in 0..count {
             let i = start + u;
             if live && in_window(&at, i, j) {
                 let score = row_dot::<F, N>(&key, &queries, u * rv, rv);
-                let dp = row_dot::<F, N>(&value, &douts, u * rv, rv);
                 let p = F::exp(score - lses[u]);
                 let mut keep = F::new(1.0);
                 if comptime!(dropout) {
                     keep = band_keep::<F>(seed, at.rh, i, j, prob);
                 }
-                let ds = p * (dp * keep - deltas[u]);
-                row_axpy::<F, N>(&mut dv_acc, p * keep, &douts, u * rv, rv);
-                row_axpy::<F, N>(&mut dk_acc, ds, &queries, u * rv, rv);
+                if comptime!(with_dv) {
+                    row_axpy::<F, N>(&mut dv_acc, p * keep, &douts, u * rv, rv);
+                }
+                if comptime!(with_dk) {
+                    let dp = row_dot::<F, N>(&value, &douts, u * rv, rv);
+                    let ds = p * (dp * keep - deltas[u]);
+                    row_axpy::<F, N>(&mut dk_acc, ds, &queries, u * rv, rv);
+                }
             }
         }
         sync_cube();
@@ -170,7 +181,11 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
     }
 
     if j < m {
-        store_row::<F, N>(dk, at.rows + j, &dk_acc, rv);
-        store_row::<F, N>(dv, at.rows + j, &dv_acc, rv);
+        if comptime!(with_dk) {
+            store_row::<F, N>(dk, at.rows + j, &dk_acc, rv);
+        }
+        if comptime!(with_dv) {
+            store_row::<F, N>(dv, at.rows + j, &dv_acc, rv);
+        }
     }
 }
