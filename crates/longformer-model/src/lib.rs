@@ -41,6 +41,8 @@ pub mod encoder;
 pub mod error;
 pub mod gelu;
 pub mod heads;
+#[cfg(any(feature = "flex", feature = "ndarray", test))]
+mod host;
 pub mod init;
 pub mod input;
 pub mod layer;

@@ -1,5 +1,6 @@
-//! Shared pieces of the CPU kernels (flex, ndarray): moving a tensor's values in and out of a
-//! `Vec<f32>`, and vectorizable elementwise math ([`math`]).
+//! Shared pieces of the CPU kernels (flex, ndarray): the AVX2 + FMA compilation of their loops,
+//! one implementation per CPU backend, and vectorizable elementwise math ([`math`]). Moving a
+//! tensor's values in and out of a `Vec<f32>` is [`crate::host`]'s.
 
 pub(crate) mod math;
 
@@ -41,42 +42,6 @@ macro_rules! for_cpu_backends {
     };
 }
 pub(crate) use for_cpu_backends;
-
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
-use burn::backend::Backend;
-use burn::backend::tensor::{Device, FloatTensor};
-use burn::tensor::{Shape, TensorData};
-
-/// Runs a future the CPU backends complete without waiting (their reads are immediate).
-pub(crate) fn block_on<O>(future: impl Future<Output = O>) -> O {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::yield_now();
-    }
-}
-
-/// The values of a float tensor as f32 (no copy when it already is one, contiguous).
-pub(crate) fn read<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
-    let data = block_on(B::float_into_data(t)).expect("a CPU tensor reads back");
-    data.try_into_vec_as::<f32>()
-        .expect("a float tensor reads back as f32")
-}
-
-/// A tensor of `shape` holding `values`.
-pub(crate) fn write<B: Backend>(
-    values: Vec<f32>,
-    shape: Vec<usize>,
-    device: &Device<B>,
-) -> FloatTensor<B> {
-    B::float_from_data(TensorData::new(values, Shape::from(shape)), device)
-}
 
 /// Whether this CPU has AVX2 and FMA, for which the kernels' loops are also compiled.
 pub(crate) fn has_avx2_fma() -> bool {

@@ -8,7 +8,8 @@ use rayon::prelude::*;
 use super::INV_SQRT_2PI;
 use super::ops::ExactGeluOps;
 use crate::cpu::math::{erf, exp_nonpositive};
-use crate::cpu::{for_cpu_backends, read, with_avx2, write};
+use crate::cpu::{for_cpu_backends, with_avx2};
+use crate::host::{read, write};
 
 /// Values per parallel task.
 const CHUNK: usize = 1 << 14;

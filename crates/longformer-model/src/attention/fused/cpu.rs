@@ -12,7 +12,8 @@ use rayon::prelude::*;
 
 use super::cpu_rows::{self, BandDropout, additive_bias};
 use super::ops::LocalAttentionOps;
-use crate::cpu::{block_on, for_cpu_backends, read, write};
+use crate::cpu::for_cpu_backends;
+use crate::host::{block_on, read, write};
 
 /// Queries per block.
 const BLOCK: usize = 64;

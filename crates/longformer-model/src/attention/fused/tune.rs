@@ -1,10 +1,11 @@
 //! Autotuning of the fused kernels' launch shapes (the `autotune` feature, as Burn's own
 //! kernels): the first launch of each kernel for a problem size measures
-//! [`LaunchShape::standard`] and the [`TUNED_SHAPES`] that fit the device, with CubeCL's tuner,
-//! and every later launch of that size uses the fastest. Results are kept per device and
+//! [`LaunchShape::standard`] and the [`TUNED_SHAPES`] that fit the device (and for the key-side
+//! kernel each of them as two launches, `dk` then `dv`), with CubeCL's tuner, and every later
+//! launch of that size uses the fastest. Results are kept per device and
 //! problem key (head width; sequence length, `(row, head)` pairs, window and global slots
-//! rounded to powers of two; causal; dropout), in CubeCL's autotune cache. Every shape computes
-//! the same values, in the same order: only the speed differs.
+//! rounded to powers of two; causal; dropout), in CubeCL's autotune cache. Every candidate
+//! computes the same values, in the same order: only the speed differs.
 //!
 //! Built with every GPU build (its tests run on the software GPU in CI); used only with
 //! `autotune`, where [`super::cube`] calls it instead of the standard shape.
@@ -18,7 +19,7 @@ use cubecl::tune::{LocalTuner, Tunable, TunableSet, local_tuner};
 use serde::{Deserialize, Serialize};
 
 use super::cube::{
-    BackwardLaunch, ForwardLaunch, LaunchShape, TUNED_SHAPES, launch_dk_then_dv, launch_dkdv,
+    BackwardLaunch, Band, ForwardLaunch, LaunchShape, TUNED_SHAPES, launch_dk_then_dv, launch_dkdv,
     launch_dq, launch_forward,
 };
 
@@ -46,8 +47,13 @@ pub struct BandKernelKey {
 }
 
 impl BandKernelKey {
-    fn of(q: &CubeTensor, n_global: usize, window: usize, causal: bool, dropout: f32) -> Self {
+    fn of(q: &CubeTensor, n_global: usize, band: Band) -> Self {
         let [rows, heads, m, d] = q.meta.shape().dims::<4>();
+        let Band {
+            window,
+            causal,
+            dropout,
+        } = band;
         Self::new(d, m, rows * heads, window, n_global, causal, dropout > 0.0)
     }
 }
@@ -67,8 +73,7 @@ impl KernelLaunch for ForwardLaunch {
 
     fn key(&self) -> BandKernelKey {
         let g = self.global_k.meta.shape().dims::<4>()[2];
-        let band = self.band;
-        BandKernelKey::of(&self.q, g, band.window, band.causal, band.dropout)
+        BandKernelKey::of(&self.q, g, self.band)
     }
 }
 
@@ -78,8 +83,7 @@ impl KernelLaunch for BackwardLaunch {
     }
 
     fn key(&self) -> BandKernelKey {
-        let band = self.band;
-        BandKernelKey::of(&self.q, 0, band.window, band.causal, band.dropout)
+        BandKernelKey::of(&self.q, 0, self.band)
     }
 }
 
@@ -155,33 +159,15 @@ pub(super) fn tuned_dkdv(t: BackwardLaunch) {
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::{Backend, BackendTypes, DispatchDevice};
+    use burn::backend::ops::IntTensorOps;
+    use burn::backend::{BackendTypes, DispatchDevice};
     use burn::tensor::{Device, TensorData};
     use burn_cubecl::CubeBackend;
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
 
-    use super::super::cube::Band;
     use super::*;
-
-    fn block_on<O>(future: impl Future<Output = O>) -> O {
-        let mut future = std::pin::pin!(future);
-        let mut cx = Context::from_waker(Waker::noop());
-        loop {
-            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-                return out;
-            }
-            std::thread::yield_now();
-        }
-    }
+    use crate::host::{read, write};
 
     type CubeDevice = <CubeBackend as BackendTypes>::Device;
-
-    /// Calls of the backend's tensor ops, which a concrete backend type reaches through a
-    /// generic bound.
-    fn from_data<B: Backend>(data: TensorData, device: &B::Device) -> B::FloatTensorPrimitive {
-        B::float_from_data(data, device)
-    }
 
     /// The software GPU's CubeCL device (`None` where `LONGFORMER_SKIP_WGPU=1`).
     fn cube_device() -> Option<CubeDevice> {
@@ -195,7 +181,7 @@ mod tests {
         }
     }
 
-    /// Deterministic values in `[-1, 1)`, some exactly zero when `zeros` (masks).
+    /// Deterministic values in `[-1, 1)`.
     fn values(n: usize, salt: u64) -> Vec<f32> {
         let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..n)
@@ -210,7 +196,7 @@ mod tests {
 
     fn float(device: &CubeDevice, shape: &[usize], salt: u64) -> CubeTensor {
         let n = shape.iter().product();
-        from_data::<CubeBackend>(TensorData::new(values(n, salt), shape.to_vec()), device)
+        write::<CubeBackend>(values(n, salt), shape.to_vec(), device)
     }
 
     /// `1.0` or `0.0` flags, about a fifth of them zero.
@@ -219,24 +205,13 @@ mod tests {
         let data = values(n, salt)
             .into_iter()
             .map(|x| if x < -0.6 { 0.0 } else { 1.0 })
-            .collect::<Vec<f32>>();
-        from_data::<CubeBackend>(TensorData::new(data, shape.to_vec()), device)
+            .collect();
+        write::<CubeBackend>(data, shape.to_vec(), device)
     }
 
-    fn read(t: &CubeTensor) -> Vec<f32> {
-        fn into_data<B: Backend>(t: B::FloatTensorPrimitive) -> TensorData {
-            block_on(B::float_into_data(t)).expect("reads back")
-        }
-        into_data::<CubeBackend>(t.clone())
-            .try_to_vec::<f32>()
-            .expect("f32")
-    }
-
-    fn empty(device: &CubeDevice, shape: &[usize]) -> CubeTensor {
-        fn zeros<B: Backend>(shape: &[usize], device: &B::Device) -> B::FloatTensorPrimitive {
-            B::float_zeros(shape.to_vec().into(), device, burn::tensor::FloatDType::F32)
-        }
-        zeros::<CubeBackend>(shape, device)
+    fn zeros(device: &CubeDevice, shape: &[usize]) -> CubeTensor {
+        let n = shape.iter().product();
+        write::<CubeBackend>(vec![0.0; n], shape.to_vec(), device)
     }
 
     /// Inputs with every feature the kernels branch on: two rows of two heads, 150 tokens
@@ -250,13 +225,7 @@ mod tests {
             causal: false,
             dropout: 0.1,
         };
-        fn int_from_data<B: Backend>(
-            data: TensorData,
-            device: &B::Device,
-        ) -> B::IntTensorPrimitive {
-            B::int_from_data(data, device)
-        }
-        let seed = int_from_data::<CubeBackend>(TensorData::new(vec![12345i32], [1]), device);
+        let seed = CubeBackend::int_from_data(TensorData::new(vec![12345i32], [1]), device);
         let forward = ForwardLaunch {
             q: float(device, &qkv, 1),
             k: float(device, &qkv, 2),
@@ -268,8 +237,8 @@ mod tests {
             global_keep: flags(device, &[rows, heads, m, g], 8),
             seed: seed.clone(),
             band,
-            out: empty(device, &qkv),
-            lse: empty(device, &[rows, heads, m]),
+            out: zeros(device, &qkv),
+            lse: zeros(device, &[rows, heads, m]),
         };
         let backward = BackwardLaunch {
             q: forward.q.clone(),
@@ -281,9 +250,9 @@ mod tests {
             grad: float(device, &qkv, 11),
             seed,
             band,
-            dq: empty(device, &qkv),
-            dk: empty(device, &qkv),
-            dv: empty(device, &qkv),
+            dq: zeros(device, &qkv),
+            dk: zeros(device, &qkv),
+            dv: zeros(device, &qkv),
         };
         (forward, backward)
     }
@@ -320,7 +289,7 @@ mod tests {
             &backward.dk,
             &backward.dv,
         ]
-        .map(read)
+        .map(|t| read::<CubeBackend>(t.clone()))
         .to_vec()
     }
 
