@@ -102,7 +102,7 @@ pub fn fused_local_attention(
         let keep = 1.0 - dropout;
         (
             Tensor::<4>::random([rows, heads, m, g], Distribution::Bernoulli(keep), &device) / keep,
-            Tensor::<1, Int>::random([1], Distribution::Uniform(0.0, 2_147_483_647.0), &device),
+            dropout_seed(&device),
         )
     } else {
         // Not read without dropout.
@@ -126,4 +126,42 @@ pub fn fused_local_attention(
         causal,
     );
     Tensor::from_dispatch(context)
+}
+
+/// A random seed for the band's dropout hash, in `0..2^30`, from the device's generator. Burn
+/// draws integers through f32, whose 24-bit mantissa would leave one draw in `0..2^31` only
+/// 2^24 distinct seeds (two layers of a long run would then share their masks after some
+/// four thousand draws); two draws of 15 bits each give every seed of 30 bits.
+fn dropout_seed(device: &Device) -> Tensor<1, Int> {
+    let halves = Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, 32_768.0), device);
+    halves.clone().narrow(0, 0, 1) * 32_768 + halves.narrow(0, 1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every 30-bit seed can be drawn on every device: one draw in `0..2^30` through f32 gives
+    /// only multiples of 64 above 2^24 on the GPU backends.
+    #[test]
+    fn dropout_seeds_use_all_their_bits() {
+        #[allow(unused_mut)]
+        let mut devices = vec![Device::flex()];
+        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+        if std::env::var("LONGFORMER_SKIP_WGPU").map_or(true, |v| v != "1") {
+            devices.push(Device::wgpu(Default::default()));
+        }
+        for device in devices {
+            let seeds: Vec<i64> = (0..64)
+                .map(|_| dropout_seed(&device).into_scalar::<i64>())
+                .collect();
+            assert!(seeds.iter().all(|s| (0..1 << 30).contains(s)), "{seeds:?}");
+            let coarse = seeds.iter().filter(|&&s| s % 64 == 0).count();
+            assert!(
+                coarse < 8,
+                "{device:?}: {coarse} of 64 seeds are multiples of 64: {seeds:?}"
+            );
+            assert!(seeds.iter().any(|&s| s >= 1 << 24), "{seeds:?}");
+        }
+    }
 }
