@@ -401,22 +401,94 @@ fn fused_dropout_drops_the_same_scores_on_every_backend() {
             .try_to_vec::<f32>()
             .unwrap()
     };
-    let largest_gap = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max)
-    };
     let all = devices();
     let (first_name, first_device) = &all[0];
     let reference = run(first_device, dropout);
-    let moved = largest_gap(&reference, &run(first_device, 0.0));
+    let moved = max_abs_diff(&reference, &run(first_device, 0.0));
     assert!(moved > 1e-3, "dropout changed nothing on {first_name}");
     for (name, device) in &all[1..] {
-        let diff = largest_gap(&run(device, dropout), &reference);
+        let diff = max_abs_diff(&run(device, dropout), &reference);
         assert!(
             diff < 1e-5,
             "{name} and {first_name} drop different scores: outputs differ by {diff}"
         );
     }
+}
+
+/// More `(row, head)` pairs than one grid dimension holds (65,535): 5,462 rows of 12 heads, 65,544
+/// pairs, which the GPU kernels spread over two grid dimensions. Outputs and gradients on every
+/// device against flex's CPU op, on the same inputs.
+#[test]
+fn fused_covers_more_pairs_than_one_grid_dimension() {
+    let _serial = serial();
+    let all = devices();
+    let (first_name, first_device) = &all[0];
+    let [rows, heads] = [5_462, 12];
+    let reference = many_pairs(first_device, rows, heads);
+    for (name, device) in &all[1..] {
+        let what = ["output", "dq", "dk", "dv", "d global k", "d global v"];
+        for (what, (ours, theirs)) in what
+            .iter()
+            .zip(many_pairs(device, rows, heads).iter().zip(&reference))
+        {
+            let diff = max_abs_diff(ours, theirs);
+            assert!(
+                diff < 1e-5,
+                "{name} vs {first_name}: {what} differs by {diff}"
+            );
+        }
+    }
+}
+
+/// The fused op's output on `rows` rows of `heads` heads (6 tokens of head width 4, the last a
+/// padding key, two global slots, the second empty, window 2), then the gradients of `q`, `k`,
+/// `v` and the global keys and values; the same inputs on every device.
+fn many_pairs(device: &Device, rows: usize, heads: usize) -> Vec<Vec<f32>> {
+    use burn::tensor::TensorData;
+
+    let [m, g, d] = [6, 2, 4];
+    let data = |shape: [usize; 4], salt: usize| {
+        let n: usize = shape.iter().product();
+        let values = (0..n)
+            .map(|i| (((i * 7919 + salt * 104_729) % 211) as f32 / 211.0) - 0.5)
+            .collect::<Vec<_>>();
+        TensorData::new(values, shape)
+    };
+    let ad = device.clone().autodiff();
+    let tensor = |shape, salt| Tensor::<4>::from_data(data(shape, salt), &ad).require_grad();
+    let [q, k, v] = [1, 2, 3].map(|salt| tensor([rows, heads, m, d], salt));
+    let [gk, gv] = [4, 5].map(|salt| tensor([rows, heads, g, d], salt));
+    let key_ok = (0..rows * m)
+        .map(|i| f32::from(u8::from(i % m < m - 1)))
+        .collect::<Vec<_>>();
+    let key_ok = Tensor::<2>::from_data(TensorData::new(key_ok, [rows, m]), &ad);
+    let global_ok =
+        Tensor::<2>::from_data(TensorData::new([1.0f32, 0.0].repeat(rows), [rows, g]), &ad);
+    let out = fused_local_attention(
+        q.clone(),
+        k.clone(),
+        v.clone(),
+        Some((gk.clone(), gv.clone())),
+        key_ok,
+        global_ok,
+        2,
+        false,
+        0.0,
+    );
+    let flat = |t: Tensor<4>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+    let mut all = vec![flat(out.clone().inner())];
+    let weights = Tensor::<4>::from_data(data([rows, heads, m, d], 6), &ad);
+    let grads = (out * weights).sum().backward();
+    for input in [q, k, v, gk, gv] {
+        all.push(flat(input.grad(&grads).expect("a gradient")));
+    }
+    all
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
 }

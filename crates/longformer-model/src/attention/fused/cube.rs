@@ -81,7 +81,7 @@ impl LaunchShape {
     /// not fit or is the standard shape, which is measured on its own.
     pub fn tuned(d: usize, block: usize, tile: usize, max_shared: usize) -> Result<Self, String> {
         let shape = Self::new(d, block, tile);
-        let limit = max_shared.min(MAX_TUNED_TILE_BYTES);
+        let limit = Self::shared_limit(max_shared);
         if shape == Self::standard(d) {
             Err(format!("{shape} is the standard shape"))
         } else if shape.shared_bytes() > limit {
@@ -94,16 +94,30 @@ impl LaunchShape {
         }
     }
 
+    /// Shared memory a tuned shape may stage on a device offering `max_shared` bytes per cube.
+    pub fn shared_limit(max_shared: usize) -> usize {
+        max_shared.min(MAX_TUNED_TILE_BYTES)
+    }
+
     /// Bytes of shared memory a cube stages: two `[tile, d]` tiles and two `[tile]` vectors of
     /// f32 (the key-side backward kernel's; the others stage one vector fewer).
     pub fn shared_bytes(&self) -> usize {
         4 * self.tile * (2 * self.vector * self.row_vectors + 2)
     }
 
-    /// One cube per `block` rows of each `(row, head)` pair of `q` (`[rows, heads, m, d]`).
+    /// One cube per `block` rows (`x`) of each `(row, head)` pair (`y`, and `z` past
+    /// [`MAX_CUBES_PER_DIM`] pairs) of `q` (`[rows, heads, m, d]`).
     fn cubes(&self, q: &CubeTensor) -> CubeCount {
         let [rows, heads, m, _] = dims4(q);
-        CubeCount::Static(m.div_ceil(self.block) as u32, (rows * heads) as u32, 1)
+        let blocks = m.div_ceil(self.block);
+        assert!(
+            blocks <= MAX_CUBES_PER_DIM,
+            "fused local attention: {m} tokens per row need {blocks} cubes of {} rows, over \
+             the {MAX_CUBES_PER_DIM} a grid dimension holds",
+            self.block
+        );
+        let [y, z] = pair_grid(rows * heads);
+        CubeCount::Static(blocks as u32, y as u32, z as u32)
     }
 
     /// `block` units per cube.
@@ -118,6 +132,21 @@ impl std::fmt::Display for LaunchShape {
     }
 }
 
+/// Cubes a grid dimension holds on every device (WebGPU's and Vulkan's guaranteed minimum).
+const MAX_CUBES_PER_DIM: usize = 65_535;
+
+/// `[y, z]` grid sizes for `pairs` `(row, head)` pairs: all in `y` while they fit, else spread
+/// evenly over `z` layers, `y · z >= pairs` (the kernels end the cubes past the last pair).
+fn pair_grid(pairs: usize) -> [usize; 2] {
+    let z = pairs.div_ceil(MAX_CUBES_PER_DIM).max(1);
+    let y = pairs.div_ceil(z).max(1);
+    assert!(
+        z <= MAX_CUBES_PER_DIM,
+        "fused local attention: {pairs} (row, head) pairs are more than a grid holds"
+    );
+    [y, z]
+}
+
 /// `[rows, heads, m, d]` of a `q`/`k`/`v` tensor.
 fn dims4(t: &CubeTensor) -> [usize; 4] {
     t.meta.shape().dims::<4>()
@@ -127,12 +156,28 @@ fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
-fn check_f32(t: &CubeTensor, op: &str) {
+/// Panics, naming `op` and the input, unless `t` is an f32 tensor of shape `dims`: the kernels
+/// index their inputs by these shapes and read them as f32, unchecked.
+fn expect_f32(op: &str, name: &str, t: &CubeTensor, dims: &[usize]) {
     assert_eq!(
         t.dtype,
         DType::F32,
-        "{op}: the fused local attention runs in f32 (got {:?}); use the reference path",
+        "{op}: the fused local attention runs in f32, but `{name}` is {:?}; use the reference path",
         t.dtype
+    );
+    assert_eq!(
+        t.meta.shape().as_slice(),
+        dims,
+        "{op}: `{name}` has shape {:?}, expected {dims:?}",
+        t.meta.shape().as_slice()
+    );
+}
+
+/// Panics, naming `op`, unless `seed` holds at least one integer.
+fn expect_seed(op: &str, seed: &CubeTensor) {
+    assert!(
+        seed.meta.shape().num_elements() >= 1,
+        "{op}: the dropout seed is empty"
     );
 }
 
@@ -151,11 +196,12 @@ impl Band {
     /// The kernels' scalars for queries `q` (`[rows, heads, m, d]`): `window` keys on each side
     /// of a query, none after it when causal.
     fn args(&self, q: &CubeTensor) -> BandArgsLaunch {
-        let [_, heads, m, _] = dims4(q);
+        let [rows, heads, m, _] = dims4(q);
         let right = if self.causal { 0 } else { self.window };
         BandArgsLaunch::new(
             m as u32,
             heads as u32,
+            (rows * heads) as u32,
             self.window as u32,
             right as u32,
             self.dropout,
@@ -321,8 +367,24 @@ impl LocalAttentionOps for CubeBackend {
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        check_f32(&q, "local_attention_forward");
+        let op = "local_attention_forward";
         let [rows, heads, m, d] = dims4(&q);
+        let g = global_k.meta.shape().dims::<4>()[2];
+        for (name, t, dims) in [
+            ("q", &q, &[rows, heads, m, d][..]),
+            ("k", &k, &[rows, heads, m, d]),
+            ("v", &v, &[rows, heads, m, d]),
+            ("global_k", &global_k, &[rows, heads, g, d]),
+            ("global_v", &global_v, &[rows, heads, g, d]),
+            ("key_ok", &key_ok, &[rows, m]),
+            ("global_ok", &global_ok, &[rows, g]),
+        ] {
+            expect_f32(op, name, t, dims);
+        }
+        if dropout > 0.0 {
+            expect_f32(op, "global_keep", &global_keep, &[rows, heads, m, g]);
+        }
+        expect_seed(op, &seed);
         let [
             q,
             k,
@@ -385,8 +447,20 @@ impl LocalAttentionOps for CubeBackend {
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        check_f32(&q, "local_attention_band_backward");
+        let op = "local_attention_band_backward";
         let [rows, heads, m, d] = dims4(&q);
+        for (name, t, dims) in [
+            ("q", &q, &[rows, heads, m, d][..]),
+            ("k", &k, &[rows, heads, m, d]),
+            ("v", &v, &[rows, heads, m, d]),
+            ("grad", &grad, &[rows, heads, m, d]),
+            ("key_ok", &key_ok, &[rows, m]),
+            ("lse", &lse, &[rows, heads, m]),
+            ("delta", &delta, &[rows, heads, m]),
+        ] {
+            expect_f32(op, name, t, dims);
+        }
+        expect_seed(op, &seed);
         let [q, k, v, key_ok, lse, delta, grad, seed] =
             [q, k, v, key_ok, lse, delta, grad, seed].map(into_contiguous);
         let shape = Shape::new([rows, heads, m, d]);
@@ -449,6 +523,24 @@ mod tests {
                 "d = {d}"
             );
             assert_eq!(shape.vector * shape.row_vectors, d);
+        }
+    }
+
+    #[test]
+    fn pairs_past_one_grid_dimension_spread_over_two() {
+        assert_eq!(pair_grid(1), [1, 1]);
+        assert_eq!(pair_grid(65_535), [65_535, 1]);
+        assert_eq!(pair_grid(65_536), [32_768, 2]);
+        for pairs in [65_544, 200_001, 1 << 24] {
+            let [y, z] = pair_grid(pairs);
+            assert!(
+                y <= MAX_CUBES_PER_DIM && y * z >= pairs,
+                "{pairs}: {y} x {z}"
+            );
+            assert!(
+                y * (z - 1) < pairs,
+                "{pairs}: a whole layer of cubes past the last pair"
+            );
         }
     }
 

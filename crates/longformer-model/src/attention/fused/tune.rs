@@ -44,6 +44,9 @@ pub struct BandKernelKey {
     causal: bool,
     /// Dropout in the kernel.
     dropout: bool,
+    /// Shared memory a tuned shape may use on the device (its limit, at most 48 KiB): which
+    /// shapes fit, so that a result kept for a device with more is not replayed on one with less.
+    shared_limit: usize,
 }
 
 impl BandKernelKey {
@@ -54,7 +57,17 @@ impl BandKernelKey {
             causal,
             dropout,
         } = band;
-        Self::new(d, m, rows * heads, window, n_global, causal, dropout > 0.0)
+        let shared_limit = LaunchShape::shared_limit(head_and_shared(q).1);
+        Self::new(
+            d,
+            m,
+            rows * heads,
+            window,
+            n_global,
+            causal,
+            dropout > 0.0,
+            shared_limit,
+        )
     }
 }
 
@@ -332,6 +345,118 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// More `(row, head)` pairs than a grid dimension holds (65,535): 9,363 rows of 7 heads,
+    /// 65,541 pairs, spread over two layers of 32,771 cubes (the last one idle). The first and
+    /// the last row's outputs from all three kernels are those of the same row launched alone,
+    /// bit for bit.
+    #[test]
+    fn pairs_past_one_grid_dimension_compute_their_own_rows() {
+        let Some(device) = cube_device() else { return };
+        let ([rows, heads, m, d], g) = ([9_363, 7, 20, 4], 2);
+        // The inputs in `ForwardLaunch`/`BackwardLaunch` order (q, k, v, global k and v, key_ok,
+        // global_ok, global_keep, lse, delta, grad), each of a kind of shape, whose values per
+        // row are `per_row[kind]`; host values of the whole problem, rows first.
+        let kinds = [0, 0, 0, 1, 1, 2, 3, 4, 5, 5, 0];
+        let per_row = [heads * m * d, heads * g * d, m, g, heads * m * g, heads * m];
+        let inputs: Vec<Vec<f32>> = kinds
+            .iter()
+            .enumerate()
+            .map(|(salt, &kind)| {
+                let values = values(rows * per_row[kind], salt as u64 + 1);
+                match salt {
+                    // key_ok, global_ok, global_keep: flags.
+                    5..=7 => values
+                        .iter()
+                        .map(|&x| f32::from(u8::from(x >= -0.6)))
+                        .collect(),
+                    _ => values,
+                }
+            })
+            .collect();
+        let outputs_of = |first: usize, count: usize| -> Vec<Vec<f32>> {
+            let shapes = [
+                vec![count, heads, m, d],
+                vec![count, heads, g, d],
+                vec![count, m],
+                vec![count, g],
+                vec![count, heads, m, g],
+                vec![count, heads, m],
+            ];
+            let t = |i: usize| {
+                let n = per_row[kinds[i]];
+                let rows = inputs[i][first * n..(first + count) * n].to_vec();
+                write::<CubeBackend>(rows, shapes[kinds[i]].clone(), &device)
+            };
+            // No dropout: its hash takes the pair's index, which differs for a row alone.
+            let band = Band {
+                window: 3,
+                causal: false,
+                dropout: 0.0,
+            };
+            let seed = CubeBackend::int_from_data(TensorData::new(vec![777i32], [1]), &device);
+            let empty = |kind: usize| {
+                let n = shapes[kind].iter().product();
+                write::<CubeBackend>(vec![0.0; n], shapes[kind].clone(), &device)
+            };
+            let forward = ForwardLaunch {
+                q: t(0),
+                k: t(1),
+                v: t(2),
+                global_k: t(3),
+                global_v: t(4),
+                key_ok: t(5),
+                global_ok: t(6),
+                global_keep: t(7),
+                seed: seed.clone(),
+                band,
+                out: empty(0),
+                lse: empty(5),
+            };
+            let backward = BackwardLaunch {
+                q: forward.q.clone(),
+                k: forward.k.clone(),
+                v: forward.v.clone(),
+                key_ok: forward.key_ok.clone(),
+                lse: t(8),
+                delta: t(9),
+                grad: t(10),
+                seed,
+                band,
+                dq: empty(0),
+                dk: empty(0),
+                dv: empty(0),
+            };
+            let shape = LaunchShape::standard(d);
+            launch_forward(shape, &forward);
+            launch_dq(shape, &backward);
+            launch_dkdv(shape, &backward);
+            [
+                forward.out,
+                forward.lse,
+                backward.dq,
+                backward.dk,
+                backward.dv,
+            ]
+            .map(read::<CubeBackend>)
+            .to_vec()
+        };
+        let all = outputs_of(0, rows);
+        for row in [0, rows - 1] {
+            let alone = outputs_of(row, 1);
+            for (name, (all, alone)) in NAMES.iter().zip(all.iter().zip(&alone)) {
+                let n = alone.len();
+                assert!(
+                    alone.iter().any(|x| *x != 0.0),
+                    "row {row}: {name} is all zero"
+                );
+                assert!(
+                    all[row * n..(row + 1) * n] == alone[..],
+                    "row {row}: {name} differs from the row launched alone"
+                );
             }
         }
     }

@@ -11,6 +11,9 @@ pub struct BandArgs {
     pub seq_len: u32,
     /// Heads per row: `(row, head)` pair `rh` belongs to row `rh / n_heads`.
     pub n_heads: u32,
+    /// `(row, head)` pairs, `rows · n_heads`: the grid may have a few cubes more (see
+    /// [`place`]).
+    pub pairs: u32,
     /// Keys a query sees before itself.
     pub left: u32,
     /// Keys a query sees after itself (0 for causal windows).
@@ -19,7 +22,8 @@ pub struct BandArgs {
     pub prob: f32,
 }
 
-/// Where a unit works: cube `(x, y)` owns rows `x·block ..` of `(row, head)` pair `y`.
+/// Where a unit works: cube `(x, y, z)` owns rows `x·block ..` of `(row, head)` pair
+/// `z · CUBE_COUNT_Y + y`.
 #[derive(CubeType)]
 pub struct Place {
     /// Tokens per row.
@@ -48,10 +52,17 @@ pub struct Place {
 
 /// This unit's [`Place`], for cubes of `block` units owning queries (`keys_owned` false) or
 /// keys.
+///
+/// A grid dimension holds at most 65,535 cubes, so more `(row, head)` pairs than that are
+/// spread over `y` and `z`, and the last `z` layer may have cubes past the last pair: those end
+/// here, before any barrier, every unit of the cube alike.
 #[cube]
 pub fn place(band: &BandArgs, #[comptime] block: usize, #[comptime] keys_owned: bool) -> Place {
     let m = band.seq_len as usize;
-    let rh = CUBE_POS_Y as usize;
+    let rh = (CUBE_POS_Z * CUBE_COUNT_Y + CUBE_POS_Y) as usize;
+    if rh >= band.pairs as usize {
+        terminate!();
+    }
     let first = CUBE_POS_X as usize * block;
     let (left, right) = (band.left as usize, band.right as usize);
     let mut before = left;
