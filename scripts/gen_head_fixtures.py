@@ -18,7 +18,8 @@ default (`*_default_global`):
 | head_multiple_choice | save_pretrained (with pooler); inputs [batch, num_choices, seq] | tokens after the second sep |
 | head_mlm_text | save_pretrained + the sample tokenizer.json (vocab 2,048 + 4 markers) | none |
 
-head_mlm_text also holds text.txt, and the ids HF's tokenizer gives it (with `<s>` and `</s>`) and
+head_mlm_text also holds text.txt, and the ids HF's tokenizer gives it (`AutoTokenizer` on the
+fixture directory: Longformer's class, so no prefix space whatever tokenizer.json says) and
 `mask_token_id` in expected.safetensors, with HF's logits at the two `<mask>` positions only
 (`mask_logits`, `[2, vocab_size]`), for the `longformer encode --head mlm --text` test.
 
@@ -34,6 +35,7 @@ from gen_fixtures import perturb, rows_to_tensors as pad_rows
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from transformers import (
+    AutoTokenizer,
     LongformerConfig,
     LongformerForMaskedLM,
     LongformerForMultipleChoice,
@@ -186,7 +188,8 @@ def masked_lm_text():
     text = "ada lovelace was born in <mask> and wrote about the analytical <mask> of babbage."
     with open(os.path.join(out, "text.txt"), "w") as f:
         f.write(text)
-    ids = [BOS] + tokenizer.encode(text, add_special_tokens=False).ids + [SEP]
+    ids = AutoTokenizer.from_pretrained(out)(text)["input_ids"]
+    assert ids[0] == BOS and ids[-1] == SEP, ids
     assert ids.count(mask_id) == 2, ids
     ids = torch.tensor([ids])
     with torch.no_grad():

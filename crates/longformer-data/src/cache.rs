@@ -13,8 +13,9 @@ use crate::layout::WikiHopChunk;
 use crate::summary::Summary;
 
 const MAGIC: &[u8; 4] = b"LFWH";
-/// Bump when the layout or this format changes: old caches then miss.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Bump when the layout, the records kept or this format change: old caches then miss.
+/// Version 2: records with a duplicate id are skipped (version 1 caches may hold them merged).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// Writes a cache file atomically (temporary file, then rename).
 pub(crate) fn save(

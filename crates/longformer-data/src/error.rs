@@ -38,6 +38,17 @@ pub enum DataError {
         /// What is wrong with it.
         problem: RecordProblem,
     },
+    /// A file of the bundled sample set is missing because the sample set was not found: the
+    /// binary runs outside a checkout, and the one it was built in is gone.
+    #[error(
+        "{path}: the bundled sample set (data/wikihop-sample) was not found under the current \
+         directory, its parents, or where this binary was built; run from a longformer-burn \
+         checkout, or give the data and tokenizer paths"
+    )]
+    SampleNotFound {
+        /// The missing file or directory, in the folder where this crate was compiled.
+        path: PathBuf,
+    },
     /// No tokenizer files in the given directory.
     #[error("{dir}: no tokenizer found (expected tokenizer.json, or vocab.json + merges.txt)")]
     TokenizerNotFound {
@@ -87,6 +98,12 @@ pub enum RecordProblem {
     /// `candidates` is empty.
     #[error("no candidates")]
     EmptyCandidates,
+    /// The query, or a candidate, has no text (after whitespace is collapsed).
+    #[error("{field} is empty")]
+    EmptyText {
+        /// `query`, or `candidates[i]`.
+        field: String,
+    },
     /// `supports` is empty.
     #[error("no supports")]
     EmptySupports,
@@ -100,6 +117,13 @@ pub enum RecordProblem {
         answer: String,
         /// How many candidates there are.
         candidates: usize,
+    },
+    /// An earlier record (kept) has the same `id`. Downstream code groups an example's chunks
+    /// by id, so a second record with it would be merged into the first.
+    #[error("id already used by record {first}")]
+    DuplicateId {
+        /// Position in the file of the record that has the id first.
+        first: usize,
     },
     /// The record's bytes are not valid UTF-8.
     #[error("invalid UTF-8 at byte {offset} of the file")]
@@ -130,9 +154,11 @@ impl RecordProblem {
             Self::MissingFields(_) => "missing fields",
             Self::WrongType { .. } => "wrong field type",
             Self::EmptyCandidates => "empty candidates",
+            Self::EmptyText { .. } => "empty text",
             Self::EmptySupports => "empty supports",
             Self::DuplicateCandidate(_) => "duplicate candidates",
             Self::AnswerNotCandidate { .. } => "answer not among candidates",
+            Self::DuplicateId { .. } => "duplicate id",
             Self::InvalidUtf8 { .. } => "invalid UTF-8",
             Self::CandidatePartTooLong { .. } => "candidate part too long",
             Self::Tokenize(_) => "tokenizer failure",

@@ -85,10 +85,7 @@ pub fn prepare_file(
     if options.config.layout.max_len == 0 {
         return Err(DataError::Settings("max_len must be positive".into()));
     }
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::bundled::read(path)?;
     let Some(dir) = &options.cache_dir else {
         let (chunks, summary) =
             prepare_bytes(&bytes, path, tokenizer, &options.config, options.progress)?;

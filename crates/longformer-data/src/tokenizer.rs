@@ -1,12 +1,16 @@
-//! Loading the tokenizer and adding the WikiHop markers `[question] [/question] [ent] [/ent]`.
+//! Loading a model directory's tokenizer as HF does: as is for plain text ([`TextTokenizer`]),
+//! or with the WikiHop markers `[question] [/question] [ent] [/ent]` added ([`WikiHopTokenizer`]).
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::bundled::{SAMPLE_DIR, missing_sample};
 use crate::error::{DataError, RecordProblem};
 
 /// The markers added to the vocabulary, in the order their ids are assigned.
@@ -41,28 +45,10 @@ pub struct WikiHopTokenizer {
 }
 
 impl WikiHopTokenizer {
-    /// Loads `dir/tokenizer.json`, or else the RoBERTa pair `dir/vocab.json` + `dir/merges.txt`
-    /// (byte-level BPE); `dir` may also be the path of a `tokenizer.json` file itself.
+    /// Loads the tokenizer of `dir` as HF does (see [`load_tokenizer`]) and adds the markers;
+    /// `dir` may also be the path of a `tokenizer.json` file itself.
     pub fn from_dir(dir: &Path) -> Result<Self, DataError> {
-        let tokenizer_json = if dir.is_file() {
-            dir.to_path_buf()
-        } else {
-            dir.join("tokenizer.json")
-        };
-        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
-        let tokenizer = if tokenizer_json.is_file() {
-            Tokenizer::from_file(&tokenizer_json).map_err(|e| DataError::Tokenizer {
-                path: tokenizer_json.clone(),
-                reason: e.to_string(),
-            })?
-        } else if vocab.is_file() && merges.is_file() {
-            roberta_from_vocab_merges(&vocab, &merges)?
-        } else {
-            return Err(DataError::TokenizerNotFound {
-                dir: dir.to_path_buf(),
-            });
-        };
-        Self::new(tokenizer, dir)
+        Self::new(load_tokenizer(dir)?, dir)
     }
 
     /// Wraps an already built tokenizer; `source` is only used in messages.
@@ -83,19 +69,10 @@ impl WikiHopTokenizer {
             .collect();
         tokenizer.add_special_tokens(&markers);
         let added = tokenizer.get_vocab_size(true) - before;
-        let find = |role: &'static str, names: &[&'static str]| {
-            names
-                .iter()
-                .find_map(|name| tokenizer.token_to_id(name))
-                .ok_or_else(|| DataError::MissingSpecialToken {
-                    path: path.clone(),
-                    role,
-                    looked_for: names.to_vec(),
-                })
-        };
+        let find = |role, names: &[&'static str]| special_id(&tokenizer, &path, role, names);
         let special = SpecialIds {
-            start: find("start", &["<s>", "[CLS]"])?,
-            separator: find("separator", &["</s>", "[SEP]"])?,
+            start: find("start", START)?,
+            separator: find("separator", SEPARATOR)?,
             pad: find("padding", &["<pad>", "[PAD]"])?,
             question: find("question", &["[question]"])?,
             question_end: find("question end", &["[/question]"])?,
@@ -142,8 +119,16 @@ impl WikiHopTokenizer {
 
     /// Token ids of one piece of text, without special tokens. A space is prepended,
     /// as the Longformer preprocessing does (`add_prefix_space=True`), so a word is
-    /// tokenized the same whether it starts a segment or not.
+    /// tokenized the same whether it starts a segment or not, whatever the tokenizer's own
+    /// `add_prefix_space`.
+    ///
+    /// As in that preprocessing, empty text has no tokens (no lone space token), and the text of
+    /// a special token or marker, e.g. `</s>` or `[ent]`, becomes that token (HF's tokenizers
+    /// split special and added tokens out of any text).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, RecordProblem> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
         let spaced = format!(" {text}");
         self.tokenizer
             .encode_fast(spaced.as_str(), false)
@@ -175,8 +160,180 @@ impl WikiHopTokenizer {
     }
 }
 
-/// A RoBERTa byte-level BPE tokenizer from `vocab.json` + `merges.txt`.
-fn roberta_from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Tokenizer, DataError> {
+/// A model directory's tokenizer as HF loads it, without the WikiHop markers: plain text in,
+/// HF's `tokenizer(text)["input_ids"]` out (`longformer encode --text`).
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    start: u32,
+    separator: u32,
+    source: PathBuf,
+}
+
+impl TextTokenizer {
+    /// Loads the tokenizer of `dir` as HF does (see [`load_tokenizer`]).
+    pub fn from_dir(dir: &Path) -> Result<Self, DataError> {
+        let tokenizer = load_tokenizer(dir)?;
+        let find = |role, names: &[&'static str]| special_id(&tokenizer, dir, role, names);
+        Ok(Self {
+            start: find("start", START)?,
+            separator: find("separator", SEPARATOR)?,
+            tokenizer,
+            source: dir.to_path_buf(),
+        })
+    }
+
+    /// `<s> text </s>` (or `[CLS] text [SEP]`) as ids, as HF's tokenizer gives them for one
+    /// sequence: the text as typed (HF's `add_prefix_space` applies), special-token text
+    /// such as `<mask>` becoming that token.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
+        let encoding =
+            self.tokenizer
+                .encode_fast(text, false)
+                .map_err(|e| DataError::Tokenizer {
+                    path: self.source.clone(),
+                    reason: e.to_string(),
+                })?;
+        let mut ids = Vec::with_capacity(encoding.len() + 2);
+        ids.push(self.start);
+        ids.extend_from_slice(encoding.get_ids());
+        ids.push(self.separator);
+        Ok(ids)
+    }
+
+    /// The id of `token`, if the tokenizer has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// The text of one token (`" paris"` rather than the byte-level `"Ġparis"`).
+    pub fn token_text(&self, id: u32) -> String {
+        self.tokenizer
+            .decode(&[id], false)
+            .ok()
+            .or_else(|| self.tokenizer.id_to_token(id))
+            .unwrap_or_else(|| format!("<{id}?>"))
+    }
+
+    /// Where the tokenizer was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+}
+
+/// The spellings of the first token of a sequence.
+const START: &[&str] = &["<s>", "[CLS]"];
+/// The spellings of the token that ends a sequence.
+const SEPARATOR: &[&str] = &["</s>", "[SEP]"];
+
+/// The id of the first of `names` that `tokenizer` has.
+fn special_id(
+    tokenizer: &Tokenizer,
+    source: &Path,
+    role: &'static str,
+    names: &[&'static str],
+) -> Result<u32, DataError> {
+    names
+        .iter()
+        .find_map(|name| tokenizer.token_to_id(name))
+        .ok_or_else(|| DataError::MissingSpecialToken {
+            path: source.to_path_buf(),
+            role,
+            looked_for: names.to_vec(),
+        })
+}
+
+/// HF's tokenizer classes that are RoBERTa's byte-level BPE (Longformer's tokenizer).
+const ROBERTA_CLASSES: [&str; 4] = [
+    "RobertaTokenizer",
+    "RobertaTokenizerFast",
+    "LongformerTokenizer",
+    "LongformerTokenizerFast",
+];
+
+/// Loads the tokenizer of `dir` as HF's `AutoTokenizer.from_pretrained(dir)` builds it:
+///
+/// - `dir/tokenizer.json` as written, except for RoBERTa's tokenizer class (Longformer's), which
+///   sets the byte-level pre-tokenizer's `add_prefix_space` from `tokenizer_config.json`, `false`
+///   when absent, whatever the file says. HF takes the class from `tokenizer_config.json`'s
+///   `tokenizer_class`, or else from `config.json`'s `model_type` (`longformer` and `roberta`
+///   mean RoBERTa's);
+/// - or else the RoBERTa pair `dir/vocab.json` + `dir/merges.txt`, built as that class builds
+///   it (byte-level BPE, `add_prefix_space` as above).
+///
+/// `dir` may also be the path of a `tokenizer.json` file, taken as written.
+pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, DataError> {
+    if dir.is_file() {
+        return tokenizer_from_file(dir);
+    }
+    let tokenizer_json = dir.join("tokenizer.json");
+    let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    let tokenizer_config = read_json(&dir.join("tokenizer_config.json"))?;
+    let add_prefix_space = tokenizer_config["add_prefix_space"]
+        .as_bool()
+        .unwrap_or(false);
+    if tokenizer_json.is_file() {
+        let mut tokenizer = tokenizer_from_file(&tokenizer_json)?;
+        let roberta = match tokenizer_config["tokenizer_class"].as_str() {
+            Some(class) => ROBERTA_CLASSES.contains(&class),
+            None => {
+                let model_config = read_json(&dir.join("config.json"))?;
+                matches!(
+                    model_config["model_type"].as_str(),
+                    Some("longformer" | "roberta")
+                )
+            }
+        };
+        if roberta
+            && let Some(PreTokenizerWrapper::ByteLevel(byte_level)) = tokenizer.get_pre_tokenizer()
+        {
+            let byte_level = byte_level.add_prefix_space(add_prefix_space);
+            tokenizer.with_pre_tokenizer(Some(byte_level));
+        }
+        Ok(tokenizer)
+    } else if vocab.is_file() && merges.is_file() {
+        roberta_from_vocab_merges(&vocab, &merges, add_prefix_space)
+    } else {
+        Err(
+            missing_sample(Path::new(SAMPLE_DIR), dir).unwrap_or(DataError::TokenizerNotFound {
+                dir: dir.to_path_buf(),
+            }),
+        )
+    }
+}
+
+fn tokenizer_from_file(path: &Path) -> Result<Tokenizer, DataError> {
+    Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// The JSON in `path`, or `Value::Null` when there is no such file.
+fn read_json(path: &Path) -> Result<Value, DataError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Value::Null),
+        Err(source) => {
+            return Err(DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| DataError::Tokenizer {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// A RoBERTa byte-level BPE tokenizer from `vocab.json` + `merges.txt`, as HF's
+/// `RobertaTokenizer` builds it.
+fn roberta_from_vocab_merges(
+    vocab: &Path,
+    merges: &Path,
+    add_prefix_space: bool,
+) -> Result<Tokenizer, DataError> {
     let bpe = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
         .build()
         .map_err(|e| DataError::Tokenizer {
@@ -184,8 +341,10 @@ fn roberta_from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Tokenizer, D
             reason: e.to_string(),
         })?;
     let mut tokenizer = Tokenizer::new(bpe);
-    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(true, true, true)));
-    tokenizer.with_decoder(Some(ByteLevel::new(true, true, true)));
+    tokenizer.with_pre_tokenizer(Some(
+        ByteLevel::default().add_prefix_space(add_prefix_space),
+    ));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
     let specials: Vec<AddedToken> = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
         .iter()
         .filter(|t| tokenizer.token_to_id(t).is_some())
@@ -204,6 +363,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::test_support::{sample_tokenizer, sample_tokenizer_dir};
+    use tokenizers::Model;
 
     #[test]
     fn loads_the_sample_tokenizer_and_adds_four_markers() {
@@ -244,6 +404,113 @@ mod tests {
         assert_eq!(tok.special().entity, 12);
     }
 
+    /// A directory with the sample tokenizer as `tokenizer.json` (`json`) or as `vocab.json` +
+    /// `merges.txt`, and the `files` given as (name, contents).
+    fn sample_as(json: bool, files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let source = sample_tokenizer_dir().join("tokenizer.json");
+        if json {
+            std::fs::copy(&source, dir.path().join("tokenizer.json")).unwrap();
+        } else {
+            let tokenizer = Tokenizer::from_file(&source).unwrap();
+            tokenizer.get_model().save(dir.path(), None).unwrap();
+        }
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        dir
+    }
+
+    const LONGFORMER: (&str, &str) = ("config.json", r#"{"model_type": "longformer"}"#);
+    const PREFIX_SPACE: (&str, &str) = ("tokenizer_config.json", r#"{"add_prefix_space": true}"#);
+    const LONGFORMER_CLASS: (&str, &str) = (
+        "tokenizer_config.json",
+        r#"{"tokenizer_class": "LongformerTokenizerFast"}"#,
+    );
+    const GENERIC_CLASS: (&str, &str) = (
+        "tokenizer_config.json",
+        r#"{"tokenizer_class": "PreTrainedTokenizerFast"}"#,
+    );
+
+    /// Text with and without leading spaces, non-ASCII, `<mask>`, nothing, and WikiHop markers.
+    const TEXTS: [&str; 6] = [
+        "Hello world",
+        "  two leading",
+        "café Zürich 東京 🙂",
+        "x <mask> y",
+        "",
+        "a [ent] b [/question]",
+    ];
+
+    /// HF's `AutoTokenizer.from_pretrained(dir)(text)["input_ids"]` (transformers 5.24) for
+    /// [`TEXTS`], `dir` holding the sample tokenizer and a Longformer `config.json`: RoBERTa's
+    /// class, which has no prefix space whatever `tokenizer.json` says. The markers are plain
+    /// text to it.
+    const HF_IDS: [&[u32]; 6] = [
+        &[0, 44, 335, 80, 83, 285, 264, 80, 72, 2],
+        &[0, 225, 265, 91, 83, 784, 435, 303, 75, 2],
+        &[
+            0, 71, 514, 132, 107, 225, 62, 132, 125, 287, 71, 76, 225, 167, 256, 114, 165, 123,
+            110, 225, 177, 258, 252, 229, 2,
+        ],
+        &[0, 92, 225, 4, 225, 93, 2],
+        &[0, 2],
+        &[
+            0, 69, 225, 63, 316, 88, 65, 270, 225, 63, 19, 85, 89, 589, 396, 65, 2,
+        ],
+    ];
+
+    /// The same with `"add_prefix_space": true` in `tokenizer_config.json`, or for
+    /// `tokenizer.json` alone or with another `tokenizer_class` (HF then uses the file as
+    /// written, and the sample's says `true`).
+    const HF_IDS_PREFIX_SPACE: [&[u32]; 6] = [
+        &[0, 225, 44, 335, 80, 83, 285, 264, 80, 72, 2],
+        &[0, 225, 265, 91, 83, 784, 435, 303, 75, 2],
+        &[
+            0, 280, 514, 132, 107, 225, 62, 132, 125, 287, 71, 76, 225, 167, 256, 114, 165, 123,
+            110, 225, 177, 258, 252, 229, 2,
+        ],
+        &[0, 225, 92, 225, 4, 225, 93, 2],
+        &[0, 2],
+        &[
+            0, 271, 225, 63, 316, 88, 65, 270, 225, 63, 19, 85, 89, 589, 396, 65, 2,
+        ],
+    ];
+
+    #[test]
+    fn plain_text_is_tokenized_as_hf_does() {
+        for (json, files, expected) in [
+            (true, &[LONGFORMER][..], HF_IDS),
+            (true, &[LONGFORMER_CLASS], HF_IDS),
+            (false, &[LONGFORMER], HF_IDS),
+            // No class given: HF cannot load it, and RoBERTa's is the only one built here.
+            (false, &[], HF_IDS),
+            (true, &[LONGFORMER, PREFIX_SPACE], HF_IDS_PREFIX_SPACE),
+            (false, &[LONGFORMER, PREFIX_SPACE], HF_IDS_PREFIX_SPACE),
+            (true, &[], HF_IDS_PREFIX_SPACE),
+            (true, &[LONGFORMER, GENERIC_CLASS], HF_IDS_PREFIX_SPACE),
+        ] {
+            let dir = sample_as(json, files);
+            let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+            for (text, ids) in TEXTS.iter().zip(expected) {
+                assert_eq!(tok.encode(text).unwrap(), ids, "{text:?}, {json} {files:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_wikihop_layout_adds_its_own_prefix_space() {
+        let dir = sample_as(false, &[LONGFORMER]);
+        let tok = WikiHopTokenizer::from_dir(dir.path()).unwrap();
+        for text in TEXTS {
+            assert_eq!(
+                tok.encode(text),
+                sample_tokenizer().encode(text),
+                "{text:?}"
+            );
+        }
+    }
+
     #[test]
     fn missing_tokenizer_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -252,6 +519,22 @@ mod tests {
         std::fs::write(dir.path().join("tokenizer.json"), "{ not json").unwrap();
         let err = WikiHopTokenizer::from_dir(dir.path()).unwrap_err();
         assert!(matches!(err, DataError::Tokenizer { .. }), "{err}");
+    }
+
+    #[test]
+    fn empty_text_has_no_tokens() {
+        assert_eq!(sample_tokenizer().encode(""), Ok(vec![]));
+    }
+
+    #[test]
+    fn special_token_text_becomes_the_token_as_in_the_original_preprocessing() {
+        let tok = sample_tokenizer();
+        let s = tok.special();
+        let ids = tok.encode("see [ent] and </s> here").unwrap();
+        assert!(
+            ids.contains(&s.entity) && ids.contains(&s.separator),
+            "{ids:?}"
+        );
     }
 
     #[test]

@@ -5,7 +5,13 @@
 //! its `_` turned into spaces; query, candidates and answer are lower-cased (as the
 //! dataset is); runs of whitespace become one space, and supports get the paper's
 //! punctuation clean-up (`" ."` → `"."` and so on). Supports keep their case.
+//!
+//! A query or candidate left empty by this is a bad record ([`RecordProblem::EmptyText`]):
+//! the question or entity would have no tokens. An empty support is kept, as `</s> </s>`,
+//! as in that preprocessing.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -67,11 +73,13 @@ pub struct ReadOutcome {
 /// Bad records are skipped and listed in [`ReadOutcome::skipped`]; under `strict` the
 /// first one is returned as [`DataError::BadRecord`]. A file that is not a JSON array
 /// of records is a [`DataError::MalformedFile`].
+///
+/// Ids must be unique, since an example's chunks are grouped by id downstream: a valid
+/// record whose id an earlier valid record already has is a bad record too
+/// ([`RecordProblem::DuplicateId`], naming the earlier one), so the first record with an id
+/// is kept and the later ones are skipped (or, under `strict`, stop the run).
 pub fn read_wikihop(path: &Path, strict: bool) -> Result<ReadOutcome, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::bundled::read(path)?;
     parse_wikihop(&bytes, path, strict)
 }
 
@@ -92,8 +100,23 @@ pub fn parse_wikihop(bytes: &[u8], path: &Path, strict: bool) -> Result<ReadOutc
         examples: Vec::with_capacity(ranges.len()),
         skipped: Vec::new(),
     };
+    // Index of the kept record with each id.
+    let mut first_with_id = HashMap::new();
     for result in results {
-        match result? {
+        let checked = result?.and_then(|example| match first_with_id.entry(example.id.clone()) {
+            Entry::Occupied(first) => Err(SkippedRecord {
+                index: example.index,
+                id: example.id,
+                problem: RecordProblem::DuplicateId {
+                    first: *first.get(),
+                },
+            }),
+            Entry::Vacant(slot) => {
+                slot.insert(example.index);
+                Ok(example)
+            }
+        });
+        match checked {
             Ok(example) => outcome.examples.push(example),
             Err(skipped) if strict => return Err(skipped.into_error(path.to_path_buf())),
             Err(skipped) => outcome.skipped.push(skipped),
@@ -174,6 +197,16 @@ pub fn check_record(value: &Value, index: usize) -> Result<WikiHopExample, Recor
         .collect();
     if candidates.is_empty() {
         return Err(RecordProblem::EmptyCandidates);
+    }
+    if query.is_empty() {
+        return Err(RecordProblem::EmptyText {
+            field: "query".to_owned(),
+        });
+    }
+    if let Some(i) = candidates.iter().position(String::is_empty) {
+        return Err(RecordProblem::EmptyText {
+            field: format!("candidates[{i}]"),
+        });
     }
     if supports.is_empty() {
         return Err(RecordProblem::EmptySupports);
@@ -330,6 +363,20 @@ mod tests {
             RecordProblem::EmptySupports
         );
         assert_eq!(
+            problem_of(&base(&format!(r#""query": " ", "answer": "a", {c}, {s}"#))),
+            RecordProblem::EmptyText {
+                field: "query".into()
+            }
+        );
+        assert_eq!(
+            problem_of(&base(&format!(
+                r#""query": "r x", "answer": "a", "candidates": ["a", "\t"], {s}"#
+            ))),
+            RecordProblem::EmptyText {
+                field: "candidates[1]".into()
+            }
+        );
+        assert_eq!(
             problem_of(&base(&format!(
                 r#""query": "r x", "answer": "a", "candidates": ["a", "b", "A"], {s}"#
             ))),
@@ -340,6 +387,41 @@ mod tests {
             RecordProblem::WrongType { field, .. } if field == "query"
         ));
         assert_eq!(problem_of("[1, 2]"), RecordProblem::NotAnObject);
+    }
+
+    #[test]
+    fn a_duplicate_id_is_skipped_naming_the_first_record_and_fatal_under_strict() {
+        let other = GOOD.replace("France", "Germany");
+        let text = format!(
+            "[{GOOD}, {}, {other}]",
+            GOOD.replace("WH_train_0", "WH_train_1")
+        );
+        let outcome = parse(text.as_bytes(), false).unwrap();
+        let ids: Vec<_> = outcome.examples.iter().map(|e| (e.index, &*e.id)).collect();
+        assert_eq!(ids, [(0, "WH_train_0"), (1, "WH_train_1")]);
+        assert_eq!(
+            outcome.skipped,
+            vec![SkippedRecord {
+                index: 2,
+                id: "WH_train_0".into(),
+                problem: RecordProblem::DuplicateId { first: 0 }
+            }]
+        );
+
+        let message = parse(text.as_bytes(), true).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            r#"train.json: record 2 (id "WH_train_0"): id already used by record 0"#
+        );
+    }
+
+    #[test]
+    fn a_skipped_record_does_not_claim_its_id() {
+        let bad = r#"{"id": "WH_train_0", "query": "r x"}"#;
+        let outcome = parse(format!("[{bad}, {GOOD}]").as_bytes(), false).unwrap();
+        assert_eq!(outcome.examples.len(), 1);
+        assert_eq!(outcome.examples[0].index, 1);
+        assert_eq!(outcome.skipped[0].problem.kind(), "missing fields");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::{Args, ValueEnum};
-use longformer_data::tokenizer::WikiHopTokenizer;
+use longformer_data::TextTokenizer;
 use longformer_model::heads::{MultipleChoiceInput, mask_fills};
 use longformer_model::{
     LongformerConfig, LongformerForMaskedLM, LongformerForMultipleChoice,
@@ -31,8 +31,9 @@ pub struct EncodeArgs {
     #[arg(long, conflicts_with = "text")]
     pub input: Option<PathBuf>,
     /// Text to encode with the model directory's tokenizer (`tokenizer.json`, or `vocab.json` +
-    /// `merges.txt`), between `<s>` and `</s>`. Without `--head`, global attention goes on the
-    /// first token (`<s>`); with one, where the head puts it by default (as in HF).
+    /// `merges.txt`), between `<s>` and `</s>`: the ids HF's `AutoTokenizer` gives it (no
+    /// WikiHop markers). Without `--head`, global attention goes on the first token (`<s>`); with
+    /// one, where the head puts it by default (as in HF).
     #[arg(long)]
     pub text: Option<String>,
     /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`), or the head's logits, as
@@ -159,7 +160,7 @@ fn run_head(
     head: Head,
     args: &EncodeArgs,
     input: LongformerInput,
-    tokenizer: Option<&WikiHopTokenizer>,
+    tokenizer: Option<&TextTokenizer>,
 ) -> Result<Vec<Output>> {
     let device = input.input_ids.device();
     let dir = &args.model;
@@ -188,7 +189,9 @@ fn run_head(
                     let candidates: Vec<String> = fill
                         .candidates
                         .iter()
-                        .map(|(id, p)| format!("{:?} (id {id}) {p:.4}", token_text(tokenizer, *id)))
+                        .map(|(id, p)| {
+                            format!("{:?} (id {id}) {p:.4}", tokenizer.token_text(*id as u32))
+                        })
                         .collect();
                     println!(
                         "<mask> {n} (row {}, position {}): {}",
@@ -255,9 +258,8 @@ fn load_head_as<H: TaskHead>(head: Head, args: &EncodeArgs, device: &Device) -> 
 }
 
 /// The id the tokenizer gives `<mask>`.
-fn mask_token_id(tokenizer: &WikiHopTokenizer) -> Result<i64> {
+fn mask_token_id(tokenizer: &TextTokenizer) -> Result<i64> {
     tokenizer
-        .inner()
         .token_to_id("<mask>")
         .map(i64::from)
         .with_context(|| {
@@ -270,15 +272,6 @@ fn mask_token_id(tokenizer: &WikiHopTokenizer) -> Result<i64> {
 
 fn rows_contain(ids: &Tensor<2, burn::tensor::Int>, id: i64) -> bool {
     ids.clone().into_data().iter::<i64>().any(|t| t == id)
-}
-
-/// A token as text (`" paris"` rather than the byte-level `"Ġparis"`).
-fn token_text(tokenizer: &WikiHopTokenizer, id: usize) -> String {
-    let id = id as u32;
-    tokenizer
-        .inner()
-        .decode(&[id], false)
-        .unwrap_or_else(|_| tokenizer.tokens(&[id]).concat())
 }
 
 /// The index of the largest value of every row.
@@ -347,22 +340,18 @@ fn read_input(path: &Path) -> Result<InputJson> {
     Ok(input)
 }
 
-/// `<s> text </s>` with the model directory's tokenizer; global attention on `<s>` when
-/// `global_first`, else no global mask (the head's default applies).
+/// `<s> text </s>` with the model directory's tokenizer, as HF tokenizes it; global attention on
+/// `<s>` when `global_first`, else no global mask (the head's default applies).
 fn tokenize(
     model_dir: &Path,
     text: &str,
     global_first: bool,
-) -> Result<(InputJson, WikiHopTokenizer)> {
-    let tokenizer = WikiHopTokenizer::from_dir(model_dir)?;
-    let special = tokenizer.special();
-    let encoding = tokenizer
-        .inner()
-        .encode(text, false)
-        .map_err(|e| anyhow::anyhow!("tokenizing --text: {e}"))?;
-    let ids: Vec<i64> = std::iter::once(special.start)
-        .chain(encoding.get_ids().iter().copied())
-        .chain(std::iter::once(special.separator))
+) -> Result<(InputJson, TextTokenizer)> {
+    let tokenizer = TextTokenizer::from_dir(model_dir)?;
+    let ids: Vec<i64> = tokenizer
+        .encode(text)
+        .context("tokenizing --text")?
+        .into_iter()
         .map(i64::from)
         .collect();
     let global = global_first.then(|| {
@@ -398,4 +387,40 @@ fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
     safetensors::serialize_to_file(&tensors, None, path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bundled tiny model: a Longformer `config.json` and a `tokenizer.json` that says
+    /// `add_prefix_space: true`, which HF's tokenizer class for Longformer overrides.
+    fn tiny_model() -> PathBuf {
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+        Path::new(&manifest).join("../../assets/tiny-longformer")
+    }
+
+    #[test]
+    fn text_gets_the_ids_hf_gives_it() {
+        // HF: AutoTokenizer.from_pretrained("assets/tiny-longformer")(text)["input_ids"]
+        // (transformers 5.24). No prefix space, and the WikiHop markers are plain text.
+        for (text, hf) in [
+            (
+                "Hello world",
+                &[0, 44, 335, 80, 83, 285, 264, 80, 72, 2][..],
+            ),
+            (
+                "a [ent] b [/question]",
+                &[
+                    0, 69, 225, 63, 316, 88, 65, 270, 225, 63, 19, 85, 89, 589, 396, 65, 2,
+                ],
+            ),
+        ] {
+            let (input, _) = tokenize(&tiny_model(), text, true).unwrap();
+            assert_eq!(input.input_ids, [hf], "{text:?}");
+            let global = input.global_attention_mask.unwrap();
+            assert_eq!(global[0].iter().sum::<i64>(), 1);
+            assert_eq!(global[0][0], 1);
+        }
+    }
 }
