@@ -17,6 +17,7 @@ default (`*_default_global`):
 | head_token_classification | save_pretrained, keys renamed longformer. -> roberta., 5 labels | none |
 | head_multiple_choice | save_pretrained (with pooler); inputs [batch, num_choices, seq] | tokens after the second sep |
 | head_mlm_text | save_pretrained + the sample tokenizer.json (vocab 2,048 + 4 markers) | none |
+| head_mlm_untied | save_pretrained, tie_word_embeddings=False: its own lm_head.decoder.{weight,bias} | none |
 
 head_mlm_text also holds text.txt, and the ids HF's tokenizer gives it (`AutoTokenizer` on the
 fixture directory: Longformer's class, so no prefix space whatever tokenizer.json says) and
@@ -24,10 +25,12 @@ fixture directory: Longformer's class, so no prefix space whatever tokenizer.jso
 (`mask_logits`, `[2, vocab_size]`), for the `longformer encode --head mlm --text` test.
 
     pip install torch transformers safetensors tokenizers
-    python scripts/gen_head_fixtures.py   # rewrites tests/fixtures/head_*
+    python scripts/gen_head_fixtures.py             # rewrites tests/fixtures/head_*
+    python scripts/gen_head_fixtures.py mlm_untied  # only tests/fixtures/head_mlm_untied
 """
 import os
 import shutil
+import sys
 
 import torch
 # The same weight perturbation and right padding (with PAD = 1) as the other fixtures.
@@ -121,6 +124,20 @@ def masked_lm(g):
     logits_case("head_mlm_bin", model, ids, mask, glob, fmt="bin")
 
 
+def masked_lm_untied():
+    """An untied decoder (HF 5: lm_head.decoder.{weight,bias} are their own parameters, and
+    lm_head.bias is unused); tiny: 16 wide, one layer, two short rows."""
+    g = torch.Generator().manual_seed(38)
+    config = tiny_config(4, layers=1, hidden=16, heads=2, tie_word_embeddings=False)
+    model = perturb(LongformerForMaskedLM(config), 38)
+    decoder, embed = model.lm_head.decoder, model.longformer.embeddings.word_embeddings
+    assert (decoder.weight - embed.weight).abs().max() > 0.1
+    assert (decoder.bias - model.lm_head.bias).abs().max() > 0.1
+    rows = [[BOS] + words(g, 9) + [SEP], [BOS] + words(g, 5) + [SEP]]
+    ids, mask, glob = pad_rows(rows, [[0], [0, 3]])
+    logits_case("head_mlm_untied", model, ids, mask, glob)
+
+
 def sequence_classification(g):
     config = tiny_config([4, 8], num_labels=3)
     model = perturb(LongformerForSequenceClassification(config), 33)
@@ -201,6 +218,9 @@ def masked_lm_text():
 
 def main():
     os.makedirs(ROOT, exist_ok=True)
+    if sys.argv[1:] == ["mlm_untied"]:
+        masked_lm_untied()
+        return
     g = torch.Generator().manual_seed(30)
     masked_lm(g)
     sequence_classification(g)
@@ -208,6 +228,7 @@ def main():
     token_classification(g)
     multiple_choice(g)
     masked_lm_text()
+    masked_lm_untied()
 
 
 if __name__ == "__main__":

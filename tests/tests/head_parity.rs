@@ -103,6 +103,28 @@ fn masked_lm_from_a_bin_with_tied_decoder_duplicates_matches_hf() {
     check_masked_lm("head_mlm_bin");
 }
 
+/// `tie_word_embeddings: false`: HF's decoder is `lm_head.decoder.{weight,bias}`, not the word
+/// embedding and `lm_head.bias`.
+#[test]
+fn masked_lm_with_an_untied_decoder_matches_hf() {
+    check_masked_lm("head_mlm_untied");
+}
+
+#[test]
+fn an_untied_decoder_missing_from_the_file_is_an_error_naming_the_key() {
+    for key in ["lm_head.decoder.weight", "lm_head.decoder.bias"] {
+        let dir = scratch_copy("head_mlm_untied", &format!("untied-without-{key}"));
+        edit_safetensors(&dir, |tensors| tensors.retain(|t| t.0 != key));
+        let err = load_head::<LongformerForMaskedLM>(&dir, &Device::flex()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LoadError::MissingKeys { .. }), "{msg}");
+        assert!(
+            msg.contains(key) && msg.contains("model.safetensors"),
+            "{msg}"
+        );
+    }
+}
+
 #[test]
 fn sequence_classification_matches_hf() {
     let case = Case::new("head_sequence_classification");

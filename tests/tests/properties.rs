@@ -325,7 +325,8 @@ fn batched_equals_one_by_one(
 fn too_long_input_is_an_error_not_a_panic() {
     let device = Device::flex();
     let model = LongformerConfig::tiny(50).init(&device);
-    let ids = Tensor::<2, Int>::ones([1, 513], &device);
+    // Id 5: pad ids (1) take no position and do not count towards the limit, as in HF.
+    let ids = Tensor::<2, Int>::ones([1, 513], &device) * 5;
     let err = model
         .try_forward(LongformerInput::new(ids))
         .unwrap_err()

@@ -1,7 +1,14 @@
 //! [`LongformerConfig`]: the model's hyper-parameters, read from a HuggingFace `config.json`.
 //!
 //! Field names are HuggingFace's, so a `config.json` written by `transformers` (or the original
-//! allenai release, which carries extra legacy keys) deserializes as is. Unknown keys are ignored.
+//! allenai release, which carries extra legacy keys) deserializes as is. Unknown keys are ignored;
+//! a missing optional key takes HF `LongformerConfig`'s default.
+//!
+//! Two of the allenai release's keys are read although HF ignores them: `attention_dilation`
+//! and `autoregressive` (see [`LongformerConfig::attention_dilation`] and
+//! [`LongformerConfig::autoregressive`]). With their neutral values (dilation 1, `false`, as in
+//! every released checkpoint) the model is exactly HF's; other values give the allenai model's
+//! dilated or causal windows, which HF transformers does not compute.
 
 use std::path::Path;
 
@@ -83,7 +90,8 @@ pub struct LongformerConfig {
     #[config(default = 0.1)]
     pub attention_probs_dropout_prob: f64,
     /// Rows of the position embedding. RoBERTa positions start at `pad_token_id + 1`, so the
-    /// longest sequence is `max_position_embeddings - pad_token_id - 1` tokens (4096 for 4098).
+    /// longest sequence is `max_position_embeddings - pad_token_id - 1` tokens (4096 for 4098),
+    /// not counting padding.
     #[config(default = 4098)]
     pub max_position_embeddings: usize,
     /// Rows of the token-type embedding.
@@ -103,11 +111,16 @@ pub struct LongformerConfig {
     #[config(default = 0.02)]
     pub initializer_range: f64,
     /// Dilation of the window per layer, or per layer and head (the original allenai config's
-    /// `attention_dilation`; HF transformers has none). `1` everywhere computes exactly HF's model.
+    /// `attention_dilation`). **Not HF's model:** HF transformers has no dilation and ignores
+    /// this key, so a `config.json` with a dilation other than 1 computes something different
+    /// here than in HF (by design: the allenai model's dilated windows). `1` everywhere (the
+    /// default, and the released checkpoints' value) computes exactly HF's model.
     #[config(default = "AttentionDilation::Uniform(1)")]
     pub attention_dilation: AttentionDilation,
     /// Causal (autoregressive) windows: every token sees itself and the `attention_window / 2`
-    /// tokens before it (the original allenai config's `autoregressive`; HF has none).
+    /// tokens before it (the original allenai config's `autoregressive`). **Not HF's model:** HF
+    /// transformers ignores this key, so `true` computes something different here than in HF
+    /// (by design). `false` (the default) computes exactly HF's model.
     #[config(default = false)]
     pub autoregressive: bool,
     /// Which implementation computes local attention: the fused op where it applies (`Auto`,
@@ -163,8 +176,9 @@ fn default_hidden_act() -> String {
 fn default_dropout() -> f64 {
     0.1
 }
+/// HF `LongformerConfig`'s default (the released checkpoints say 1).
 fn default_type_vocab_size() -> usize {
-    1
+    2
 }
 fn default_layer_norm_eps() -> f64 {
     1e-12
@@ -177,15 +191,21 @@ fn default_attention_window() -> AttentionWindow {
 }
 
 fn window_from_json<'de, D: Deserializer<'de>>(d: D) -> Result<AttentionWindow, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(usize),
-        Many(Vec<usize>),
+    let value = serde_json::Value::deserialize(d)?;
+    let window = |v: &serde_json::Value| v.as_u64().and_then(|w| usize::try_from(w).ok());
+    match &value {
+        serde_json::Value::Array(ws) => ws
+            .iter()
+            .map(window)
+            .collect::<Option<Vec<usize>>>()
+            .map(AttentionWindow::PerLayer),
+        v => window(v).map(AttentionWindow::Uniform),
     }
-    Ok(match Raw::deserialize(d)? {
-        Raw::One(w) => AttentionWindow::Uniform(w),
-        Raw::Many(ws) => AttentionWindow::PerLayer(ws),
+    .ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "attention_window is {value}; it must be an integer or a list of integers, one per \
+             layer"
+        ))
     })
 }
 
@@ -193,9 +213,9 @@ impl LongformerConfig {
     /// Reads and validates a HuggingFace `config.json`.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_json_str(&text).map_err(|e| e.in_file(path))
     }
@@ -364,7 +384,8 @@ impl LongformerConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// The longest sequence (in tokens, padding included) the position embedding can number.
+    /// The most tokens a row may hold, not counting `pad_token_id` (explicit padding takes no
+    /// position, so a padded row may be longer): HF's limit.
     pub fn max_sequence_length(&self) -> usize {
         self.max_position_embeddings - self.pad_token_id - 1
     }
@@ -494,5 +515,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn missing_type_vocab_size_is_hfs_default() {
+        let mut json: serde_json::Value = serde_json::from_str(BASE).unwrap();
+        json.as_object_mut().unwrap().remove("type_vocab_size");
+        let config = LongformerConfig::from_json_str(&json.to_string()).unwrap();
+        // transformers.LongformerConfig().type_vocab_size
+        assert_eq!(config.type_vocab_size, 2);
+    }
+
+    #[test]
+    fn a_malformed_window_is_an_error_naming_the_key() {
+        for bad in ["-2", "8.5", "\"8\"", "[8, -2]", "[8, null]"] {
+            let err = LongformerConfig::from_json_str(&with("attention_window", bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("attention_window is") && !err.contains("untagged"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_in_a_file_print_their_cause_once() {
+        let dir = std::env::temp_dir().join(format!("longformer-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        std::fs::write(&path, with("num_attention_heads", "5")).unwrap();
+        let err = LongformerConfig::from_json_file(&path).unwrap_err();
+        // The message is whole and the error has no source that would repeat it.
+        assert!(err.to_string().contains("not divisible"), "{err}");
+        assert!(std::error::Error::source(&err).is_none(), "{err:?}");
+        let missing = LongformerConfig::from_json_file(dir.join("absent.json")).unwrap_err();
+        assert!(missing.to_string().contains("absent.json"), "{missing}");
+        assert!(std::error::Error::source(&missing).is_none(), "{missing:?}");
     }
 }

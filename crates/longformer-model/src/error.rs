@@ -1,4 +1,6 @@
 //! Error types of the model crate. Every variant carries the evidence: the file, key or value.
+//! Messages are whole: a variant that wraps another error prints it and does not also report it
+//! as its `source()`, so that error chains (`anyhow`'s `Caused by:`) do not print it twice.
 
 use std::path::PathBuf;
 
@@ -6,12 +8,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         /// The config file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not JSON, or a required key is missing or of the wrong type.
     #[error("malformed config JSON: {0}")]
@@ -20,12 +22,12 @@ pub enum ConfigError {
     #[error("invalid config: {0}")]
     Invalid(String),
     /// One of the above, in a named file.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     InFile {
         /// The config file.
         path: PathBuf,
         /// What is wrong with it.
-        source: Box<ConfigError>,
+        error: Box<ConfigError>,
     },
 }
 
@@ -35,7 +37,7 @@ impl ConfigError {
             e @ (Self::Io { .. } | Self::InFile { .. }) => e,
             e => Self::InFile {
                 path: path.to_path_buf(),
-                source: Box::new(e),
+                error: Box::new(e),
             },
         }
     }
@@ -44,14 +46,18 @@ impl ConfigError {
 /// Inputs the model cannot encode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
-    /// The sequence is longer than the position embedding can number.
+    /// A row has more non-padding tokens than the position embedding can number. Like HF, only
+    /// ids other than `pad_token_id` take a position, so explicit padding does not count.
     #[error(
-        "sequence length {seq_length} exceeds the model's maximum of {max} tokens \
-         (max_position_embeddings - pad_token_id - 1); split or truncate the input"
+        "row {row}: sequence length {length} exceeds the model's maximum of {max} tokens \
+         (not counting pad_token_id; max_position_embeddings - pad_token_id - 1); split or \
+         truncate the input"
     )]
     TooLong {
-        /// Length of the input.
-        seq_length: usize,
+        /// Batch row.
+        row: usize,
+        /// Tokens of the row whose id is not `pad_token_id`.
+        length: usize,
         /// The model's maximum.
         max: usize,
     },
@@ -79,6 +85,45 @@ pub enum InputError {
         id: i64,
         /// Rows of the word embedding.
         vocab_size: usize,
+    },
+    /// An id too large (or negative) for any vocabulary: the model's integer tensors could not
+    /// hold it.
+    #[error("token id {id} at [{row}, {col}] is not a token id (ids are 0 to 2147483647)")]
+    TokenIdRange {
+        /// Batch row.
+        row: usize,
+        /// Position.
+        col: usize,
+        /// The offending id.
+        id: i64,
+    },
+    /// A token type id outside the token-type embedding.
+    #[error(
+        "token type id {id} at [{row}, {col}] is outside the type_vocab_size of {type_vocab_size}"
+    )]
+    TokenTypeOutOfRange {
+        /// Batch row.
+        row: usize,
+        /// Position.
+        col: usize,
+        /// The offending id.
+        id: i64,
+        /// Rows of the token-type embedding.
+        type_vocab_size: usize,
+    },
+    /// A mask given as integers holds a value other than 0 and 1. HF reads such values in its
+    /// own way (an `attention_mask` of 2 is global, a `global_attention_mask` of 2 is local, -1
+    /// is padding), so they are refused rather than guessed.
+    #[error("{mask} at [{row}, {col}] is {value}; masks hold only 0 and 1")]
+    MaskValue {
+        /// Which mask.
+        mask: &'static str,
+        /// Batch row.
+        row: usize,
+        /// Position.
+        col: usize,
+        /// The offending value.
+        value: i64,
     },
     /// The default global attention of question answering or multiple choice needs exactly
     /// three separator tokens per row (`<s> question </s></s> context </s>`), as in HF.
@@ -141,8 +186,12 @@ pub enum LoadError {
     /// `config.json` is missing or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Neither `model.safetensors` nor `pytorch_model.bin` is in the directory.
-    #[error("no model.safetensors or pytorch_model.bin in {0}")]
+    /// Neither `model.safetensors` nor `pytorch_model.bin` (nor a sharded checkpoint's index,
+    /// `model.safetensors.index.json` or `pytorch_model.bin.index.json`) is in the directory.
+    #[error(
+        "no model.safetensors or pytorch_model.bin (nor a sharded checkpoint's \
+         model.safetensors.index.json or pytorch_model.bin.index.json) in {0}"
+    )]
     NoWeights(PathBuf),
     /// The weight file could not be read or parsed.
     #[error("cannot read weights from {path}: {message}")]

@@ -10,6 +10,11 @@ use crate::error::InputError;
 /// Masks are boolean: `attention_mask` is `true` for real tokens and `false` for padding (HF's
 /// `1`/`0`); `global_attention_mask` is `true` for tokens with global attention. A token that is
 /// padding is never global. Missing masks mean "no padding" and "no global tokens", as in HF.
+/// From integer data ([`try_from_rows`](Self::try_from_rows)) only `0` and `1` are accepted: HF
+/// reads other values in ways of its own (an `attention_mask` of `2` makes a token global).
+///
+/// `token_type_ids` must be below the config's `type_vocab_size` (checked by
+/// [`LongformerModel::try_forward`](crate::LongformerModel::try_forward)).
 ///
 /// # Shapes
 /// - `input_ids`: `[batch_size, seq_length]`
@@ -58,6 +63,9 @@ impl LongformerInput {
     /// Builds an input from host data in HF's integer convention (`1` real / `0` pad; `1` global).
     ///
     /// Rows may be ragged: shorter rows are padded on the right with `pad_token_id` (and mask 0).
+    ///
+    /// # Panics
+    /// On data [`try_from_rows`](Self::try_from_rows) rejects, with its message.
     pub fn from_rows(
         input_ids: &[Vec<i64>],
         attention_mask: Option<&[Vec<i64>]>,
@@ -65,36 +73,87 @@ impl LongformerInput {
         pad_token_id: i64,
         device: &Device,
     ) -> Self {
+        Self::try_from_rows(
+            input_ids,
+            attention_mask,
+            global_attention_mask,
+            pad_token_id,
+            device,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`from_rows`](Self::from_rows), returning an error for data it cannot represent
+    /// faithfully instead of panicking: a mask value other than `0` or `1` (HF gives other values
+    /// meanings of their own) and an id outside `0..=2147483647` (the device's integers may not
+    /// hold it). Ids outside the vocabulary are left to
+    /// [`LongformerModel::try_forward`](crate::LongformerModel::try_forward), which knows it.
+    ///
+    /// # Errors
+    /// [`InputError::MaskValue`] and [`InputError::TokenIdRange`], naming the row and column.
+    pub fn try_from_rows(
+        input_ids: &[Vec<i64>],
+        attention_mask: Option<&[Vec<i64>]>,
+        global_attention_mask: Option<&[Vec<i64>]>,
+        pad_token_id: i64,
+        device: &Device,
+    ) -> Result<Self, InputError> {
         let batch_size = input_ids.len();
         let seq_length = input_ids.iter().map(Vec::len).max().unwrap_or(0);
-        let cell = |rows: Option<&[Vec<i64>]>, b: usize, t: usize, default: i64| {
-            rows.and_then(|r| r.get(b))
-                .and_then(|r| r.get(t))
-                .copied()
-                .unwrap_or(default)
+        // The 0/1 value of `mask` at (row, col), `default` where the mask or its cell is absent.
+        let cell = |mask: &'static str,
+                    rows: Option<&[Vec<i64>]>,
+                    row: usize,
+                    col: usize,
+                    default: bool| {
+            match rows.and_then(|r| r.get(row)).and_then(|r| r.get(col)) {
+                None => Ok(default),
+                Some(0) => Ok(false),
+                Some(1) => Ok(true),
+                Some(&value) => Err(InputError::MaskValue {
+                    mask,
+                    row,
+                    col,
+                    value,
+                }),
+            }
         };
         let mut ids = Vec::with_capacity(batch_size * seq_length);
         let mut real = Vec::with_capacity(batch_size * seq_length);
         let mut global = Vec::with_capacity(batch_size * seq_length);
-        for (b, row) in input_ids.iter().enumerate() {
-            for t in 0..seq_length {
-                let inside = t < row.len();
-                ids.push(if inside { row[t] } else { pad_token_id });
-                real.push(inside && cell(attention_mask, b, t, 1) != 0);
-                global.push(inside && cell(global_attention_mask, b, t, 0) != 0);
+        for (row, id_row) in input_ids.iter().enumerate() {
+            for col in 0..seq_length {
+                let Some(&id) = id_row.get(col) else {
+                    ids.push(pad_token_id);
+                    real.push(false);
+                    global.push(false);
+                    continue;
+                };
+                if !(0..=i64::from(i32::MAX)).contains(&id) {
+                    return Err(InputError::TokenIdRange { row, col, id });
+                }
+                ids.push(id);
+                real.push(cell("attention_mask", attention_mask, row, col, true)?);
+                global.push(cell(
+                    "global_attention_mask",
+                    global_attention_mask,
+                    row,
+                    col,
+                    false,
+                )?);
             }
         }
         let shape = [batch_size, seq_length];
         let input = Self::new(Tensor::from_data(TensorData::new(ids, shape), device))
             .with_attention_mask(Tensor::from_data(TensorData::new(real, shape), device));
-        if global_attention_mask.is_some() {
+        Ok(if global_attention_mask.is_some() {
             input.with_global_attention_mask(Tensor::from_data(
                 TensorData::new(global, shape),
                 device,
             ))
         } else {
             input
-        }
+        })
     }
 
     /// `[batch_size, seq_length]`.

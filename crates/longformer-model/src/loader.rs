@@ -1,8 +1,10 @@
 //! Loading HuggingFace Longformer checkpoints.
 //!
-//! A checkpoint directory holds `config.json` and `model.safetensors` or `pytorch_model.bin`.
-//! Keys may be bare (`LongformerModel.save_pretrained`), prefixed `longformer.` (task-head
-//! models) or `roberta.` (the original allenai release). HF key → module path:
+//! A checkpoint directory holds `config.json` and `model.safetensors` or `pytorch_model.bin`, or
+//! the shards that `model.safetensors.index.json` / `pytorch_model.bin.index.json` name (HF's
+//! sharded checkpoints). Keys may be bare (`LongformerModel.save_pretrained`), prefixed
+//! `longformer.` (task-head models) or `roberta.` (the original allenai release), key by key as
+//! HF accepts them. HF key → module path:
 //!
 //! | HF key | module path |
 //! |---|---|
@@ -15,8 +17,8 @@
 //!
 //! [`load_pretrained`] ignores head weights (`lm_head.*`, `classifier.*`, `qa_outputs.*`) and
 //! the `position_ids` buffer; any other unknown key, a missing key, a wrong shape or a non-float
-//! tensor is an error naming the key and the file. Half-precision and f64 checkpoints are
-//! converted to f32.
+//! tensor is an error naming the key as written and the file (shapes in the file's layout).
+//! Half-precision and f64 checkpoints are converted to f32.
 //!
 //! Task-head models ([`crate::heads`]) load with [`load_head`]: their modules carry HF's names
 //! (`longformer`, `lm_head`, `classifier`, `qa_outputs`), so a head checkpoint's keys are module
@@ -24,13 +26,15 @@
 //! head keys (`lm_head.layer_norm.weight`, `classifier.out_proj.bias`, ...) map to themselves, with
 //! the same strict checks. [`load_with_new_head`] starts a head from any checkpoint's encoder.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::store::{
-    ApplyError, ApplyResult, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore,
-    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyError, ApplyResult, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
+    ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
 use burn::tensor::{DType, Device};
+use serde::Deserialize;
 
 use crate::config::LongformerConfig;
 use crate::error::LoadError;
@@ -56,38 +60,43 @@ pub fn load_pretrained(
     load_weights(&config, weights_file(dir)?, device)
 }
 
-/// The weight file of a model directory: `model.safetensors`, else `pytorch_model.bin`.
+/// The weights of a model directory, in HF's order of preference: `model.safetensors`, the
+/// sharded `model.safetensors.index.json`, `pytorch_model.bin`, `pytorch_model.bin.index.json`.
 pub fn weights_file(dir: &Path) -> Result<PathBuf, LoadError> {
-    ["model.safetensors", "pytorch_model.bin"]
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| LoadError::NoWeights(dir.to_path_buf()))
+    [
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    ]
+    .iter()
+    .map(|name| dir.join(name))
+    .find(|p| p.is_file())
+    .ok_or_else(|| LoadError::NoWeights(dir.to_path_buf()))
 }
 
-/// Builds a model for `config` and fills it from a `.safetensors` or PyTorch (`.bin`, `.pt`) file.
+/// Builds a model for `config` and fills it from a `.safetensors` or PyTorch (`.bin`, `.pt`)
+/// file, or from the shards a sharded checkpoint's `*.index.json` names.
 pub fn load_weights(
     config: &LongformerConfig,
     path: impl AsRef<Path>,
     device: &Device,
 ) -> Result<LongformerModel, LoadError> {
     config.validate()?;
-    let path = path.as_ref();
-    let keys = file_keys(path)?;
-    let prefix = detect_prefix(&keys);
-    let has_pooler = keys
-        .iter()
-        .any(|k| k.starts_with(&format!("{prefix}pooler.")));
-    let mut model = config.init_with_pooler(has_pooler, device);
+    let checkpoint = Checkpoint::open(path.as_ref())?;
+    let prefix = detect_prefix(&checkpoint.keys());
     let mut remaps = Vec::new();
     if !prefix.is_empty() {
         remaps.push((format!("^{}", regex_escape(&prefix)), String::new()));
     }
     remaps.extend(encoder_remaps());
-    let result = apply_file(&mut model, path, &remaps)?;
-    check_result(
+    let paths = checkpoint.module_paths(&remaps)?;
+    let has_pooler = paths.keys().any(|p| p.starts_with("pooler."));
+    let mut model = config.init_with_pooler(has_pooler, device);
+    let result = checkpoint.apply(&mut model, &remaps)?;
+    checkpoint.check(
         result,
-        path,
+        &paths,
         |k| hf_key(k, &prefix),
         |k| {
             HEAD_PREFIXES
@@ -100,7 +109,7 @@ pub fn load_weights(
 }
 
 /// Loads a task-head model (see [`crate::heads`]) from a HuggingFace directory: `config.json`
-/// and `model.safetensors` or `pytorch_model.bin`, as the head's `save_pretrained` writes them.
+/// and the weights ([`weights_file`]), as the head's `save_pretrained` writes them.
 ///
 /// Strict: every tensor of the model must be in the file and every tensor of the file must be
 /// used, except the buffers `position_ids` / `token_type_ids` and the head's own duplicates
@@ -114,33 +123,32 @@ pub fn load_head<H: TaskHead>(dir: impl AsRef<Path>, device: &Device) -> Result<
 }
 
 /// Builds a head model for `config` and fills it, strictly, from a `.safetensors` or PyTorch
-/// file. Encoder keys may be prefixed `longformer.` (HF heads), `roberta.` or bare.
+/// file or a sharded checkpoint's `*.index.json`. Encoder keys may be prefixed `longformer.`
+/// (HF heads), `roberta.` or bare.
 pub fn load_head_weights<H: TaskHead>(
     config: &LongformerHeadConfig,
     path: impl AsRef<Path>,
     device: &Device,
 ) -> Result<H, LoadError> {
-    let path = path.as_ref();
     let mut model: H = config.init(device)?;
-    let keys = file_keys(path)?;
+    let checkpoint = Checkpoint::open(path.as_ref())?;
+    let keys = checkpoint.keys();
     let prefix = detect_prefix(&keys);
-    let mut remaps = match prefix.as_str() {
-        "longformer." => Vec::new(),
-        "" => vec![(
-            r"^(embeddings|encoder|pooler)\.".to_string(),
-            "longformer.${1}.".to_string(),
-        )],
-        other => vec![(
-            format!("^{}", regex_escape(other)),
-            "longformer.".to_string(),
-        )],
-    };
+    // Bare encoder keys (and `roberta.` ones) become `longformer.` module paths.
+    let mut remaps = vec![(
+        r"^(embeddings|encoder|pooler)\.".to_string(),
+        "longformer.${1}.".to_string(),
+    )];
+    if prefix == "roberta." {
+        remaps.push((r"^roberta\.".to_string(), "longformer.".to_string()));
+    }
     remaps.extend(encoder_remaps());
-    remaps.extend(H::key_remaps(&keys));
-    let result = apply_file(&mut model, path, &remaps)?;
-    check_result(
+    remaps.extend(H::key_remaps(&keys, config));
+    let paths = checkpoint.module_paths(&remaps)?;
+    let result = checkpoint.apply(&mut model, &remaps)?;
+    checkpoint.check(
         result,
-        path,
+        &paths,
         |k| head_hf_key(k, &prefix),
         |k| {
             H::IGNORED_KEYS.contains(&k)
@@ -166,12 +174,212 @@ pub fn load_with_new_head<H: TaskHead>(
     Ok(H::with_encoder(encoder, &config, device)?)
 }
 
-/// The keys of a weight file, as written; PyTorch files must be float32.
-fn file_keys(path: &Path) -> Result<Vec<String>, LoadError> {
+/// The tensors of a checkpoint: one weight file, or the shards of a sharded checkpoint.
+struct Checkpoint {
+    /// What errors about the whole checkpoint name: the weight file, or the shards' index.
+    path: PathBuf,
+    /// The weight files, in the index's order.
+    files: Vec<PathBuf>,
+    /// Every key as written, with the file holding it and its shape there.
+    tensors: BTreeMap<String, (PathBuf, Vec<usize>)>,
+}
+
+impl Checkpoint {
+    /// Reads the keys and shapes of the weight file at `path`, or of every shard that the
+    /// `*.index.json` at `path` names. PyTorch files must be float32.
+    fn open(path: &Path) -> Result<Self, LoadError> {
+        let files = if path.to_string_lossy().ends_with(".index.json") {
+            shard_files(path)?
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let mut tensors = BTreeMap::new();
+        for file in &files {
+            for (key, shape) in file_tensors(file)? {
+                if let Some((first, _)) = tensors.insert(key.clone(), (file.clone(), shape)) {
+                    return Err(LoadError::BadTensor {
+                        path: file.clone(),
+                        key,
+                        message: format!("also in {}", first.display()),
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            files,
+            tensors,
+        })
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    /// Module path → key as written, for every key of the checkpoint renamed by `remaps` as the
+    /// stores rename them. Two keys naming the same tensor (`longformer.x` and a bare `x`) are
+    /// an error.
+    fn module_paths(
+        &self,
+        remaps: &[(String, String)],
+    ) -> Result<HashMap<String, String>, LoadError> {
+        let patterns = remapper(remaps).to_regex_pairs();
+        let mut paths = HashMap::new();
+        for key in self.tensors.keys() {
+            let path = patterns.iter().fold(key.clone(), |k, (re, to)| {
+                re.replace_all(&k, to.as_str()).into_owned()
+            });
+            if let Some(other) = paths.insert(path, key.clone()) {
+                return Err(LoadError::BadTensor {
+                    path: self.tensors[key].0.clone(),
+                    key: key.clone(),
+                    message: format!("{other} holds the same tensor"),
+                });
+            }
+        }
+        Ok(paths)
+    }
+
+    /// Fills `module` from every file, keys renamed by `remaps` (regex, replacement) in order;
+    /// the results of the files merged (a path is missing when no file has it).
+    fn apply<M: ModuleSnapshot>(
+        &self,
+        module: &mut M,
+        remaps: &[(String, String)],
+    ) -> Result<ApplyResult, LoadError> {
+        let mut merged: Option<ApplyResult> = None;
+        for file in &self.files {
+            let result = apply_file(module, file, remaps)?;
+            merged = Some(match merged {
+                None => result,
+                Some(mut all) => {
+                    all.applied.extend(result.applied);
+                    all.unused.extend(result.unused);
+                    all.errors.extend(result.errors);
+                    all.missing
+                        .retain(|(p, _)| result.missing.iter().any(|(q, _)| p == q));
+                    all
+                }
+            });
+        }
+        Ok(merged.expect("a checkpoint has at least one file"))
+    }
+
+    /// Missing keys, unused keys (unless `ignored`) and tensor errors as a [`LoadError`]. Keys
+    /// of the file are named as written (`paths`); missing ones by `key_of`, which turns a
+    /// module path into the key the file would have.
+    fn check(
+        &self,
+        result: ApplyResult,
+        paths: &HashMap<String, String>,
+        key_of: impl Fn(&str) -> String,
+        ignored: impl Fn(&str) -> bool,
+    ) -> Result<(), LoadError> {
+        let written = |p: &str| paths.get(p).cloned().unwrap_or_else(|| key_of(p));
+        if let Some(error) = result.errors.first() {
+            let (module_path, message) = match error {
+                ApplyError::ShapeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => (path, self.shape_message(&written(path), expected, found)),
+                ApplyError::DTypeMismatch {
+                    path,
+                    expected,
+                    found,
+                } => (
+                    path,
+                    format!("dtype {found:?} where the model needs {expected:?}"),
+                ),
+                ApplyError::AdapterError { path, message }
+                | ApplyError::LoadError { path, message } => (path, message.clone()),
+            };
+            let key = written(module_path);
+            return Err(LoadError::BadTensor {
+                path: self
+                    .tensors
+                    .get(&key)
+                    .map_or_else(|| self.path.clone(), |(file, _)| file.clone()),
+                key,
+                message,
+            });
+        }
+        if !result.missing.is_empty() {
+            return Err(LoadError::MissingKeys {
+                path: self.path.clone(),
+                keys: result.missing.iter().map(|(k, _)| key_of(k)).collect(),
+            });
+        }
+        let mut unexpected: Vec<String> = result
+            .unused
+            .iter()
+            .filter(|k| !ignored(k))
+            .map(|k| written(k))
+            .collect();
+        unexpected.sort();
+        if !unexpected.is_empty() {
+            return Err(LoadError::UnexpectedKeys {
+                path: self.path.clone(),
+                keys: unexpected,
+            });
+        }
+        Ok(())
+    }
+
+    /// A shape mismatch in the file's layout: the loader transposes linear weights into Burn's
+    /// `[d_in, d_out]`, so where the store's shapes are the file's reversed, so is the expected one.
+    fn shape_message(&self, key: &str, expected: &[usize], found: &[usize]) -> String {
+        let (file_shape, expected) = match self.tensors.get(key) {
+            Some((_, shape)) if shape.as_slice() != found => {
+                (shape.clone(), expected.iter().rev().copied().collect())
+            }
+            _ => (found.to_vec(), expected.to_vec()),
+        };
+        format!("shape {file_shape:?} does not fit the model's {expected:?}")
+    }
+}
+
+/// The shards a sharded checkpoint's index (`{"weight_map": {key: file}}`) names, in order,
+/// each once; every one must exist next to the index.
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    #[derive(Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| read_error(index, e))?;
+    let index_json: Index = serde_json::from_str(&text).map_err(|e| read_error(index, e))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for name in index_json.weight_map.values() {
+        let file = dir.join(name);
+        if !files.contains(&file) {
+            if !file.is_file() {
+                return Err(read_error(
+                    index,
+                    format!("it names the shard {}, which is absent", file.display()),
+                ));
+            }
+            files.push(file);
+        }
+    }
+    if files.is_empty() {
+        return Err(read_error(index, "its weight_map names no shard"));
+    }
+    Ok(files)
+}
+
+/// The keys and shapes of one weight file, as written; PyTorch files must be float32.
+fn file_tensors(path: &Path) -> Result<Vec<(String, Vec<usize>)>, LoadError> {
+    let entries = |tensors: &BTreeMap<String, burn::store::burn_pack::Tensor>| {
+        tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shape.as_slice().to_vec()))
+            .collect()
+    };
     if is_safetensors(path) {
-        return SafetensorsStore::from_file(path)
-            .keys()
-            .map_err(|e| read_error(path, e));
+        let mut store = SafetensorsStore::from_file(path);
+        let tensors = store.get_all_tensors().map_err(|e| read_error(path, e))?;
+        return Ok(entries(tensors));
     }
     // PytorchStore always applies the PyTorch → Burn adapter and cannot cast: require f32.
     let mut raw = PytorchStore::from_file(path);
@@ -189,11 +397,16 @@ fn file_keys(path: &Path) -> Result<Vec<String>, LoadError> {
             ),
         });
     }
-    Ok(tensors.keys().cloned().collect())
+    Ok(entries(tensors))
 }
 
 fn is_safetensors(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "safetensors")
+}
+
+/// `remaps` (regex, replacement), applied in order to every key.
+fn remapper(remaps: &[(String, String)]) -> KeyRemapper {
+    KeyRemapper::from_patterns(remaps.to_vec()).expect("the loader's key patterns are valid")
 }
 
 /// Fills `module` from the file at `path`, keys renamed by `remaps` (regex, replacement) in order.
@@ -203,11 +416,8 @@ fn apply_file<M: ModuleSnapshot>(
     remaps: &[(String, String)],
 ) -> Result<ApplyResult, LoadError> {
     if is_safetensors(path) {
-        let mut store = remaps
-            .iter()
-            .fold(SafetensorsStore::from_file(path), |s, (from, to)| {
-                s.with_key_remapping(from, to.as_str())
-            })
+        let mut store = SafetensorsStore::from_file(path)
+            .remap(remapper(remaps))
             .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
             .validate(false)
             .allow_partial(true);
@@ -215,11 +425,8 @@ fn apply_file<M: ModuleSnapshot>(
             .load_from(&mut store)
             .map_err(|e| read_error(path, e))
     } else {
-        let mut store = remaps
-            .iter()
-            .fold(PytorchStore::from_file(path), |s, (from, to)| {
-                s.with_key_remapping(from, to.as_str())
-            })
+        let mut store = PytorchStore::from_file(path)
+            .remap(remapper(remaps))
             .validate(false)
             .allow_partial(true);
         module
@@ -228,7 +435,8 @@ fn apply_file<M: ModuleSnapshot>(
     }
 }
 
-/// The prefix every model key carries in this file (`""`, `"longformer."` or `"roberta."`).
+/// The prefix the file's embeddings carry (`""`, `"longformer."` or `"roberta."`); other keys
+/// may carry it or be bare.
 fn detect_prefix(keys: &[String]) -> String {
     let has = |p: &str| {
         keys.iter()
@@ -250,66 +458,6 @@ fn encoder_remaps() -> [(String, String); 2] {
             ".attention.self_attn.".into(),
         ),
     ]
-}
-
-/// Missing keys, unused keys (unless `ignored`) and tensor errors as a [`LoadError`]; `key_of`
-/// turns a module path back into the file's key.
-fn check_result(
-    result: ApplyResult,
-    path: &Path,
-    key_of: impl Fn(&str) -> String,
-    ignored: impl Fn(&str) -> bool,
-) -> Result<(), LoadError> {
-    if let Some(error) = result.errors.first() {
-        let (key, message) = match error {
-            ApplyError::ShapeMismatch {
-                path,
-                expected,
-                found,
-            } => (
-                path,
-                format!(
-                    "shape {:?} does not fit the model's {:?}",
-                    found.as_slice(),
-                    expected.as_slice()
-                ),
-            ),
-            ApplyError::DTypeMismatch {
-                path,
-                expected,
-                found,
-            } => (
-                path,
-                format!("dtype {found:?} where the model needs {expected:?}"),
-            ),
-            ApplyError::AdapterError { path, message }
-            | ApplyError::LoadError { path, message } => (path, message.clone()),
-        };
-        return Err(LoadError::BadTensor {
-            path: path.to_path_buf(),
-            key: key_of(key),
-            message,
-        });
-    }
-    if !result.missing.is_empty() {
-        return Err(LoadError::MissingKeys {
-            path: path.to_path_buf(),
-            keys: result.missing.iter().map(|(k, _)| key_of(k)).collect(),
-        });
-    }
-    let unexpected: Vec<String> = result
-        .unused
-        .iter()
-        .filter(|k| !ignored(k))
-        .map(|k| key_of(k))
-        .collect();
-    if !unexpected.is_empty() {
-        return Err(LoadError::UnexpectedKeys {
-            path: path.to_path_buf(),
-            keys: unexpected,
-        });
-    }
-    Ok(())
 }
 
 /// The checkpoint key of a module path (inverse of the prefix removal, `encoder_remaps` and

@@ -25,7 +25,8 @@ pub struct LongformerModel {
     pub pooler: Option<LongformerPooler>,
     /// Rows of the word embedding.
     pub vocab_size: usize,
-    /// Longest accepted sequence.
+    /// Most tokens a row may hold, not counting `pad_token_id` (HF's limit: the last position,
+    /// `pad_token_id + max_sequence_length`, is the last row of the position embedding).
     pub max_sequence_length: usize,
 }
 
@@ -102,12 +103,15 @@ impl LongformerModel {
     ///
     /// # Panics
     /// On inputs [`try_forward`](Self::try_forward) rejects (too long, bad mask shapes, ids
-    /// outside the vocabulary), with its message.
+    /// or token types outside the vocabulary), with its message.
     pub fn forward(&self, input: LongformerInput) -> LongformerOutput {
         self.try_forward(input).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`forward`](Self::forward), returning an error for invalid input instead of panicking.
+    ///
+    /// # Errors
+    /// Inputs [`check`](Self::check) rejects.
     pub fn try_forward(&self, input: LongformerInput) -> Result<LongformerOutput, InputError> {
         self.run(input, false)
     }
@@ -145,7 +149,15 @@ impl LongformerModel {
         })
     }
 
-    /// Checks shapes, length and token ids before any computation.
+    /// Checks shapes, length, token ids and token type ids before any computation.
+    ///
+    /// The length limit is HF's: a row may hold at most `max_sequence_length` ids other than
+    /// `pad_token_id` (only those take a position), however much explicit padding follows.
+    ///
+    /// # Errors
+    /// [`InputError`]: empty input, a mask or `token_type_ids` of the wrong shape, a row too
+    /// long, a token id outside the vocabulary, a token type id outside `type_vocab_size`, or
+    /// [`LocalAttentionKernel::Fused`] on a device without the fused op.
     pub fn check(&self, input: &LongformerInput) -> Result<(), InputError> {
         input.check_shapes()?;
         let device = input.input_ids.device();
@@ -160,15 +172,20 @@ impl LongformerModel {
             });
         }
         let [_, seq_length] = input.dims();
-        if seq_length > self.max_sequence_length {
-            return Err(InputError::TooLong {
-                seq_length,
-                max: self.max_sequence_length,
-            });
+        let ids: Vec<i64> = input.input_ids.clone().into_data().iter::<i64>().collect();
+        let pad = self.embeddings.pad_token_id as i64;
+        for (row, row_ids) in ids.chunks(seq_length).enumerate() {
+            let length = row_ids.iter().filter(|&&id| id != pad).count();
+            if length > self.max_sequence_length {
+                return Err(InputError::TooLong {
+                    row,
+                    length,
+                    max: self.max_sequence_length,
+                });
+            }
         }
-        let ids = input.input_ids.clone().into_data();
         if let Some((i, id)) = ids
-            .iter::<i64>()
+            .into_iter()
             .enumerate()
             .find(|(_, id)| *id < 0 || *id as usize >= self.vocab_size)
         {
@@ -178,6 +195,23 @@ impl LongformerModel {
                 id,
                 vocab_size: self.vocab_size,
             });
+        }
+        if let Some(types) = &input.token_type_ids {
+            let [type_vocab_size, _] = self.embeddings.token_type_embeddings.weight.dims();
+            if let Some((i, id)) = types
+                .clone()
+                .into_data()
+                .iter::<i64>()
+                .enumerate()
+                .find(|(_, id)| *id < 0 || *id as usize >= type_vocab_size)
+            {
+                return Err(InputError::TokenTypeOutOfRange {
+                    row: i / seq_length,
+                    col: i % seq_length,
+                    id,
+                    type_vocab_size,
+                });
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! [`LongformerHeadConfig`]: the encoder's [`LongformerConfig`] plus the `config.json` keys the
-//! task heads read (`num_labels` / `id2label`, `sep_token_id`), and [`TaskHead`], what every
-//! head model implements so that the loader and [`LongformerHeadConfig::init`] can build it.
+//! task heads read (`num_labels` / `id2label`, `sep_token_id`, `tie_word_embeddings`), and
+//! [`TaskHead`], what every head model implements so that the loader and
+//! [`LongformerHeadConfig::init`] can build it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +21,8 @@ use crate::pooler::LongformerPooler;
 ///
 /// Read one from a HuggingFace `config.json` with [`from_json_file`](Self::from_json_file): the
 /// encoder part through [`LongformerConfig`], the head part from `num_labels`, or else the length
-/// of `id2label` (HF's default: 2 labels), and `sep_token_id` (default 2).
+/// of `id2label` (HF's default: 2 labels), `sep_token_id` (default 2) and `tie_word_embeddings`
+/// (HF's default: `true`).
 #[derive(Config, Debug)]
 pub struct LongformerHeadConfig {
     /// The encoder.
@@ -35,6 +37,10 @@ pub struct LongformerHeadConfig {
     /// and multiple choice.
     #[config(default = 2)]
     pub sep_token_id: usize,
+    /// Whether the masked-LM decoder is the word embedding (HF's default). When `false`, the
+    /// decoder is its own `lm_head.decoder.{weight,bias}`, as in HF.
+    #[config(default = true)]
+    pub tie_word_embeddings: bool,
 }
 
 /// The head keys of HF's `config.json`; everything else is left to [`LongformerConfig`].
@@ -43,15 +49,16 @@ struct HeadKeysJson {
     num_labels: Option<usize>,
     id2label: Option<BTreeMap<String, String>>,
     sep_token_id: Option<usize>,
+    tie_word_embeddings: Option<bool>,
 }
 
 impl LongformerHeadConfig {
     /// Reads and validates a HuggingFace `config.json`.
     pub fn from_json_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_json_str(&text).map_err(|e| e.in_file(path))
     }
@@ -78,6 +85,7 @@ impl LongformerHeadConfig {
             num_labels,
             id2label,
             sep_token_id: keys.sep_token_id.unwrap_or(2),
+            tie_word_embeddings: keys.tie_word_embeddings.unwrap_or(true),
         };
         config.validate()?;
         Ok(config)
@@ -163,11 +171,11 @@ pub trait TaskHead: ModuleSnapshot + Sized {
         device: &Device,
     ) -> Result<Self, ConfigError>;
 
-    /// Key renamings (regex, replacement) a checkpoint with these `keys` needs, applied after
-    /// the encoder prefix is settled; e.g. `lm_head.decoder.bias` → `lm_head.bias` in a masked-LM
-    /// file that only has the former.
-    fn key_remaps(keys: &[String]) -> Vec<(String, String)> {
-        let _ = keys;
+    /// Key renamings (regex, replacement) a checkpoint with these `keys` needs for a model of
+    /// `config`, applied after the encoder prefix is settled; e.g. `lm_head.decoder.bias` →
+    /// `lm_head.bias` in a tied masked-LM file that only has the former.
+    fn key_remaps(keys: &[String], config: &LongformerHeadConfig) -> Vec<(String, String)> {
+        let _ = (keys, config);
         Vec::new()
     }
 }
@@ -219,6 +227,13 @@ mod tests {
         assert_eq!(config.num_labels, 2);
         assert_eq!(config.label(1), "LABEL_1");
         assert_eq!(config.sep_token_id, 2);
+        assert!(config.tie_word_embeddings);
+    }
+
+    #[test]
+    fn reads_tie_word_embeddings() {
+        let config = LongformerHeadConfig::from_json_str(&with("tie_word_embeddings", "false"));
+        assert!(!config.unwrap().tie_word_embeddings);
     }
 
     #[test]

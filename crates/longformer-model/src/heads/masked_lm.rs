@@ -1,6 +1,7 @@
 //! [`LongformerForMaskedLM`]: the encoder (no pooler) and [`LongformerLmHead`] (HF
-//! `LongformerForMaskedLM`, `LongformerLMHead`): `dense → gelu → layer_norm`, then the decoder
-//! tied to the word embeddings plus `lm_head.bias`.
+//! `LongformerForMaskedLM`, `LongformerLMHead`): `dense → gelu → layer_norm`, then the decoder:
+//! tied to the word embeddings plus `lm_head.bias` (HF's default), or HF's own
+//! `lm_head.decoder` when `config.json` has `"tie_word_embeddings": false`.
 //!
 //! Upstream: `transformers/models/longformer/modeling_longformer.py`, `LongformerLMHead`.
 
@@ -14,16 +15,23 @@ use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler}
 use crate::input::LongformerInput;
 use crate::model::LongformerModel;
 
-/// `dense → gelu → layer_norm → · word_embeddingsᵀ + bias` (HF `lm_head`). The decoder weight is
-/// the encoder's word embedding, so it is not a field: HF's `lm_head.decoder.weight` is a copy.
+/// `dense → gelu → layer_norm → decoder` (HF `lm_head`). With tied word embeddings (HF's
+/// default) the decoder is `· word_embeddingsᵀ + bias`: the encoder's word embedding is the
+/// weight, so HF's `lm_head.decoder.weight` is a copy and not read. Untied, the decoder is its
+/// own linear layer, weight and bias, as in HF.
 #[derive(Module, Debug)]
 pub struct LongformerLmHead {
     /// `d_model → d_model`.
     pub dense: Linear,
     /// Normalization after the activation.
     pub layer_norm: LayerNorm,
-    /// Per-token output bias, `[vocab_size]` (HF `lm_head.bias`, tied to `lm_head.decoder.bias`).
+    /// Per-token output bias of the tied decoder, `[vocab_size]` (HF `lm_head.bias`, tied to
+    /// `lm_head.decoder.bias`).
     pub bias: Param<Tensor<1>>,
+    /// The untied decoder, `d_model → vocab_size` (HF `lm_head.decoder.{weight,bias}`); `None`
+    /// when it is tied to the word embeddings (`tie_word_embeddings`, the default). HF's untied
+    /// decoder has its own bias, and `bias` above is then unused, as in HF.
+    pub decoder: Option<Linear>,
 }
 
 impl LongformerLmHead {
@@ -36,11 +44,13 @@ impl LongformerLmHead {
                 .with_epsilon(m.layer_norm_eps)
                 .init(device),
             bias: Param::from_tensor(Tensor::zeros([m.vocab_size], device)),
+            decoder: (!config.tie_word_embeddings)
+                .then(|| LinearConfig::new(m.hidden_size, m.vocab_size).init(device)),
         };
         hf_init(head, config)
     }
 
-    /// Token scores.
+    /// Token scores; `word_embeddings` is the tied decoder's weight (unused when untied).
     ///
     /// # Shapes
     /// - hidden: `[batch_size, seq_length, d_model]`
@@ -53,7 +63,10 @@ impl LongformerLmHead {
             .layer_norm
             .forward(gelu_exact(self.dense.forward(hidden)))
             .reshape([batch_size * seq_length, d_model]);
-        let logits = x.matmul(word_embeddings.transpose()) + self.bias.val().unsqueeze::<2>();
+        let logits = match &self.decoder {
+            Some(decoder) => decoder.forward(x),
+            None => x.matmul(word_embeddings.transpose()) + self.bias.val().unsqueeze::<2>(),
+        };
         logits.reshape([batch_size, seq_length, vocab_size])
     }
 }
@@ -70,6 +83,7 @@ pub struct LongformerForMaskedLM {
 impl TaskHead for LongformerForMaskedLM {
     const HF_CLASS: &'static str = "LongformerForMaskedLM";
     const POOLER: bool = false;
+    /// The tied decoder's copies (an untied decoder reads them as its own weights).
     const IGNORED_KEYS: &'static [&'static str] =
         &["lm_head.decoder.weight", "lm_head.decoder.bias"];
 
@@ -84,10 +98,11 @@ impl TaskHead for LongformerForMaskedLM {
         })
     }
 
-    /// A file with only `lm_head.decoder.bias` (no `lm_head.bias`) gives it as the bias.
-    fn key_remaps(keys: &[String]) -> Vec<(String, String)> {
+    /// A tied model's file with only `lm_head.decoder.bias` (no `lm_head.bias`) gives it as the
+    /// bias.
+    fn key_remaps(keys: &[String], config: &LongformerHeadConfig) -> Vec<(String, String)> {
         let has = |k: &str| keys.iter().any(|key| key == k);
-        if !has("lm_head.bias") && has("lm_head.decoder.bias") {
+        if config.tie_word_embeddings && !has("lm_head.bias") && has("lm_head.decoder.bias") {
             vec![(r"^lm_head\.decoder\.bias$".into(), "lm_head.bias".into())]
         } else {
             Vec::new()
@@ -142,6 +157,20 @@ mod tests {
         let device = Device::flex();
         let config = LongformerHeadConfig::new(LongformerConfig::tiny(50));
         let model: LongformerForMaskedLM = config.init(&device).unwrap();
+        let input = LongformerInput::from_rows(&[vec![0, 5, 6, 2]], None, None, 1, &device);
+        assert_eq!(model.forward(input).unwrap().dims(), [1, 4, 50]);
+    }
+
+    #[test]
+    fn untied_decoder_is_its_own_layer() {
+        let device = Device::flex();
+        let config = LongformerHeadConfig::new(LongformerConfig::tiny(50));
+        let tied: LongformerForMaskedLM = config.init(&device).unwrap();
+        assert!(tied.lm_head.decoder.is_none());
+        let config = config.with_tie_word_embeddings(false);
+        let model: LongformerForMaskedLM = config.init(&device).unwrap();
+        let decoder = model.lm_head.decoder.as_ref().expect("an untied decoder");
+        assert_eq!(decoder.weight.dims(), [64, 50]);
         let input = LongformerInput::from_rows(&[vec![0, 5, 6, 2]], None, None, 1, &device);
         assert_eq!(model.forward(input).unwrap().dims(), [1, 4, 50]);
     }

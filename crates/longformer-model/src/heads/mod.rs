@@ -3,7 +3,7 @@
 //!
 //! | model | head | output |
 //! |---|---|---|
-//! | [`LongformerForMaskedLM`] | `lm_head`: dense, gelu, LayerNorm, tied decoder + bias | `[batch_size, seq_length, vocab_size]` |
+//! | [`LongformerForMaskedLM`] | `lm_head`: dense, gelu, LayerNorm, decoder (tied to the word embeddings unless `tie_word_embeddings` is false) + bias | `[batch_size, seq_length, vocab_size]` |
 //! | [`LongformerForSequenceClassification`] | `classifier`: dense, tanh, `out_proj` on the first token | `[batch_size, n_labels]` |
 //! | [`LongformerForQuestionAnswering`] | `qa_outputs`: start and end per token | `[batch_size, seq_length]` twice |
 //! | [`LongformerForTokenClassification`] | `classifier` on every token | `[batch_size, seq_length, n_labels]` |
