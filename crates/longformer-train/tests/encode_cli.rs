@@ -91,6 +91,34 @@ fn mask_rows_of_the_wrong_length_are_reported() {
     assert!(err.contains("attention_mask row 0 has 2 entries"), "{err}");
 }
 
+/// Values the model cannot take faithfully are errors naming the file, not panics: a mask value
+/// HF would read differently, an id past the device's integers.
+#[test]
+fn mask_values_and_ids_out_of_range_are_reported() {
+    for (tag, json, expected) in [
+        (
+            "mask2",
+            r#"{"input_ids": [[0, 5, 2]], "global_attention_mask": [[2, 0, 0]]}"#,
+            "global_attention_mask",
+        ),
+        (
+            "bigid",
+            r#"{"input_ids": [[0, 2147483648, 2]]}"#,
+            "2147483648",
+        ),
+    ] {
+        let input = std::env::temp_dir().join(format!("lf-{tag}-{}.json", std::process::id()));
+        std::fs::write(&input, json).unwrap();
+        let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
+        assert!(
+            err.contains(expected) && err.contains(&format!("lf-{tag}")),
+            "{tag}: {err}"
+        );
+    }
+}
+
 #[test]
 fn malformed_json_names_the_file() {
     let input = std::env::temp_dir().join(format!("lf-malformed-{}.json", std::process::id()));

@@ -112,13 +112,17 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         }
         _ => bail!("give either --input FILE.json or --text \"...\""),
     };
-    let input = LongformerInput::from_rows(
+    let input = LongformerInput::try_from_rows(
         &rows.input_ids,
         rows.attention_mask.as_deref(),
         rows.global_attention_mask.as_deref(),
         config.pad_token_id as i64,
         &device,
-    );
+    )
+    .with_context(|| match &args.input {
+        Some(path) => format!("reading {}", path.display()),
+        None => "the tokenized text".to_string(),
+    })?;
     let [batch, seq] = input.dims();
     eprintln!(
         "encoding {batch} row(s) of {seq} tokens on {:?} in {}",
