@@ -4,7 +4,8 @@
 //! RUN_DIR/checkpoints/step-00000120/
 //!     model.bpk       WikiHopModel weights (burnpack; keeps parameter ids)
 //!     optimizer.bpk   AdamW moments, keyed by parameter id
-//!     state.json      TrainState: step, epoch, position in the epoch, history, best dev
+//!     state.json      TrainState: step, epoch, position in the epoch, history, best dev,
+//!                     the training data's fingerprint and the settings
 //! ```
 //! A checkpoint is written into `step-XXXXXXXX.partial/` and renamed when complete, so a
 //! process killed while saving leaves the previous checkpoint intact and the half-written
@@ -20,8 +21,10 @@ use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::examples::DataFingerprint;
 use crate::metrics::History;
 use crate::model::WikiHopModel;
+use crate::trainer::TrainSettings;
 
 /// Where training stands: everything besides the weights needed to continue exactly.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,6 +43,14 @@ pub struct TrainState {
     pub best: Option<BestDev>,
     /// Metrics so far.
     pub history: History,
+    /// The training examples the run trains on; a resumed run must have the same (absent in
+    /// checkpoints written before it was recorded).
+    #[serde(default)]
+    pub data: Option<DataFingerprint>,
+    /// The settings the run trains with; a resumed run must have the same, but for the
+    /// logging, evaluation and checkpoint cadence (absent in older checkpoints).
+    #[serde(default)]
+    pub settings: Option<TrainSettings>,
 }
 
 /// The best dev evaluation.

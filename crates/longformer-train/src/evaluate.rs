@@ -1,6 +1,7 @@
 //! Accuracy and predictions of a [`WikiHopModel`] on a set of examples.
 
 use burn::tensor::Device;
+use longformer_model::InputError;
 use serde::Serialize;
 
 use crate::examples::ExampleSet;
@@ -67,19 +68,21 @@ pub fn predictions(output: &WikiHopOutput, candidates: &[usize]) -> (Vec<Predict
     (predictions, loss)
 }
 
-/// Runs `model` (in inference mode: pass `model.valid()`) over `set` in file order.
+/// Runs `model` (in inference mode: pass `model.valid()`) over `set` in file order, or
+/// returns the encoder's error for the first batch it cannot take (see
+/// [`WikiHopModel::try_forward`]).
 pub fn evaluate(
     model: &WikiHopModel,
     set: &ExampleSet,
     batch_size: usize,
     combine: Combine,
     device: &Device,
-) -> Evaluation {
+) -> Result<Evaluation, InputError> {
     let mut all = Vec::with_capacity(set.len());
     let mut loss_sum = 0.0;
     for indices in set.in_order(batch_size) {
         let batch = set.batch(&indices, device);
-        let output = model.forward(&batch, combine);
+        let output = model.try_forward(&batch, combine)?;
         let candidates: Vec<usize> = indices
             .iter()
             .map(|&i| set.examples[i].candidates())
@@ -93,9 +96,9 @@ pub fn evaluate(
         .iter()
         .filter(|p| p.predicted_index == p.answer_index)
         .count();
-    Evaluation {
+    Ok(Evaluation {
         loss: loss_sum / n,
         accuracy: correct as f64 / n,
         predictions: all,
-    }
+    })
 }

@@ -5,6 +5,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Device;
 use longformer_data::rng::SplitMix64;
 use longformer_data::{WikiHopBatch, WikiHopBatcher, WikiHopChunk};
+use serde::{Deserialize, Serialize};
 
 use crate::model::consecutive_runs;
 
@@ -24,6 +25,45 @@ impl Example {
     /// Number of candidates.
     pub fn candidates(&self) -> usize {
         self.chunks[0].predicted_indices.len()
+    }
+}
+
+/// What identifies the examples of a training set: their number, their chunks', and a hash
+/// of the chunks (ids, tokens, candidate positions, answers). A run records it in each
+/// checkpoint, and resuming refuses a set that differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFingerprint {
+    /// Examples.
+    pub examples: usize,
+    /// Chunks.
+    pub chunks: usize,
+    /// 64-bit FNV-1a of the chunks.
+    pub hash: u64,
+}
+
+/// 64-bit FNV-1a: the same in every process, platform and Rust version (unlike std's hasher).
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn number(&mut self, n: usize) {
+        self.bytes(&(n as u64).to_le_bytes());
+    }
+
+    fn numbers(&mut self, values: &[u32]) {
+        self.number(values.len());
+        for value in values {
+            self.bytes(&value.to_le_bytes());
+        }
     }
 }
 
@@ -73,6 +113,27 @@ impl ExampleSet {
             .map(|e| 1.0 / e.candidates().max(1) as f64)
             .sum();
         sum / self.examples.len() as f64
+    }
+
+    /// The set's [`DataFingerprint`].
+    pub fn fingerprint(&self) -> DataFingerprint {
+        let mut hash = Fnv1a::new();
+        let mut chunks = 0;
+        for chunk in self.examples.iter().flat_map(|e| &e.chunks) {
+            chunks += 1;
+            hash.number(chunk.id.len());
+            hash.bytes(chunk.id.as_bytes());
+            hash.number(chunk.chunk);
+            hash.numbers(&chunk.input_ids);
+            hash.number(chunk.global_len);
+            hash.numbers(&chunk.predicted_indices);
+            hash.number(chunk.answer_index);
+        }
+        DataFingerprint {
+            examples: self.len(),
+            chunks,
+            hash: hash.0,
+        }
     }
 
     /// Example indices of one epoch: a permutation drawn from `(seed, epoch)` only.

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::module::Param;
 use burn::tensor::{Device, Distribution, Tensor};
+use longformer_data::WikiHopTokenizer;
 use longformer_model::{AttentionWindow, LongformerConfig, LongformerModel, load_pretrained};
 
+use crate::commands::train::check_tokenizer;
 use crate::model::WikiHopModel;
+use crate::progress::note;
 
 /// A configuration for a random-init model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +37,15 @@ impl std::str::FromStr for ConfigChoice {
 }
 
 impl ConfigChoice {
-    /// The configuration, with `vocab_size` set to the tokenizer's (a file's must be at least that).
-    pub fn config(&self, vocab_size: usize) -> Result<LongformerConfig> {
+    /// The configuration for a tokenizer of `vocab_size` ids that pads with `pad_id`: `tiny`
+    /// and `base` take both from the tokenizer; a file's `vocab_size` must be at least the
+    /// tokenizer's (its `pad_token_id` is checked by the caller).
+    pub fn config(&self, vocab_size: usize, pad_id: usize) -> Result<LongformerConfig> {
         Ok(match self {
-            Self::Tiny => LongformerConfig::tiny(vocab_size),
+            Self::Tiny => LongformerConfig::tiny(vocab_size).with_pad_token_id(pad_id),
             Self::Base => LongformerConfig::new()
                 .with_vocab_size(vocab_size)
+                .with_pad_token_id(pad_id)
                 .with_attention_window(AttentionWindow::Uniform(512)),
             Self::File(path) => {
                 let config = LongformerConfig::from_json_file(path)?;
@@ -66,31 +72,56 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// Builds the model on `device` for a tokenizer of `vocab_size` ids, and its configuration
-    /// (with the grown vocabulary).
+    /// Builds the model on `device` for `tokenizer`, and its configuration (with the grown
+    /// vocabulary). The tokenizer must fit the model (see [`check_tokenizer`]); a pretrained
+    /// model's vocabulary must not be larger than the tokenizer's with the markers, or the
+    /// markers would take ids of the model's own tokens.
     pub fn build(
         &self,
-        vocab_size: usize,
+        tokenizer: &WikiHopTokenizer,
         device: &Device,
     ) -> Result<(WikiHopModel, LongformerConfig)> {
+        let vocab_size = tokenizer.vocab_size();
         match self {
             Self::Random(choice) => {
-                let config = choice.config(vocab_size)?;
+                let config = choice.config(vocab_size, tokenizer.pad_id() as usize)?;
                 config.validate()?;
+                if let Self::Random(ConfigChoice::File(path)) = self {
+                    check_tokenizer(tokenizer, &config, path)?;
+                }
                 Ok((WikiHopModel::init(&config, device), config))
             }
             Self::Pretrained(dir) => {
-                let config = LongformerConfig::from_json_file(dir.join("config.json"))?;
+                let config_file = dir.join("config.json");
+                let config = LongformerConfig::from_json_file(&config_file)?;
+                if config.vocab_size > vocab_size {
+                    bail!(
+                        "the model in {} has {} ids but the tokenizer {} only {vocab_size} with \
+                         the WikiHop markers, which would take ids of the model's own tokens: \
+                         pass the model's tokenizer with --tokenizer",
+                        dir.display(),
+                        config.vocab_size,
+                        tokenizer.source().display()
+                    );
+                }
+                check_tokenizer(
+                    tokenizer,
+                    &config.clone().with_vocab_size(vocab_size),
+                    &config_file,
+                )?;
                 let mut encoder = load_pretrained(dir, device)
                     .with_context(|| format!("loading the model in {}", dir.display()))?;
+                // WikiHop does not use the pooler, and `--resume` and `eval` build the model
+                // without one (`WikiHopModel::init`): its weights would not load there.
+                encoder.pooler = None;
                 let grown = grow_word_embeddings(&mut encoder, vocab_size, device);
                 let config = config.with_vocab_size(encoder.vocab_size);
                 if grown > 0 {
-                    eprintln!(
+                    note(&format!(
                         "grew the word embedding of {} by {grown} rows (WikiHop markers) to {}",
                         dir.display(),
                         encoder.vocab_size
-                    );
+                    ));
                 }
                 let hidden = config.hidden_size;
                 Ok((WikiHopModel::new(encoder, hidden, device), config))
@@ -110,6 +141,9 @@ impl ModelSource {
 /// Adds rows to the word embedding until it has `vocab_size` rows; the new rows are drawn from
 /// a normal with the mean and standard deviation of the existing rows (per dimension).
 /// Returns the number of rows added.
+///
+/// On an autodiff device the grown weight is computed from the tracked old one, so it is
+/// detached to become a new leaf: Burn cannot make a computed tensor a parameter.
 pub fn grow_word_embeddings(
     model: &mut LongformerModel,
     vocab_size: usize,
@@ -126,7 +160,7 @@ pub fn grow_word_embeddings(
     let fresh =
         Tensor::<2>::random([added, d_model], Distribution::Normal(0.0, 1.0), device) * std + mean;
     model.embeddings.word_embeddings.weight =
-        Param::from_tensor(Tensor::cat(vec![weight, fresh], 0));
+        Param::from_tensor(Tensor::cat(vec![weight, fresh], 0).detach());
     model.vocab_size = vocab_size;
     added
 }
@@ -159,5 +193,23 @@ mod tests {
             / before.var(0).sqrt().mean().into_scalar::<f32>();
         assert!((0.8..1.25).contains(&ratio), "std ratio {ratio}");
         assert_eq!(grow_word_embeddings(&mut model, 100, &device), 0);
+    }
+
+    /// What `train --model` does: the encoder is loaded on the autodiff device, so the old
+    /// weight is tracked; the grown one must still be a trainable parameter.
+    #[test]
+    fn grown_embeddings_train_on_an_autodiff_device() {
+        let device = Device::flex().autodiff();
+        let config = LongformerConfig::tiny(50);
+        let mut model = config.init_with_pooler(false, &device);
+        assert_eq!(grow_word_embeddings(&mut model, 54, &device), 4);
+        let weight = model.embeddings.word_embeddings.weight.clone();
+        assert!(weight.val().is_require_grad());
+        let grads = weight.val().square().sum().backward();
+        let grad = weight
+            .val()
+            .grad(&grads)
+            .expect("the grown weight gets a gradient");
+        assert_eq!(grad.dims(), [54, 64]);
     }
 }

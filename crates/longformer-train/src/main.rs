@@ -2,6 +2,9 @@
 //!
 //! The backend is a Cargo feature (`flex`, `ndarray`, `wgpu`, `vulkan`); `cargo xtask` picks it.
 
+use std::io::Write;
+use std::process::ExitCode;
+
 use longformer_train::commands;
 
 use clap::{Parser, Subcommand};
@@ -52,15 +55,22 @@ enum Command {
     Convert(commands::convert::ConvertArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Encode(args) => commands::encode::run(args),
         Command::Prepare(args) => commands::prepare::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Convert(args) => commands::convert::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "{}", commands::error_report(&error));
+            ExitCode::FAILURE
+        }
     }
 }

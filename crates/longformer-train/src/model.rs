@@ -11,7 +11,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use longformer_data::WikiHopBatch;
 use longformer_model::precision::to_f32;
-use longformer_model::{LongformerConfig, LongformerInput, LongformerModel};
+use longformer_model::{InputError, LongformerConfig, LongformerInput, LongformerModel};
 use serde::{Deserialize, Serialize};
 
 /// Logit given to padded candidates: finite (no NaN in the softmax's gradient), and far below
@@ -130,16 +130,17 @@ impl WikiHopModel {
         )
     }
 
-    /// The candidate logit of every chunk.
+    /// The candidate logit of every chunk, or the encoder's error for a batch it cannot take
+    /// (a token id outside the vocabulary, chunks longer than the model's positions).
     ///
     /// # Shapes
     /// - batch: `[chunks, seq_length]` tokens, `[chunks, max_candidates]` candidate positions
     /// - output: `[chunks, max_candidates]` (padded candidates hold arbitrary values)
-    pub fn chunk_logits(&self, batch: &WikiHopBatch) -> Tensor<2> {
+    pub fn chunk_logits(&self, batch: &WikiHopBatch) -> Result<Tensor<2>, InputError> {
         let input = LongformerInput::new(batch.input_ids.clone())
             .with_attention_mask(batch.attention_mask.clone())
             .with_global_attention_mask(batch.global_attention_mask.clone());
-        let hidden = self.longformer.forward(input).last_hidden_state;
+        let hidden = self.longformer.try_forward(input)?.last_hidden_state;
         let [chunks, _, d_model] = hidden.dims();
         let [_, max_candidates] = batch.candidate_positions.dims();
         let positions = batch
@@ -148,21 +149,36 @@ impl WikiHopModel {
             .reshape([chunks, max_candidates, 1])
             .expand([chunks, max_candidates, d_model]);
         let entities = hidden.gather(1, positions);
-        self.answer_score
+        Ok(self
+            .answer_score
             .forward(entities)
-            .reshape([chunks, max_candidates])
+            .reshape([chunks, max_candidates]))
+    }
+
+    /// [`try_forward`](Self::try_forward) for batches known to fit the model.
+    ///
+    /// # Panics
+    /// On batches `try_forward` rejects, with its message.
+    pub fn forward(&self, batch: &WikiHopBatch, combine: Combine) -> WikiHopOutput {
+        self.try_forward(batch, combine)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Example logits and the loss of a batch whose chunks of one example are consecutive
-    /// (as [`longformer_data::prepare_file`] and the training loader produce them).
+    /// (as [`longformer_data::prepare_file`] and the training loader produce them), or the
+    /// encoder's error for a batch it cannot take.
     ///
     /// # Shapes
     /// - output.logits: `[examples, max_candidates]`
-    pub fn forward(&self, batch: &WikiHopBatch, combine: Combine) -> WikiHopOutput {
+    pub fn try_forward(
+        &self,
+        batch: &WikiHopBatch,
+        combine: Combine,
+    ) -> Result<WikiHopOutput, InputError> {
         let device = batch.input_ids.device();
         let examples = ExampleRows::of(batch);
         // The combination and the loss in f32, whatever the model's dtype.
-        let chunk_logits = to_f32(self.chunk_logits(batch));
+        let chunk_logits = to_f32(self.chunk_logits(batch)?);
         let [chunks, _] = chunk_logits.dims();
         let logits = examples
             .combination(chunks, combine, &device)
@@ -177,12 +193,12 @@ impl WikiHopModel {
         let logits = logits.mask_fill(padded, PADDED_CANDIDATE_LOGIT);
         let answers = batch.answer_index.clone().select(0, first);
         let loss = cross_entropy(logits.clone(), answers.clone());
-        WikiHopOutput {
+        Ok(WikiHopOutput {
             loss,
             logits,
             answers,
             ids: examples.ids,
-        }
+        })
     }
 }
 

@@ -43,6 +43,33 @@ impl Default for OptimizerSettings {
 }
 
 impl OptimizerSettings {
+    /// Rejects values AdamW cannot train with, naming the `longformer train` flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            anyhow::bail!("--lr must be positive, got {}", self.lr);
+        }
+        for (flag, beta) in [("--beta1", self.beta1), ("--beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                anyhow::bail!("{flag} must be in [0, 1), got {beta}");
+            }
+        }
+        if !(self.epsilon > 0.0 && self.epsilon.is_finite()) {
+            anyhow::bail!("--epsilon must be positive, got {}", self.epsilon);
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            anyhow::bail!(
+                "--weight-decay must be 0 or positive, got {}",
+                self.weight_decay
+            );
+        }
+        if let Some(norm) = self.max_grad_norm
+            && !(norm > 0.0 && norm.is_finite())
+        {
+            anyhow::bail!("--max-grad-norm must be positive (0 disables clipping), got {norm}");
+        }
+        Ok(())
+    }
+
     /// The AdamW optimizer (clipping is applied separately by [`clip_global_norm`]).
     pub fn optimizer(&self) -> ModuleOptimizer {
         AdamWConfig::new()
@@ -141,6 +168,86 @@ mod tests {
         assert!((lrs[8] - 0.5).abs() < 1e-12);
         assert!(lrs.windows(2).skip(4).all(|w| w[1] < w[0]));
         assert_eq!(s.lr_at(12, 12), 0.0);
+    }
+
+    #[test]
+    fn invalid_values_name_their_flag() {
+        assert!(OptimizerSettings::default().validate().is_ok());
+        let zero_beta = OptimizerSettings {
+            beta1: 0.0,
+            max_grad_norm: None,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        assert!(zero_beta.validate().is_ok());
+        for (bad, flag) in [
+            (
+                OptimizerSettings {
+                    lr: f64::NAN,
+                    ..Default::default()
+                },
+                "--lr",
+            ),
+            (
+                OptimizerSettings {
+                    beta1: 1.5,
+                    ..Default::default()
+                },
+                "--beta1",
+            ),
+            (
+                OptimizerSettings {
+                    beta1: 1.0,
+                    ..Default::default()
+                },
+                "--beta1",
+            ),
+            (
+                OptimizerSettings {
+                    beta2: -1.0,
+                    ..Default::default()
+                },
+                "--beta2",
+            ),
+            (
+                OptimizerSettings {
+                    epsilon: 0.0,
+                    ..Default::default()
+                },
+                "--epsilon",
+            ),
+            (
+                OptimizerSettings {
+                    epsilon: f32::NAN,
+                    ..Default::default()
+                },
+                "--epsilon",
+            ),
+            (
+                OptimizerSettings {
+                    weight_decay: -5.0,
+                    ..Default::default()
+                },
+                "--weight-decay",
+            ),
+            (
+                OptimizerSettings {
+                    max_grad_norm: Some(f32::NAN),
+                    ..Default::default()
+                },
+                "--max-grad-norm",
+            ),
+            (
+                OptimizerSettings {
+                    max_grad_norm: Some(-1.0),
+                    ..Default::default()
+                },
+                "--max-grad-norm",
+            ),
+        ] {
+            let message = bad.validate().unwrap_err().to_string();
+            assert!(message.starts_with(flag), "{message}");
+        }
     }
 
     #[test]

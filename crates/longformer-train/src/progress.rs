@@ -1,7 +1,7 @@
 //! Training progress on stderr: a live bar (step, loss, accuracy, time left) above which the log
 //! lines scroll when stderr is a terminal; the log lines alone otherwise (CI, files).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -33,7 +33,7 @@ impl TrainProgress {
     pub fn line(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None if self.verbose => eprintln!("{text}"),
+            None if self.verbose => note(text),
             None => {}
         }
     }
@@ -52,4 +52,10 @@ impl TrainProgress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Writes a line on stderr, ignoring errors: a reader that went away (`2>&1 | head`, a closed
+/// pager) must not stop a run, as `eprintln!` would by panicking.
+pub fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
 }

@@ -6,9 +6,12 @@
 //! same batch, so this loop is written out; it uses Burn's optimizer, gradient accumulator and
 //! burnpack records.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -22,13 +25,14 @@ use crate::backend::Precision;
 use crate::checkpoint::{self, BestDev, TrainState};
 use crate::curve::training_curve_svg;
 use crate::evaluate::{Evaluation, evaluate, predictions};
-use crate::examples::ExampleSet;
+use crate::examples::{DataFingerprint, ExampleSet};
 use crate::metrics::{DevPoint, Interval};
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::{OptimizerSettings, clip_global_norm};
 use crate::progress::TrainProgress;
 
-/// How to train (saved in the run directory as `train_settings.json`; `--resume` reads it back).
+/// How to train (saved under `settings` in the run directory's `run.json`, which `--resume`
+/// reads back; each checkpoint's `state.json` keeps a copy to detect later edits).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     /// AdamW, schedule and clipping.
@@ -39,7 +43,8 @@ pub struct TrainSettings {
     pub grad_accum: usize,
     /// Passes over the training set.
     pub epochs: usize,
-    /// Stop after this many optimizer steps (the schedule decays to 0 there).
+    /// Stop after this many optimizer steps. The learning rate's linear decay ends at 0 there;
+    /// with fewer steps than the warmup, it stops while still rising.
     pub max_steps: Option<usize>,
     /// Seed of the example order and of dropout.
     pub seed: u64,
@@ -84,23 +89,24 @@ impl Default for TrainSettings {
 }
 
 impl TrainSettings {
-    /// Rejects settings that cannot run.
+    /// Rejects settings that cannot run, naming the `longformer train` flag that sets them.
     pub fn validate(&self) -> Result<()> {
-        for (name, value) in [
-            ("batch_size", self.batch_size),
-            ("grad_accum", self.grad_accum),
-            ("log_every", self.log_every),
-            ("eval_every", self.eval_every),
-            ("checkpoint_every", self.checkpoint_every),
+        for (flag, value) in [
+            ("--batch-size", self.batch_size),
+            ("--grad-accum", self.grad_accum),
+            ("--epochs", self.epochs),
+            ("--max-steps", self.max_steps.unwrap_or(1)),
+            ("--log-every", self.log_every),
+            ("--eval-every", self.eval_every),
+            ("--checkpoint-every", self.checkpoint_every),
+            ("--keep-checkpoints", self.keep_checkpoints),
             ("eval_batch_size", self.eval_batch_size),
         ] {
             if value == 0 {
-                bail!("{name} must be at least 1");
+                bail!("{flag} must be at least 1");
             }
         }
-        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
-            bail!("lr must be positive, got {}", self.optimizer.lr);
-        }
+        self.optimizer.validate()?;
         if self.precision == Precision::F16 {
             bail!(
                 "training in f16 needs loss scaling, which this loop does not do (gradients below \
@@ -108,6 +114,36 @@ impl TrainSettings {
             );
         }
         Ok(())
+    }
+
+    /// [`validate`](Self::validate), and that every device can compute in the settings' dtype.
+    pub fn check_devices(&self, devices: &[Device]) -> Result<()> {
+        self.validate()?;
+        for device in devices {
+            check_float_dtype(self.precision.float_dtype(), &device.clone().autodiff())?;
+        }
+        Ok(())
+    }
+
+    /// The settings that differ from `earlier`'s among those that change the trained weights
+    /// (everything but the logging, evaluation and checkpoint cadence), as `name: old → new`.
+    pub fn changes_from(&self, earlier: &TrainSettings) -> Vec<String> {
+        const CADENCE: [&str; 5] = [
+            "log_every",
+            "eval_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "eval_batch_size",
+        ];
+        let (now, then) = (flat_json(self), flat_json(earlier));
+        now.iter()
+            .filter(|(name, _)| !CADENCE.contains(&name.as_str()))
+            .filter(|(name, value)| then.get(*name) != Some(*value))
+            .map(|(name, value)| match then.get(name) {
+                Some(old) => format!("{name}: {old} → {value}"),
+                None => format!("{name}: (unset) → {value}"),
+            })
+            .collect()
     }
 
     /// Micro-batches in one epoch of `examples` examples.
@@ -125,6 +161,31 @@ impl TrainSettings {
         let full = self.steps_per_epoch(examples) * self.epochs;
         self.max_steps.map_or(full, |m| m.min(full))
     }
+}
+
+/// The leaves of `value`'s JSON object, with dotted names (`optimizer.lr`).
+fn flat_json(value: &impl Serialize) -> BTreeMap<String, serde_json::Value> {
+    fn walk(prefix: &str, value: serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (name, field) in fields {
+                    let name = if prefix.is_empty() {
+                        name
+                    } else {
+                        format!("{prefix}.{name}")
+                    };
+                    walk(&name, field, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_string(), leaf);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let value = serde_json::to_value(value).expect("settings serialize to JSON");
+    walk("", value, &mut out);
+    out
 }
 
 /// One device's summed gradients and `(mean loss, correct, examples)` of each of its batches.
@@ -174,7 +235,33 @@ pub struct Run<'a> {
     pub backend: &'a str,
     /// Print log lines on stderr.
     pub verbose: bool,
+    /// When set (by a signal handler), training stops after the current optimizer step with
+    /// a checkpoint, and [`Run::train`] returns [`Interrupted`].
+    pub stop: Option<&'a AtomicBool>,
 }
+
+/// The error [`Run::train`] returns when [`Run::stop`] was set: training stopped at `step`,
+/// after writing the checkpoint `checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The last optimizer step taken.
+    pub step: usize,
+    /// Its checkpoint directory.
+    pub checkpoint: PathBuf,
+}
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "interrupted after optimizer step {}; its checkpoint is {}",
+            self.step,
+            self.checkpoint.display()
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// Where a run starts from.
 pub enum Start {
@@ -204,15 +291,16 @@ impl Run<'_> {
         let Some(device) = devices.first() else {
             bail!("no device to train on");
         };
-        let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
         let settings = self.settings;
-        settings.validate()?;
-        for device in &devices {
-            check_float_dtype(settings.precision.float_dtype(), device)?;
-        }
+        settings.check_devices(devices)?;
+        let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
         if self.train.is_empty() {
             bail!("the training set has no example");
         }
+        if self.dev.is_empty() {
+            bail!("the dev set has no example");
+        }
+        let data = self.train.fingerprint();
         fs::create_dir_all(self.dir)
             .with_context(|| format!("creating run directory {}", self.dir.display()))?;
         let mut resumed = None;
@@ -225,6 +313,7 @@ impl Run<'_> {
                     settings.optimizer.optimizer(),
                     &devices[0],
                 )?;
+                self.check_resumable(&loaded.state, &data, &loaded.dir)?;
                 resumed = Some(format!(
                     "resuming from {} (step {}, epoch {}, batch {})",
                     loaded.dir.display(),
@@ -235,6 +324,8 @@ impl Run<'_> {
                 (loaded.model, loaded.optimizer, loaded.state)
             }
         };
+        state.data = Some(data);
+        state.settings = Some(settings.clone());
         let total_steps = settings.total_steps(self.train.len());
         let batches_per_epoch = settings.batches_per_epoch(self.train.len());
         let mut metrics_log = self.metrics_log(state.optimizer_step)?;
@@ -274,7 +365,7 @@ impl Run<'_> {
                 })
                 .collect();
             let seed = settings.seed.wrapping_add(state.optimizer_step as u64);
-            let shares = self.gradients(&model, &batches, &devices, seed);
+            let shares = self.gradients(&model, &batches, &devices, seed)?;
             let mut last_loss = 0.0;
             for (grads, stats) in shares {
                 accumulator.accumulate(&model, grads.to_device(&devices[0], &model));
@@ -320,7 +411,7 @@ impl Run<'_> {
                 state.history.train.push(point);
             }
             if step % settings.eval_every == 0 || finished {
-                let evaluation = self.evaluate_dev(&model, device);
+                let evaluation = self.evaluate_dev(&model, device)?;
                 let point = DevPoint {
                     step,
                     loss: evaluation.loss,
@@ -344,7 +435,8 @@ impl Run<'_> {
                 state.history.dev.push(point);
                 last_eval = Some((step, evaluation));
             }
-            if step % settings.checkpoint_every == 0 || finished {
+            let stop = !finished && self.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+            if step % settings.checkpoint_every == 0 || finished || stop {
                 state.wall_seconds += session_start.elapsed().as_secs_f64();
                 session_start = Instant::now();
                 let dir = checkpoint::save_checkpoint(
@@ -354,6 +446,15 @@ impl Run<'_> {
                     &state,
                     settings.keep_checkpoints,
                 )?;
+                if stop {
+                    metrics_log.flush()?;
+                    progress.finish();
+                    return Err(Interrupted {
+                        step,
+                        checkpoint: dir,
+                    }
+                    .into());
+                }
                 if !finished {
                     progress.line(&format!("checkpoint {}", dir.display()));
                 }
@@ -363,7 +464,7 @@ impl Run<'_> {
         progress.finish();
         let dev = match last_eval {
             Some((step, evaluation)) if step == state.optimizer_step => evaluation,
-            _ => self.evaluate_dev(&model, device),
+            _ => self.evaluate_dev(&model, device)?,
         };
         self.save_final(&model, "final")?;
         let best = state.best.unwrap_or(BestDev {
@@ -418,7 +519,7 @@ impl Run<'_> {
         batches: &[&[usize]],
         devices: &[Device],
         seed: u64,
-    ) -> Vec<DeviceGradients> {
+    ) -> Result<Vec<DeviceGradients>> {
         let share = |d: usize| -> Vec<&[usize]> {
             batches
                 .iter()
@@ -429,7 +530,13 @@ impl Run<'_> {
         };
         let scale = batches.len() as f32;
         if devices.len() == 1 {
-            return vec![self.device_gradients(model, &share(0), &devices[0], seed, scale)];
+            return Ok(vec![self.device_gradients(
+                model,
+                &share(0),
+                &devices[0],
+                seed,
+                scale,
+            )?]);
         }
         std::thread::scope(|scope| {
             let handles: Vec<_> = devices
@@ -452,7 +559,10 @@ impl Run<'_> {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().expect("a training thread panicked"))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
                 .collect()
         })
     }
@@ -465,7 +575,7 @@ impl Run<'_> {
         device: &Device,
         seed: u64,
         scale: f32,
-    ) -> DeviceGradients {
+    ) -> Result<DeviceGradients> {
         device.seed(seed);
         let precision = self.settings.precision;
         // The pass runs on a copy in the compute dtype (the same parameter ids); `model` keeps
@@ -477,7 +587,9 @@ impl Run<'_> {
         let mut stats = Vec::with_capacity(batches.len());
         for indices in batches {
             let batch = self.train.batch(indices, device);
-            let output = compute.forward(&batch, self.settings.combine);
+            let output = compute
+                .try_forward(&batch, self.settings.combine)
+                .context("a training batch does not fit the model")?;
             let grads = output.loss.clone().div_scalar(scale).backward();
             let grads = GradientsParams::from_grads(grads, &compute);
             let grads = if precision == Precision::F32 {
@@ -497,10 +609,10 @@ impl Run<'_> {
                 .count();
             stats.push((loss, correct, indices.len()));
         }
-        (accumulator.grads(), stats)
+        Ok((accumulator.grads(), stats))
     }
 
-    fn evaluate_dev(&self, model: &WikiHopModel, device: &Device) -> Evaluation {
+    fn evaluate_dev(&self, model: &WikiHopModel, device: &Device) -> Result<Evaluation> {
         evaluate(
             &model.valid(),
             self.dev,
@@ -508,6 +620,59 @@ impl Run<'_> {
             self.settings.combine,
             device,
         )
+        .context("a dev batch does not fit the model")
+    }
+
+    /// Refuses to resume from a checkpoint whose training examples (`data` now) or settings
+    /// differ from this run's: the batches and the schedule would no longer continue the
+    /// checkpoint's. Older checkpoints recorded neither; of them, only a position in the epoch
+    /// beyond the set's batches is refused.
+    fn check_resumable(
+        &self,
+        state: &TrainState,
+        data: &DataFingerprint,
+        checkpoint: &Path,
+    ) -> Result<()> {
+        let batches = self.settings.batches_per_epoch(self.train.len());
+        if state.batches_done >= batches {
+            bail!(
+                "cannot resume {}: {} stopped after batch {} of its epoch, but the training set \
+                 now has {batches} batches of {}: the training file or the settings of its \
+                 run.json changed",
+                self.dir.display(),
+                checkpoint.display(),
+                state.batches_done,
+                self.settings.batch_size
+            );
+        }
+        if let Some(then) = &state.data
+            && then != data
+        {
+            bail!(
+                "cannot resume {}: the training examples are not those {} was trained on \
+                 ({} examples in {} chunks now, {} in {} then, or as many with other tokens): \
+                 the training file, the tokenizer, max_len or truncate of its run.json changed",
+                self.dir.display(),
+                checkpoint.display(),
+                data.examples,
+                data.chunks,
+                then.examples,
+                then.chunks
+            );
+        }
+        if let Some(then) = &state.settings {
+            let changes = self.settings.changes_from(then);
+            if !changes.is_empty() {
+                bail!(
+                    "cannot resume {}: its settings changed since {} was written ({}); \
+                     restore them in its run.json",
+                    self.dir.display(),
+                    checkpoint.display(),
+                    changes.join(", ")
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Writes `RUN_DIR/<name>/model.bpk` atomically.

@@ -1,7 +1,8 @@
 //! `longformer train` and `longformer eval` end to end on a few sample-set records.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn repo_root() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
@@ -11,8 +12,13 @@ fn repo_root() -> PathBuf {
 }
 
 fn longformer(args: &[&str]) -> Output {
+    longformer_in(&repo_root(), args)
+}
+
+/// Runs the binary in `dir`.
+fn longformer_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_longformer"))
-        .current_dir(repo_root())
+        .current_dir(dir)
         .args(args)
         .output()
         .expect("run longformer")
@@ -182,5 +188,412 @@ fn bad_inputs_are_clear_errors() {
     let out = longformer(&["eval", "--run", dir.join("nothing").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("run.json"), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A failed run: exit status 1 (an error, not a panic), and its stderr.
+fn failure(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    stderr(out)
+}
+
+/// Arguments of a short training run on `data` into `run`, plus `extra`, whose flags replace
+/// the same flags of the short run (clap refuses a flag given twice).
+fn short_run<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec![
+        ["--train", data],
+        ["--dev", data],
+        ["--max-steps", "4"],
+        ["--batch-size", "3"],
+        ["--checkpoint-every", "2"],
+        ["--warmup", "1"],
+        ["--run-dir", run],
+    ];
+    flags.retain(|[flag, _]| !extra.contains(flag));
+    let mut args = vec!["train"];
+    args.extend(flags.into_iter().flatten());
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The sample tokenizer's `tokenizer.json`, changed by `edit`, in `dir`.
+fn edited_tokenizer(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let path = repo_root().join("data/wikihop-sample/tokenizer/tokenizer.json");
+    let mut tokenizer = json(&path);
+    edit(&mut tokenizer);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+/// An HF Longformer directory as `from_pretrained` reads it: `assets/tiny-longformer` with a
+/// word embedding of `rows` rows (and `vocab_size` to match), and its tokenizer.
+fn hf_model(dir: &Path, rows: usize) {
+    let source = repo_root().join("assets/tiny-longformer");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut config = json(&source.join("config.json"));
+    config["vocab_size"] = rows.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(source.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let bytes = std::fs::read(source.join("model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = weights
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let mut shape = view.shape().to_vec();
+            let mut data = view.data().to_vec();
+            if name == "embeddings.word_embeddings.weight" {
+                data.truncate(rows * shape[1] * 4);
+                shape[0] = rows;
+            }
+            (name, view.dtype(), shape, data)
+        })
+        .collect();
+    let views = tensors.iter().map(|(name, dtype, shape, data)| {
+        let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+        (name.clone(), view)
+    });
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+}
+
+/// The README's fine-tuning path: an HF checkpoint whose vocabulary lacks the WikiHop
+/// markers, so that its word embedding grows (on the autodiff device), then resume and eval.
+#[test]
+fn fine_tunes_resumes_and_evaluates_a_checkpoint_whose_vocabulary_grows() {
+    let dir = temp_dir("model");
+    let data = small_wikihop(&dir, 12);
+    let data = data.to_str().unwrap();
+    let model = dir.join("hf");
+    hf_model(&model, 2048); // the tokenizer has 2048 ids, 2052 with the markers
+    let model_s = model.to_str().unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+
+    // The model directory is not a run directory.
+    let out = longformer(&short_run(data, model_s, &["--model", model_s]));
+    assert!(failure(&out).contains("is the --model directory"));
+
+    let out = longformer(&short_run(data, run_s, &["--model", model_s]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("by 4 rows"), "{}", stderr(&out));
+    assert_eq!(json(&run.join("config.json"))["vocab_size"], 2052);
+    let resumed = longformer(&["train", "--resume", run_s]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let eval = longformer(&["eval", "--run", run_s]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+
+    // Without its tokenizer files, the model directory needs --tokenizer: the bundled
+    // sample's would not be the model's.
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    let other = dir.join("other");
+    let other_s = other.to_str().unwrap();
+    let out = longformer(&short_run(data, other_s, &["--model", model_s]));
+    let message = failure(&out);
+    assert!(message.contains("has no tokenizer") && message.contains("--tokenizer"));
+    assert!(!other.exists());
+
+    // A tokenizer padding with another id than the model's pad_token_id.
+    let swapped = edited_tokenizer(&dir.join("swapped"), |t| {
+        t["model"]["vocab"]["<pad>"] = 266.into();
+        t["model"]["vocab"]["Ġin"] = 1.into();
+        for token in t["added_tokens"].as_array_mut().unwrap() {
+            if token["content"] == "<pad>" {
+                token["id"] = 266.into();
+            }
+        }
+    });
+    let extra = ["--model", model_s, "--tokenizer", swapped.to_str().unwrap()];
+    let out = longformer(&short_run(data, other_s, &extra));
+    let message = failure(&out);
+    assert!(message.contains("pads with id 266") && message.contains("pad_token_id is 1"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `eval` (and `--resume`) check the run's tokenizer and max_len against its model instead of
+/// panicking in the forward pass.
+#[test]
+fn eval_refuses_a_tokenizer_or_max_len_its_model_cannot_take() {
+    let dir = temp_dir("eval-fit");
+    let data = small_wikihop(&dir, 6);
+    let run = dir.join("run");
+    let out = longformer(&short_run(
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &[],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let original = std::fs::read_to_string(run.join("run.json")).unwrap();
+    let edit_run = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut record: serde_json::Value = serde_json::from_str(&original).unwrap();
+        edit(&mut record);
+        std::fs::write(run.join("run.json"), record.to_string()).unwrap();
+    };
+    let plus_one = edited_tokenizer(&dir.join("plus-one"), |t| {
+        let vocab = t["model"]["vocab"].as_object_mut().unwrap();
+        let next = vocab.len();
+        vocab.insert("zzextra".into(), next.into());
+    });
+    edit_run(&|r| r["tokenizer"] = plus_one.to_str().unwrap().into());
+    for args in [
+        vec!["eval", "--run", run.to_str().unwrap()],
+        vec!["train", "--resume", run.to_str().unwrap()],
+    ] {
+        let message = failure(&longformer(&args));
+        assert!(
+            message.contains("has 2053 ids but the model only 2052"),
+            "{message}"
+        );
+    }
+    edit_run(&|r| r["max_len"] = 2000.into());
+    let message = failure(&longformer(&["eval", "--run", run.to_str().unwrap()]));
+    assert!(
+        message.contains("max_len 2000") && message.contains("maximum of 512 tokens"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A reader of stderr or stdout that goes away (`2>&1 | head`) does not stop a run.
+#[test]
+fn training_survives_closed_stderr_and_stdout() {
+    let dir = temp_dir("closed");
+    let data = small_wikihop(&dir, 6);
+    let data = data.to_str().unwrap();
+    // A first run fills the preparation cache, whose progress lines are not this crate's.
+    let warm = dir.join("warm");
+    let out = longformer(&short_run(data, warm.to_str().unwrap(), &["--quiet"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let run = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_longformer"))
+        .current_dir(repo_root())
+        .args(short_run(
+            data,
+            run.to_str().unwrap(),
+            &["--log-every", "1"],
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(json(&run.join("summary.json"))["optimizer_steps"], 4);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Settings and data that cannot train are refused, naming the flag or the file, before the
+/// run directory is made.
+#[test]
+fn bad_settings_and_empty_sets_are_refused_before_the_run_directory_is_made() {
+    let dir = temp_dir("refused");
+    let data = small_wikihop(&dir, 4);
+    let data = data.to_str().unwrap();
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, "[]").unwrap();
+    let empty = empty.to_str().unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    for (extra, expected) in [
+        (&["--dev", empty][..], "empty.json has no usable example"),
+        (&["--train", empty], "empty.json has no usable example"),
+        (
+            &["--max-len", "10"],
+            "small.json has no usable example: all 4",
+        ),
+        (&["--epochs", "0"], "--epochs must be at least 1"),
+        (
+            &["--keep-checkpoints", "0"],
+            "--keep-checkpoints must be at least 1",
+        ),
+        (&["--beta1", "1.5"], "--beta1 must be in [0, 1)"),
+        (&["--beta2=-1"], "--beta2 must be in [0, 1)"),
+        (&["--epsilon", "0"], "--epsilon must be positive"),
+        (
+            &["--weight-decay=-5"],
+            "--weight-decay must be 0 or positive",
+        ),
+        (
+            &["--max-grad-norm", "NaN"],
+            "--max-grad-norm must be positive",
+        ),
+        (
+            &["--dtype", "bf16", "--backend", "ndarray"],
+            "cannot compute in BF16",
+        ),
+    ] {
+        let message = failure(&longformer(&short_run(data, run_s, extra)));
+        assert!(message.contains(expected), "{extra:?}: {message}");
+        assert!(!run.exists(), "{extra:?} left {}", run.display());
+    }
+
+    // A directory that holds something else is not a run directory.
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("notes.txt"), "mine").unwrap();
+    let message = failure(&longformer(&short_run(data, run_s, &[])));
+    assert!(message.contains("is not empty"), "{message}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+        "mine"
+    );
+
+    // --resume looks for a checkpoint before preparing the data.
+    std::fs::remove_file(run.join("notes.txt")).unwrap();
+    let record = serde_json::json!({
+        "train": "/nonexistent/train.json", "dev": "/nonexistent/dev.json",
+        "tokenizer": "/nonexistent/tokenizer", "max_len": 64, "truncate": false,
+        "initialized_from": "tiny",
+        "settings": serde_json::to_value(longformer_train::TrainSettings::default()).unwrap(),
+    });
+    std::fs::write(run.join("run.json"), record.to_string()).unwrap();
+    let message = failure(&longformer(&["train", "--resume", run_s]));
+    assert!(message.contains("no complete checkpoint"), "{message}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--resume` refuses a training file or settings changed since the checkpoint.
+#[test]
+fn resume_refuses_changed_training_data_or_settings() {
+    let dir = temp_dir("changed");
+    let data = small_wikihop(&dir, 12);
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let out = longformer(&short_run(data.to_str().unwrap(), run_s, &["--quiet"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let original = std::fs::read_to_string(&data).unwrap();
+    let mut records: Vec<serde_json::Value> = serde_json::from_str(&original).unwrap();
+    records.pop();
+    std::fs::write(&data, serde_json::to_string(&records).unwrap()).unwrap();
+    let message = failure(&longformer(&["train", "--resume", run_s]));
+    assert!(
+        message.contains("training examples are not those") && message.contains("11 examples"),
+        "{message}"
+    );
+    std::fs::write(&data, &original).unwrap();
+
+    let saved = std::fs::read_to_string(run.join("run.json")).unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    record["settings"]["batch_size"] = 4.into();
+    std::fs::write(run.join("run.json"), record.to_string()).unwrap();
+    let message = failure(&longformer(&["train", "--resume", run_s]));
+    assert!(message.contains("batch_size: 3 → 4"), "{message}");
+    std::fs::write(run.join("run.json"), saved).unwrap();
+
+    let out = longformer(&["train", "--resume", run_s, "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A checkpoint from before the fingerprints: a position beyond the epoch is still refused.
+    std::fs::remove_dir_all(run.join("checkpoints/step-00000004")).unwrap();
+    let state_path = run.join("checkpoints/step-00000002/state.json");
+    let mut state = json(&state_path);
+    state.as_object_mut().unwrap().remove("data");
+    state.as_object_mut().unwrap().remove("settings");
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    std::fs::write(&data, serde_json::to_string(&records[..3]).unwrap()).unwrap();
+    let message = failure(&longformer(&["train", "--resume", run_s]));
+    assert!(
+        message.contains("after batch 2 of its epoch") && message.contains("now has 1 batches"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// run.json holds absolute paths: `--resume` and `eval` work from any directory.
+#[test]
+fn relative_paths_are_recorded_absolute() {
+    let dir = temp_dir("relative");
+    small_wikihop(&dir, 6);
+    let tokenizer = repo_root().join("data/wikihop-sample/tokenizer");
+    let extra = ["--tokenizer", tokenizer.to_str().unwrap(), "--quiet"];
+    let out = longformer_in(&dir, &short_run("small.json", "run", &extra));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let record = json(&dir.join("run/run.json"));
+    assert_eq!(record["train"], dir.join("small.json").to_str().unwrap());
+    let run = dir.join("run");
+    let eval = longformer(&["eval", "--run", run.to_str().unwrap()]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// SIGTERM (as Ctrl-C's SIGINT) stops training after the current step, with a checkpoint and
+/// the command that continues the run.
+#[test]
+fn a_signal_stops_training_with_a_checkpoint() {
+    let dir = temp_dir("signal");
+    let data = small_wikihop(&dir, 6);
+    let run = dir.join("run");
+    // Steps enough to be still training when the signal arrives.
+    let extra = [
+        "--max-steps",
+        "100000",
+        "--epochs",
+        "100000",
+        "--log-every",
+        "1",
+    ];
+    let args = short_run(data.to_str().unwrap(), run.to_str().unwrap(), &extra);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_longformer"))
+        .current_dir(repo_root())
+        .args(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.starts_with("step") {
+            break;
+        }
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(
+        log.contains(&format!("--resume {}", run.display())),
+        "{log}"
+    );
+    let newest = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| !name.ends_with(".partial"))
+        .max()
+        .expect("a checkpoint");
+    assert!(log.contains(&newest), "{newest} not in {log}");
+    assert!(!run.join("summary.json").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// An error whose text repeats its cause's is printed once.
+#[test]
+fn config_errors_are_printed_once() {
+    let dir = temp_dir("config");
+    let data = small_wikihop(&dir, 4);
+    let mut config = json(&repo_root().join("assets/tiny-longformer/config.json"));
+    config["attention_window"] = serde_json::json!([7, 8]);
+    let path = dir.join("odd.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let run = dir.join("run");
+    let extra = ["--config", path.to_str().unwrap()];
+    let message = failure(&longformer(&short_run(
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &extra,
+    )));
+    assert_eq!(message.matches("attention_window").count(), 1, "{message}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -2,6 +2,8 @@
 //! gradient accumulation averages.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -9,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use longformer_data::{PrepareOptions, WikiHopTokenizer, prepare_file, sample_dir};
 use longformer_model::LongformerConfig;
 use longformer_train::checkpoint::checkpoints;
-use longformer_train::trainer::Trained;
+use longformer_train::trainer::{Interrupted, Trained};
 use longformer_train::{
     Combine, ExampleSet, OptimizerSettings, Precision, Run, Start, TrainSettings, WikiHopModel,
 };
@@ -28,6 +30,14 @@ fn sample(examples: usize) -> (ExampleSet, usize) {
         ExampleSet::new(chunks, tokenizer.pad_id()),
         tokenizer.vocab_size(),
     )
+}
+
+/// Burn's random generator is one per device, shared by the tests of this process: a run
+/// seeds it at every step, which would change another test's draws (initial weights, dropout
+/// masks) between its own seeding and drawing. The tests that draw take turns.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn config(vocab: usize, dropout: f64) -> LongformerConfig {
@@ -64,6 +74,7 @@ fn settings() -> TrainSettings {
 
 #[test]
 fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let (set, vocab) = sample(8);
     device.seed(1);
@@ -94,6 +105,7 @@ fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
 
 #[test]
 fn resuming_from_a_checkpoint_continues_exactly() {
+    let _serial = serial();
     let device = Device::flex();
     let (train, vocab) = sample(16);
     let (dev, _) = sample(4);
@@ -112,6 +124,7 @@ fn resuming_from_a_checkpoint_continues_exactly() {
             settings,
             backend: "flex",
             verbose: false,
+            stop: None,
         }
     }
     let autodiff = device.clone().autodiff();
@@ -157,6 +170,53 @@ fn resuming_from_a_checkpoint_continues_exactly() {
     }
 }
 
+#[test]
+fn a_stop_request_checkpoints_the_current_step_and_the_run_resumes() {
+    let _serial = serial();
+    let device = Device::flex();
+    let (train, vocab) = sample(16);
+    let (dev, _) = sample(4);
+    let settings = settings(); // 4 steps, checkpoints at 2 and 4
+    let dir = temp_dir("stop");
+    let autodiff = device.clone().autodiff();
+    autodiff.seed(3);
+    let stop = AtomicBool::new(true); // as if a signal came during the first step
+    let run = |stop| Run {
+        dir: &dir,
+        train: &train,
+        dev: &dev,
+        settings: &settings,
+        backend: "flex",
+        verbose: false,
+        stop,
+    };
+    let model = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
+    let error = run(Some(&stop))
+        .train(Start::Fresh(model), std::slice::from_ref(&device))
+        .err()
+        .expect("the run stops");
+    let interrupted = error.downcast_ref::<Interrupted>().expect("an Interrupted");
+    assert_eq!(interrupted.step, 1);
+    assert!(
+        interrupted
+            .checkpoint
+            .ends_with("checkpoints/step-00000001")
+    );
+    assert_eq!(
+        checkpoints(&dir).unwrap(),
+        vec![interrupted.checkpoint.clone()]
+    );
+    assert!(!dir.join("summary.json").exists());
+
+    let fresh = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
+    let resumed = run(None)
+        .train(Start::Resume(fresh), std::slice::from_ref(&device))
+        .unwrap();
+    assert_eq!(resumed.summary.optimizer_steps, 4);
+    assert_eq!(resumed.summary.examples_seen, train.len());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// (step, loss) of every training log line in `metrics.jsonl`.
 fn read_history(dir: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -185,6 +245,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn accumulating_k_batches_of_one_equals_one_batch_of_k() {
+    let _serial = serial();
     let device = Device::flex().autodiff();
     let (set, vocab) = sample(4);
     device.seed(5);
@@ -251,6 +312,7 @@ fn two_steps(
         settings: &settings,
         backend: "flex",
         verbose: false,
+        stop: None,
     }
     .train(Start::Fresh(fresh_model(vocab, &devices[0])), devices)
 }
@@ -277,6 +339,7 @@ impl ModuleVisitor for Compare<'_> {
 #[test]
 #[allow(deprecated)] // Device::ndarray: a second, distinct device on a CPU-only machine
 fn two_devices_train_like_one() {
+    let _serial = serial();
     let (train, vocab) = sample(8);
     let (dev, _) = sample(4);
     let run = |dir: &Path, devices: &[Device]| {
@@ -304,6 +367,7 @@ fn two_devices_train_like_one() {
 #[test]
 #[allow(deprecated)] // Device::ndarray: a device without bf16
 fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
+    let _serial = serial();
     let (train, vocab) = sample(8);
     let (dev, _) = sample(4);
     let run = |dir: &Path, precision: Precision, device: Device| {

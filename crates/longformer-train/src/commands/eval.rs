@@ -1,6 +1,7 @@
 //! `longformer eval`: accuracy of a trained WikiHop model on a file, and its predictions.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -20,7 +21,7 @@ pub struct EvalArgs {
     /// Run directory written by `longformer train` (run.json, config.json, best/, final/).
     #[arg(long, value_name = "RUN_DIR")]
     pub run: PathBuf,
-    /// Which weights: `best` (highest dev accuracy), `final`, or a `.bpk` file [default: best].
+    /// Which weights: `best` (highest dev accuracy), `final`, or a `.bpk` file.
     #[arg(long, default_value = "best")]
     pub weights: String,
     /// WikiHop file to evaluate [default: the run's dev file].
@@ -65,20 +66,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if !weights.is_file() {
         bail!("no weights at {}", weights.display());
     }
-    let model = load_model(WikiHopModel::init(&config, &device), &weights)?;
     let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
+    record.check_model(&args.run, &tokenizer, &config)?;
+    let model = load_model(WikiHopModel::init(&config, &device), &weights)?;
     let data = args.data.clone().unwrap_or_else(|| record.dev.clone());
     let set = load_examples(&data, &tokenizer, &record.prepare_options())?;
-    if set.is_empty() {
-        bail!("{} has no usable example", data.display());
-    }
     let evaluation = evaluate(
         &model,
         &set,
         args.batch_size,
         record.settings.combine,
         &device,
-    );
+    )
+    .with_context(|| format!("evaluating {}", data.display()))?;
     let candidates: BTreeMap<String, Vec<String>> = read_wikihop(&data, false)
         .with_context(|| format!("reading {}", data.display()))?
         .examples
@@ -110,7 +110,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.run.join("predictions.json"));
     write_json(&out, &predictions)?;
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "{}: accuracy {:.4} over {} examples (chance {:.4}), loss {:.4}, weights {}; predictions in {}",
         data.display(),
         evaluation.accuracy,

@@ -8,7 +8,9 @@
 // is a placeholder; rustdoc would read them as links and HTML.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -26,7 +28,8 @@ use crate::examples::ExampleSet;
 use crate::init::{ConfigChoice, ModelSource};
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::OptimizerSettings;
-use crate::trainer::{Run, Start, TrainSettings};
+use crate::progress::note;
+use crate::trainer::{Interrupted, Run, Start, TrainSettings};
 
 /// Flags of `longformer train`.
 #[derive(Args, Debug)]
@@ -37,8 +40,8 @@ pub struct TrainArgs {
     /// WikiHop dev file [default: the bundled sample's dev.json].
     #[arg(long, value_name = "FILE.json")]
     pub dev: Option<PathBuf>,
-    /// Tokenizer directory or tokenizer.json [default: the --model directory if it has one,
-    /// else the bundled sample's tokenizer].
+    /// Tokenizer directory or tokenizer.json [default: the --model directory's, which must
+    /// then have one; without --model, the bundled sample's].
     #[arg(long, value_name = "DIR")]
     pub tokenizer: Option<PathBuf>,
     /// Start from this HF Longformer checkpoint directory (paper fine-tuning defaults).
@@ -51,7 +54,8 @@ pub struct TrainArgs {
     /// [default: runs/wikihop-<unix time>].
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// Continue the run in this directory from its newest checkpoint, with its saved settings.
+    /// Continue the run in this directory from its newest checkpoint, with its saved settings
+    /// and data (both must be unchanged since that checkpoint).
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["run_dir", "model", "config"])]
     pub resume: Option<PathBuf>,
     /// Compute backend.
@@ -84,7 +88,7 @@ pub struct TrainArgs {
     /// Warmup optimizer steps [200 with --model, 50 from scratch].
     #[arg(long)]
     pub warmup: Option<usize>,
-    /// Clip the global gradient norm at this value; 0 disables [1.0].
+    /// Clip the global gradient norm at this value (positive); 0 disables [1.0].
     #[arg(long)]
     pub max_grad_norm: Option<f32>,
     /// Examples per forward/backward pass [1 with --model, 16 from scratch].
@@ -96,7 +100,8 @@ pub struct TrainArgs {
     /// Epochs [15 with --model, 8 from scratch].
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Stop after this many optimizer steps (the schedule ends there).
+    /// Stop after this many optimizer steps: the learning rate's linear decay ends at 0 there
+    /// (with fewer steps than --warmup, it stops while still rising).
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// Seed of the initialization, the example order and dropout [42].
@@ -114,7 +119,7 @@ pub struct TrainArgs {
     /// Optimizer steps between checkpoints [200 with --model, 100 from scratch].
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
-    /// Newest checkpoints kept [2].
+    /// Newest checkpoints kept, at least 1 [2].
     #[arg(long)]
     pub keep_checkpoints: Option<usize>,
     /// Longest chunk in tokens; longer examples are split [4096, at most the model's positions].
@@ -131,11 +136,11 @@ pub struct TrainArgs {
 /// What a run directory records about its data and model, for `--resume` and `eval`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// Training file.
+    /// Training file (absolute in runs written since paths were made absolute).
     pub train: PathBuf,
-    /// Dev file.
+    /// Dev file (absolute, as `train`).
     pub dev: PathBuf,
-    /// Tokenizer.
+    /// Tokenizer (absolute, as `train`).
     pub tokenizer: PathBuf,
     /// Chunk length.
     pub max_len: usize,
@@ -160,6 +165,29 @@ impl RunRecord {
         )?)
     }
 
+    /// Checks that the run's tokenizer and chunk length fit the model of its `config.json`
+    /// (see [`check_tokenizer`]; chunks of `max_len` tokens must have positions).
+    pub fn check_model(
+        &self,
+        run_dir: &Path,
+        tokenizer: &WikiHopTokenizer,
+        config: &LongformerConfig,
+    ) -> Result<()> {
+        let config_file = run_dir.join("config.json");
+        check_tokenizer(tokenizer, config, &config_file)?;
+        if self.max_len > config.max_sequence_length() {
+            bail!(
+                "max_len {} in {} exceeds the model's maximum of {} tokens ({}: \
+                 max_position_embeddings - pad_token_id - 1)",
+                self.max_len,
+                run_dir.join("run.json").display(),
+                config.max_sequence_length(),
+                config_file.display()
+            );
+        }
+        Ok(())
+    }
+
     /// The layout settings for preparing data.
     pub fn prepare_options(&self) -> PrepareOptions {
         PrepareOptions {
@@ -177,7 +205,38 @@ impl RunRecord {
     }
 }
 
-/// Reads, tokenizes and groups a WikiHop file (skipped records are reported).
+/// Checks that `tokenizer` fits the model of `config` (read from `config_file`): each of its
+/// ids has a row in the word embedding, and it pads with the model's `pad_token_id` (position
+/// ids skip that id: a mismatch would number the positions wrongly).
+pub fn check_tokenizer(
+    tokenizer: &WikiHopTokenizer,
+    config: &LongformerConfig,
+    config_file: &Path,
+) -> Result<()> {
+    if tokenizer.vocab_size() > config.vocab_size {
+        bail!(
+            "the tokenizer {} has {} ids but the model only {} (vocab_size in {})",
+            tokenizer.source().display(),
+            tokenizer.vocab_size(),
+            config.vocab_size,
+            config_file.display()
+        );
+    }
+    if tokenizer.pad_id() as usize != config.pad_token_id {
+        bail!(
+            "the tokenizer {} pads with id {} but the model's pad_token_id is {} ({}): \
+             use the model's tokenizer",
+            tokenizer.source().display(),
+            tokenizer.pad_id(),
+            config.pad_token_id,
+            config_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads, tokenizes and groups a WikiHop file (skipped records are reported); a file with no
+/// usable example is an error naming it and why.
 pub fn load_examples(
     path: &Path,
     tokenizer: &WikiHopTokenizer,
@@ -185,21 +244,39 @@ pub fn load_examples(
 ) -> Result<ExampleSet> {
     let prepared = prepare_file(path, tokenizer, options)
         .with_context(|| format!("preparing {}", path.display()))?;
-    let skipped = prepared.summary.skipped.len();
-    if skipped > 0 {
-        eprintln!(
-            "{}: skipped {skipped} bad records (see `longformer prepare --strict`)",
-            path.display()
-        );
+    let summary = &prepared.summary;
+    let set = ExampleSet::new(prepared.chunks, tokenizer.pad_id());
+    if set.is_empty() {
+        let why = if summary.skipped.is_empty() {
+            format!("it holds {} records", summary.records)
+        } else {
+            let kinds: Vec<String> = summary
+                .skipped_by_kind()
+                .into_iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect();
+            format!(
+                "all {} of its records were skipped: {} (see `longformer prepare --strict`)",
+                summary.records,
+                kinds.join(", ")
+            )
+        };
+        bail!("{} has no usable example: {why}", path.display());
     }
-    Ok(ExampleSet::new(prepared.chunks, tokenizer.pad_id()))
+    if !summary.skipped.is_empty() {
+        note(&format!(
+            "{}: skipped {} bad records (see `longformer prepare --strict`)",
+            path.display(),
+            summary.skipped.len()
+        ));
+    }
+    Ok(set)
 }
 
 /// Runs the command.
 pub fn run(args: TrainArgs) -> Result<()> {
     let devices = args.backend.devices(args.devices)?;
-    let device = devices[0].clone();
-    let autodiff = device.clone().autodiff();
+    let autodiff = devices[0].clone().autodiff();
     let (run_dir, record, start, config, tokenizer) = match &args.resume {
         Some(run_dir) => {
             if let Some(flag) = settings_flag_given(&args) {
@@ -208,9 +285,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 );
             }
             let record = RunRecord::read(run_dir)?;
+            if crate::checkpoint::checkpoints(run_dir)?.is_empty() {
+                bail!(
+                    "{} has no complete checkpoint (looked for checkpoints/step-*/)",
+                    run_dir.display()
+                );
+            }
             let config = RunRecord::model_config(run_dir)?;
-            let model = WikiHopModel::init(&config, &autodiff);
             let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
+            record.check_model(run_dir, &tokenizer, &config)?;
+            record.settings.check_devices(&devices)?;
+            let model = WikiHopModel::init(&config, &autodiff);
             (
                 run_dir.clone(),
                 record,
@@ -226,71 +311,64 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 (None, None) => ModelSource::Random(ConfigChoice::Tiny),
             };
             let sample = sample_dir();
-            let tokenizer_dir = args
-                .tokenizer
-                .clone()
-                .unwrap_or_else(|| match source.dir() {
-                    Some(dir)
-                        if dir.join("tokenizer.json").is_file()
-                            || dir.join("vocab.json").is_file() =>
-                    {
-                        dir.to_path_buf()
-                    }
-                    _ => sample.join("tokenizer"),
-                });
+            let tokenizer_dir = match (&args.tokenizer, source.dir()) {
+                (Some(tokenizer), _) => tokenizer.clone(),
+                (None, Some(dir)) if has_tokenizer(dir) => dir.to_path_buf(),
+                (None, Some(dir)) => bail!(
+                    "{} has no tokenizer (tokenizer.json, or vocab.json and merges.txt): \
+                     pass the model's tokenizer with --tokenizer DIR",
+                    dir.display()
+                ),
+                (None, None) => sample.join("tokenizer"),
+            };
             let tokenizer = WikiHopTokenizer::from_dir(&tokenizer_dir)?;
             let seed = args.seed.unwrap_or(42);
+            let settings = settings(&args, matches!(source, ModelSource::Pretrained(_)), seed);
+            settings.check_devices(&devices)?;
+            let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+            check_run_dir(&run_dir, source.dir())?;
             autodiff.seed(seed);
-            let (model, config) = source.build(tokenizer.vocab_size(), &autodiff)?;
+            let (model, config) = source.build(&tokenizer, &autodiff)?;
             let max_len = args
                 .max_len
                 .unwrap_or(DEFAULT_MAX_LEN)
                 .min(config.max_sequence_length());
             let record = RunRecord {
-                train: args
-                    .train
-                    .clone()
-                    .unwrap_or_else(|| sample.join("train.json")),
-                dev: args.dev.clone().unwrap_or_else(|| sample.join("dev.json")),
-                tokenizer: tokenizer_dir,
+                train: absolute(
+                    &args
+                        .train
+                        .clone()
+                        .unwrap_or_else(|| sample.join("train.json")),
+                )?,
+                dev: absolute(&args.dev.clone().unwrap_or_else(|| sample.join("dev.json")))?,
+                tokenizer: absolute(&tokenizer_dir)?,
                 max_len,
                 truncate: args.truncate,
                 initialized_from: match &source {
-                    ModelSource::Pretrained(dir) => dir.display().to_string(),
+                    ModelSource::Pretrained(dir) => absolute(dir)?.display().to_string(),
                     ModelSource::Random(ConfigChoice::Tiny) => "tiny".into(),
                     ModelSource::Random(ConfigChoice::Base) => "base".into(),
-                    ModelSource::Random(ConfigChoice::File(f)) => f.display().to_string(),
+                    ModelSource::Random(ConfigChoice::File(f)) => {
+                        absolute(f)?.display().to_string()
+                    }
                 },
-                settings: settings(&args, matches!(source, ModelSource::Pretrained(_)), seed),
+                settings,
             };
-            record.settings.validate()?;
-            let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
-            if crate::checkpoint::checkpoints(&run_dir)?.last().is_some() {
-                bail!(
-                    "{} already holds a run; continue it with --resume {} or pick another --run-dir",
-                    run_dir.display(),
-                    run_dir.display()
-                );
-            }
-            std::fs::create_dir_all(&run_dir)
-                .with_context(|| format!("creating {}", run_dir.display()))?;
-            write_json(&run_dir.join("run.json"), &record)?;
-            std::fs::write(run_dir.join("config.json"), config.to_hf_json())
-                .with_context(|| format!("writing {}", run_dir.join("config.json").display()))?;
             (run_dir, record, Start::Fresh(model), config, tokenizer)
         }
     };
-    if tokenizer.vocab_size() > config.vocab_size {
-        bail!(
-            "the tokenizer {} has {} ids but the model only {}",
-            record.tokenizer.display(),
-            tokenizer.vocab_size(),
-            config.vocab_size
-        );
-    }
     let options = record.prepare_options();
     let train = load_examples(&record.train, &tokenizer, &options)?;
     let dev = load_examples(&record.dev, &tokenizer, &options)?;
+    if matches!(start, Start::Fresh(_)) {
+        // Written only now that the run can start: a failed start leaves no half-made run.
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        write_json(&run_dir.join("run.json"), &record)?;
+        std::fs::write(run_dir.join("config.json"), config.to_hf_json())
+            .with_context(|| format!("writing {}", run_dir.join("config.json").display()))?;
+    }
+    let stop = stop_on_signal();
     let run = Run {
         dir: &run_dir,
         train: &train,
@@ -298,10 +376,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
         settings: &record.settings,
         backend: args.backend.feature(),
         verbose: !args.quiet,
+        stop: Some(stop),
     };
-    let trained = run.train(start, &devices)?;
+    let trained = match run.train(start, &devices) {
+        Err(e) if e.is::<Interrupted>() => {
+            note(&format!(
+                "{e}; continue with `longformer train --resume {}`",
+                run_dir.display()
+            ));
+            std::process::exit(INTERRUPTED_EXIT_CODE);
+        }
+        result => result?,
+    };
     let s = &trained.summary;
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "dev accuracy {:.4} (chance {:.4}, best {:.4} at step {}) after {} optimizer steps, {:.1} s; run directory {}",
         s.dev_accuracy,
         s.chance_accuracy,
@@ -314,6 +403,94 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Exit status after SIGINT or SIGTERM stopped training (128 + SIGINT, as a shell reports
+/// a Ctrl-C).
+const INTERRUPTED_EXIT_CODE: i32 = 130;
+
+/// Set by the first SIGINT or SIGTERM: training stops after the current optimizer step.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Installs the handler of SIGINT (Ctrl-C) and SIGTERM: the first sets [`STOP`], so that
+/// training stops after the current optimizer step with a checkpoint, and restores the
+/// default action, so that a second one ends the process at once.
+#[cfg(unix)]
+fn stop_on_signal() -> &'static AtomicBool {
+    extern "C" fn on_signal(signal: libc::c_int) {
+        // Only async-signal-safe calls: an atomic store, `write` and `signal`.
+        STOP.store(true, Ordering::SeqCst);
+        let message =
+            b"\nstopping after this optimizer step, with a checkpoint (signal again to quit now)\n";
+        // SAFETY: writes a static buffer to stderr and resets this signal's disposition.
+        unsafe {
+            libc::write(2, message.as_ptr().cast(), message.len());
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` makes only async-signal-safe calls. A signal ignored from the
+        // start (`train ... &` in a script) stays ignored.
+        unsafe {
+            if libc::signal(signal, handler as libc::sighandler_t) == libc::SIG_IGN {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+        }
+    }
+    &STOP
+}
+
+/// Elsewhere than on Unix, signals end training as before (at the last checkpoint).
+#[cfg(not(unix))]
+fn stop_on_signal() -> &'static AtomicBool {
+    &STOP
+}
+
+/// Whether `dir` has tokenizer files ([`WikiHopTokenizer::from_dir`] names a missing
+/// `merges.txt` next to `vocab.json`).
+fn has_tokenizer(dir: &Path) -> bool {
+    dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file()
+}
+
+/// `path` made absolute against the current directory (run.json must not depend on where
+/// `--resume` or `eval` run).
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Refuses a run directory that would mix a new run with other files: one holding a run with
+/// checkpoints (continue it with `--resume`), the `--model` directory, or any other non-empty
+/// directory without a `run.json`. A run stopped before its first checkpoint starts over.
+fn check_run_dir(run_dir: &Path, model: Option<&Path>) -> Result<()> {
+    if crate::checkpoint::checkpoints(run_dir)?.last().is_some() {
+        bail!(
+            "{} already holds a run; continue it with --resume {} or pick another --run-dir",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
+    let mut entries = match std::fs::read_dir(run_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", run_dir.display())),
+    };
+    if let Some(model) = model
+        && std::fs::canonicalize(run_dir).ok() == std::fs::canonicalize(model).ok()
+    {
+        bail!(
+            "--run-dir {} is the --model directory: pick another",
+            run_dir.display()
+        );
+    }
+    if entries.next().is_some() && !run_dir.join("run.json").is_file() {
+        bail!(
+            "--run-dir {} exists, is not empty and holds no run: pick another or an empty one",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The settings of a new run: the flags, else the defaults for `pretrained` or not.
 fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
     let paper = TrainSettings::default();
     let base = if pretrained {
@@ -342,7 +519,7 @@ fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
             epsilon: args.epsilon.unwrap_or(base.optimizer.epsilon),
             warmup_steps: args.warmup.unwrap_or(base.optimizer.warmup_steps),
             max_grad_norm: match args.max_grad_norm {
-                Some(n) if n <= 0.0 => None,
+                Some(0.0) => None,
                 Some(n) => Some(n),
                 None => base.optimizer.max_grad_norm,
             },
