@@ -1,7 +1,7 @@
 //! Progress reporting for long preprocessing runs: a bar when stderr is a terminal,
 //! plain lines every 10% otherwise (CI logs), nothing when hidden.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,7 +60,9 @@ impl Progress {
         } else if self.lines && self.total > 0 {
             let step = self.total.div_ceil(10);
             if done.is_multiple_of(step) || done == self.total {
-                eprintln!(
+                // Ignoring write errors: a closed stderr (`... 2>&1 | head`) must not end the run.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "{}: {done}/{} ({}%)",
                     self.label,
                     self.total,

@@ -128,7 +128,7 @@ pub struct TrainArgs {
     /// Keep only the first chunk of examples longer than --max-len.
     #[arg(long)]
     pub truncate: bool,
-    /// No log lines.
+    /// No log lines (and no data-preparation progress).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -357,7 +357,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             (run_dir, record, Start::Fresh(model), config, tokenizer)
         }
     };
-    let options = record.prepare_options();
+    let mut options = record.prepare_options();
+    if args.quiet {
+        options.progress = ProgressMode::Hidden;
+    }
     let train = load_examples(&record.train, &tokenizer, &options)?;
     let dev = load_examples(&record.dev, &tokenizer, &options)?;
     if matches!(start, Start::Fresh(_)) {
