@@ -117,12 +117,35 @@ fn main() -> ExitCode {
         cargo.args(defaults);
     }
     cargo.args(&forward.args);
-    match cargo.status() {
+    let mut child = match cargo.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("xtask: cannot run cargo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    outlive_interrupts();
+    match child.wait() {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8),
         Err(e) => {
-            eprintln!("xtask: cannot run cargo: {e}");
+            eprintln!("xtask: waiting for cargo: {e}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// Ctrl-C reaches the whole foreground process group: `longformer train` answers it by
+/// finishing its optimizer step and writing a checkpoint. This process ignores it (after the
+/// child is started, which would otherwise inherit the ignored disposition), so that it waits
+/// for that and the shell's prompt comes back after the child's last words, not before.
+#[cfg(unix)]
+fn outlive_interrupts() {
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
+
+#[cfg(not(unix))]
+fn outlive_interrupts() {}
