@@ -127,12 +127,21 @@ fn main() -> ExitCode {
     outlive_interrupts();
     match child.wait() {
         Ok(status) if status.success() => ExitCode::SUCCESS,
-        Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8),
+        Ok(status) => ExitCode::from(exit_code(status)),
         Err(e) => {
             eprintln!("xtask: waiting for cargo: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The child's exit code, or the shell's `128 + signal` when a signal ended it.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    #[cfg(unix)]
+    if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+        return (128 + signal).clamp(1, 255) as u8;
+    }
+    status.code().unwrap_or(1).clamp(1, 255) as u8
 }
 
 /// Ctrl-C reaches the whole foreground process group: `longformer train` answers it by

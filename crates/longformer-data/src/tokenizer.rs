@@ -87,9 +87,14 @@ impl WikiHopTokenizer {
         })
     }
 
-    /// Vocabulary size including the added markers: the rows the word embeddings need.
+    /// Vocabulary size including the added markers: the rows the word embeddings need, the
+    /// largest id plus one (a `tokenizer.json` may leave ids unused, so not the count of tokens).
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.tokenizer
+            .get_vocab(true)
+            .into_values()
+            .max()
+            .map_or(0, |largest| largest as usize + 1)
     }
 
     /// How many of the four markers were new to the tokenizer (0 to 4).
@@ -402,6 +407,24 @@ mod tests {
         assert_eq!(tok.vocab_size(), 14);
         assert_eq!(tok.encode("ab").unwrap(), vec![8]);
         assert_eq!(tok.special().entity, 12);
+    }
+
+    /// A vocabulary with unused ids: the embedding needs a row for its largest id, not one per
+    /// token.
+    #[test]
+    fn vocab_size_covers_the_largest_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("vocab.json"),
+            r#"{"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4, "a": 5, "b": 6, "Ġa": 7, "Ġab": 30, "<mask>": 9}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("merges.txt"), "#version: 0.2\nĠ a\nĠa b\n").unwrap();
+        let tok = WikiHopTokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok.encode("ab").unwrap(), vec![30]);
+        let largest = tok.inner().get_vocab(true).into_values().max().unwrap();
+        assert!(largest >= 30);
+        assert_eq!(tok.vocab_size(), largest as usize + 1);
     }
 
     /// A directory with the sample tokenizer as `tokenizer.json` (`json`) or as `vocab.json` +

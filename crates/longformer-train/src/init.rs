@@ -13,6 +13,10 @@ use crate::commands::train::check_tokenizer;
 use crate::model::WikiHopModel;
 use crate::progress::note;
 
+/// Most rows a pretrained model's word embedding may have past its tokenizer's ids (markers
+/// included): vocabularies are padded to multiples of up to 128.
+const MAX_SPARE_ROWS: usize = 128;
+
 /// A configuration for a random-init model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigChoice {
@@ -94,15 +98,25 @@ impl ModelSource {
             Self::Pretrained(dir) => {
                 let config_file = dir.join("config.json");
                 let config = LongformerConfig::from_json_file(&config_file)?;
-                if config.vocab_size > vocab_size {
+                // Vocabularies padded to a multiple of 8 to 128 rows leave spare rows past the
+                // tokenizer's ids (markers included), which stay unused; many more mean another
+                // tokenizer.
+                let spare = config.vocab_size.saturating_sub(vocab_size);
+                if spare > MAX_SPARE_ROWS {
                     bail!(
                         "the model in {} has {} ids but the tokenizer {} only {vocab_size} with \
-                         the WikiHop markers, which would take ids of the model's own tokens: \
-                         pass the model's tokenizer with --tokenizer",
+                         the WikiHop markers: {spare} rows more than it can produce, so it is \
+                         not the model's tokenizer; pass that with --tokenizer",
                         dir.display(),
                         config.vocab_size,
                         tokenizer.source().display()
                     );
+                } else if spare > 0 {
+                    note(&format!(
+                        "the model in {} has {spare} rows past the ids of its tokenizer and the \
+                         WikiHop markers (a padded vocabulary); they stay unused",
+                        dir.display()
+                    ));
                 }
                 check_tokenizer(
                     tokenizer,

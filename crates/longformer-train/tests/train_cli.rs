@@ -227,7 +227,8 @@ fn edited_tokenizer(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> Pa
 }
 
 /// An HF Longformer directory as `from_pretrained` reads it: `assets/tiny-longformer` with a
-/// word embedding of `rows` rows (and `vocab_size` to match), and its tokenizer.
+/// word embedding of `rows` rows (cut, or padded with zero rows; `vocab_size` to match), and its
+/// tokenizer.
 fn hf_model(dir: &Path, rows: usize) {
     let source = repo_root().join("assets/tiny-longformer");
     std::fs::create_dir_all(dir).unwrap();
@@ -244,7 +245,8 @@ fn hf_model(dir: &Path, rows: usize) {
             let mut shape = view.shape().to_vec();
             let mut data = view.data().to_vec();
             if name == "embeddings.word_embeddings.weight" {
-                data.truncate(rows * shape[1] * 4);
+                // Fewer rows, or zero rows past the file's.
+                data.resize(rows * shape[1] * 4, 0);
                 shape[0] = rows;
             }
             (name, view.dtype(), shape, data)
@@ -278,10 +280,38 @@ fn fine_tunes_resumes_and_evaluates_a_checkpoint_whose_vocabulary_grows() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("by 4 rows"), "{}", stderr(&out));
     assert_eq!(json(&run.join("config.json"))["vocab_size"], 2052);
+    // Resumed from step 2, steps 3 and 4 train the grown embedding again.
+    std::fs::remove_dir_all(run.join("checkpoints/step-00000004")).unwrap();
     let resumed = longformer(&["train", "--resume", run_s]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(run.join("checkpoints/step-00000004/model.bpk").is_file());
+    assert_eq!(json(&run.join("summary.json"))["optimizer_steps"], 4);
     let eval = longformer(&["eval", "--run", run_s]);
     assert!(eval.status.success(), "{}", stderr(&eval));
+
+    // A padded vocabulary: spare rows past the tokenizer's ids stay unused; hundreds of rows
+    // more mean another tokenizer.
+    for (rows, ok) in [(2052 + 64, true), (2052 + 200, false)] {
+        let padded = dir.join(format!("padded-{rows}"));
+        hf_model(&padded, rows);
+        let padded_s = padded.to_str().unwrap();
+        let run = dir.join(format!("run-{rows}"));
+        let out = longformer(&short_run(
+            data,
+            run.to_str().unwrap(),
+            &["--model", padded_s],
+        ));
+        if ok {
+            assert!(out.status.success(), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("64 rows past the ids"),
+                "{}",
+                stderr(&out)
+            );
+        } else {
+            assert!(failure(&out).contains("not the model's tokenizer"));
+        }
+    }
 
     // Without its tokenizer files, the model directory needs --tokenizer: the bundled
     // sample's would not be the model's.

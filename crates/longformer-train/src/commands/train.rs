@@ -155,7 +155,10 @@ pub struct RunRecord {
 impl RunRecord {
     /// Reads `RUN_DIR/run.json`.
     pub fn read(run_dir: &Path) -> Result<Self> {
-        read_json(&run_dir.join("run.json"))
+        let mut record: Self = read_json(&run_dir.join("run.json"))?;
+        // Runs written before 0 was refused kept one checkpoint with it.
+        record.settings.keep_checkpoints = record.settings.keep_checkpoints.max(1);
+        Ok(record)
     }
 
     /// Reads `RUN_DIR/config.json`.
