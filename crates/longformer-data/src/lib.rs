@@ -48,5 +48,7 @@ pub use pipeline::{
 pub use progress::ProgressMode;
 pub use sample::{SampleConfig, generate, train_tokenizer, write_records};
 pub use summary::Summary;
-pub use tokenizer::{SpecialIds, TextTokenizer, WIKIHOP_MARKERS, WikiHopTokenizer};
+pub use tokenizer::{
+    SpecialIds, TextTokenizer, WIKIHOP_MARKERS, WikiHopTokenizer, has_tokenizer_files,
+};
 pub use wikihop::{ReadOutcome, WikiHopExample, WikiHopRecord, read_wikihop};

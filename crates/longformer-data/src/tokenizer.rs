@@ -268,6 +268,13 @@ const ROBERTA_CLASSES: [&str; 4] = [
 ///
 /// `dir` may also be the path of a `tokenizer.json` file, taken as written.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, DataError> {
+    if dir.is_dir() && !has_tokenizer_files(dir) {
+        return Err(missing_sample(Path::new(SAMPLE_DIR), dir).unwrap_or(
+            DataError::TokenizerNotFound {
+                dir: dir.to_path_buf(),
+            },
+        ));
+    }
     if dir.is_file() {
         return tokenizer_from_file(dir);
     }
@@ -296,15 +303,16 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, DataError> {
             tokenizer.with_pre_tokenizer(Some(byte_level));
         }
         Ok(tokenizer)
-    } else if vocab.is_file() && merges.is_file() {
-        roberta_from_vocab_merges(&vocab, &merges, add_prefix_space)
     } else {
-        Err(
-            missing_sample(Path::new(SAMPLE_DIR), dir).unwrap_or(DataError::TokenizerNotFound {
-                dir: dir.to_path_buf(),
-            }),
-        )
+        roberta_from_vocab_merges(&vocab, &merges, add_prefix_space)
     }
+}
+
+/// Whether directory `dir` holds the files [`load_tokenizer`] reads: `tokenizer.json`, or
+/// `vocab.json` with `merges.txt`.
+pub fn has_tokenizer_files(dir: &Path) -> bool {
+    dir.join("tokenizer.json").is_file()
+        || (dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file())
 }
 
 fn tokenizer_from_file(path: &Path) -> Result<Tokenizer, DataError> {
@@ -407,6 +415,17 @@ mod tests {
         assert_eq!(tok.vocab_size(), 14);
         assert_eq!(tok.encode("ab").unwrap(), vec![8]);
         assert_eq!(tok.special().entity, 12);
+    }
+
+    #[test]
+    fn tokenizer_files_are_tokenizer_json_or_the_vocab_merges_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_tokenizer_files(dir.path()));
+        std::fs::write(dir.path().join("vocab.json"), "{}").unwrap();
+        assert!(!has_tokenizer_files(dir.path()), "vocab.json alone");
+        std::fs::write(dir.path().join("merges.txt"), "").unwrap();
+        assert!(has_tokenizer_files(dir.path()));
+        assert!(has_tokenizer_files(&sample_tokenizer_dir()));
     }
 
     /// A vocabulary with unused ids: the embedding needs a row for its largest id, not one per

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use longformer_data::{
     DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, WikiHopTokenizer,
-    prepare_file, sample_dir,
+    has_tokenizer_files, prepare_file, sample_dir,
 };
 use longformer_model::LongformerConfig;
 use serde::{Deserialize, Serialize};
@@ -316,7 +316,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let sample = sample_dir();
             let tokenizer_dir = match (&args.tokenizer, source.dir()) {
                 (Some(tokenizer), _) => tokenizer.clone(),
-                (None, Some(dir)) if has_tokenizer(dir) => dir.to_path_buf(),
+                (None, Some(dir)) if has_tokenizer_files(dir) => dir.to_path_buf(),
                 (None, Some(dir)) => bail!(
                     "{} has no tokenizer (tokenizer.json, or vocab.json and merges.txt): \
                      pass the model's tokenizer with --tokenizer DIR",
@@ -449,12 +449,6 @@ fn stop_on_signal() -> &'static AtomicBool {
 #[cfg(not(unix))]
 fn stop_on_signal() -> &'static AtomicBool {
     &STOP
-}
-
-/// Whether `dir` has tokenizer files ([`WikiHopTokenizer::from_dir`] names a missing
-/// `merges.txt` next to `vocab.json`).
-fn has_tokenizer(dir: &Path) -> bool {
-    dir.join("tokenizer.json").is_file() || dir.join("vocab.json").is_file()
 }
 
 /// `path` made absolute against the current directory (run.json must not depend on where
