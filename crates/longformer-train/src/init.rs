@@ -9,7 +9,6 @@ use burn::tensor::{Device, Distribution, Tensor};
 use longformer_data::WikiHopTokenizer;
 use longformer_model::{AttentionWindow, LongformerConfig, LongformerModel, load_pretrained};
 
-use crate::commands::train::check_tokenizer;
 use crate::model::WikiHopModel;
 use crate::progress::note;
 
@@ -177,6 +176,36 @@ pub fn grow_word_embeddings(
         Param::from_tensor(Tensor::cat(vec![weight, fresh], 0).detach());
     model.vocab_size = vocab_size;
     added
+}
+
+/// Checks that `tokenizer` fits the model of `config` (read from `config_file`): each of its
+/// ids has a row in the word embedding, and it pads with the model's `pad_token_id` (position
+/// ids skip that id: a mismatch would number the positions wrongly).
+pub fn check_tokenizer(
+    tokenizer: &WikiHopTokenizer,
+    config: &LongformerConfig,
+    config_file: &Path,
+) -> Result<()> {
+    if tokenizer.vocab_size() > config.vocab_size {
+        bail!(
+            "the tokenizer {} has {} ids but the model only {} (vocab_size in {})",
+            tokenizer.source().display(),
+            tokenizer.vocab_size(),
+            config.vocab_size,
+            config_file.display()
+        );
+    }
+    if tokenizer.pad_id() as usize != config.pad_token_id {
+        bail!(
+            "the tokenizer {} pads with id {} but the model's pad_token_id is {} ({}): \
+             use the model's tokenizer",
+            tokenizer.source().display(),
+            tokenizer.pad_id(),
+            config.pad_token_id,
+            config_file.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, Precision};
 use crate::checkpoint::{read_json, write_json};
 use crate::examples::ExampleSet;
-use crate::init::{ConfigChoice, ModelSource};
+use crate::init::{ConfigChoice, ModelSource, check_tokenizer};
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::OptimizerSettings;
 use crate::progress::note;
@@ -206,36 +206,6 @@ impl RunRecord {
             progress: ProgressMode::Auto,
         }
     }
-}
-
-/// Checks that `tokenizer` fits the model of `config` (read from `config_file`): each of its
-/// ids has a row in the word embedding, and it pads with the model's `pad_token_id` (position
-/// ids skip that id: a mismatch would number the positions wrongly).
-pub fn check_tokenizer(
-    tokenizer: &WikiHopTokenizer,
-    config: &LongformerConfig,
-    config_file: &Path,
-) -> Result<()> {
-    if tokenizer.vocab_size() > config.vocab_size {
-        bail!(
-            "the tokenizer {} has {} ids but the model only {} (vocab_size in {})",
-            tokenizer.source().display(),
-            tokenizer.vocab_size(),
-            config.vocab_size,
-            config_file.display()
-        );
-    }
-    if tokenizer.pad_id() as usize != config.pad_token_id {
-        bail!(
-            "the tokenizer {} pads with id {} but the model's pad_token_id is {} ({}): \
-             use the model's tokenizer",
-            tokenizer.source().display(),
-            tokenizer.pad_id(),
-            config.pad_token_id,
-            config_file.display()
-        );
-    }
-    Ok(())
 }
 
 /// Reads, tokenizes and groups a WikiHop file (skipped records are reported); a file with no
