@@ -402,16 +402,22 @@ mod tests {
         assert_eq!(again.special(), tok.special());
     }
 
-    #[test]
-    fn loads_a_vocab_merges_pair() {
+    /// A directory with a ten-token RoBERTa pair (`vocab.json` + `merges.txt`) in which " ab"
+    /// has id `ab_id`, and its tokenizer.
+    fn tiny_bpe(ab_id: u32) -> (tempfile::TempDir, WikiHopTokenizer) {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("vocab.json"),
-            r#"{"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4, "a": 5, "b": 6, "Ġa": 7, "Ġab": 8, "<mask>": 9}"#,
-        )
-        .unwrap();
+        let vocab = format!(
+            r#"{{"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4, "a": 5, "b": 6, "Ġa": 7, "Ġab": {ab_id}, "<mask>": 9}}"#
+        );
+        std::fs::write(dir.path().join("vocab.json"), vocab).unwrap();
         std::fs::write(dir.path().join("merges.txt"), "#version: 0.2\nĠ a\nĠa b\n").unwrap();
         let tok = WikiHopTokenizer::from_dir(dir.path()).unwrap();
+        (dir, tok)
+    }
+
+    #[test]
+    fn loads_a_vocab_merges_pair() {
+        let (_dir, tok) = tiny_bpe(8);
         assert_eq!(tok.vocab_size(), 14);
         assert_eq!(tok.encode("ab").unwrap(), vec![8]);
         assert_eq!(tok.special().entity, 12);
@@ -432,14 +438,7 @@ mod tests {
     /// token.
     #[test]
     fn vocab_size_covers_the_largest_id() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("vocab.json"),
-            r#"{"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "Ġ": 4, "a": 5, "b": 6, "Ġa": 7, "Ġab": 30, "<mask>": 9}"#,
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("merges.txt"), "#version: 0.2\nĠ a\nĠa b\n").unwrap();
-        let tok = WikiHopTokenizer::from_dir(dir.path()).unwrap();
+        let (_dir, tok) = tiny_bpe(30);
         assert_eq!(tok.encode("ab").unwrap(), vec![30]);
         let largest = tok.inner().get_vocab(true).into_values().max().unwrap();
         assert!(largest >= 30);
