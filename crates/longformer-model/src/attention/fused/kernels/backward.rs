@@ -13,7 +13,7 @@ use super::common::{
 
 /// Backward, query side: `dq` `[rows, heads, m, d]` of the band.
 ///
-/// Cube `(x, y)`: queries `x·block ..` of `(row, head) = y`.
+/// Cube `(x, y, z)`: queries `x·block ..` of a `(row, head)` pair (see [`place`]).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
@@ -95,8 +95,8 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
 /// value and both sums; `dv` alone needs two, `dk` alone three, for a second pass over the
 /// scores).
 ///
-/// Cube `(x, y)`: keys `x·block ..` of `(row, head) = y`; key `j` is seen by the queries
-/// `j - right ..= j + left`.
+/// Cube `(x, y, z)`: keys `x·block ..` of a `(row, head)` pair (see [`place`]); key `j` is
+/// seen by the queries `j - right ..= j + left`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(

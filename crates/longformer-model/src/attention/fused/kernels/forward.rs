@@ -15,7 +15,8 @@ const NO_SCORE: f32 = -1.0e30;
 /// Forward: the context `[rows, heads, m, d]` and log-sum-exp `[rows, heads, m]` of every
 /// query over the global slots (`global_k`, `global_v`: `[rows, heads, g, d]`) and its band.
 ///
-/// Cube `(x, y)`: queries `x·block ..` of `(row, head) = y`. `rv`: vectors per head row.
+/// Cube `(x, y, z)`: queries `x·block ..` of a `(row, head)` pair (see [`place`]). `rv`:
+/// vectors per head row.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
