@@ -144,6 +144,18 @@ pub struct Checkpoint {
     pub dir: PathBuf,
 }
 
+/// The newest complete checkpoint directory of `run_dir`; an error naming the run directory
+/// when it has none.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
+    let Some(dir) = checkpoints(run_dir)?.pop() else {
+        bail!(
+            "{} has no complete checkpoint (looked for checkpoints/step-*/)",
+            run_dir.display()
+        );
+    };
+    Ok(dir)
+}
+
 /// Loads the newest complete checkpoint of `run_dir` into `model` and `optimizer` (freshly
 /// built with the run's settings, on `device`).
 pub fn load_latest(
@@ -152,12 +164,7 @@ pub fn load_latest(
     optimizer: ModuleOptimizer,
     device: &Device,
 ) -> Result<Checkpoint> {
-    let Some(dir) = checkpoints(run_dir)?.pop() else {
-        bail!(
-            "{} has no complete checkpoint (looked for checkpoints/step-*/)",
-            run_dir.display()
-        );
-    };
+    let dir = latest_checkpoint(run_dir)?;
     let state: TrainState = read_json(&dir.join("state.json"))?;
     let model = load_model(model, &dir.join("model.bpk"))?.fork(device);
     let optimizer = optimizer

@@ -258,12 +258,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 );
             }
             let record = RunRecord::read(run_dir)?;
-            if crate::checkpoint::checkpoints(run_dir)?.is_empty() {
-                bail!(
-                    "{} has no complete checkpoint (looked for checkpoints/step-*/)",
-                    run_dir.display()
-                );
-            }
+            // Before the data is prepared: a run without a checkpoint has nothing to resume.
+            crate::checkpoint::latest_checkpoint(run_dir)?;
             let config = RunRecord::model_config(run_dir)?;
             let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
             record.check_model(run_dir, &tokenizer, &config)?;
