@@ -1,7 +1,7 @@
 //! Picking the compute device from `--backend`, among the backends compiled into this binary,
 //! and the float dtype from `--dtype`.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
 use longformer_model::cast_float_params;
@@ -30,9 +30,9 @@ impl Backend {
             #[allow(deprecated)] // deprecated in Burn 0.22, still supported here
             Self::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu => Ok(Device::wgpu(Default::default())),
+            Self::Wgpu => started(Device::wgpu(Default::default())),
             #[cfg(feature = "vulkan")]
-            Self::Vulkan => Ok(Device::vulkan(Default::default())),
+            Self::Vulkan => started(Device::vulkan(Default::default())),
             #[allow(unreachable_patterns)]
             other => bail!(
                 "backend {other:?} is not compiled into this binary; rebuild with the `{}` feature \
@@ -51,13 +51,15 @@ impl Backend {
             1 => Ok(vec![self.device()?]),
             n => match self {
                 #[cfg(feature = "wgpu")]
-                Self::Wgpu => Ok((0..n)
-                    .map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
-                    .collect()),
+                Self::Wgpu => (0..n)
+                    .map(|i| started(Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i))))
+                    .collect::<Result<_>>()
+                    .with_context(|| format!("--devices {n} needs {n} discrete GPUs")),
                 #[cfg(feature = "vulkan")]
-                Self::Vulkan => Ok((0..n)
-                    .map(|i| Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i)))
-                    .collect()),
+                Self::Vulkan => (0..n)
+                    .map(|i| started(Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i))))
+                    .collect::<Result<_>>()
+                    .with_context(|| format!("--devices {n} needs {n} discrete GPUs")),
                 Self::Flex | Self::Ndarray => bail!(
                     "--devices {n}: the {} backend has one device (it already uses every core)",
                     self.feature()
@@ -118,5 +120,53 @@ impl Precision {
             return Ok(module);
         }
         Ok(cast_float_params(module, self.float_dtype(), device)?)
+    }
+}
+
+/// `device`, started: a GPU runtime that cannot find its adapter (no GPU, no driver, fewer
+/// discrete GPUs than `--devices`) panics on its server thread, and the caller's thread then
+/// panics on the closed channel. This starts the device under `catch_unwind` with the panic
+/// report captured, and answers the runtime's own message as an error instead.
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+fn started(device: Device) -> Result<Device> {
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::{Arc, Mutex};
+
+    let reports = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&reports);
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        sink.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+    }));
+    // Any query that needs the device's client starts its runtime.
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        device.supports_dtype(burn::tensor::DType::F32)
+    }));
+    panic::set_hook(previous);
+    if outcome.is_ok() {
+        return Ok(device);
+    }
+    let reports = reports.lock().unwrap_or_else(|e| e.into_inner());
+    // The server thread's report comes first; the caller's is about the closed channel.
+    let cause = reports.first().map_or("(no report)", String::as_str);
+    bail!("cannot start the GPU device {device:?}: {cause}")
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_gpu_is_an_error_naming_it_not_a_panic() {
+        let missing = Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(999));
+        let err = started(missing).expect_err("no machine has a thousand discrete GPUs");
+        let message = format!("{err:#}");
+        assert!(message.contains("DiscreteGpu(999)"), "{message}");
     }
 }
