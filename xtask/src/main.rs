@@ -124,8 +124,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    outlive_interrupts();
-    match child.wait() {
+    outlive_interrupts(child.id());
+    let waited = child.wait();
+    forget_child();
+    match waited {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => ExitCode::from(exit_code(status)),
         Err(e) => {
@@ -144,17 +146,50 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
     status.code().unwrap_or(1).clamp(1, 255) as u8
 }
 
+/// The child's process id, for [`forward_termination`].
+#[cfg(unix)]
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 /// Ctrl-C reaches the whole foreground process group: `longformer train` answers it by
 /// finishing its optimizer step and writing a checkpoint. This process ignores it (after the
 /// child is started, which would otherwise inherit the ignored disposition), so that it waits
 /// for that and the shell's prompt comes back after the child's last words, not before.
+/// SIGTERM (a job scheduler's `kill PID`) reaches this process alone: it is passed on to the
+/// child (`cargo run` replaces itself with the `longformer` binary), which checkpoints the same
+/// way, and this process still waits for it.
 #[cfg(unix)]
-fn outlive_interrupts() {
-    // SAFETY: setting a signal's disposition to "ignore" installs no handler.
+fn outlive_interrupts(child: u32) {
+    CHILD.store(child as i32, std::sync::atomic::Ordering::SeqCst);
+    let forward: extern "C" fn(libc::c_int) = forward_termination;
+    // SAFETY: "ignore" installs no handler; `forward_termination` only loads an atomic and
+    // calls `kill`, both async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, forward as libc::sighandler_t);
     }
 }
 
+/// SIGTERM's handler: sends the signal on to the child.
+#[cfg(unix)]
+extern "C" fn forward_termination(signal: libc::c_int) {
+    let child = CHILD.load(std::sync::atomic::Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: `kill` is async-signal-safe; `child` is our child, not yet reaped
+        // (`forget_child` clears it once `wait` has returned).
+        unsafe {
+            libc::kill(child, signal);
+        }
+    }
+}
+
+/// Once the child is reaped its id may be reused: SIGTERM is no longer passed on.
+#[cfg(unix)]
+fn forget_child() {
+    CHILD.store(0, std::sync::atomic::Ordering::SeqCst);
+}
+
 #[cfg(not(unix))]
-fn outlive_interrupts() {}
+fn outlive_interrupts(_child: u32) {}
+
+#[cfg(not(unix))]
+fn forget_child() {}
