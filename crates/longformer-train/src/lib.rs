@@ -18,6 +18,7 @@ pub mod init;
 pub mod metrics;
 pub mod model;
 pub mod optimization;
+pub mod output;
 pub mod progress;
 pub mod trainer;
 

@@ -374,10 +374,6 @@ fn tokenize(
 }
 
 fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
     let bytes: Vec<Vec<u8>> = outputs
         .iter()
         .map(|(_, values, _)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -388,9 +384,8 @@ fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.clone(), bytes)?;
         tensors.insert(name.to_string(), view);
     }
-    safetensors::serialize_to_file(&tensors, None, path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    let file = safetensors::serialize(&tensors, None)?;
+    crate::output::write_file(path, &file).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

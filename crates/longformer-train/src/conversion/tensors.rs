@@ -108,9 +108,13 @@ pub(super) fn write_safetensors(
         .collect::<Result<Vec<_>, _>>()?;
     // transformers reads the "format" entry to know the tensors are PyTorch's.
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| ConvertError::Io {
+    let file = safetensors::serialize(views, Some(metadata)).map_err(|e| ConvertError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::other(e.to_string()),
+    })?;
+    crate::output::write_file(path, &file).map_err(|source| ConvertError::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
