@@ -80,9 +80,14 @@ pub fn save_model(model: &WikiHopModel, path: &Path) -> Result<()> {
 /// Loads burnpack weights from `path` into `model`; every parameter must be present with its shape.
 pub fn load_model(mut model: WikiHopModel, path: &Path) -> Result<WikiHopModel> {
     let mut store = BurnpackStore::from_file(path).auto_extension(false);
-    let result = model
-        .load_from(&mut store)
-        .with_context(|| format!("reading model weights {}", path.display()))?;
+    let result = model.load_from(&mut store).map_err(|e| {
+        anyhow::anyhow!(
+            "reading model weights {}: they do not fit the model (is it this run's model.bpk, \
+             with this run's config.json?): {}",
+            path.display(),
+            shortened(&e.to_string())
+        )
+    })?;
     // Runs started from a pretrained model before the pooler was dropped saved its weights;
     // WikiHop never used them.
     let unused: Vec<&String> = result
@@ -92,15 +97,44 @@ pub fn load_model(mut model: WikiHopModel, path: &Path) -> Result<WikiHopModel> 
         .collect();
     if !result.missing.is_empty() || !result.errors.is_empty() || !unused.is_empty() {
         let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+        let errors: Vec<String> = result.errors.iter().map(|e| format!("{e:?}")).collect();
         bail!(
-            "{} does not match the model: missing {:?}, unexpected {:?}, errors {:?}",
+            "{} does not match the model (is it this run's model.bpk, with this run's \
+             config.json?): missing {}; unexpected {}; mismatched {}",
             path.display(),
-            missing,
-            unused,
-            result.errors
+            first_few(&missing),
+            first_few(&unused),
+            first_few(&errors),
         );
     }
     Ok(model)
+}
+
+/// `items` as `N: a, b, c, ...`: the count and the first three, for errors about keys.
+fn first_few<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    let shown: Vec<String> = items
+        .iter()
+        .take(3)
+        .map(|i| shortened(&i.to_string()))
+        .collect();
+    let more = if items.len() > 3 { ", ..." } else { "" };
+    format!("{} ({}{more})", items.len(), shown.join(", "))
+}
+
+/// `text`, cut to its first 300 characters (Burn's load errors list every key).
+fn shortened(text: &str) -> String {
+    const LIMIT: usize = 300;
+    match text.char_indices().nth(LIMIT) {
+        Some((cut, _)) => format!(
+            "{} ... ({} characters more)",
+            &text[..cut],
+            text[cut..].chars().count()
+        ),
+        None => text.to_string(),
+    }
 }
 
 /// Writes the checkpoint of `state.optimizer_step` atomically, then keeps only the `keep`
@@ -206,12 +240,12 @@ fn prune(run_dir: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// Writes `value` as pretty JSON through a temporary file and a rename.
+/// Writes `value` as pretty JSON through a temporary file and a rename
+/// ([`crate::output::write_file`]).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value)?;
-    fs::write(&tmp, text + "\n").with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    crate::output::write_file(path, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Reads a JSON file, naming it in errors.
@@ -244,6 +278,18 @@ mod tests {
         let wider = LongformerConfig::tiny(60);
         let error = load_model(WikiHopModel::init(&wider, &device), &path).unwrap_err();
         assert!(format!("{error:#}").contains("model.bpk"), "{error:#}");
+
+        // Another layout (more layers, other widths): the message counts the keys and shows a
+        // few, rather than Burn's debug listing of every one.
+        let mut other = LongformerConfig::tiny(50);
+        other.num_hidden_layers += 3;
+        other.intermediate_size *= 2;
+        let error = load_model(WikiHopModel::init(&other, &device), &path).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("do not fit") && message.len() < 1500,
+            "{message}"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -21,7 +21,8 @@ pub struct EvalArgs {
     /// Run directory written by `longformer train` (run.json, config.json, best/, final/).
     #[arg(long, value_name = "RUN_DIR")]
     pub run: PathBuf,
-    /// Which weights: `best` (highest dev accuracy), `final`, or a `.bpk` file.
+    /// Which weights: `best` (highest dev accuracy), `final`, a checkpoint directory
+    /// (`RUN_DIR/checkpoints/step-N`) or a `model.bpk` file.
     #[arg(long, default_value = "best")]
     pub weights: String,
     /// WikiHop file to evaluate [default: the run's dev file].
@@ -56,15 +57,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run.join("predictions.json"));
+    crate::output::check_writable(&out).with_context(|| format!("--out {}", out.display()))?;
     let device = args.backend.device()?;
     let record = RunRecord::read(&args.run)?;
     let config = RunRecord::model_config(&args.run)?;
     let weights = match args.weights.as_str() {
         "best" | "final" => args.run.join(&args.weights).join("model.bpk"),
+        path if Path::new(path).is_dir() => Path::new(path).join("model.bpk"),
         path => PathBuf::from(path),
     };
     if !weights.is_file() {
-        bail!("no weights at {}", weights.display());
+        bail!(
+            "no weights at {}: --weights takes `best`, `final`, a checkpoint directory \
+             (RUN_DIR/checkpoints/step-N) or a model.bpk file",
+            weights.display()
+        );
     }
     let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
     record.check_model(&args.run, &tokenizer, &config)?;
@@ -105,10 +116,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
             )
         })
         .collect();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.run.join("predictions.json"));
     write_json(&out, &predictions)?;
     let _ = writeln!(
         std::io::stdout(),
