@@ -29,6 +29,21 @@ fn keep_freed_memory() {
     }
 }
 
+/// A reader that closes our stdout early (`longformer bench | head -1`) ends the process
+/// quietly, as it ends `cat` or `grep`, instead of making the next `println!` panic with
+/// "Broken pipe" (Rust ignores SIGPIPE by default). The commands write their files before their
+/// stdout summaries, and training writes only its last line there.
+#[cfg(unix)]
+fn die_quietly_on_closed_stdout() {
+    // SAFETY: restores the default disposition of a signal; installs no handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn die_quietly_on_closed_stdout() {}
+
 #[derive(Parser, Debug)]
 #[command(name = "longformer", version, about = "Longformer on Burn")]
 struct Cli {
@@ -44,7 +59,8 @@ enum Command {
     Encode(commands::encode::EncodeArgs),
     /// Turn a WikiHop (QAngaroo) JSON file into model inputs, one JSON line per chunk.
     Prepare(commands::prepare::PrepareArgs),
-    /// Time the forward pass of a random-weight model and report peak memory (JSON lines).
+    /// Time the forward pass (`--mode train`: a training step) of a random-weight model, or one
+    /// layer's attention core, and report peak memory (JSON lines).
     Bench(commands::bench::BenchArgs),
     /// Train a WikiHop model (with no arguments: a tiny model on the bundled sample set).
     Train(commands::train::TrainArgs),
@@ -57,6 +73,7 @@ enum Command {
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    die_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Encode(args) => commands::encode::run(args),
