@@ -140,7 +140,68 @@ fn too_long_input_is_a_clear_error() {
     let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("exceeds the model's maximum of 128"), "{err}");
+    assert!(
+        err.contains("exceeds the model's maximum of 128") && err.contains("lf-long-"),
+        "the error names the limit and the input file: {err}"
+    );
+}
+
+/// `token_type_ids`, as a HF tokenizer writes them next to the ids, are taken: zeros give what
+/// no token types give, a type outside `type_vocab_size` (1 for the tiny model) and a row of the
+/// wrong length are errors naming the file.
+#[test]
+fn token_type_ids_in_the_input_file_are_used_and_checked() {
+    let file = |tag: &str, json: &str| {
+        let path = std::env::temp_dir().join(format!("lf-types-{tag}-{}.json", std::process::id()));
+        std::fs::write(&path, json).unwrap();
+        path
+    };
+    let read = |path: &Path| std::fs::read(path).unwrap();
+    let plain = file("plain", r#"{"input_ids": [[0, 5, 6, 2], [0, 7, 2]]}"#);
+    let zeros = file(
+        "zeros",
+        r#"{"input_ids": [[0, 5, 6, 2], [0, 7, 2]], "token_type_ids": [[0, 0, 0, 0], [0, 0, 0]]}"#,
+    );
+    let outputs: Vec<PathBuf> = ["plain", "zeros"]
+        .iter()
+        .map(|tag| std::env::temp_dir().join(format!("lf-types-{tag}-{}.st", std::process::id())))
+        .collect();
+    for (input, output) in [&plain, &zeros].iter().zip(&outputs) {
+        let out = encode(&[
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(read(&outputs[0]), read(&outputs[1]));
+
+    for (tag, json, expected) in [
+        (
+            "one",
+            r#"{"input_ids": [[0, 5, 2]], "token_type_ids": [[0, 1, 0]]}"#,
+            "type_vocab_size",
+        ),
+        (
+            "short",
+            r#"{"input_ids": [[0, 5, 2]], "token_type_ids": [[0, 0]]}"#,
+            "token_type_ids row 0 has 2 entries",
+        ),
+    ] {
+        let input = file(tag, json);
+        let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
+        assert!(
+            err.contains(expected) && err.contains(&format!("lf-types-{tag}")),
+            "{tag}: {err}"
+        );
+    }
 }
 
 #[test]

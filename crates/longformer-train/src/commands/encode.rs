@@ -2,11 +2,12 @@
 //! `last_hidden_state`, or, with `--head`, run a HuggingFace task head and save its logits.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use longformer_data::TextTokenizer;
 use longformer_model::heads::{MultipleChoiceInput, mask_fills};
@@ -26,8 +27,9 @@ pub struct EncodeArgs {
     /// HF model directory (config.json + model.safetensors or pytorch_model.bin).
     #[arg(long, default_value = "assets/tiny-longformer")]
     pub model: PathBuf,
-    /// JSON file `{"input_ids": [[...]], "attention_mask": [[...]], "global_attention_mask": [[...]]}`;
-    /// masks are optional, ragged rows are padded with `pad_token_id`.
+    /// JSON file `{"input_ids": [[...]], "attention_mask": [[...]], "global_attention_mask": [[...]]}`
+    /// (as a HF tokenizer's output, `token_type_ids` too); all but `input_ids` are optional,
+    /// ragged rows are padded with `pad_token_id`.
     #[arg(long, conflicts_with = "text")]
     pub input: Option<PathBuf>,
     /// Text to encode with the model directory's tokenizer (`tokenizer.json`, or `vocab.json` +
@@ -53,8 +55,8 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub num_choices: Option<usize>,
     /// With `--head mlm --text`: fills printed per `<mask>`.
-    #[arg(long, default_value_t = 5)]
-    pub top_k: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top_k: u16,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
@@ -98,6 +100,7 @@ struct InputJson {
     input_ids: Vec<Vec<i64>>,
     attention_mask: Option<Vec<Vec<i64>>>,
     global_attention_mask: Option<Vec<Vec<i64>>>,
+    token_type_ids: Option<Vec<Vec<i64>>>,
 }
 
 /// Runs the command.
@@ -112,17 +115,21 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         }
         _ => bail!("give either --input FILE.json or --text \"...\""),
     };
-    let input = LongformerInput::try_from_rows(
+    let source = match &args.input {
+        Some(path) => path.display().to_string(),
+        None => "the tokenized --text".to_string(),
+    };
+    let mut input = LongformerInput::try_from_rows(
         &rows.input_ids,
         rows.attention_mask.as_deref(),
         rows.global_attention_mask.as_deref(),
         config.pad_token_id as i64,
         &device,
     )
-    .with_context(|| match &args.input {
-        Some(path) => format!("reading {}", path.display()),
-        None => "the tokenized text".to_string(),
-    })?;
+    .with_context(|| format!("reading {source}"))?;
+    if let Some(types) = &rows.token_type_ids {
+        input.token_type_ids = Some(token_types(types, input.dims(), &device));
+    }
     let [batch, seq] = input.dims();
     eprintln!(
         "encoding {batch} row(s) of {seq} tokens on {:?} in {}",
@@ -130,24 +137,33 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         args.dtype.name()
     );
     let start = Instant::now();
-    let outputs = match args.head {
+    let (outputs, summary) = match args.head {
         None => {
             let model = load_pretrained(&args.model, &device)
                 .with_context(|| format!("loading the model in {}", args.model.display()))?;
             let model = args.dtype.apply(model, &device)?;
-            vec![host(
-                "last_hidden_state",
-                model.try_forward(input)?.last_hidden_state,
-            )]
+            let hidden = model
+                .try_forward(input)
+                .with_context(|| format!("encoding {source}"))?
+                .last_hidden_state;
+            (vec![host("last_hidden_state", hidden)], Vec::new())
         }
-        Some(head) => run_head(head, &args, input, tokenizer.as_ref())?,
+        Some(head) => run_head(head, &args, input, &rows.input_ids, tokenizer.as_ref())
+            .with_context(|| format!("encoding {source}"))?,
     };
     let elapsed = start.elapsed();
+    // The file first: a reader that closes stdout early (`| head`) must not cost it.
     write_output(&args.output, &outputs)?;
     for (name, _, dims) in &outputs {
         eprintln!("wrote {name} {dims:?} to {}", args.output.display());
     }
     eprintln!("({:.3} s)", elapsed.as_secs_f64());
+    let mut stdout = std::io::stdout().lock();
+    for line in summary {
+        if writeln!(stdout, "{line}").is_err() {
+            break;
+        }
+    }
     Ok(())
 }
 
@@ -159,20 +175,33 @@ fn host<const D: usize>(name: &'static str, tensor: Tensor<D>) -> Output {
     (name, tensor.into_data().iter::<f32>().collect(), dims)
 }
 
-/// Loads `head` from the model directory, runs it and prints a short summary.
+/// `[batch, seq]` token types from `rows` (ragged as `input_ids`; the padding gets type 0).
+/// [`read_input`] has checked their shape.
+fn token_types(rows: &[Vec<i64>], [batch, seq]: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    let mut flat = vec![0i64; batch * seq];
+    for (row, types) in rows.iter().enumerate() {
+        flat[row * seq..row * seq + types.len()].copy_from_slice(types);
+    }
+    Tensor::from_data(TensorData::new(flat, [batch, seq]), device)
+}
+
+/// Loads `head` from the model directory and runs it: its outputs, and a short summary to
+/// print (`ids`: the unpadded rows, for per-token summaries).
 fn run_head(
     head: Head,
     args: &EncodeArgs,
     input: LongformerInput,
+    ids_rows: &[Vec<i64>],
     tokenizer: Option<&TextTokenizer>,
-) -> Result<Vec<Output>> {
+) -> Result<(Vec<Output>, Vec<String>)> {
+    let mut summary = Vec::new();
     let device = input.input_ids.device();
     let dir = &args.model;
     let head_config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?;
     if args.num_choices.is_some() && head != Head::MultipleChoice {
         bail!("--num-choices only applies to --head multiple-choice");
     }
-    Ok(match head {
+    let outputs = match head {
         Head::Mlm => {
             let model: LongformerForMaskedLM = load_head_as(head, args, &device)?;
             let mask_id = tokenizer.map(mask_token_id).transpose()?;
@@ -186,7 +215,7 @@ fn run_head(
             }
             let logits = model.forward(input)?;
             if let (Some(mask_id), Some(tokenizer)) = (mask_id, tokenizer) {
-                for (n, fill) in mask_fills(logits.clone(), &ids, mask_id, args.top_k)?
+                for (n, fill) in mask_fills(logits.clone(), &ids, mask_id, args.top_k.into())?
                     .iter()
                     .enumerate()
                 {
@@ -197,12 +226,12 @@ fn run_head(
                             format!("{:?} (id {id}) {p:.4}", tokenizer.token_text(*id as u32))
                         })
                         .collect();
-                    println!(
+                    summary.push(format!(
                         "<mask> {n} (row {}, position {}): {}",
                         fill.row,
                         fill.position,
                         candidates.join(", ")
-                    );
+                    ));
                 }
             }
             vec![host("logits", logits)]
@@ -210,16 +239,17 @@ fn run_head(
         Head::SequenceClassification => {
             let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
             let logits = model.forward(input)?;
-            print_best("row", &logits, |i| head_config.label(i));
+            summary.extend(best_of_rows("row", &logits, |i| head_config.label(i)));
             vec![host("logits", logits)]
         }
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
             let out = model.forward(input)?;
-            let starts = argmax_rows(&out.start_logits);
-            let ends = argmax_rows(&out.end_logits);
-            for (row, (s, e)) in starts.iter().zip(&ends).enumerate() {
-                println!("row {row}: best start {s}, best end {e}");
+            for (row, (start, end)) in best_spans(&out.start_logits, &out.end_logits)
+                .into_iter()
+                .enumerate()
+            {
+                summary.push(format!("row {row}: best span {start}..={end}"));
             }
             vec![
                 host("start_logits", out.start_logits),
@@ -231,9 +261,13 @@ fn run_head(
             let logits = model.forward(input)?;
             let [batch, seq, labels] = logits.dims();
             let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
-            for (row, tags) in best.chunks(seq).enumerate() {
-                let tags: Vec<String> = tags.iter().map(|&i| head_config.label(i)).collect();
-                println!("row {row}: {}", tags.join(" "));
+            for (row, (tags, ids)) in best.chunks(seq).zip(ids_rows).enumerate() {
+                // The row's own tokens, not the padding of a shorter row.
+                let tags: Vec<String> = tags[..ids.len()]
+                    .iter()
+                    .map(|&i| head_config.label(i))
+                    .collect();
+                summary.push(format!("row {row}: {}", tags.join(" ")));
             }
             vec![host("logits", logits)]
         }
@@ -242,10 +276,11 @@ fn run_head(
             let [rows, _] = input.dims();
             let choices = MultipleChoiceInput::new(input, args.num_choices.unwrap_or(rows))?;
             let logits = model.forward(choices)?;
-            print_best("example", &logits, |i| format!("choice {i}"));
+            summary.extend(best_of_rows("example", &logits, |i| format!("choice {i}")));
             vec![host("logits", logits)]
         }
-    })
+    };
+    Ok((outputs, summary))
 }
 
 /// `head`'s model from `args.model` (a checkpoint of that head, as HF's `save_pretrained` writes
@@ -292,18 +327,52 @@ fn argmax_rows(scores: &Tensor<2>) -> Vec<usize> {
         .collect()
 }
 
-/// Prints the best column of every row of `logits` with its softmax probability.
-fn print_best(what: &str, logits: &Tensor<2>, name: impl Fn(usize) -> String) {
+/// The best column of every row of `logits` with its softmax probability, a line per row.
+fn best_of_rows(what: &str, logits: &Tensor<2>, name: impl Fn(usize) -> String) -> Vec<String> {
     let probs = burn::tensor::activation::softmax(logits.clone(), 1);
     let [_, width] = probs.dims();
     let values: Vec<f32> = probs.clone().into_data().iter::<f32>().collect();
-    for (row, best) in argmax_rows(&probs).into_iter().enumerate() {
-        println!(
-            "{what} {row}: {} (p = {:.4})",
-            name(best),
-            values[row * width + best]
-        );
+    argmax_rows(&probs)
+        .into_iter()
+        .enumerate()
+        .map(|(row, best)| {
+            format!(
+                "{what} {row}: {} (p = {:.4})",
+                name(best),
+                values[row * width + best]
+            )
+        })
+        .collect()
+}
+
+/// For every row, the answer span `(start, end)` with `start <= end` that maximises
+/// `start_logits[start] + end_logits[end]` (`[batch, seq]` each), as HF's question-answering
+/// pipeline picks it (without its length limit).
+fn best_spans(start_logits: &Tensor<2>, end_logits: &Tensor<2>) -> Vec<(usize, usize)> {
+    let [_, seq] = start_logits.dims();
+    let starts: Vec<f32> = start_logits.clone().into_data().iter::<f32>().collect();
+    let ends: Vec<f32> = end_logits.clone().into_data().iter::<f32>().collect();
+    starts
+        .chunks(seq)
+        .zip(ends.chunks(seq))
+        .map(|(starts, ends)| best_span(starts, ends))
+        .collect()
+}
+
+/// [`best_spans`] of one row: for each end, the best start at or before it.
+fn best_span(starts: &[f32], ends: &[f32]) -> (usize, usize) {
+    let mut best_start = 0;
+    let mut best = (0, 0, f32::NEG_INFINITY);
+    for end in 0..starts.len() {
+        if starts[end] > starts[best_start] {
+            best_start = end;
+        }
+        let score = starts[best_start] + ends[end];
+        if score > best.2 {
+            best = (best_start, end, score);
+        }
     }
+    (best.0, best.1)
 }
 
 fn read_input(path: &Path) -> Result<InputJson> {
@@ -320,6 +389,7 @@ fn read_input(path: &Path) -> Result<InputJson> {
     for (name, mask) in [
         ("attention_mask", &input.attention_mask),
         ("global_attention_mask", &input.global_attention_mask),
+        ("token_type_ids", &input.token_type_ids),
     ] {
         let Some(mask) = mask else { continue };
         if mask.len() != input.input_ids.len() {
@@ -368,6 +438,7 @@ fn tokenize(
             input_ids: vec![ids],
             attention_mask: None,
             global_attention_mask: global,
+            token_type_ids: None,
         },
         tokenizer,
     ))
@@ -391,6 +462,27 @@ fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The best span never ends before it starts, even where the best end alone lies before
+    /// the best start alone.
+    #[test]
+    fn best_span_ends_at_or_after_its_start() {
+        let starts = [0.0, 0.1, 5.0, 0.2];
+        let ends = [4.0, 0.0, 1.0, 3.0];
+        assert_eq!(best_span(&starts, &ends), (2, 3));
+        assert_eq!(best_span(&[1.0], &[1.0]), (0, 0));
+        // Ties keep the earliest start and end.
+        assert_eq!(best_span(&[1.0, 1.0], &[1.0, 1.0]), (0, 0));
+    }
+
+    /// Token types of ragged rows are laid out on the padded grid, padding typed 0.
+    #[test]
+    fn token_types_pad_ragged_rows_with_zero() {
+        let device = Device::flex();
+        let types = token_types(&[vec![1, 1, 1], vec![1]], [2, 3], &device);
+        let values: Vec<i64> = types.into_data().iter::<i64>().collect();
+        assert_eq!(values, [1, 1, 1, 1, 0, 0]);
+    }
 
     /// The bundled tiny model: a Longformer `config.json` and a `tokenizer.json` that says
     /// `add_prefix_space: true`, which HF's tokenizer class for Longformer overrides.
