@@ -50,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub global: usize,
     /// Rows per batch.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub batch: usize,
     /// Timed repeats after one warm-up.
     #[arg(long, default_value_t = 3)]
@@ -64,7 +64,7 @@ pub struct BenchArgs {
     pub backend: Backend,
     /// CPU threads (ours: the rayon pool and ndarray's matmul; HF: `torch.set_num_threads`).
     /// Defaults to every core.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: Option<usize>,
     /// Also time HF transformers' PyTorch `LongformerModel` on the same shapes
     /// (`scripts/bench_hf.py`), alternating with ours, each length in fresh processes so that
@@ -96,8 +96,8 @@ pub struct BenchArgs {
     /// window and global keys for every token, and the global rows; no projections).
     #[arg(long, value_enum, default_value_t = Part::Model)]
     pub part: Part,
-    /// Local-attention implementation: `auto` (the fused kernel on GPUs where it applies),
-    /// `fused` or `reference` (the band path of tensor ops).
+    /// Local-attention implementation: `auto` and `fused` (the fused op: the CubeCL kernel on
+    /// GPUs, the CPU op on flex and ndarray) or `reference` (the band path of tensor ops).
     #[arg(long, value_enum, default_value_t = Kernel::Auto)]
     pub kernel: Kernel,
     /// Float dtype of the weights and activations (the attention core computes in f32 either
@@ -179,6 +179,15 @@ impl Mode {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.seq.is_empty() || args.seq.contains(&0) || args.repeats == 0 {
         anyhow::bail!("--seq needs positive lengths and --repeats at least 1");
+    }
+    if let Some(&shortest) = args.seq.iter().min()
+        && args.global > shortest
+    {
+        anyhow::bail!(
+            "--global {} is more than --seq {shortest} holds: the first --global tokens of a \
+             row are global (give --global {shortest} or less)",
+            args.global
+        );
     }
     let threads = args.threads.unwrap_or_else(compare::available_threads);
     if args.compare_hf && (args.dilation != 1 || args.causal) {
@@ -368,7 +377,7 @@ fn measure_attention_core(
     if args.kernel == Kernel::Fused && !longformer_model::attention::fused::fused_available(device)
     {
         anyhow::bail!(
-            "--kernel fused: the fused kernel runs on wgpu/vulkan, not on {}",
+            "--kernel fused: the fused op is not available on {}",
             args.backend.feature()
         );
     }
