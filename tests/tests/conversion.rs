@@ -343,3 +343,111 @@ fn sources_that_are_not_roberta_are_named() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A copy of the source's files (not its subdirectories) in a fresh directory, with
+/// `config.json` changed by `edit`.
+fn edited_source(
+    tag: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> PathBuf {
+    let dir = out_dir(tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(source()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let serde_json::Value::Object(mut config) = json(&dir.join("config.json")) else {
+        panic!("config.json is an object")
+    };
+    edit(&mut config);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+/// A `config.json` that does not describe its weights is refused, naming the tensor, before
+/// anything is written (the checkpoint it would write does not load).
+#[test]
+fn a_config_that_does_not_describe_the_weights_is_refused_before_writing() {
+    let out = out_dir("mismatch-out");
+    let cases: [(
+        &str,
+        fn(&mut serde_json::Map<String, serde_json::Value>),
+        &str,
+    ); 4] = [
+        (
+            "wider",
+            |c| {
+                c.insert("hidden_size".into(), 64.into());
+            },
+            "[vocab_size, hidden_size]",
+        ),
+        (
+            "vocab",
+            |c| {
+                c.insert("vocab_size".into(), 999.into());
+            },
+            "[vocab_size, hidden_size]",
+        ),
+        (
+            "ffn",
+            |c| {
+                c.insert("intermediate_size".into(), 8.into());
+            },
+            "[intermediate_size, hidden_size]",
+        ),
+        (
+            "fewer-layers",
+            |c| {
+                let n = c["num_hidden_layers"].as_u64().unwrap();
+                c.insert("num_hidden_layers".into(), (n - 1).into());
+            },
+            "num_hidden_layers",
+        ),
+    ];
+    for (tag, edit, expected) in cases {
+        let dir = edited_source(&format!("mismatch-{tag}"), edit);
+        let err = error(&dir, &out, &options(40, 8));
+        assert!(
+            err.contains("model.safetensors")
+                && err.contains(expected)
+                && err.contains("does not describe these weights"),
+            "{tag}: {err}"
+        );
+        assert!(!out.exists(), "{tag}: nothing may be written on error");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// A malformed tokenizer file stops the conversion before the weights and config are written,
+/// so that a corrected rerun needs no `--force`.
+#[test]
+fn a_malformed_tokenizer_file_stops_the_conversion_before_writing() {
+    let dir = edited_source("bad-tokenizer-config", |_| {});
+    std::fs::write(dir.join("tokenizer_config.json"), "{1: 2}").unwrap();
+    let out = out_dir("bad-tokenizer-config-out");
+    let err = error(&dir, &out, &options(40, 8));
+    assert!(err.contains("tokenizer_config.json"), "{err}");
+    assert!(!out.exists(), "nothing may be written on error");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A source config with `pad_token_id: null` converts with the pad id its positions were laid
+/// out for (HF's default, 1), and the result loads.
+#[test]
+fn a_null_pad_id_converts_to_the_default_one() {
+    let dir = edited_source("null-pad", |c| {
+        c.insert("pad_token_id".into(), serde_json::Value::Null);
+    });
+    let out = out_dir("null-pad-out");
+    convert(&dir, &out, &options(40, 8)).unwrap();
+    assert_eq!(json(&out.join("config.json"))["pad_token_id"], 1);
+    load_pretrained(&out, &Device::flex()).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(out).unwrap();
+}

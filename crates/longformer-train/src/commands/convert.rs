@@ -21,7 +21,8 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "OUT_DIR")]
     pub to: PathBuf,
     /// Longest sequence of the converted model in tokens; the position embedding gets
-    /// max-pos + 2 rows, the source's positions repeated to fill them.
+    /// max-pos + pad_token_id + 1 rows (max-pos + 2 for RoBERTa), the source's positions
+    /// repeated to fill them.
     #[arg(long, value_name = "N", default_value_t = ConvertOptions::default().max_pos)]
     pub max_pos: usize,
     /// Full attention window of every layer (even; a token sees window/2 on each side).

@@ -117,40 +117,56 @@ pub(super) fn check_roberta_config(
     }
 }
 
-/// Copies the tokenizer files of `from` into `to`, setting `model_max_length` to `max_pos` in
-/// `tokenizer_config.json`. Returns the names copied.
-pub(super) fn copy_tokenizer(
+/// The tokenizer files of `from` (those of [`TOKENIZER_FILES`] it has), read into memory with
+/// `tokenizer_config.json`'s `model_max_length` set to `max_pos`: read before anything is
+/// written, so that a malformed one stops the conversion with the output untouched.
+pub(super) fn read_tokenizer_files(
     from: &Path,
-    to: &Path,
     max_pos: usize,
-    progress: &mut dyn FnMut(&str),
-) -> Result<Vec<String>, ConvertError> {
-    let mut copied = Vec::new();
+) -> Result<Vec<(&'static str, Vec<u8>)>, ConvertError> {
+    let mut files = Vec::new();
     for name in TOKENIZER_FILES {
         let source = from.join(name);
         if !source.is_file() {
             continue;
         }
-        let target = to.join(name);
-        if name == "tokenizer_config.json" {
+        let bytes = if name == "tokenizer_config.json" {
             let mut json = read_json_object(&source)?;
             json.insert("model_max_length".into(), max_pos.into());
             let text = serde_json::to_string_pretty(&Value::Object(json)).expect("serializes");
-            std::fs::write(&target, text + "\n").map_err(io_error(&target))?;
+            (text + "\n").into_bytes()
+        } else {
+            std::fs::read(&source).map_err(io_error(&source))?
+        };
+        files.push((name, bytes));
+    }
+    Ok(files)
+}
+
+/// Writes the files of [`read_tokenizer_files`] into `to`; their names.
+pub(super) fn write_tokenizer_files(
+    files: Vec<(&'static str, Vec<u8>)>,
+    to: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<String>, ConvertError> {
+    if files.is_empty() {
+        progress("no tokenizer files in the source directory");
+    }
+    let mut written = Vec::new();
+    for (name, bytes) in files {
+        let target = to.join(name);
+        crate::output::write_file(&target, &bytes).map_err(io_error(&target))?;
+        if name == "tokenizer_config.json" {
             progress(&format!(
-                "wrote {} (model_max_length {max_pos})",
+                "wrote {} (model_max_length set)",
                 target.display()
             ));
         } else {
-            std::fs::copy(&source, &target).map_err(io_error(&target))?;
             progress(&format!("copied {}", target.display()));
         }
-        copied.push(name.to_string());
+        written.push(name.to_string());
     }
-    if copied.is_empty() {
-        progress("no tokenizer files in the source directory");
-    }
-    Ok(copied)
+    Ok(written)
 }
 
 /// `bytes` in B, KiB, MiB or GiB.

@@ -47,13 +47,16 @@ use serde_json::Value;
 
 pub use error::ConvertError;
 pub use files::TOKENIZER_FILES;
-pub use recipe::{ConvertedTensors, convert_config, convert_tensors, extend_position_embedding};
+pub use recipe::{
+    ConvertedTensors, check_against_config, convert_config, convert_tensors,
+    extend_position_embedding,
+};
 pub use tensors::{RawTensor, read_tensors};
 
 use error::io_error;
 use files::{
-    check_output_dir, check_roberta_config, copy_tokenizer, human_bytes, json_usize,
-    read_json_object,
+    check_output_dir, check_roberta_config, human_bytes, json_usize, read_json_object,
+    read_tokenizer_files, write_tokenizer_files,
 };
 use tensors::{dtype_summary, write_safetensors};
 
@@ -124,7 +127,7 @@ pub fn convert_checkpoint(
     check_output_dir(from, to, options.force)?;
 
     let config_path = from.join("config.json");
-    let config = read_json_object(&config_path)?;
+    let mut config = read_json_object(&config_path)?;
     check_roberta_config(&config, &config_path)?;
 
     let weights = ["model.safetensors", "pytorch_model.bin"]
@@ -153,6 +156,8 @@ pub fn convert_checkpoint(
         Some(_) => json_usize(&config, "pad_token_id", &config_path)?,
     };
     let converted = convert_tensors(tensors, layers, pad, options.max_pos, &weights)?;
+    // The pad id the positions were laid out for (HF's default 1 when the source has none).
+    config.insert("pad_token_id".into(), pad.into());
     let new_config = convert_config(config, converted.rows, options.window).map_err(|message| {
         ConvertError::Json {
             path: config_path.clone(),
@@ -161,14 +166,25 @@ pub fn convert_checkpoint(
     })?;
     let config_text =
         serde_json::to_string_pretty(&Value::Object(new_config)).expect("JSON serializes");
-    LongformerConfig::from_json_str(&config_text).map_err(ConvertError::Config)?;
+    let longformer_config =
+        LongformerConfig::from_json_str(&config_text).map_err(ConvertError::Config)?;
+    check_against_config(&converted, &longformer_config, &weights)?;
+    // Every source file is read and checked before anything is written.
+    let tokenizer = read_tokenizer_files(from, options.max_pos)?;
 
-    progress(&format!(
-        "  position embedding: {} → {} rows (rows 0..={pad} kept, {} source positions tiled)",
-        converted.source_rows,
-        converted.rows,
-        converted.source_rows - pad - 1
-    ));
+    if converted.rows == converted.source_rows {
+        progress(&format!(
+            "  position embedding: {} rows, kept (--max-pos is the source's)",
+            converted.rows
+        ));
+    } else {
+        progress(&format!(
+            "  position embedding: {} → {} rows (rows 0..={pad} kept, {} source positions tiled)",
+            converted.source_rows,
+            converted.rows,
+            converted.source_rows - pad - 1
+        ));
+    }
     progress(&format!(
         "  global projections: query/key/value copied in {layers} layers; prefix {:?} → {:?}",
         converted.source_prefix, converted.prefix
@@ -190,14 +206,15 @@ pub fn convert_checkpoint(
         human_bytes(bytes)
     ));
     let out_config = to.join("config.json");
-    std::fs::write(&out_config, config_text + "\n").map_err(io_error(&out_config))?;
+    crate::output::write_file(&out_config, (config_text + "\n").as_bytes())
+        .map_err(io_error(&out_config))?;
     progress(&format!(
         "wrote {} (model_type longformer, max_position_embeddings {}, attention_window {} × {layers})",
         out_config.display(),
         converted.rows,
         options.window
     ));
-    let tokenizer_files = copy_tokenizer(from, to, options.max_pos, progress)?;
+    let tokenizer_files = write_tokenizer_files(tokenizer, to, progress)?;
 
     Ok(ConversionReport {
         source_weights: weights,

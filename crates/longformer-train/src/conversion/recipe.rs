@@ -138,6 +138,78 @@ pub fn convert_tensors(
     })
 }
 
+/// Checks the converted tensors against the converted configuration, so that a source whose
+/// `config.json` does not describe its weights (other layer count, widths or vocabulary) is
+/// refused instead of written: the word embedding is `[vocab_size, hidden_size]`, every layer's
+/// query projection `[hidden_size, hidden_size]` and intermediate projection
+/// `[intermediate_size, hidden_size]`, and no layer lies past `num_hidden_layers`. `weights`
+/// names the source file in errors.
+pub fn check_against_config(
+    converted: &ConvertedTensors,
+    config: &longformer_model::LongformerConfig,
+    weights: &Path,
+) -> Result<(), ConvertError> {
+    let prefix = &converted.prefix;
+    let source = |key: &str| format!("{}{key}", converted.source_prefix);
+    let hidden = config.hidden_size;
+    let mut expected = vec![(
+        "embeddings.word_embeddings.weight".to_string(),
+        vec![config.vocab_size, hidden],
+        "[vocab_size, hidden_size]",
+    )];
+    for layer in 0..config.num_hidden_layers {
+        expected.push((
+            format!("encoder.layer.{layer}.attention.self.query.weight"),
+            vec![hidden, hidden],
+            "[hidden_size, hidden_size]",
+        ));
+        expected.push((
+            format!("encoder.layer.{layer}.intermediate.dense.weight"),
+            vec![config.intermediate_size, hidden],
+            "[intermediate_size, hidden_size]",
+        ));
+    }
+    for (key, shape, names) in expected {
+        let tensor = converted
+            .tensors
+            .get(&format!("{prefix}{key}"))
+            .ok_or_else(|| ConvertError::MissingKey {
+                path: weights.to_path_buf(),
+                key: source(&key),
+            })?;
+        if tensor.shape != shape {
+            return Err(ConvertError::BadTensor {
+                path: weights.to_path_buf(),
+                key: source(&key),
+                message: format!(
+                    "shape {:?}, but config.json says {names} = {shape:?}: the configuration \
+                     does not describe these weights",
+                    tensor.shape
+                ),
+            });
+        }
+    }
+    let layer_prefix = format!("{prefix}encoder.layer.");
+    for key in converted.tensors.keys() {
+        let layer = key
+            .strip_prefix(&layer_prefix)
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(layer) = layer.filter(|&l| l >= config.num_hidden_layers) {
+            return Err(ConvertError::BadTensor {
+                path: weights.to_path_buf(),
+                key: source(key.strip_prefix(prefix.as_str()).unwrap_or(key)),
+                message: format!(
+                    "layer {layer}, but config.json says num_hidden_layers = {}: the \
+                     configuration does not describe these weights",
+                    config.num_hidden_layers
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A position embedding of `rows` rows from `source` (`[source_rows, d_model]`, any dtype):
 /// rows `0..offset` copied, then rows `offset..` filled with repeated copies of the source's rows
 /// `offset..`, the last copy cut short:
