@@ -17,9 +17,10 @@ struct Cli {
 /// Arguments every task shares; everything after them goes to the `longformer` binary.
 #[derive(clap::Args, Debug)]
 struct Forward {
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = Backend::Flex)]
-    backend: Backend,
+    /// Compute backend [default: flex]. Also taken from the command's own arguments
+    /// (`cargo xtask encode -- --backend wgpu ...`), since the backend decides the build.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Build with the release profile (slower to build, faster to run). The default dev profile
     /// optimizes all dependencies and shares its build with `cargo test`.
     #[arg(long)]
@@ -93,25 +94,28 @@ fn main() -> ExitCode {
         Task::Eval(f) => ("eval", f, &[]),
         Task::Convert(f) => ("convert", f, &[]),
     };
+    let runs_a_model = !matches!(command, "prepare" | "convert");
+    let backend = match backend(&forward, runs_a_model) {
+        Ok(backend) => backend,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.args([
-        "run",
-        "--quiet",
-        "-p",
-        "longformer-train",
-        "--bin",
-        "longformer",
-    ]);
-    if let Some(features) = forward.backend.extra_features() {
+    // Not `--quiet`: the first build compiles Burn for half an hour, and says so as it goes.
+    cargo.args(["run", "-p", "longformer-train", "--bin", "longformer"]);
+    if let Some(features) = backend.extra_features() {
         cargo.args(["--features", features]);
     }
     if forward.release {
         cargo.arg("--release");
     }
     cargo.args(["--", command]);
-    // `prepare` and `convert` run no model: they take no backend.
-    if !matches!(command, "prepare" | "convert") {
-        cargo.args(["--backend", forward.backend.name()]);
+    // `prepare` and `convert` run no model: they take no backend. A backend among the
+    // command's own arguments stays there, once.
+    if runs_a_model && backend_in_args(&forward.args).is_none() {
+        cargo.args(["--backend", backend.name()]);
     }
     if forward.args.is_empty() {
         cargo.args(defaults);
@@ -135,6 +139,47 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The backend to build for: `--backend` given to xtask or among the command's arguments (the
+/// same one if both), flex by default. Errors (as text) for two different ones, an unknown one,
+/// or one given to a command that runs no model.
+fn backend(forward: &Forward, runs_a_model: bool) -> Result<Backend, String> {
+    let in_args = match backend_in_args(&forward.args) {
+        Some(name) => Some(
+            Backend::from_str(&name, true)
+                .map_err(|_| format!("unknown --backend {name} (flex, ndarray, wgpu or vulkan)"))?,
+        ),
+        None => None,
+    };
+    let given = match (forward.backend, in_args) {
+        (Some(a), Some(b)) if a.name() != b.name() => {
+            return Err(format!(
+                "--backend {} before `--` and --backend {} after it; give one",
+                a.name(),
+                b.name()
+            ));
+        }
+        (a, b) => a.or(b),
+    };
+    if !runs_a_model && let Some(backend) = given {
+        return Err(format!(
+            "--backend {}: this command runs no model, so it takes no backend",
+            backend.name()
+        ));
+    }
+    Ok(given.unwrap_or(Backend::Flex))
+}
+
+/// The value of `--backend X` or `--backend=X` among `args`.
+fn backend_in_args(args: &[String]) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, arg)| {
+        if arg == "--backend" {
+            Some(args.get(i + 1).cloned().unwrap_or_default())
+        } else {
+            arg.strip_prefix("--backend=").map(str::to_string)
+        }
+    })
 }
 
 /// The child's exit code, or the shell's `128 + signal` when a signal ended it.
@@ -193,3 +238,39 @@ fn outlive_interrupts(_child: u32) {}
 
 #[cfg(not(unix))]
 fn forget_child() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(backend: Option<Backend>, args: &[&str]) -> Forward {
+        Forward {
+            backend,
+            release: false,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_backend_comes_from_either_side_of_the_separator_once() {
+        let name = |f: Forward| backend(&f, true).map(Backend::name);
+        assert_eq!(name(forward(None, &[])), Ok("flex"));
+        assert_eq!(name(forward(Some(Backend::Vulkan), &[])), Ok("vulkan"));
+        assert_eq!(
+            name(forward(None, &["--backend", "wgpu", "--seq", "8"])),
+            Ok("wgpu")
+        );
+        assert_eq!(name(forward(None, &["--backend=ndarray"])), Ok("ndarray"));
+        assert_eq!(
+            name(forward(Some(Backend::Wgpu), &["--backend", "wgpu"])),
+            Ok("wgpu")
+        );
+        let both = name(forward(Some(Backend::Flex), &["--backend", "wgpu"])).unwrap_err();
+        assert!(both.contains("give one"), "{both}");
+        let unknown = name(forward(None, &["--backend", "cuda"])).unwrap_err();
+        assert!(unknown.contains("unknown --backend cuda"), "{unknown}");
+        let no_model = backend(&forward(Some(Backend::Wgpu), &[]), false).unwrap_err();
+        assert!(no_model.contains("runs no model"), "{no_model}");
+        assert_eq!(backend_in_args(&["--seq".into(), "8".into()]), None);
+    }
+}
