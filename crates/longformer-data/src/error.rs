@@ -49,8 +49,11 @@ pub enum DataError {
         /// The missing file or directory, in the folder where this crate was compiled.
         path: PathBuf,
     },
-    /// No tokenizer files in the given directory.
-    #[error("{dir}: no tokenizer found (expected tokenizer.json, or vocab.json + merges.txt)")]
+    /// No tokenizer files in the given directory, or no such directory.
+    #[error(
+        "{dir}: no tokenizer found (expected a directory with tokenizer.json, or vocab.json + \
+         merges.txt, or a tokenizer.json file)"
+    )]
     TokenizerNotFound {
         /// The directory searched.
         dir: PathBuf,

@@ -268,7 +268,8 @@ const ROBERTA_CLASSES: [&str; 4] = [
 ///
 /// `dir` may also be the path of a `tokenizer.json` file, taken as written.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, DataError> {
-    if dir.is_dir() && !has_tokenizer_files(dir) {
+    // A missing directory is named as such, not by the first file looked for inside it.
+    if !dir.is_file() && !has_tokenizer_files(dir) {
         return Err(missing_sample(Path::new(SAMPLE_DIR), dir).unwrap_or(
             DataError::TokenizerNotFound {
                 dir: dir.to_path_buf(),
@@ -557,6 +558,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = WikiHopTokenizer::from_dir(dir.path()).unwrap_err();
         assert!(matches!(err, DataError::TokenizerNotFound { .. }), "{err}");
+        // A directory that does not exist is named, not the first file looked for in it.
+        let gone = dir.path().join("moved-away");
+        let err = WikiHopTokenizer::from_dir(&gone).unwrap_err();
+        assert!(
+            matches!(&err, DataError::TokenizerNotFound { dir } if dir == &gone),
+            "{err}"
+        );
         std::fs::write(dir.path().join("tokenizer.json"), "{ not json").unwrap();
         let err = WikiHopTokenizer::from_dir(dir.path()).unwrap_err();
         assert!(matches!(err, DataError::Tokenizer { .. }), "{err}");

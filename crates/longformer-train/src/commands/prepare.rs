@@ -73,6 +73,14 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<()> {
             eprintln!("warning: cache {}: {reason}", path.display())
         }
     }
+    if prepared.chunks.is_empty() {
+        anyhow::bail!(
+            "{}: no record could be used ({}); nothing written to {}",
+            args.data.display(),
+            prepared.summary,
+            args.out.display()
+        );
+    }
     write_jsonl(&prepared.chunks, &args.out)?;
     eprintln!("{}", prepared.summary);
     eprintln!(
@@ -198,6 +206,16 @@ mod tests {
             message.contains("WH_x_0") && message.contains("not among"),
             "{message}"
         );
+
+        // Without --strict the bad record is skipped; with none left, nothing is written and
+        // the command fails (train and eval would refuse the empty file later).
+        let lenient: Vec<&str> = flags.iter().copied().filter(|f| *f != "--strict").collect();
+        let message = run(parse(&lenient)).unwrap_err().to_string();
+        assert!(
+            message.contains("bad.json") && message.contains("no record could be used"),
+            "{message}"
+        );
+        assert!(!out.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
