@@ -120,6 +120,21 @@ fn mask_values_and_ids_out_of_range_are_reported() {
 }
 
 #[test]
+fn num_choices_without_the_multiple_choice_head_is_refused() {
+    let out = encode(&[
+        "--input",
+        "assets/tiny-longformer/example.json",
+        "--num-choices",
+        "2",
+        "--output",
+        "/dev/null",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--num-choices only applies"), "{err}");
+}
+
+#[test]
 fn malformed_json_names_the_file() {
     let input = std::env::temp_dir().join(format!("lf-malformed-{}.json", std::process::id()));
     std::fs::write(&input, "{\"input_ids\": [[0, 5").unwrap();

@@ -105,6 +105,9 @@ struct InputJson {
 
 /// Runs the command.
 pub fn run(args: EncodeArgs) -> Result<()> {
+    if args.num_choices.is_some() && args.head != Some(Head::MultipleChoice) {
+        bail!("--num-choices only applies to --head multiple-choice");
+    }
     let device = args.backend.device()?;
     let config = LongformerConfig::from_json_file(args.model.join("config.json"))?;
     let (rows, tokenizer) = match (&args.input, &args.text) {
@@ -198,9 +201,6 @@ fn run_head(
     let device = input.input_ids.device();
     let dir = &args.model;
     let head_config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?;
-    if args.num_choices.is_some() && head != Head::MultipleChoice {
-        bail!("--num-choices only applies to --head multiple-choice");
-    }
     let outputs = match head {
         Head::Mlm => {
             let model: LongformerForMaskedLM = load_head_as(head, args, &device)?;
