@@ -190,7 +190,8 @@ fn multiple_choice_matches_hf() {
                 ints("input_ids"),
                 Some(bools("attention_mask")),
                 with_global.then(|| bools("global_attention_mask")),
-            );
+            )
+            .unwrap();
             let logits = model.forward(input).unwrap();
             case.check("multiple choice", backend, logits, &key);
         }

@@ -71,6 +71,43 @@ pub enum InputError {
         /// Shape of the mask.
         found: [usize; 2],
     },
+    /// A mask given as rows ([`LongformerInput::try_from_rows`](crate::LongformerInput::try_from_rows))
+    /// with more or fewer rows than `input_ids`.
+    #[error("{mask} has {found} row(s) but input_ids has {expected}")]
+    MaskRowCount {
+        /// Which mask.
+        mask: &'static str,
+        /// Rows of `input_ids`.
+        expected: usize,
+        /// Rows of the mask.
+        found: usize,
+    },
+    /// A mask row ([`LongformerInput::try_from_rows`](crate::LongformerInput::try_from_rows))
+    /// longer or shorter than its row of `input_ids`. Id rows may be ragged (they are padded),
+    /// so each mask row must be as long as its own id row.
+    #[error("{mask} row {row} has {found} value(s) but input_ids row {row} has {expected}")]
+    MaskRowLength {
+        /// Which mask.
+        mask: &'static str,
+        /// Batch row.
+        row: usize,
+        /// Length of the id row.
+        expected: usize,
+        /// Length of the mask row.
+        found: usize,
+    },
+    /// A multiple-choice mask
+    /// ([`MultipleChoiceInput::from_tensors`](crate::heads::MultipleChoiceInput::from_tensors))
+    /// that does not have the shape of `input_ids`.
+    #[error("{mask} has shape {found:?} but input_ids has shape {expected:?}")]
+    ChoiceMaskShape {
+        /// Which mask.
+        mask: &'static str,
+        /// Shape of `input_ids`, `[batch_size, n_choices, seq_length]`.
+        expected: [usize; 3],
+        /// Shape of the mask.
+        found: [usize; 3],
+    },
     /// An empty batch or an empty sequence.
     #[error("input_ids has shape {0:?}; batch and sequence must be non-empty")]
     Empty([usize; 2]),
@@ -227,4 +264,14 @@ pub enum LoadError {
         /// Expected versus found.
         message: String,
     },
+}
+
+impl LoadError {
+    /// A [`LoadError::Config`] as an error of the config file at `path`; others unchanged.
+    pub(crate) fn config_in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Self::Config(e) => Self::Config(e.in_file(path)),
+            e => e,
+        }
+    }
 }

@@ -63,6 +63,12 @@ impl LongformerInput {
     /// Builds an input from host data in HF's integer convention (`1` real / `0` pad; `1` global).
     ///
     /// Rows may be ragged: shorter rows are padded on the right with `pad_token_id` (and mask 0).
+    /// A mask, when given, has one row per id row, each as long as that id row.
+    ///
+    /// # Shapes
+    /// - input_ids: `batch_size` rows of any lengths; the input is `[batch_size, seq_length]`,
+    ///   `seq_length` the longest row
+    /// - attention_mask, global_attention_mask: the lengths of the rows of `input_ids`
     ///
     /// # Panics
     /// On data [`try_from_rows`](Self::try_from_rows) rejects, with its message.
@@ -84,13 +90,20 @@ impl LongformerInput {
     }
 
     /// [`from_rows`](Self::from_rows), returning an error for data it cannot represent
-    /// faithfully instead of panicking: a mask value other than `0` or `1` (HF gives other values
-    /// meanings of their own) and an id outside `0..=2147483647` (the device's integers may not
-    /// hold it). Ids outside the vocabulary are left to
-    /// [`LongformerModel::try_forward`](crate::LongformerModel::try_forward), which knows it.
+    /// faithfully instead of panicking: a mask whose rows do not match the id rows, a mask value
+    /// other than `0` or `1` (HF gives other values meanings of their own) and an id outside
+    /// `0..=2147483647` (the device's integers may not hold it). Ids outside the vocabulary are
+    /// left to [`LongformerModel::try_forward`](crate::LongformerModel::try_forward), which
+    /// knows it.
+    ///
+    /// # Shapes
+    /// As [`from_rows`](Self::from_rows).
     ///
     /// # Errors
-    /// [`InputError::MaskValue`] and [`InputError::TokenIdRange`], naming the row and column.
+    /// [`InputError::MaskRowCount`] when a mask has more or fewer rows than `input_ids`,
+    /// [`InputError::MaskRowLength`] when a mask row is not as long as its id row (naming the
+    /// mask, the row and both lengths); [`InputError::MaskValue`] and
+    /// [`InputError::TokenIdRange`], naming the row and column.
     pub fn try_from_rows(
         input_ids: &[Vec<i64>],
         attention_mask: Option<&[Vec<i64>]>,
@@ -98,19 +111,27 @@ impl LongformerInput {
         pad_token_id: i64,
         device: &Device,
     ) -> Result<Self, InputError> {
+        for (mask, rows) in [
+            ("attention_mask", attention_mask),
+            ("global_attention_mask", global_attention_mask),
+        ] {
+            if let Some(rows) = rows {
+                check_mask_rows(mask, rows, input_ids)?;
+            }
+        }
         let batch_size = input_ids.len();
         let seq_length = input_ids.iter().map(Vec::len).max().unwrap_or(0);
-        // The 0/1 value of `mask` at (row, col), `default` where the mask or its cell is absent.
+        // The 0/1 value of `mask` at (row, col) of an id, `default` where the mask is absent.
         let cell = |mask: &'static str,
                     rows: Option<&[Vec<i64>]>,
                     row: usize,
                     col: usize,
                     default: bool| {
-            match rows.and_then(|r| r.get(row)).and_then(|r| r.get(col)) {
+            match rows.map(|r| r[row][col]) {
                 None => Ok(default),
                 Some(0) => Ok(false),
                 Some(1) => Ok(true),
-                Some(&value) => Err(InputError::MaskValue {
+                Some(value) => Err(InputError::MaskValue {
                     mask,
                     row,
                     col,
@@ -196,6 +217,34 @@ impl LongformerInput {
     }
 }
 
+/// Checks that the mask given as `rows` has one row per id row, each as long as its id row.
+fn check_mask_rows(
+    mask: &'static str,
+    rows: &[Vec<i64>],
+    input_ids: &[Vec<i64>],
+) -> Result<(), InputError> {
+    if rows.len() != input_ids.len() {
+        return Err(InputError::MaskRowCount {
+            mask,
+            expected: input_ids.len(),
+            found: rows.len(),
+        });
+    }
+    match rows
+        .iter()
+        .zip(input_ids)
+        .position(|(mask_row, id_row)| mask_row.len() != id_row.len())
+    {
+        Some(row) => Err(InputError::MaskRowLength {
+            mask,
+            row,
+            expected: input_ids[row].len(),
+            found: rows[row].len(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Which tokens are padding and which are global, read once per forward pass and shared by every
 /// layer. Global tokens are numbered per row in sequence order: slot `g` of row `b` is the `g`-th
 /// global token of that row.
@@ -238,26 +287,36 @@ impl AttentionLayout {
         Self::new(batch_size, seq_length, is_real, is_global)
     }
 
-    /// A layout from host masks, row-major `[batch_size, seq_length]`.
+    /// A layout from host masks. [`from_input`](Self::from_input) builds one from a
+    /// [`LongformerInput`]; this is for masks already on the host. `is_global` should be `false`
+    /// on padding (as `from_input` makes it).
+    ///
+    /// # Shapes
+    /// - is_real, is_global: row-major `[batch_size, seq_length]`, `batch_size * seq_length`
+    ///   values
+    ///
+    /// # Panics
+    /// If `is_real` or `is_global` does not hold `batch_size * seq_length` values.
     pub fn new(
         batch_size: usize,
         seq_length: usize,
         is_real: Vec<bool>,
         is_global: Vec<bool>,
     ) -> Self {
-        assert_eq!(
-            is_real.len(),
-            batch_size * seq_length,
-            "is_real has the wrong length"
-        );
-        assert_eq!(
-            is_global.len(),
-            batch_size * seq_length,
-            "is_global has the wrong length"
-        );
-        let rows: Vec<Vec<usize>> = is_global
-            .chunks(seq_length)
-            .map(|row| (0..seq_length).filter(|&t| row[t]).collect())
+        for (name, mask) in [("is_real", &is_real), ("is_global", &is_global)] {
+            assert!(
+                mask.len() == batch_size * seq_length,
+                "AttentionLayout::new: {name} has {} values but [batch_size, seq_length] is \
+                 [{batch_size}, {seq_length}] ({} values)",
+                mask.len(),
+                batch_size * seq_length
+            );
+        }
+        let rows: Vec<Vec<usize>> = (0..batch_size)
+            .map(|b| {
+                let row = &is_global[b * seq_length..(b + 1) * seq_length];
+                (0..seq_length).filter(|&t| row[t]).collect()
+            })
             .collect();
         let n_global = rows.iter().map(Vec::len).max().unwrap_or(0);
         let global_positions = rows
@@ -345,5 +404,142 @@ impl AttentionLayout {
             TensorData::new(v, [self.batch_size, self.seq_length]),
             device,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ragged batch: rows of 4 and 3 ids.
+    fn ids() -> Vec<Vec<i64>> {
+        vec![vec![0, 5, 6, 2], vec![0, 7, 2]]
+    }
+
+    fn rows(
+        attention_mask: &[Vec<i64>],
+        global_attention_mask: Option<&[Vec<i64>]>,
+    ) -> Result<LongformerInput, InputError> {
+        LongformerInput::try_from_rows(
+            &ids(),
+            Some(attention_mask),
+            global_attention_mask,
+            1,
+            &Device::flex(),
+        )
+    }
+
+    /// Missing mask cells were read as real tokens (and missing global cells as local ones),
+    /// extra rows and cells dropped: every such mask is an error naming it.
+    #[test]
+    fn a_mask_of_the_wrong_shape_is_an_error() {
+        let cases = [
+            (
+                vec![vec![1, 1, 1, 1]],
+                InputError::MaskRowCount {
+                    mask: "attention_mask",
+                    expected: 2,
+                    found: 1,
+                },
+            ),
+            (
+                vec![vec![1, 1, 1, 1], vec![1, 1, 1], vec![1]],
+                InputError::MaskRowCount {
+                    mask: "attention_mask",
+                    expected: 2,
+                    found: 3,
+                },
+            ),
+            (
+                vec![vec![1, 1], vec![1, 1, 1]],
+                InputError::MaskRowLength {
+                    mask: "attention_mask",
+                    row: 0,
+                    expected: 4,
+                    found: 2,
+                },
+            ),
+            (
+                // As long as the padded batch, but not as its own id row.
+                vec![vec![1, 1, 1, 1], vec![1, 1, 1, 0]],
+                InputError::MaskRowLength {
+                    mask: "attention_mask",
+                    row: 1,
+                    expected: 3,
+                    found: 4,
+                },
+            ),
+        ];
+        for (mask, expected) in cases {
+            assert_eq!(rows(&mask, None).unwrap_err(), expected, "{mask:?}");
+        }
+        let err = rows(&[vec![1; 4], vec![1; 3]], Some(&[vec![1, 0]])).unwrap_err();
+        assert_eq!(
+            err,
+            InputError::MaskRowCount {
+                mask: "global_attention_mask",
+                expected: 2,
+                found: 1,
+            }
+        );
+        let err = rows(
+            &[vec![1; 4], vec![1; 3]],
+            Some(&[vec![1, 0, 0, 0], vec![1]]),
+        );
+        let msg = err.unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "global_attention_mask row 1 has 1 value(s) but input_ids row 1 has 3"
+        );
+    }
+
+    #[test]
+    fn ragged_rows_with_masks_of_their_lengths_are_padded() {
+        let input = rows(
+            &[vec![1, 1, 1, 0], vec![1, 1, 1]],
+            Some(&[vec![1, 0, 0, 0], vec![0, 0, 1]]),
+        )
+        .unwrap();
+        let real: Vec<bool> = input.attention_mask.unwrap().into_data().iter().collect();
+        assert_eq!(real, [true, true, true, false, true, true, true, false]);
+        let global: Vec<bool> = input
+            .global_attention_mask
+            .unwrap()
+            .into_data()
+            .iter()
+            .collect();
+        assert_eq!(
+            global,
+            [true, false, false, false, false, false, true, false]
+        );
+        let ids: Vec<i64> = input.input_ids.into_data().iter().collect();
+        assert_eq!(ids, [0, 5, 6, 2, 0, 7, 2, 1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "attention_mask row 0 has 2 value(s) but input_ids row 0 has 4")]
+    fn from_rows_panics_with_the_mask_shape_error() {
+        LongformerInput::from_rows(
+            &ids(),
+            Some(&[vec![1, 1], vec![1, 1, 1]]),
+            None,
+            1,
+            &Device::flex(),
+        );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "AttentionLayout::new: is_global has 3 values but [batch_size, seq_length] is [2, 2] (4 values)"
+    )]
+    fn layout_of_the_wrong_length_panics_naming_it() {
+        AttentionLayout::new(2, 2, vec![true; 4], vec![false; 3]);
+    }
+
+    #[test]
+    fn layout_of_empty_rows_has_no_global_slots() {
+        let layout = AttentionLayout::new(2, 0, Vec::new(), Vec::new());
+        assert_eq!(layout.n_global, 0);
+        assert!(layout.global_positions.is_empty());
     }
 }

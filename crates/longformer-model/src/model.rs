@@ -45,16 +45,22 @@ impl LongformerConfig {
     /// Builds a model with random weights (and a pooler).
     ///
     /// # Panics
-    /// If the config is invalid; call [`LongformerConfig::validate`] first for an error instead.
+    /// If the config is invalid, with [`validate`](LongformerConfig::validate)'s message
+    /// (e.g. "invalid config: attention_window has 1 entries but num_hidden_layers is 2"); call
+    /// it first for an error instead.
     pub fn init(&self, device: &Device) -> LongformerModel {
-        if let Err(e) = self.validate() {
-            panic!("{e}");
-        }
         self.init_with_pooler(true, device)
     }
 
     /// Builds a model with random weights, with or without the pooler.
+    ///
+    /// # Panics
+    /// If the config is invalid, with [`validate`](LongformerConfig::validate)'s message; call
+    /// it first for an error instead.
     pub fn init_with_pooler(&self, pooler: bool, device: &Device) -> LongformerModel {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
         let embeddings = LongformerEmbeddingsConfig::new(
             self.vocab_size,
             self.hidden_size,
@@ -214,5 +220,32 @@ impl LongformerModel {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AttentionWindow;
+
+    /// A per-layer window list shorter than the layers: `init_with_pooler` indexed past its end.
+    fn short_window_list() -> LongformerConfig {
+        LongformerConfig::tiny(50).with_attention_window(AttentionWindow::PerLayer(vec![4]))
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "invalid config: attention_window has 1 entries but num_hidden_layers is 2"
+    )]
+    fn init_panics_with_the_validation_message() {
+        short_window_list().init(&Device::flex());
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "invalid config: attention_window has 1 entries but num_hidden_layers is 2"
+    )]
+    fn init_with_pooler_panics_with_the_validation_message() {
+        short_window_list().init_with_pooler(false, &Device::flex());
     }
 }

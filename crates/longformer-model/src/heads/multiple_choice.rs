@@ -5,6 +5,7 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::kind::Basic;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::error::{ConfigError, InputError};
@@ -15,11 +16,17 @@ use crate::model::LongformerModel;
 
 /// A batch of examples with `n_choices` candidate rows each, flattened to rows
 /// `example * n_choices + choice` (what HF does with its `[batch, num_choices, seq]` inputs).
+///
+/// Build one with [`new`](Self::new) or [`from_tensors`](Self::from_tensors), which check it;
+/// one built field by field is checked by [`LongformerForMultipleChoice::forward`].
+///
+/// # Shapes
+/// - choices: `[batch_size * n_choices, seq_length]`
 #[derive(Debug, Clone)]
 pub struct MultipleChoiceInput {
     /// The choices as one batch, `[batch_size * n_choices, seq_length]`.
     pub choices: LongformerInput,
-    /// Choices per example.
+    /// Choices per example (positive, dividing the rows of `choices`).
     pub n_choices: usize,
 }
 
@@ -29,39 +36,65 @@ impl MultipleChoiceInput {
     /// # Errors
     /// [`InputError::ChoiceCount`] when the rows do not split evenly (or `n_choices` is 0).
     pub fn new(choices: LongformerInput, n_choices: usize) -> Result<Self, InputError> {
-        let [rows, _] = choices.dims();
-        if n_choices == 0 || !rows.is_multiple_of(n_choices) {
-            return Err(InputError::ChoiceCount { rows, n_choices });
-        }
-        Ok(Self { choices, n_choices })
+        let input = Self { choices, n_choices };
+        input.check_choice_count()?;
+        Ok(input)
     }
 
     /// From HF-shaped tensors.
     ///
     /// # Shapes
     /// - input_ids, attention_mask, global_attention_mask: `[batch_size, n_choices, seq_length]`
+    ///
+    /// # Errors
+    /// [`InputError::ChoiceMaskShape`] when a mask's shape is not that of `input_ids`, naming
+    /// the mask and both shapes.
     pub fn from_tensors(
         input_ids: Tensor<3, Int>,
         attention_mask: Option<Tensor<3, Bool>>,
         global_attention_mask: Option<Tensor<3, Bool>>,
-    ) -> Self {
-        let [batch_size, n_choices, seq_length] = input_ids.dims();
+    ) -> Result<Self, InputError> {
+        let expected = input_ids.dims();
+        let [batch_size, n_choices, seq_length] = expected;
         let flat = [batch_size * n_choices, seq_length];
-        let mut choices = LongformerInput::new(input_ids.reshape(flat));
-        choices.attention_mask = attention_mask.map(|m| flatten(m, flat));
-        choices.global_attention_mask = global_attention_mask.map(|m| flatten(m, flat));
-        Self { choices, n_choices }
+        let flatten_mask = |mask: &'static str, tensor: Option<Tensor<3, Bool>>| {
+            tensor
+                .map(|t| match t.dims() {
+                    found if found == expected => Ok(flatten(t, flat)),
+                    found => Err(InputError::ChoiceMaskShape {
+                        mask,
+                        expected,
+                        found,
+                    }),
+                })
+                .transpose()
+        };
+        let mut choices = LongformerInput::new(flatten(input_ids, flat));
+        choices.attention_mask = flatten_mask("attention_mask", attention_mask)?;
+        choices.global_attention_mask =
+            flatten_mask("global_attention_mask", global_attention_mask)?;
+        Ok(Self { choices, n_choices })
+    }
+
+    /// [`InputError::ChoiceCount`] unless the rows of `choices` split into examples of
+    /// `n_choices` (a positive number).
+    fn check_choice_count(&self) -> Result<(), InputError> {
+        let [rows, _] = self.choices.dims();
+        let n_choices = self.n_choices;
+        if n_choices == 0 || !rows.is_multiple_of(n_choices) {
+            return Err(InputError::ChoiceCount { rows, n_choices });
+        }
+        Ok(())
     }
 }
 
-/// A mask flattened to `flat` rows; one of another shape is kept as `[1, n]` so that the
-/// model's shape check reports it rather than a reshape panicking.
-fn flatten(mask: Tensor<3, Bool>, flat: [usize; 2]) -> Tensor<2, Bool> {
-    let dims = mask.dims();
-    if dims[0] * dims[1] == flat[0] && dims[2] == flat[1] {
-        mask.reshape(flat)
+/// `tensor` as `flat` rows. Burn's `reshape` reads a 0 in the target shape as "keep that
+/// axis", so an empty tensor is made anew rather than reshaped.
+fn flatten<K: Basic>(tensor: Tensor<3, K>, flat: [usize; 2]) -> Tensor<2, K> {
+    if flat.contains(&0) {
+        Tensor::empty(flat, &tensor.device())
     } else {
-        mask.reshape([1, dims.iter().product::<usize>()])
+        tensor.reshape(flat)
     }
 }
 
@@ -106,13 +139,18 @@ impl LongformerForMultipleChoice {
     /// - output: `[batch_size, n_choices]`
     ///
     /// # Errors
-    /// [`InputError::Separators`] when the default is needed and a row does not hold exactly
-    /// three separators (the row of the flattened batch); inputs
+    /// [`InputError::ChoiceCount`] when the rows do not split into examples of `n_choices` (an
+    /// input built field by field); [`InputError::Separators`] when the default is needed and a
+    /// row does not hold exactly three separators (the row of the flattened batch); inputs
     /// [`LongformerModel::try_forward`] rejects.
     ///
     /// # Panics
     /// If `longformer.pooler` was set to `None` by hand (every constructor and loader builds it).
     pub fn forward(&self, input: MultipleChoiceInput) -> Result<Tensor<2>, InputError> {
+        // An empty batch (from `from_tensors`) is named as such, before it could be a choice
+        // count of 0.
+        input.choices.check_shapes()?;
+        input.check_choice_count()?;
         let MultipleChoiceInput { choices, n_choices } = input;
         let sep = self.sep_token_id as i64;
         let choices = global::or_default(choices, |ids| {
@@ -126,5 +164,104 @@ impl LongformerForMultipleChoice {
             .expect("LongformerForMultipleChoice is always built with a pooler");
         let scores = self.classifier.forward(self.dropout.forward(pooled));
         Ok(scores.reshape([rows / n_choices, n_choices]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+    use crate::config::LongformerConfig;
+
+    fn model(device: &Device) -> LongformerForMultipleChoice {
+        LongformerHeadConfig::new(LongformerConfig::tiny(50))
+            .init(device)
+            .unwrap()
+    }
+
+    /// `<s> context </s></s> choice </s>`, `n` times.
+    fn rows(n: usize, device: &Device) -> LongformerInput {
+        let row = vec![0i64, 5, 2, 2, 7, 8, 2];
+        LongformerInput::from_rows(&vec![row; n], None, None, 1, device)
+    }
+
+    /// The fields are public, so `new`'s check can be skipped: `forward` panicked in a reshape
+    /// (3 rows, 2 choices) or divided by zero (0 choices).
+    #[test]
+    fn forward_checks_the_choice_count_of_an_input_built_by_hand() {
+        let device = Device::flex();
+        let model = model(&device);
+        for (n_rows, n_choices) in [(3, 2), (2, 0)] {
+            let input = MultipleChoiceInput {
+                choices: rows(n_rows, &device),
+                n_choices,
+            };
+            assert_eq!(
+                model.forward(input).unwrap_err(),
+                InputError::ChoiceCount {
+                    rows: n_rows,
+                    n_choices
+                }
+            );
+        }
+        let input = MultipleChoiceInput {
+            choices: rows(4, &device),
+            n_choices: 2,
+        };
+        assert_eq!(model.forward(input).unwrap().dims(), [2, 2]);
+    }
+
+    #[test]
+    fn a_mask_of_the_wrong_shape_is_reported_as_given() {
+        let device = Device::flex();
+        let ids = || -> Tensor<3, Int> {
+            Tensor::from_data(
+                TensorData::new(vec![0i64, 5, 2, 2, 7, 2, 0, 6, 2, 2, 8, 2], [1, 2, 6]),
+                &device,
+            )
+        };
+        let mask = |shape: [usize; 3]| -> Tensor<3, Bool> {
+            Tensor::from_data(
+                TensorData::new(vec![true; shape.iter().product()], shape),
+                &device,
+            )
+        };
+        let err =
+            MultipleChoiceInput::from_tensors(ids(), Some(mask([1, 2, 5])), None).unwrap_err();
+        assert_eq!(
+            err,
+            InputError::ChoiceMaskShape {
+                mask: "attention_mask",
+                expected: [1, 2, 6],
+                found: [1, 2, 5],
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "attention_mask has shape [1, 2, 5] but input_ids has shape [1, 2, 6]"
+        );
+        // Same number of rows, split differently: still the user's shape.
+        let err =
+            MultipleChoiceInput::from_tensors(ids(), None, Some(mask([2, 1, 6]))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("global_attention_mask has shape [2, 1, 6]"),
+            "{err}"
+        );
+        let input = MultipleChoiceInput::from_tensors(ids(), Some(mask([1, 2, 6])), None).unwrap();
+        assert_eq!(model(&device).forward(input).unwrap().dims(), [1, 2]);
+    }
+
+    #[test]
+    fn no_choices_is_an_empty_batch() {
+        let device = Device::flex();
+        let ids =
+            Tensor::<3, Int>::from_data(TensorData::new(Vec::<i64>::new(), [1, 0, 6]), &device);
+        let input = MultipleChoiceInput::from_tensors(ids, None, None).unwrap();
+        assert_eq!(
+            model(&device).forward(input).unwrap_err(),
+            InputError::Empty([0, 6])
+        );
     }
 }
