@@ -63,6 +63,11 @@ pub enum AttentionWindow {
 ///
 /// Load one with [`LongformerConfig::from_json_file`] (validated) or build one in code and call
 /// [`LongformerConfig::validate`].
+///
+/// The `load` and `save` that Burn's [`Config`] derive adds read and write Burn's own JSON
+/// (e.g. `"attention_window": {"PerLayer": [8, 8]}`), not HF's: read a HuggingFace
+/// `config.json` with [`from_json_file`](Self::from_json_file) and write one with
+/// [`to_hf_json`](Self::to_hf_json).
 #[derive(Config, Debug)]
 pub struct LongformerConfig {
     /// Number of token ids (rows of the word embedding).
@@ -362,6 +367,10 @@ impl LongformerConfig {
     }
 
     /// The full attention window (`2 · window`) of `layer`.
+    ///
+    /// # Panics
+    /// If a per-layer window list has no entry for `layer` (one [`validate`](Self::validate)
+    /// accepts has `num_hidden_layers` entries).
     pub fn window(&self, layer: usize) -> usize {
         match &self.attention_window {
             AttentionWindow::Uniform(w) => *w,

@@ -59,9 +59,12 @@ pub use error::{ConfigError, InputError, LoadError};
 pub use heads::{
     LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
     LongformerForSequenceClassification, LongformerForTokenClassification, LongformerHeadConfig,
-    TaskHead,
+    MaskFill, MultipleChoiceInput, QuestionAnsweringOutput, TaskHead,
 };
 pub use input::{AttentionLayout, LongformerInput};
-pub use loader::{load_head, load_pretrained, load_weights, load_with_new_head};
+pub use loader::{
+    load_head, load_head_weights, load_pretrained, load_weights, load_with_new_head,
+    load_with_new_head_config, weights_file,
+};
 pub use model::{LongformerModel, LongformerOutput};
 pub use precision::cast_float_params;

@@ -116,10 +116,16 @@ pub fn load_weights(
 /// ([`TaskHead::IGNORED_KEYS`], e.g. the tied `lm_head.decoder.weight`). A base-model checkpoint
 /// lacks the head's keys and is an error naming them: start a head from one with
 /// [`load_with_new_head`].
+///
+/// # Errors
+/// A `config.json` that is invalid or does not fit the head (question answering with
+/// `num_labels` other than 2), naming the file; what [`load_head_weights`] reports.
 pub fn load_head<H: TaskHead>(dir: impl AsRef<Path>, device: &Device) -> Result<H, LoadError> {
     let dir = dir.as_ref();
-    let config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?;
+    let config_path = dir.join("config.json");
+    let config = LongformerHeadConfig::from_json_file(&config_path)?;
     load_head_weights(&config, weights_file(dir)?, device)
+        .map_err(|e| e.config_in_file(&config_path))
 }
 
 /// Builds a head model for `config` and fills it, strictly, from a `.safetensors` or PyTorch
@@ -164,14 +170,57 @@ pub fn load_head_weights<H: TaskHead>(
 /// weights ignored) and the head is freshly initialised as HF's `_init_weights` does, as HF's
 /// `from_pretrained` does for a fine-tuning run. The pooler follows the head: kept (or freshly
 /// initialised, when the checkpoint has none) for multiple choice, dropped otherwise.
+///
+/// The head's labels are those of `config.json` (`num_labels`, else the length of `id2label`,
+/// else 2); to choose them, use [`load_with_new_head_config`].
+///
+/// # Errors
+/// A `config.json` that is invalid or does not fit the head (question answering with
+/// `num_labels` other than 2), naming the file; what [`load_weights`] reports.
 pub fn load_with_new_head<H: TaskHead>(
     dir: impl AsRef<Path>,
     device: &Device,
 ) -> Result<H, LoadError> {
     let dir = dir.as_ref();
-    let config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?;
-    let encoder = load_weights(&config.model, weights_file(dir)?, device)?;
-    Ok(H::with_encoder(encoder, &config, device)?)
+    let config_path = dir.join("config.json");
+    let config = LongformerHeadConfig::from_json_file(&config_path)?;
+    load_with_new_head_config(dir, &config, device).map_err(|e| e.config_in_file(&config_path))
+}
+
+/// [`load_with_new_head`] with the head's config given instead of read from the directory's
+/// `config.json` (which is then not read): to choose the labels of a new classifier
+/// (`num_labels`, `id2label`; [`LongformerHeadConfig::with_labels`] sets both), or the
+/// local-attention kernel or dropouts of the model. `config.model` must describe the
+/// checkpoint's encoder, so start from the directory's own config:
+///
+/// ```no_run
+/// use std::path::Path;
+/// use burn::tensor::Device;
+/// use longformer_model::{
+///     LongformerForSequenceClassification, LongformerHeadConfig, load_with_new_head_config,
+/// };
+///
+/// let device = Device::flex();
+/// let dir = Path::new("longformer-base-4096");
+/// let config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?
+///     .with_labels(["negative", "neutral", "positive", "mixed", "off-topic"]);
+/// let classifier: LongformerForSequenceClassification =
+///     load_with_new_head_config(dir, &config, &device)?; // logits [batch_size, 5]
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// A `config` that is invalid ([`LongformerHeadConfig::validate`]) or does not fit the head
+/// (question answering with `num_labels` other than 2); what [`load_weights`] reports (a
+/// checkpoint whose tensors do not fit `config.model` among them).
+pub fn load_with_new_head_config<H: TaskHead>(
+    dir: impl AsRef<Path>,
+    config: &LongformerHeadConfig,
+    device: &Device,
+) -> Result<H, LoadError> {
+    config.validate()?;
+    let encoder = load_weights(&config.model, weights_file(dir.as_ref())?, device)?;
+    Ok(H::with_encoder(encoder, config, device)?)
 }
 
 /// The tensors of a checkpoint: one weight file, or the shards of a sharded checkpoint.
@@ -500,6 +549,99 @@ fn regex_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heads::{LongformerForQuestionAnswering, LongformerForSequenceClassification};
+    use crate::input::LongformerInput;
+
+    /// A tiny HF checkpoint of the workspace's `tests/fixtures`.
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures")
+            .join(name)
+    }
+
+    /// A fresh directory holding `config.json` (`edit` applied to `from`'s) and `from`'s weights.
+    fn edited_checkpoint(
+        name: &str,
+        from: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> PathBuf {
+        let from = fixture(from);
+        let dir = std::env::temp_dir().join(format!("longformer-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(from.join("config.json")).unwrap())
+                .unwrap();
+        edit(&mut config);
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let weights = weights_file(&from).unwrap();
+        std::fs::copy(&weights, dir.join(weights.file_name().unwrap())).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_new_head_takes_the_labels_of_the_given_config() {
+        let device = Device::flex();
+        let dir = fixture("no_global");
+        let input = || {
+            LongformerInput::from_rows(&[vec![0, 5, 6, 2], vec![0, 7, 2]], None, None, 1, &device)
+        };
+        let config = LongformerHeadConfig::from_json_file(dir.join("config.json"))
+            .unwrap()
+            .with_num_labels(5);
+        let model: LongformerForSequenceClassification =
+            load_with_new_head_config(&dir, &config, &device).unwrap();
+        assert_eq!(model.forward(input()).unwrap().dims(), [2, 5]);
+        // The encoder is the checkpoint's.
+        let base = load_pretrained(&dir, &device).unwrap();
+        let embedding = |m: &LongformerModel| {
+            m.embeddings
+                .word_embeddings
+                .weight
+                .val()
+                .into_data()
+                .iter::<f32>()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(embedding(&model.longformer), embedding(&base));
+
+        let config = config.with_labels(["a", "b", "c"]);
+        assert_eq!((config.num_labels, config.label(2).as_str()), (3, "c"));
+        let model: LongformerForSequenceClassification =
+            load_with_new_head_config(&dir, &config, &device).unwrap();
+        assert_eq!(model.forward(input()).unwrap().dims(), [2, 3]);
+
+        let err = load_with_new_head_config::<LongformerForSequenceClassification>(
+            &dir,
+            &config.with_num_labels(0),
+            &device,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("num_labels must be positive"),
+            "{err}"
+        );
+    }
+
+    /// The error came from the head, after the file was read, and did not say which file.
+    #[test]
+    fn a_question_answering_config_with_3_labels_is_an_error_naming_the_file() {
+        let device = Device::flex();
+        let three_labels = |c: &mut serde_json::Value| c["num_labels"] = 3.into();
+        let head = edited_checkpoint("qa-3-labels", "head_question_answering", three_labels);
+        let base = edited_checkpoint("base-3-labels", "no_global", three_labels);
+        let errors = [
+            load_head::<LongformerForQuestionAnswering>(&head, &device).unwrap_err(),
+            load_with_new_head::<LongformerForQuestionAnswering>(&base, &device).unwrap_err(),
+        ];
+        for (dir, err) in [head, base].iter().zip(errors) {
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&dir.join("config.json").display().to_string())
+                    && msg.contains("num_labels 2); the config has num_labels 3"),
+                "{msg}"
+            );
+        }
+    }
 
     #[test]
     fn module_paths_map_back_to_hf_keys() {

@@ -23,6 +23,10 @@ use crate::pooler::LongformerPooler;
 /// encoder part through [`LongformerConfig`], the head part from `num_labels`, or else the length
 /// of `id2label` (HF's default: 2 labels), `sep_token_id` (default 2) and `tie_word_embeddings`
 /// (HF's default: `true`).
+///
+/// The `load` and `save` that Burn's [`Config`] derive adds read and write Burn's own JSON, not
+/// HF's: read a HuggingFace `config.json` with [`from_json_file`](Self::from_json_file) (the
+/// encoder part can be written as one with [`LongformerConfig::to_hf_json`]).
 #[derive(Config, Debug)]
 pub struct LongformerHeadConfig {
     /// The encoder.
@@ -107,6 +111,17 @@ impl LongformerHeadConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The config with `labels` as the classifiers' labels, in id order: `num_labels` their
+    /// number and `id2label` their names. (`with_num_labels` alone on a config whose `id2label`
+    /// names other labels fails [`validate`](Self::validate); clear it with
+    /// `with_id2label(None)`.)
+    pub fn with_labels(mut self, labels: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let labels: Vec<String> = labels.into_iter().map(Into::into).collect();
+        self.num_labels = labels.len();
+        self.id2label = Some(labels);
+        self
     }
 
     /// The name of label `id`: from `id2label`, else HF's `LABEL_{id}`.
