@@ -370,16 +370,15 @@ fn edited_source(
     dir
 }
 
+/// Changes a source `config.json`.
+type ConfigEdit = fn(&mut serde_json::Map<String, serde_json::Value>);
+
 /// A `config.json` that does not describe its weights is refused, naming the tensor, before
 /// anything is written (the checkpoint it would write does not load).
 #[test]
 fn a_config_that_does_not_describe_the_weights_is_refused_before_writing() {
     let out = out_dir("mismatch-out");
-    let cases: [(
-        &str,
-        fn(&mut serde_json::Map<String, serde_json::Value>),
-        &str,
-    ); 4] = [
+    let cases: [(&str, ConfigEdit, &str); 4] = [
         (
             "wider",
             |c| {

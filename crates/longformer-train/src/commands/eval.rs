@@ -77,7 +77,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
             weights.display()
         );
     }
-    let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
+    let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer).with_context(|| {
+        format!(
+            "the run's tokenizer (recorded in {})",
+            args.run.join("run.json").display()
+        )
+    })?;
     record.check_model(&args.run, &tokenizer, &config)?;
     let model = load_model(WikiHopModel::init(&config, &device), &weights)?;
     let data = args.data.clone().unwrap_or_else(|| record.dev.clone());

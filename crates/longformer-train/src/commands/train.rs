@@ -261,7 +261,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
             // Before the data is prepared: a run without a checkpoint has nothing to resume.
             crate::checkpoint::latest_checkpoint(run_dir)?;
             let config = RunRecord::model_config(run_dir)?;
-            let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer)?;
+            let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer).with_context(|| {
+                format!(
+                    "the run's tokenizer (recorded in {})",
+                    run_dir.join("run.json").display()
+                )
+            })?;
             record.check_model(run_dir, &tokenizer, &config)?;
             record.settings.check_devices(&devices)?;
             let model = WikiHopModel::init(&config, &autodiff);

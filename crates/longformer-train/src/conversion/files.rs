@@ -147,6 +147,7 @@ pub(super) fn read_tokenizer_files(
 pub(super) fn write_tokenizer_files(
     files: Vec<(&'static str, Vec<u8>)>,
     to: &Path,
+    max_pos: usize,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<String>, ConvertError> {
     if files.is_empty() {
@@ -158,7 +159,7 @@ pub(super) fn write_tokenizer_files(
         crate::output::write_file(&target, &bytes).map_err(io_error(&target))?;
         if name == "tokenizer_config.json" {
             progress(&format!(
-                "wrote {} (model_max_length set)",
+                "wrote {} (model_max_length {max_pos})",
                 target.display()
             ));
         } else {

@@ -214,7 +214,7 @@ pub fn convert_checkpoint(
         converted.rows,
         options.window
     ));
-    let tokenizer_files = write_tokenizer_files(tokenizer, to, progress)?;
+    let tokenizer_files = write_tokenizer_files(tokenizer, to, options.max_pos, progress)?;
 
     Ok(ConversionReport {
         source_weights: weights,
