@@ -29,21 +29,6 @@ fn keep_freed_memory() {
     }
 }
 
-/// A reader that closes our stdout early (`longformer bench | head -1`) ends the process
-/// quietly, as it ends `cat` or `grep`, instead of making the next `println!` panic with
-/// "Broken pipe" (Rust ignores SIGPIPE by default). The commands write their files before their
-/// stdout summaries, and training writes only its last line there.
-#[cfg(unix)]
-fn die_quietly_on_closed_stdout() {
-    // SAFETY: restores the default disposition of a signal; installs no handler.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
-#[cfg(not(unix))]
-fn die_quietly_on_closed_stdout() {}
-
 #[derive(Parser, Debug)]
 #[command(name = "longformer", version, about = "Longformer on Burn")]
 struct Cli {
@@ -73,7 +58,6 @@ enum Command {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    die_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Encode(args) => commands::encode::run(args),

@@ -59,3 +59,9 @@ impl TrainProgress {
 pub fn note(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
+
+/// Writes a line on stdout, ignoring errors, as [`note`] does on stderr: the commands' results
+/// are files (or, for `bench`, also `--out`), which a closed stdout must not cost.
+pub fn say(text: &str) {
+    let _ = writeln!(std::io::stdout(), "{text}");
+}

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::conversion::{ConvertOptions, convert_checkpoint};
+use crate::progress::note;
 
 /// Flags of `longformer convert`.
 #[derive(Args, Debug)]
@@ -40,17 +41,15 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         window: args.window,
         force: args.force,
     };
-    let report = convert_checkpoint(&args.from, &args.to, &options, &mut |line| {
-        eprintln!("{line}")
-    })
-    .with_context(|| {
-        format!(
-            "converting {} to a Longformer in {}",
-            args.from.display(),
-            args.to.display()
-        )
-    })?;
-    eprintln!(
+    let report = convert_checkpoint(&args.from, &args.to, &options, &mut |line| note(line))
+        .with_context(|| {
+            format!(
+                "converting {} to a Longformer in {}",
+                args.from.display(),
+                args.to.display()
+            )
+        })?;
+    note(&format!(
         "done: {} positions ({} rows, from {}), window {} in {} layers, {} tensors",
         options.max_pos,
         report.rows,
@@ -58,6 +57,6 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         options.window,
         report.layers,
         report.tensors
-    );
+    ));
     Ok(())
 }

@@ -20,6 +20,7 @@ use longformer_model::{
 use serde::Deserialize;
 
 use crate::backend::{Backend, Precision};
+use crate::progress::note;
 
 /// Arguments of `longformer encode`.
 #[derive(Args, Debug)]
@@ -134,11 +135,11 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         input.token_type_ids = Some(token_types(types, input.dims(), &device));
     }
     let [batch, seq] = input.dims();
-    eprintln!(
+    note(&format!(
         "encoding {batch} row(s) of {seq} tokens on {:?} in {}",
         args.backend,
         args.dtype.name()
-    );
+    ));
     let start = Instant::now();
     let (outputs, summary) = match args.head {
         None => {
@@ -158,9 +159,12 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     // The file first: a reader that closes stdout early (`| head`) must not cost it.
     write_output(&args.output, &outputs)?;
     for (name, _, dims) in &outputs {
-        eprintln!("wrote {name} {dims:?} to {}", args.output.display());
+        note(&format!(
+            "wrote {name} {dims:?} to {}",
+            args.output.display()
+        ));
     }
-    eprintln!("({:.3} s)", elapsed.as_secs_f64());
+    note(&format!("({:.3} s)", elapsed.as_secs_f64()));
     let mut stdout = std::io::stdout().lock();
     for line in summary {
         if writeln!(stdout, "{line}").is_err() {

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::progress::note;
 use clap::Args;
 use longformer_data::{
     CacheStatus, DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode,
@@ -46,12 +47,12 @@ pub struct PrepareArgs {
 /// Runs `longformer prepare`.
 pub fn run(args: PrepareArgs) -> anyhow::Result<()> {
     let tokenizer = WikiHopTokenizer::from_dir(&args.tokenizer)?;
-    eprintln!(
+    note(&format!(
         "tokenizer {}: vocabulary {} ({} WikiHop markers added)",
         args.tokenizer.display(),
         tokenizer.vocab_size(),
         tokenizer.added_tokens()
-    );
+    ));
     let options = PrepareOptions {
         config: PrepareConfig {
             layout: LayoutConfig {
@@ -67,10 +68,10 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<()> {
     let prepared = prepare_file(&args.data, &tokenizer, &options)?;
     match &prepared.cache {
         CacheStatus::Disabled => {}
-        CacheStatus::Hit(path) => eprintln!("cache hit: {}", path.display()),
-        CacheStatus::Written(path) => eprintln!("cache written: {}", path.display()),
+        CacheStatus::Hit(path) => note(&format!("cache hit: {}", path.display())),
+        CacheStatus::Written(path) => note(&format!("cache written: {}", path.display())),
         CacheStatus::Failed { path, reason } => {
-            eprintln!("warning: cache {}: {reason}", path.display())
+            note(&format!("warning: cache {}: {reason}", path.display()))
         }
     }
     if prepared.chunks.is_empty() {
@@ -82,12 +83,12 @@ pub fn run(args: PrepareArgs) -> anyhow::Result<()> {
         );
     }
     write_jsonl(&prepared.chunks, &args.out)?;
-    eprintln!("{}", prepared.summary);
-    eprintln!(
+    note(&prepared.summary.to_string());
+    note(&format!(
         "wrote {} chunks to {}",
         prepared.chunks.len(),
         args.out.display()
-    );
+    ));
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 use super::BenchArgs;
 use super::report::BenchRow;
+use crate::progress::{note, say};
 
 /// Cores this process may use.
 pub fn available_threads() -> usize {
@@ -46,13 +47,13 @@ pub fn compare(args: &BenchArgs, threads: usize) -> Result<Vec<BenchRow>> {
             (ours()?, h)
         };
         let row = ours.compared_with(&hf);
-        eprintln!(
+        note(&format!(
             "seq {seq}: ours {:.1} ms, HF {:.1} ms, ratio {:.2}",
             row.median_ms,
             hf.median_ms,
             row.ratio.unwrap_or(f64::NAN)
-        );
-        println!("{}", serde_json::to_string(&row)?);
+        ));
+        say(&serde_json::to_string(&row)?);
         rows.push(row);
     }
     Ok(rows)

@@ -22,6 +22,7 @@ use burn::optim::GradientsParams;
 
 use crate::backend::{Backend, Precision};
 use crate::optimization::OptimizerSettings;
+use crate::progress::{note, say};
 
 /// Arguments of `longformer bench`.
 #[derive(Args, Debug)]
@@ -223,10 +224,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
         measure(&args, threads)?
     };
-    println!("\n{}", report::markdown_table(&rows));
+    say(&format!("\n{}", report::markdown_table(&rows)));
     if let Some(path) = &args.out {
         report::write_rows(path, &rows)?;
-        eprintln!("wrote {}", path.display());
+        note(&format!("wrote {}", path.display()));
     }
     Ok(())
 }
@@ -308,12 +309,12 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
                     model = optimizer.step(1e-5, model, grads);
                     // Wait for the device: read one updated weight.
                     let _ = model.embeddings.layer_norm.gamma.val().into_data();
-                    eprintln!(
+                    note(&format!(
                         "seq {seq}: forward {:.0} ms, backward {:.0} ms, optimizer {:.0} ms",
                         forward.as_secs_f64() * 1e3,
                         (backward - forward).as_secs_f64() * 1e3,
                         (start.elapsed() - backward).as_secs_f64() * 1e3
-                    );
+                    ));
                 }
             }
             device
@@ -340,7 +341,7 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
             hf_peak_bytes: None,
             ratio: None,
         };
-        println!("{}", serde_json::to_string(&row)?);
+        say(&serde_json::to_string(&row)?);
         rows.push(row);
     }
     Ok(rows)
@@ -404,10 +405,10 @@ fn measure_attention_core(
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         if args.kernel != Kernel::Reference {
-            eprintln!(
+            note(&format!(
                 "seq {seq}: local attention, max |this path - band path| = {:.2e}",
                 case.difference_from_reference()
-            );
+            ));
         }
         let row = report::BenchRow {
             backend: args.backend.feature().into(),
@@ -424,7 +425,7 @@ fn measure_attention_core(
             hf_peak_bytes: None,
             ratio: None,
         };
-        println!("{}", serde_json::to_string(&row)?);
+        say(&serde_json::to_string(&row)?);
         rows.push(row);
     }
     Ok(rows)
