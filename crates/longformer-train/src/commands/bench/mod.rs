@@ -255,7 +255,10 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
         .with_hidden_dropout_prob(args.dropout)
         .with_attention_probs_dropout_prob(args.dropout)
         .with_local_attention_kernel(args.kernel.choice());
-    config.validate()?;
+    config.validate().context(
+        "the flags describe no valid model (--layers, --hidden, --heads, --vocab, --window, \
+         --dilation, --causal set its config)",
+    )?;
     let device = match args.mode {
         Mode::Fwd => device,
         Mode::Train if args.gradient_checkpointing => device.autodiff().gradient_checkpointing(),
