@@ -33,7 +33,7 @@ struct Forward {
 #[derive(Subcommand, Debug)]
 enum Task {
     /// Encode token ids (`--input FILE.json`) or text (`--text`) and write `last_hidden_state`.
-    /// With no arguments: the bundled tiny model on `assets/tiny-longformer/example.json`.
+    /// Without --model, --input or --text: the bundled tiny model on its `example.json`.
     Encode(Forward),
     /// Turn a WikiHop JSON file into model inputs (`--data FILE.json --tokenizer DIR --out FILE.jsonl`).
     Prepare(Forward),
@@ -82,17 +82,13 @@ impl Backend {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (command, forward, defaults): (&str, Forward, &[&str]) = match cli.task {
-        Task::Encode(f) => (
-            "encode",
-            f,
-            &["--input", "assets/tiny-longformer/example.json"],
-        ),
-        Task::Prepare(f) => ("prepare", f, &[]),
-        Task::Bench(f) => ("bench", f, &[]),
-        Task::Train(f) => ("train", f, &[]),
-        Task::Eval(f) => ("eval", f, &[]),
-        Task::Convert(f) => ("convert", f, &[]),
+    let (command, forward) = match cli.task {
+        Task::Encode(f) => ("encode", f),
+        Task::Prepare(f) => ("prepare", f),
+        Task::Bench(f) => ("bench", f),
+        Task::Train(f) => ("train", f),
+        Task::Eval(f) => ("eval", f),
+        Task::Convert(f) => ("convert", f),
     };
     let runs_a_model = !matches!(command, "prepare" | "convert");
     let backend = match backend(&forward, runs_a_model) {
@@ -117,9 +113,7 @@ fn main() -> ExitCode {
     if runs_a_model && backend_in_args(&forward.args).is_none() {
         cargo.args(["--backend", backend.name()]);
     }
-    if forward.args.is_empty() {
-        cargo.args(defaults);
-    }
+    cargo.args(defaults(command, &forward.args));
     cargo.args(&forward.args);
     let mut child = match cargo.spawn() {
         Ok(child) => child,
@@ -169,6 +163,26 @@ fn backend(forward: &Forward, runs_a_model: bool) -> Result<Backend, String> {
         ));
     }
     Ok(given.unwrap_or(Backend::Flex))
+}
+
+/// Arguments added before the user's: `encode` given no model and no input encodes the bundled
+/// example with the bundled tiny model (paths from the checkout, whatever the current folder),
+/// so that `cargo xtask encode -- --dtype bf16` works as `cargo xtask encode` does.
+fn defaults(command: &str, args: &[String]) -> Vec<String> {
+    let given = |flag: &str| {
+        args.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if command != "encode" || ["--model", "--input", "--text"].iter().any(|f| given(f)) {
+        return Vec::new();
+    }
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny-longformer");
+    vec![
+        "--model".into(),
+        tiny.display().to_string(),
+        "--input".into(),
+        tiny.join("example.json").display().to_string(),
+    ]
 }
 
 /// The value of `--backend X` or `--backend=X` among `args`.
@@ -272,5 +286,21 @@ mod tests {
         let no_model = backend(&forward(Some(Backend::Wgpu), &[]), false).unwrap_err();
         assert!(no_model.contains("runs no model"), "{no_model}");
         assert_eq!(backend_in_args(&["--seq".into(), "8".into()]), None);
+    }
+
+    #[test]
+    fn encode_defaults_to_the_bundled_model_and_example_unless_given_either() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let added = defaults("encode", &args(&["--dtype", "bf16"]));
+        assert_eq!(added.len(), 4);
+        assert!(
+            std::path::Path::new(&added[1])
+                .join("config.json")
+                .is_file()
+        );
+        assert!(std::path::Path::new(&added[3]).is_file());
+        assert!(defaults("encode", &args(&["--text", "hi"])).is_empty());
+        assert!(defaults("encode", &args(&["--model=dir"])).is_empty());
+        assert!(defaults("train", &args(&[])).is_empty());
     }
 }
