@@ -161,6 +161,20 @@ fn too_long_input_is_a_clear_error() {
     );
 }
 
+/// `--truncate` cuts a row over the limit (128 for the tiny model) instead of refusing it,
+/// and says so.
+#[test]
+fn truncate_cuts_rows_the_model_cannot_take() {
+    let input = std::env::temp_dir().join(format!("lf-trunc-{}.json", std::process::id()));
+    let ids: Vec<String> = (0..200).map(|_| "5".to_string()).collect();
+    std::fs::write(&input, format!("{{\"input_ids\": [[{}]]}}", ids.join(","))).unwrap();
+    let shape = encode_ok("trunc", &["--input", input.to_str().unwrap(), "--truncate"]);
+    assert_eq!(shape, vec![1, 128, 32]);
+    let long_text = "word ".repeat(300);
+    let shape = encode_ok("trunc-text", &["--text", &long_text, "--truncate"]);
+    assert_eq!(shape, vec![1, 128, 32]);
+}
+
 /// `token_type_ids`, as a HF tokenizer writes them next to the ids, are taken: zeros give what
 /// no token types give, a type outside `type_vocab_size` (1 for the tiny model) and a row of the
 /// wrong length are errors naming the file.

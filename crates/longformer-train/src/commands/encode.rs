@@ -58,6 +58,12 @@ pub struct EncodeArgs {
     /// With `--head mlm --text`: fills printed per `<mask>`.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub top_k: u16,
+    /// Cut rows longer than the model takes (`max_position_embeddings - pad_token_id - 1`
+    /// tokens other than padding) instead of refusing them: a `--text` keeps its closing `</s>`
+    /// (as HF's tokenizer truncates), `--input` rows lose their last tokens (with their masks
+    /// and token types).
+    #[arg(long)]
+    pub truncate: bool,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
@@ -111,7 +117,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     let device = args.backend.device()?;
     let config = LongformerConfig::from_json_file(args.model.join("config.json"))?;
-    let (rows, tokenizer) = match (&args.input, &args.text) {
+    let (mut rows, tokenizer) = match (&args.input, &args.text) {
         (Some(path), None) => (read_input(path)?, None),
         (None, Some(text)) => {
             let (rows, tokenizer) = tokenize(&args.model, text, args.head.is_none())?;
@@ -123,6 +129,17 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         Some(path) => path.display().to_string(),
         None => "the tokenized --text".to_string(),
     };
+    if args.truncate {
+        let limit = config.max_sequence_length();
+        let keep_last = args.text.is_some();
+        for (row, before, after) in
+            truncate_rows(&mut rows, limit, config.pad_token_id as i64, keep_last)
+        {
+            note(&format!(
+                "{source}: row {row} truncated from {before} to {after} tokens (--truncate)"
+            ));
+        }
+    }
     let mut input = LongformerInput::try_from_rows(
         &rows.input_ids,
         rows.attention_mask.as_deref(),
@@ -180,6 +197,54 @@ type Output = (&'static str, Vec<f32>, Vec<usize>);
 fn host<const D: usize>(name: &'static str, tensor: Tensor<D>) -> Output {
     let dims = tensor.dims().to_vec();
     (name, tensor.into_data().iter::<f32>().collect(), dims)
+}
+
+/// Cuts every row of `rows` holding more than `limit` ids other than `pad` to its first `limit`
+/// such ids (explicit padding among them kept), with its masks and token types; with
+/// `keep_last`, the row's last id (a text's `</s>`) ends the cut row. Returns
+/// `(row, length before, length after)` of the rows cut.
+fn truncate_rows(
+    rows: &mut InputJson,
+    limit: usize,
+    pad: i64,
+    keep_last: bool,
+) -> Vec<(usize, usize, usize)> {
+    let mut cut = Vec::new();
+    for row in 0..rows.input_ids.len() {
+        let ids = &rows.input_ids[row];
+        let real = ids.iter().filter(|&&id| id != pad).count();
+        if real <= limit || limit == 0 {
+            continue;
+        }
+        let wanted = if keep_last { limit - 1 } else { limit };
+        // The length of the prefix holding `wanted` non-pad ids.
+        let mut seen = 0;
+        let end = ids
+            .iter()
+            .position(|&id| {
+                seen += usize::from(id != pad);
+                seen > wanted
+            })
+            .unwrap_or(ids.len());
+        let before = ids.len();
+        for list in [
+            Some(&mut rows.input_ids),
+            rows.attention_mask.as_mut(),
+            rows.global_attention_mask.as_mut(),
+            rows.token_type_ids.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let kept_last = *list[row].last().expect("checked as long as the ids");
+            list[row].truncate(end);
+            if keep_last {
+                list[row].push(kept_last);
+            }
+        }
+        cut.push((row, before, rows.input_ids[row].len()));
+    }
+    cut
 }
 
 /// `[batch, seq]` token types from `rows` (ragged as `input_ids`; the padding gets type 0).
@@ -466,6 +531,30 @@ fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows over the limit keep their first `limit` ids other than padding (and their closing
+    /// id with `keep_last`), masks alike; shorter rows and explicit padding are untouched.
+    #[test]
+    fn truncation_keeps_the_first_tokens_and_optionally_the_last() {
+        let mut rows = InputJson {
+            input_ids: vec![vec![0, 5, 6, 7, 8, 2], vec![0, 5, 1, 1, 2]],
+            attention_mask: Some(vec![vec![1; 6], vec![1, 1, 0, 0, 1]]),
+            global_attention_mask: None,
+            token_type_ids: None,
+        };
+        let mut text = InputJson {
+            input_ids: rows.input_ids.clone(),
+            attention_mask: rows.attention_mask.clone(),
+            global_attention_mask: None,
+            token_type_ids: None,
+        };
+        // Pad id 1: the second row holds 3 real ids, under the limit of 4.
+        assert_eq!(truncate_rows(&mut rows, 4, 1, false), [(0, 6, 4)]);
+        assert_eq!(rows.input_ids, [vec![0, 5, 6, 7], vec![0, 5, 1, 1, 2]]);
+        assert_eq!(rows.attention_mask.unwrap()[0], [1, 1, 1, 1]);
+        assert_eq!(truncate_rows(&mut text, 4, 1, true), [(0, 6, 4)]);
+        assert_eq!(text.input_ids[0], [0, 5, 6, 2]);
+    }
 
     /// The best span never ends before it starts, even where the best end alone lies before
     /// the best start alone.
