@@ -229,6 +229,11 @@ impl LongformerConfig {
     /// as a per-layer list), readable by [`from_json_str`](Self::from_json_str) and by
     /// `transformers.LongformerConfig`.
     pub fn to_hf_json(&self) -> String {
+        serde_json::to_string_pretty(&self.to_hf_value()).expect("a JSON value serializes")
+    }
+
+    /// [`to_hf_json`](Self::to_hf_json) as a JSON value.
+    pub(crate) fn to_hf_value(&self) -> serde_json::Value {
         let windows: Vec<usize> = (0..self.num_hidden_layers)
             .map(|i| self.window(i))
             .collect();
@@ -262,7 +267,7 @@ impl LongformerConfig {
         if self.autoregressive {
             json["autoregressive"] = true.into();
         }
-        serde_json::to_string_pretty(&json).expect("a JSON value serializes")
+        json
     }
 
     /// Parses and validates the text of a HuggingFace `config.json`.

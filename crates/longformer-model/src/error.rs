@@ -275,3 +275,39 @@ impl LoadError {
         }
     }
 }
+
+/// A model that cannot be written as a HuggingFace checkpoint directory
+/// ([`save_pretrained`](crate::save_pretrained), [`save_head`](crate::save_head)).
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The config is invalid, or cannot describe the head (question answering with
+    /// `num_labels` other than 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The config does not describe the model: a tensor that one has and the other lacks or
+    /// shapes differently, or another window or head count. `transformers` (and our loader)
+    /// would build a different model from the saved `config.json`, so nothing is written.
+    #[error("cannot save to {dir}: the config does not describe the model: {message}")]
+    ConfigMismatch {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The differences, by module path, in Burn's layout (`[d_in, d_out]` linear weights).
+        message: String,
+    },
+    /// The directory or `config.json` could not be created or written.
+    #[error("cannot write {path}: {error}")]
+    Io {
+        /// The directory or file.
+        path: PathBuf,
+        /// The underlying error.
+        error: std::io::Error,
+    },
+    /// The weight file could not be written.
+    #[error("cannot write weights to {path}: {message}")]
+    Write {
+        /// The weight file.
+        path: PathBuf,
+        /// What the writer said.
+        message: String,
+    },
+}

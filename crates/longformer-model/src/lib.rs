@@ -55,7 +55,7 @@ pub use attention::{
     AttentionDilation, AttentionProbs, LocalAttentionKernel, SlidingWindowAttention, WindowPattern,
 };
 pub use config::{AttentionWindow, HiddenAct, LongformerConfig};
-pub use error::{ConfigError, InputError, LoadError};
+pub use error::{ConfigError, InputError, LoadError, SaveError};
 pub use heads::{
     LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
     LongformerForSequenceClassification, LongformerForTokenClassification, LongformerHeadConfig,
@@ -64,7 +64,7 @@ pub use heads::{
 pub use input::{AttentionLayout, LongformerInput};
 pub use loader::{
     load_head, load_head_weights, load_pretrained, load_weights, load_with_new_head,
-    load_with_new_head_config, weights_file,
+    load_with_new_head_config, save_head, save_pretrained, weights_file,
 };
 pub use model::{LongformerModel, LongformerOutput};
 pub use precision::cast_float_params;

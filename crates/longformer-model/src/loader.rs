@@ -1,4 +1,4 @@
-//! Loading HuggingFace Longformer checkpoints.
+//! Loading and saving HuggingFace Longformer checkpoints.
 //!
 //! A checkpoint directory holds `config.json` and `model.safetensors` or `pytorch_model.bin`, or
 //! the shards that `model.safetensors.index.json` / `pytorch_model.bin.index.json` name (HF's
@@ -25,19 +25,25 @@
 //! paths after the same two renamings (`roberta.` and bare encoder keys become `longformer.`);
 //! head keys (`lm_head.layer_norm.weight`, `classifier.out_proj.bias`, ...) map to themselves, with
 //! the same strict checks. [`load_with_new_head`] starts a head from any checkpoint's encoder.
+//!
+//! [`save_pretrained`] and [`save_head`] write the directory HF's `save_pretrained` writes, the
+//! table read from right to left: `model.safetensors` (bare keys for the base model,
+//! `longformer.` for a head's encoder; PyTorch's `[d_out, d_in]` linear weights) and
+//! `config.json`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{
-    ApplyError, ApplyResult, FloatCastAdapter, KeyRemapper, ModuleAdapter, ModuleSnapshot,
-    ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, FloatCastAdapter, KeyRemapper, ModuleAdapter,
+    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
-use burn::tensor::{DType, Device};
+use burn::tensor::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::config::LongformerConfig;
-use crate::error::LoadError;
+use crate::error::{LoadError, SaveError};
 use crate::heads::{LongformerHeadConfig, TaskHead};
 use crate::model::LongformerModel;
 
@@ -221,6 +227,248 @@ pub fn load_with_new_head_config<H: TaskHead>(
     config.validate()?;
     let encoder = load_weights(&config.model, weights_file(dir.as_ref())?, device)?;
     Ok(H::with_encoder(encoder, config, device)?)
+}
+
+/// Writes `model` into `dir` as HF's `LongformerModel.save_pretrained` does, for
+/// `transformers.LongformerModel.from_pretrained(dir)` and [`load_pretrained`]:
+/// `model.safetensors` with HF's bare keys (`embeddings.LayerNorm.weight`,
+/// `encoder.layer.0.attention.self.query.weight`, ...; linear weights transposed to PyTorch's
+/// `[d_out, d_in]`), in the parameters' own dtype (f32, f16 or bf16), with the `format: pt`
+/// metadata that `transformers` requires; and `config.json` ([`LongformerConfig::to_hf_json`]
+/// plus the weights' `dtype`). The pooler is written when the model has one. `dir` is created
+/// if need be; a `model.safetensors` or `config.json` already there is replaced.
+///
+/// `config` is the one the model was built or loaded with. It is checked against the model
+/// before anything is written: the same tensors with the same shapes, and in every layer the same
+/// window, number of heads and window pattern (the rest, such as `layer_norm_eps` or
+/// `hidden_act`, has no trace in the weights and is written as `config` says).
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use longformer_model::{LongformerConfig, load_pretrained, save_pretrained};
+///
+/// let device = Device::flex();
+/// let config = LongformerConfig::from_json_file("longformer-base-4096/config.json")?;
+/// let model = load_pretrained("longformer-base-4096", &device)?;
+/// // ... train the model ...
+/// save_pretrained(&model, &config, "longformer-base-4096-tuned")?;
+/// // Python: transformers.LongformerModel.from_pretrained("longformer-base-4096-tuned")
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// An invalid `config`, or one that does not describe the model ([`SaveError::ConfigMismatch`]);
+/// a directory or file that cannot be written, naming it.
+pub fn save_pretrained(
+    model: &LongformerModel,
+    config: &LongformerConfig,
+    dir: impl AsRef<Path>,
+) -> Result<(), SaveError> {
+    let dir = dir.as_ref();
+    config.validate()?;
+    let reference = config.init_with_pooler(model.pooler.is_some(), &module_device(model));
+    check_config(model, &reference, |m| m, dir)?;
+    write_checkpoint(model, model, &hf_remaps(false), config.to_hf_value(), dir)
+}
+
+/// Writes a task-head model into `dir` as HF's `save_pretrained` does for its class
+/// ([`TaskHead::HF_CLASS`]), for `transformers.AutoModelFor...from_pretrained(dir)` and
+/// [`load_head`]: `model.safetensors` as [`save_pretrained`] writes it, the encoder's keys
+/// prefixed `longformer.`, the head's as HF names them (`classifier.out_proj.weight`,
+/// `qa_outputs.bias`, `lm_head.layer_norm.weight`, ...); and `config.json`
+/// ([`LongformerHeadConfig::to_hf_json`]: `architectures`, the labels as `id2label` /
+/// `label2id`, `tie_word_embeddings`, plus the weights' `dtype`).
+///
+/// A masked-LM model with tied word embeddings is written as HF writes it: without the tied
+/// `lm_head.decoder.{weight,bias}` (HF ties them back to the word embedding and `lm_head.bias`
+/// on load); an untied one (`tie_word_embeddings: false`) with its own decoder.
+///
+/// `config` is the one the model was built or loaded with, with the labels it was trained for
+/// (see [`LongformerHeadConfig::with_labels`]); it is checked against the model as
+/// [`save_pretrained`] checks it (the number of labels and the decoder's tying among the rest).
+///
+/// ```no_run
+/// use std::path::Path;
+/// use burn::tensor::Device;
+/// use longformer_model::{
+///     LongformerForSequenceClassification, LongformerHeadConfig, load_with_new_head_config,
+///     save_head,
+/// };
+///
+/// let device = Device::flex();
+/// let dir = Path::new("longformer-base-4096");
+/// let config = LongformerHeadConfig::from_json_file(dir.join("config.json"))?
+///     .with_labels(["negative", "positive"]);
+/// let model: LongformerForSequenceClassification =
+///     load_with_new_head_config(dir, &config, &device)?;
+/// // ... fine-tune the model ...
+/// save_head(&model, &config, "longformer-sentiment")?;
+/// // Python: AutoModelForSequenceClassification.from_pretrained("longformer-sentiment")
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// An invalid `config`, one that cannot describe the head (question answering with `num_labels`
+/// other than 2) or does not describe the model ([`SaveError::ConfigMismatch`]); a directory or
+/// file that cannot be written, naming it.
+pub fn save_head<H: TaskHead>(
+    model: &H,
+    config: &LongformerHeadConfig,
+    dir: impl AsRef<Path>,
+) -> Result<(), SaveError> {
+    let dir = dir.as_ref();
+    let reference: H = config.init(&module_device(model))?;
+    check_config(model, &reference, H::longformer, dir)?;
+    let json = config.to_hf_value(H::HF_CLASS);
+    write_checkpoint(model, model.longformer(), &hf_remaps(true), json, dir)
+}
+
+/// The device of a module's parameters (read without initializing lazy ones).
+fn module_device<M: Module>(module: &M) -> Device {
+    let devices = module.devices();
+    devices
+        .into_iter()
+        .next()
+        .expect("a Longformer has parameters")
+}
+
+/// Whether `model` is the model its config builds (`reference`, built lazily: no weight is
+/// drawn): the same tensors with the same shapes, and in every layer of the encoders (`encoder`)
+/// the same window, number of heads and window pattern.
+fn check_config<M: Module>(
+    model: &M,
+    reference: &M,
+    encoder: impl Fn(&M) -> &LongformerModel,
+    dir: &Path,
+) -> Result<(), SaveError> {
+    let (found, wanted) = (param_shapes(model), param_shapes(reference));
+    let paths: BTreeSet<&String> = found.keys().chain(wanted.keys()).collect();
+    let mut differences: Vec<String> = paths
+        .into_iter()
+        .filter_map(|path| match (found.get(path), wanted.get(path)) {
+            (Some(a), Some(b)) if a != b => Some(format!(
+                "{path} has shape {a:?} in the model, {b:?} in the config's"
+            )),
+            (Some(_), None) => Some(format!("{path} is in the model, not in the config's")),
+            (None, Some(_)) => Some(format!("{path} is in the config's model, not in the model")),
+            _ => None,
+        })
+        .collect();
+    let layers = encoder(model).encoder.layer.iter();
+    let reference_layers = encoder(reference).encoder.layer.iter();
+    for (i, (a, b)) in layers.zip(reference_layers).enumerate() {
+        let (a, b) = (&a.attention.self_attn, &b.attention.self_attn);
+        if (a.window, a.n_heads, &a.pattern) != (b.window, b.n_heads, &b.pattern) {
+            differences.push(format!(
+                "layer {i} has a one-sided window of {}, {} heads and {:?} in the model, {}, {} \
+                 and {:?} in the config",
+                a.window, a.n_heads, a.pattern, b.window, b.n_heads, b.pattern
+            ));
+        }
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let more = differences.len().saturating_sub(SHOWN);
+    differences.truncate(SHOWN);
+    if more > 0 {
+        differences.push(format!("and {more} more"));
+    }
+    Err(SaveError::ConfigMismatch {
+        dir: dir.to_path_buf(),
+        message: differences.join("; "),
+    })
+}
+
+/// Module path → shape of every float parameter, without initializing lazy ones.
+fn param_shapes<M: Module>(module: &M) -> BTreeMap<String, Vec<usize>> {
+    #[derive(Default)]
+    struct Shapes {
+        path: Vec<String>,
+        shapes: BTreeMap<String, Vec<usize>>,
+    }
+    impl ModuleVisitor for Shapes {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let shape = param.lazy_shape().to_vec();
+            self.shapes.insert(self.path.join("."), shape);
+        }
+    }
+    let mut shapes = Shapes::default();
+    module.visit(&mut shapes);
+    shapes.shapes
+}
+
+/// Writes `dir/model.safetensors` (the tensors of `model`, Burn → PyTorch layout, module paths
+/// renamed by `remaps`) and `dir/config.json` (`config` with the `dtype` of `encoder`'s weights).
+fn write_checkpoint<M: ModuleSnapshot>(
+    model: &M,
+    encoder: &LongformerModel,
+    remaps: &[(String, String)],
+    mut config: serde_json::Value,
+    dir: &Path,
+) -> Result<(), SaveError> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| SaveError::Io { path, error }
+    };
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let weights = dir.join("model.safetensors");
+    // `transformers` refuses a safetensors file whose `format` is not `pt` (Burn writes
+    // `safetensors`); HF writes that key alone.
+    let mut store = SafetensorsStore::from_bytes(None)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .remap(remapper(remaps))
+        .clear_metadata()
+        .metadata("format", "pt");
+    let write_error = |e: &dyn std::fmt::Display| SaveError::Write {
+        path: weights.clone(),
+        message: e.to_string(),
+    };
+    model.save_into(&mut store).map_err(|e| write_error(&e))?;
+    let bytes = store.get_bytes().map_err(|e| write_error(&e))?;
+    // Written here rather than by the store, whose file is private to its owner (mode 0600,
+    // from `safetensors`' temporary file): a checkpoint is for others to read too.
+    write_replacing(&weights, &bytes).map_err(io_error(&weights))?;
+    let dtype = encoder.embeddings.word_embeddings.weight.val().dtype();
+    if let Some(name) = hf_dtype_name(dtype) {
+        config["dtype"] = name.into();
+    }
+    let path = dir.join("config.json");
+    let text = serde_json::to_string_pretty(&config).expect("a JSON value serializes") + "\n";
+    write_replacing(&path, text.as_bytes()).map_err(io_error(&path))
+}
+
+/// Writes `bytes` to `path` through a sibling temporary file and a rename, so that a reader
+/// never sees half a file and a failed write leaves the old one; the file gets the permissions
+/// a plain `create` gives.
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// PyTorch's name of a float dtype, as `config.json`'s `dtype` holds it.
+fn hf_dtype_name(dtype: DType) -> Option<&'static str> {
+    match dtype {
+        DType::F32 => Some("float32"),
+        DType::F16 => Some("float16"),
+        DType::BF16 => Some("bfloat16"),
+        DType::F64 => Some("float64"),
+        _ => None,
+    }
 }
 
 /// The tensors of a checkpoint: one weight file, or the shards of a sharded checkpoint.
@@ -509,6 +757,24 @@ fn encoder_remaps() -> [(String, String); 2] {
     ]
 }
 
+/// Module paths → HF keys, once [`BurnToPyTorchAdapter`] has named the norms' parameters
+/// `weight` and `bias`: the inverse of [`encoder_remaps`], within the encoder only (`longformer.…`
+/// in a `head` model, where `lm_head.layer_norm` keeps its name). Agrees with [`hf_key`] and
+/// [`head_hf_key`] (with HF's prefixes: none for the base model, `longformer.` for a head).
+fn hf_remaps(head: bool) -> Vec<(String, String)> {
+    let encoder = if head { r"^(longformer\..*)" } else { r"^(.*)" };
+    vec![
+        (
+            format!(r"{encoder}\.attention\.self_attn\."),
+            "${1}.attention.self.".into(),
+        ),
+        (
+            format!(r"{encoder}\.layer_norm\."),
+            "${1}.LayerNorm.".into(),
+        ),
+    ]
+}
+
 /// The checkpoint key of a module path (inverse of the prefix removal, `encoder_remaps` and
 /// the norm renaming).
 pub fn hf_key(module_path: &str, prefix: &str) -> String {
@@ -549,7 +815,10 @@ fn regex_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heads::{LongformerForQuestionAnswering, LongformerForSequenceClassification};
+    use crate::heads::{
+        LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
+        LongformerForSequenceClassification, LongformerForTokenClassification,
+    };
     use crate::input::LongformerInput;
 
     /// A tiny HF checkpoint of the workspace's `tests/fixtures`.
@@ -641,6 +910,155 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    /// A path under the system's temp dir for a test's output, absent.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("longformer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// The keys of `dir/model.safetensors`, and those `key_of` gives `model`'s module paths.
+    fn saved_and_expected_keys<M: ModuleSnapshot>(
+        model: &M,
+        dir: &Path,
+        key_of: impl Fn(&str) -> String,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut store = SafetensorsStore::from_file(dir.join("model.safetensors"));
+        let saved = store.get_all_tensors().unwrap().keys().cloned().collect();
+        let expected = model
+            .collect(None, None, false)
+            .iter()
+            .map(|t| key_of(&t.name))
+            .collect();
+        (saved, expected)
+    }
+
+    fn check_head_keys<H: TaskHead>(config: &LongformerHeadConfig, name: &str) {
+        let device = Device::flex();
+        let model: H = config.init(&device).unwrap();
+        let dir = scratch(name);
+        save_head(&model, config, &dir).unwrap();
+        let (saved, expected) =
+            saved_and_expected_keys(&model, &dir, |p| head_hf_key(p, "longformer."));
+        assert_eq!(saved, expected, "{}", H::HF_CLASS);
+        load_head::<H>(&dir, &device).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The saver's renamings and the loader's `hf_key` / `head_hf_key` are one table.
+    #[test]
+    fn saved_keys_are_the_keys_the_loader_names() {
+        let device = Device::flex();
+        let config = LongformerConfig::tiny(50);
+        let model = config.init_with_pooler(true, &device);
+        let dir = scratch("save-base-keys");
+        save_pretrained(&model, &config, &dir).unwrap();
+        let (saved, expected) = saved_and_expected_keys(&model, &dir, |p| hf_key(p, ""));
+        assert_eq!(saved, expected);
+        assert!(saved.contains("encoder.layer.1.attention.self.query_global.weight"));
+        load_pretrained(&dir, &device).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let head = LongformerHeadConfig::new(config).with_num_labels(3);
+        check_head_keys::<LongformerForMaskedLM>(&head, "save-mlm-keys");
+        check_head_keys::<LongformerForMaskedLM>(
+            &head.clone().with_tie_word_embeddings(false),
+            "save-mlm-untied-keys",
+        );
+        check_head_keys::<LongformerForSequenceClassification>(&head, "save-seq-keys");
+        check_head_keys::<LongformerForTokenClassification>(&head, "save-tok-keys");
+        check_head_keys::<LongformerForMultipleChoice>(&head, "save-mc-keys");
+        check_head_keys::<LongformerForQuestionAnswering>(&head.with_num_labels(2), "save-qa-keys");
+    }
+
+    #[test]
+    fn a_config_that_does_not_describe_the_model_is_an_error_and_nothing_is_written() {
+        let device = Device::flex();
+        let config = LongformerHeadConfig::new(LongformerConfig::tiny(50)).with_num_labels(3);
+        let dir = scratch("save-mismatch");
+        let save = |result: Result<(), SaveError>| {
+            let err = result.unwrap_err();
+            assert!(matches!(err, SaveError::ConfigMismatch { .. }), "{err}");
+            assert!(!dir.exists(), "{} was written", dir.display());
+            err.to_string()
+        };
+
+        let model: LongformerForSequenceClassification = config.init(&device).unwrap();
+        let msg = save(save_head(&model, &config.clone().with_num_labels(5), &dir));
+        assert!(
+            msg.contains("classifier.out_proj.weight has shape [64, 3] in the model, [64, 5]"),
+            "{msg}"
+        );
+
+        let untied: LongformerForMaskedLM = config
+            .clone()
+            .with_tie_word_embeddings(false)
+            .init(&device)
+            .unwrap();
+        let msg = save(save_head(&untied, &config, &dir));
+        assert!(
+            msg.contains("lm_head.decoder.weight is in the model, not in the config's"),
+            "{msg}"
+        );
+
+        let base = config.model.init_with_pooler(false, &device);
+        let wider = config
+            .model
+            .clone()
+            .with_attention_window(crate::AttentionWindow::PerLayer(vec![32, 16]));
+        let msg = save(save_pretrained(&base, &wider, &dir));
+        assert!(
+            msg.contains("layer 1 has a one-sided window of 16"),
+            "{msg}"
+        );
+        assert!(!msg.contains("layer 0"), "{msg}");
+
+        let deeper = config.model.clone().with_num_hidden_layers(4);
+        let msg = save(save_pretrained(&base, &deeper, &dir));
+        assert!(
+            msg.contains("encoder.layer.2.attention.output.dense.bias is in the config's model")
+                && msg.ends_with("more"),
+            "{msg}"
+        );
+    }
+
+    /// The model the config is checked against is never drawn: checking a base-size config
+    /// costs no 150M random weights.
+    #[test]
+    fn the_config_check_draws_no_weights() {
+        struct Initialized(usize, usize);
+        impl ModuleVisitor for Initialized {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0 += usize::from(param.is_initialized());
+                self.1 += 1;
+            }
+        }
+        let model = LongformerConfig::new().init_with_pooler(true, &Device::flex());
+        let mut count = Initialized(0, 0);
+        model.visit(&mut count);
+        assert_eq!((count.0, count.1), (0, 271), "(initialized, all)");
+        assert_eq!(
+            param_shapes(&model)["encoder.layer.11.intermediate.dense.weight"],
+            [768, 3072]
+        );
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_an_error_naming_it() {
+        let file = scratch("save-onto-a-file");
+        std::fs::write(&file, "not a directory").unwrap();
+        let config = LongformerConfig::tiny(50);
+        let model = config.init(&Device::flex());
+        let err = save_pretrained(&model, &config, &file).unwrap_err();
+        assert!(matches!(err, SaveError::Io { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot write {}", file.display())),
+            "{err}"
+        );
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! [`LongformerHeadConfig`]: the encoder's [`LongformerConfig`] plus the `config.json` keys the
 //! task heads read (`num_labels` / `id2label`, `sep_token_id`, `tie_word_embeddings`), and
 //! [`TaskHead`], what every head model implements so that the loader and
-//! [`LongformerHeadConfig::init`] can build it.
+//! [`LongformerHeadConfig::init`] can build it and the saver can write it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,8 +25,9 @@ use crate::pooler::LongformerPooler;
 /// (HF's default: `true`).
 ///
 /// The `load` and `save` that Burn's [`Config`] derive adds read and write Burn's own JSON, not
-/// HF's: read a HuggingFace `config.json` with [`from_json_file`](Self::from_json_file) (the
-/// encoder part can be written as one with [`LongformerConfig::to_hf_json`]).
+/// HF's: read a HuggingFace `config.json` with [`from_json_file`](Self::from_json_file) and write
+/// one with [`to_hf_json`](Self::to_hf_json) (or the whole checkpoint with
+/// [`save_head`](crate::loader::save_head)).
 #[derive(Config, Debug)]
 pub struct LongformerHeadConfig {
     /// The encoder.
@@ -138,6 +139,41 @@ impl LongformerHeadConfig {
         H::with_encoder(self.model.init_with_pooler(H::POOLER, device), self, device)
     }
 
+    /// This configuration as the `config.json` HF's `save_pretrained` writes for the head `H`:
+    /// the encoder's keys ([`LongformerConfig::to_hf_json`]) with `architectures` `[H::HF_CLASS]`,
+    /// `sep_token_id`, `tie_word_embeddings`, and the labels as `id2label` / `label2id` (left
+    /// out, as HF leaves them out, when they are HF's default `LABEL_0`, `LABEL_1`). Readable by
+    /// [`from_json_file`](Self::from_json_file) and by `transformers.AutoConfig`.
+    pub fn to_hf_json<H: TaskHead>(&self) -> String {
+        serde_json::to_string_pretty(&self.to_hf_value(H::HF_CLASS))
+            .expect("a JSON value serializes")
+    }
+
+    /// [`to_hf_json`](Self::to_hf_json) as a JSON value, for the head whose HF class is
+    /// `architecture`.
+    pub(crate) fn to_hf_value(&self, architecture: &str) -> serde_json::Value {
+        let mut json = self.model.to_hf_value();
+        json["architectures"] = serde_json::json!([architecture]);
+        json["sep_token_id"] = self.sep_token_id.into();
+        json["tie_word_embeddings"] = self.tie_word_embeddings.into();
+        let labels: Vec<String> = (0..self.num_labels).map(|i| self.label(i)).collect();
+        if labels != ["LABEL_0", "LABEL_1"] {
+            let id2label: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, label)| (i.to_string(), label.as_str().into()))
+                .collect();
+            let label2id: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, label)| (label.clone(), i.into()))
+                .collect();
+            json["id2label"] = id2label.into();
+            json["label2id"] = label2id.into();
+        }
+        json
+    }
+
     /// `pad_token_id` of the encoder, as an id.
     pub(crate) fn pad_id(&self) -> usize {
         self.model.pad_token_id
@@ -185,6 +221,9 @@ pub trait TaskHead: ModuleSnapshot + Sized {
         config: &LongformerHeadConfig,
         device: &Device,
     ) -> Result<Self, ConfigError>;
+
+    /// The encoder (HF `longformer`).
+    fn longformer(&self) -> &LongformerModel;
 
     /// Key renamings (regex, replacement) a checkpoint with these `keys` needs for a model of
     /// `config`, applied after the encoder prefix is settled; e.g. `lm_head.decoder.bias` →
@@ -272,6 +311,27 @@ mod tests {
             err.contains("num_labels is 3 but id2label names 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hf_json_round_trips() {
+        use crate::heads::LongformerForTokenClassification;
+        // HF writes the window per layer.
+        let config = LongformerHeadConfig::from_json_str(&with("attention_window", "[8, 8]"))
+            .unwrap()
+            .with_labels(["O", "B-PER", "I-PER"])
+            .with_sep_token_id(5)
+            .with_tie_word_embeddings(false);
+        let json = config.to_hf_json::<LongformerForTokenClassification>();
+        let back = LongformerHeadConfig::from_json_str(&json).unwrap();
+        assert_eq!(back.to_string(), config.to_string());
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            value["architectures"],
+            serde_json::json!(["LongformerForTokenClassification"])
+        );
+        assert_eq!(value["id2label"]["2"], "I-PER");
+        assert_eq!(value["label2id"]["B-PER"], 1);
     }
 
     #[test]

@@ -98,6 +98,10 @@ impl TaskHead for LongformerForMaskedLM {
         })
     }
 
+    fn longformer(&self) -> &LongformerModel {
+        &self.longformer
+    }
+
     /// A tied model's file with only `lm_head.decoder.bias` (no `lm_head.bias`) gives it as the
     /// bias.
     fn key_remaps(keys: &[String], config: &LongformerHeadConfig) -> Vec<(String, String)> {

@@ -128,6 +128,10 @@ impl TaskHead for LongformerForMultipleChoice {
             sep_token_id: config.sep_token_id,
         })
     }
+
+    fn longformer(&self) -> &LongformerModel {
+        &self.longformer
+    }
 }
 
 impl LongformerForMultipleChoice {

@@ -56,6 +56,10 @@ impl TaskHead for LongformerForQuestionAnswering {
             sep_token_id: config.sep_token_id,
         })
     }
+
+    fn longformer(&self) -> &LongformerModel {
+        &self.longformer
+    }
 }
 
 impl LongformerForQuestionAnswering {

@@ -71,6 +71,10 @@ impl TaskHead for LongformerForSequenceClassification {
             classifier: LongformerClassificationHead::init(config, device),
         })
     }
+
+    fn longformer(&self) -> &LongformerModel {
+        &self.longformer
+    }
 }
 
 impl LongformerForSequenceClassification {

@@ -41,6 +41,10 @@ impl TaskHead for LongformerForTokenClassification {
             ),
         })
     }
+
+    fn longformer(&self) -> &LongformerModel {
+        &self.longformer
+    }
 }
 
 impl LongformerForTokenClassification {
