@@ -234,9 +234,16 @@ extern "C" fn forward_termination(signal: libc::c_int) {
     let child = CHILD.load(std::sync::atomic::Ordering::SeqCst);
     if child > 0 {
         // SAFETY: `kill` is async-signal-safe; `child` is our child, not yet reaped
-        // (`forget_child` clears it once `wait` has returned).
+        // (`forget_child` clears it once `wait` has returned). `errno`, which `kill` may set,
+        // is put back for the code this handler interrupted.
         unsafe {
+            #[cfg(target_os = "linux")]
+            let saved = *libc::__errno_location();
             libc::kill(child, signal);
+            #[cfg(target_os = "linux")]
+            {
+                *libc::__errno_location() = saved;
+            }
         }
     }
 }
