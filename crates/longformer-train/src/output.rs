@@ -1,30 +1,47 @@
 //! Writing the files the commands produce (encodings, converted checkpoints, predictions,
 //! run records).
 //!
-//! A regular file (or a new path) is replaced whole, through a sibling temporary file and a
-//! rename, so a reader never sees half a file; the file gets the permissions a plain `create`
-//! gives (the umask's), and missing parent directories are created. Anything else already at
-//! the path (a device such as `/dev/null`, a pipe, a symbolic link) is written through and never
+//! A regular file (or a new path) is replaced whole, through a temporary file beside it and a
+//! rename, so that a reader never sees half a file and a failed write leaves the old one. A new
+//! file gets the permissions a plain `create` gives (the umask's), a replaced one keeps its
+//! own; missing parent directories are created. A symbolic link to a regular file is replaced
+//! by the new file (its target, perhaps a source checkpoint, is left alone). A device, pipe or
+//! socket at the path, or a link to one (`/dev/null`, `/dev/stdout`), is written to, never
 //! replaced. A directory at the path is an error.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` as described in the module docs. Errors name no path: callers add
 /// it as context.
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     check_writable(path)?;
-    if let Ok(meta) = fs::symlink_metadata(path)
-        && !meta.file_type().is_file()
+    // `metadata` follows links: a link to a device is written through like the device.
+    let existing = fs::metadata(path).ok();
+    if let Some(meta) = &existing
+        && !meta.is_file()
     {
         return fs::write(path, bytes);
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
-    let tmp = temporary_sibling(path);
-    let written = fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    // A regular file being replaced (not a link to one) keeps its permissions.
+    let keep = match &existing {
+        Some(meta) if !fs::symlink_metadata(path)?.file_type().is_symlink() => {
+            Some(meta.permissions())
+        }
+        _ => None,
+    };
+    let (tmp, mut file) = temporary_sibling(path)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| keep.map_or(Ok(()), |p| file.set_permissions(p)))
+        .and_then(|()| {
+            drop(file);
+            fs::rename(&tmp, path)
+        });
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -43,13 +60,30 @@ pub fn check_writable(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `DIR/.NAME.tmp-PID` beside `path`.
-fn temporary_sibling(path: &Path) -> PathBuf {
+/// A new file `DIR/.NAME.tmp-PID-N` beside `path`, created exclusively (never an existing file
+/// or a link planted at that name).
+fn temporary_sibling(path: &Path) -> io::Result<(PathBuf, fs::File)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    let mut attempts = 0;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            // A name left by an earlier process of the same id: try the next.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -78,7 +112,7 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn files_get_the_umask_permissions_and_links_are_written_through() {
+    fn permissions_links_and_devices() {
         use std::os::unix::fs::PermissionsExt;
         let dir = scratch("perm");
         let path = dir.join("out.bin");
@@ -93,22 +127,38 @@ mod tests {
             fs::metadata(&plain).unwrap().permissions().mode() & 0o777
         );
 
+        // A replaced file keeps its own permissions.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        write_file(&path, b"y").unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"y");
+
+        // A link to a regular file (an output directory of links into a source checkpoint) is
+        // replaced; its target is left alone.
         let target = dir.join("target.bin");
         fs::write(&target, b"old").unwrap();
         let link = dir.join("link.bin");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         write_file(&link, b"new").unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_file());
+        assert_eq!(fs::read(&link).unwrap(), b"new");
+        assert_eq!(fs::read(&target).unwrap(), b"old");
+
+        // A device, and a link to one, are written to, not replaced by a regular file.
+        write_file(Path::new("/dev/null"), b"discarded").unwrap();
+        assert!(!fs::metadata("/dev/null").unwrap().file_type().is_file());
+        let null_link = dir.join("null");
+        std::os::unix::fs::symlink("/dev/null", &null_link).unwrap();
+        write_file(&null_link, b"discarded").unwrap();
         assert!(
-            fs::symlink_metadata(&link)
+            fs::symlink_metadata(&null_link)
                 .unwrap()
                 .file_type()
                 .is_symlink()
         );
-        assert_eq!(fs::read(&target).unwrap(), b"new");
-
-        // A device is written to, not replaced by a regular file.
-        write_file(Path::new("/dev/null"), b"discarded").unwrap();
-        assert!(!fs::metadata("/dev/null").unwrap().file_type().is_file());
         fs::remove_dir_all(dir).unwrap();
     }
 
