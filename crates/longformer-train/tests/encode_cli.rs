@@ -173,6 +173,7 @@ fn truncate_cuts_rows_the_model_cannot_take() {
     let long_text = "word ".repeat(300);
     let shape = encode_ok("trunc-text", &["--text", &long_text, "--truncate"]);
     assert_eq!(shape, vec![1, 128, 32]);
+    std::fs::remove_file(input).unwrap();
 }
 
 /// `token_type_ids`, as a HF tokenizer writes them next to the ids, are taken: zeros give what
@@ -209,6 +210,9 @@ fn token_type_ids_in_the_input_file_are_used_and_checked() {
         );
     }
     assert_eq!(read(&outputs[0]), read(&outputs[1]));
+    for path in outputs.iter().chain([&plain, &zeros]) {
+        std::fs::remove_file(path).unwrap();
+    }
 
     for (tag, json, expected) in [
         (
@@ -221,6 +225,11 @@ fn token_type_ids_in_the_input_file_are_used_and_checked() {
             r#"{"input_ids": [[0, 5, 2]], "token_type_ids": [[0, 0]]}"#,
             "token_type_ids row 0 has 2 entries",
         ),
+        (
+            "huge",
+            r#"{"input_ids": [[0, 5, 2]], "token_type_ids": [[0, 2147483648, 0]]}"#,
+            "token_type_ids row 0 column 1 is 2147483648",
+        ),
     ] {
         let input = file(tag, json);
         let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
@@ -230,6 +239,7 @@ fn token_type_ids_in_the_input_file_are_used_and_checked() {
             err.contains(expected) && err.contains(&format!("lf-types-{tag}")),
             "{tag}: {err}"
         );
+        std::fs::remove_file(input).unwrap();
     }
 }
 

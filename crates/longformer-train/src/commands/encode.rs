@@ -112,6 +112,8 @@ struct InputJson {
 
 /// Runs the command.
 pub fn run(args: EncodeArgs) -> Result<()> {
+    crate::output::check_writable(&args.output)
+        .with_context(|| format!("--output {}", args.output.display()))?;
     if args.num_choices.is_some() && args.head != Some(Head::MultipleChoice) {
         bail!("--num-choices only applies to --head multiple-choice");
     }
@@ -278,8 +280,14 @@ fn run_head(
             if let Some(mask_id) = mask_id
                 && !rows_contain(&ids, mask_id)
             {
+                let cut = if args.truncate {
+                    ", or --truncate cut it off"
+                } else {
+                    ""
+                };
                 bail!(
-                    "--text has no <mask> token to fill (the tokenizer's <mask> is id {mask_id})"
+                    "--text has no <mask> token to fill (the tokenizer's <mask> is id \
+                     {mask_id}{cut})"
                 );
             }
             let logits = model.forward(input)?;
@@ -314,7 +322,8 @@ fn run_head(
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
             let out = model.forward(input)?;
-            for (row, (start, end)) in best_spans(&out.start_logits, &out.end_logits)
+            let lengths: Vec<usize> = ids_rows.iter().map(Vec::len).collect();
+            for (row, (start, end)) in best_spans(&out.start_logits, &out.end_logits, &lengths)
                 .into_iter()
                 .enumerate()
             {
@@ -414,17 +423,23 @@ fn best_of_rows(what: &str, logits: &Tensor<2>, name: impl Fn(usize) -> String) 
         .collect()
 }
 
-/// For every row, the answer span `(start, end)` with `start <= end` that maximises
+/// For every row, the answer span `(start, end)` with `start <= end` inside the row's own
+/// `lengths[row]` tokens (not the padding of a shorter row) that maximises
 /// `start_logits[start] + end_logits[end]` (`[batch, seq]` each), as HF's question-answering
 /// pipeline picks it (without its length limit).
-fn best_spans(start_logits: &Tensor<2>, end_logits: &Tensor<2>) -> Vec<(usize, usize)> {
+fn best_spans(
+    start_logits: &Tensor<2>,
+    end_logits: &Tensor<2>,
+    lengths: &[usize],
+) -> Vec<(usize, usize)> {
     let [_, seq] = start_logits.dims();
     let starts: Vec<f32> = start_logits.clone().into_data().iter::<f32>().collect();
     let ends: Vec<f32> = end_logits.clone().into_data().iter::<f32>().collect();
     starts
         .chunks(seq)
         .zip(ends.chunks(seq))
-        .map(|(starts, ends)| best_span(starts, ends))
+        .zip(lengths)
+        .map(|((starts, ends), &len)| best_span(&starts[..len], &ends[..len]))
         .collect()
 }
 
@@ -478,6 +493,19 @@ fn read_input(path: &Path) -> Result<InputJson> {
                     ids.len()
                 );
             }
+        }
+    }
+    // The device's integers are i32; a type past them would not reach the model's own check.
+    for (row, types) in input.token_type_ids.iter().flatten().enumerate() {
+        if let Some(col) = types
+            .iter()
+            .position(|t| !(0..=i32::MAX as i64).contains(t))
+        {
+            bail!(
+                "{}: token_type_ids row {row} column {col} is {}, not a token type",
+                path.display(),
+                types[col]
+            );
         }
     }
     Ok(input)
