@@ -82,8 +82,8 @@ pub fn load_model(mut model: WikiHopModel, path: &Path) -> Result<WikiHopModel> 
     let mut store = BurnpackStore::from_file(path).auto_extension(false);
     let result = model.load_from(&mut store).map_err(|e| {
         anyhow::anyhow!(
-            "reading model weights {}: they do not fit the model (is it this run's model.bpk, \
-             with this run's config.json?): {}",
+            "cannot load model weights {} (a model.bpk of this run, matching its config.json, \
+             is expected): {}",
             path.display(),
             shortened(&e.to_string())
         )
@@ -287,7 +287,7 @@ mod tests {
         let error = load_model(WikiHopModel::init(&other, &device), &path).unwrap_err();
         let message = format!("{error:#}");
         assert!(
-            message.contains("do not fit") && message.len() < 1500,
+            message.contains("is expected") && message.len() < 1500,
             "{message}"
         );
         fs::remove_dir_all(dir).unwrap();
