@@ -33,7 +33,7 @@ struct Forward {
 #[derive(Subcommand, Debug)]
 enum Task {
     /// Encode token ids (`--input FILE.json`) or text (`--text`) and write `last_hidden_state`.
-    /// Without --model, --input or --text: the bundled tiny model on its `example.json`.
+    /// Without --model: the bundled tiny model; without --input or --text: its `example.json`.
     Encode(Forward),
     /// Turn a WikiHop JSON file into model inputs (`--data FILE.json --tokenizer DIR --out FILE.jsonl`).
     Prepare(Forward),
@@ -165,24 +165,27 @@ fn backend(forward: &Forward, runs_a_model: bool) -> Result<Backend, String> {
     Ok(given.unwrap_or(Backend::Flex))
 }
 
-/// Arguments added before the user's: `encode` given no model and no input encodes the bundled
-/// example with the bundled tiny model (paths from the checkout, whatever the current folder),
-/// so that `cargo xtask encode -- --dtype bf16` works as `cargo xtask encode` does.
-fn defaults(command: &str, args: &[String]) -> Vec<String> {
+/// Arguments added before the user's: `encode` takes the bundled tiny model unless given
+/// `--model`, and encodes its example unless given `--input` or `--text` (paths from the
+/// checkout, whatever the current folder), so that `cargo xtask encode -- --dtype bf16` works as
+/// `cargo xtask encode` does.
+fn defaults(command: &str, args: &[String]) -> Vec<std::ffi::OsString> {
     let given = |flag: &str| {
         args.iter()
             .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
     };
-    if command != "encode" || ["--model", "--input", "--text"].iter().any(|f| given(f)) {
-        return Vec::new();
+    let mut added = Vec::new();
+    if command != "encode" {
+        return added;
     }
     let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/tiny-longformer");
-    vec![
-        "--model".into(),
-        tiny.display().to_string(),
-        "--input".into(),
-        tiny.join("example.json").display().to_string(),
-    ]
+    if !given("--model") {
+        added.extend(["--model".into(), tiny.clone().into_os_string()]);
+    }
+    if !given("--input") && !given("--text") {
+        added.extend(["--input".into(), tiny.join("example.json").into_os_string()]);
+    }
+    added
 }
 
 /// The value of `--backend X` or `--backend=X` among `args`.
@@ -296,18 +299,20 @@ mod tests {
     }
 
     #[test]
-    fn encode_defaults_to_the_bundled_model_and_example_unless_given_either() {
+    fn encode_defaults_to_the_bundled_model_and_example_unless_given() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let added = defaults("encode", &args(&["--dtype", "bf16"]));
         assert_eq!(added.len(), 4);
-        assert!(
-            std::path::Path::new(&added[1])
-                .join("config.json")
-                .is_file()
-        );
-        assert!(std::path::Path::new(&added[3]).is_file());
-        assert!(defaults("encode", &args(&["--text", "hi"])).is_empty());
-        assert!(defaults("encode", &args(&["--model=dir"])).is_empty());
+        let path = |arg: &std::ffi::OsString| std::path::PathBuf::from(arg);
+        assert!(path(&added[1]).join("config.json").is_file());
+        assert!(path(&added[3]).is_file());
+        // Text or an input file of one's own: the bundled model still, no bundled input.
+        for own in [&["--text", "hi"][..], &["--input", "ids.json"]] {
+            let added = defaults("encode", &args(own));
+            assert_eq!(added.len(), 2);
+            assert_eq!(added[0], "--model");
+        }
+        assert!(defaults("encode", &args(&["--model=dir", "--input=x.json"])).is_empty());
         assert!(defaults("train", &args(&[])).is_empty());
     }
 }
