@@ -332,8 +332,8 @@ fn module_device<M: Module>(module: &M) -> Device {
         .expect("a Longformer has parameters")
 }
 
-/// Whether `model` is the model its config builds (`reference`, built lazily: no weight is
-/// drawn): the same tensors with the same shapes, and in every layer of the encoders (`encoder`)
+/// Whether `model` is the model its config builds (`reference`: the encoder's parameters are
+/// lazy, never drawn; a head's own are drawn by its `init`): the same tensors with the same shapes, and in every layer of the encoders (`encoder`)
 /// the same window, number of heads and window pattern.
 fn check_config<M: Module>(
     model: &M,
@@ -909,6 +909,7 @@ mod tests {
                     && msg.contains("num_labels 2); the config has num_labels 3"),
                 "{msg}"
             );
+            std::fs::remove_dir_all(dir).unwrap();
         }
     }
 
