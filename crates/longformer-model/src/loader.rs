@@ -445,15 +445,23 @@ fn write_checkpoint<M: ModuleSnapshot>(
     write_replacing(&path, text.as_bytes()).map_err(io_error(&path))
 }
 
-/// Writes `bytes` to `path` through a sibling temporary file and a rename, so that a reader
-/// never sees half a file and a failed write leaves the old one; the file gets the permissions
-/// a plain `create` gives.
+/// Writes `bytes` to `path` through a sibling temporary file (created exclusively) and a
+/// rename, so that a reader never sees half a file and a failed write leaves the old one; the
+/// file gets a new file's permissions (the umask's), also where it replaces one.
 fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let name = path
         .file_name()
         .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let written = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let written = file.write_all(bytes).and_then(|()| {
+        drop(file);
+        std::fs::rename(&tmp, path)
+    });
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
