@@ -44,6 +44,8 @@ enum Task {
     Train(Forward),
     /// Accuracy and `predictions.json` of a trained run (`-- --run RUN_DIR [--data FILE.json]`).
     Eval(Forward),
+    /// Write a trained run as a HuggingFace directory (`-- --run RUN_DIR --to OUT_DIR`).
+    Export(Forward),
     /// Convert a RoBERTa checkpoint into a Longformer one
     /// (`-- --from ROBERTA_DIR --to OUT_DIR [--max-pos 4096] [--window 512] [--force]`).
     Convert(Forward),
@@ -89,8 +91,9 @@ fn main() -> ExitCode {
         Task::Train(f) => ("train", f),
         Task::Eval(f) => ("eval", f),
         Task::Convert(f) => ("convert", f),
+        Task::Export(f) => ("export", f),
     };
-    let runs_a_model = !matches!(command, "prepare" | "convert");
+    let runs_a_model = !matches!(command, "prepare" | "convert" | "export");
     let backend = match backend(&forward, runs_a_model) {
         Ok(backend) => backend,
         Err(message) => {
@@ -108,7 +111,7 @@ fn main() -> ExitCode {
         cargo.arg("--release");
     }
     cargo.args(["--", command]);
-    // `prepare` and `convert` run no model: they take no backend. A backend among the
+    // `prepare`, `convert` and `export` run no model: they take no backend. A backend among the
     // command's own arguments stays there, once.
     if runs_a_model && backend_in_args(&forward.args).is_none() {
         cargo.args(["--backend", backend.name()]);

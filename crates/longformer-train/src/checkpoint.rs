@@ -77,6 +77,25 @@ pub fn save_model(model: &WikiHopModel, path: &Path) -> Result<()> {
         .with_context(|| format!("writing model weights {}", path.display()))
 }
 
+/// The weights file `which` names in the run `run_dir`: `best` or `final` (that directory's
+/// `model.bpk`), a checkpoint directory (its `model.bpk`) or a `model.bpk` file; an error saying
+/// what `--weights` takes when there is none.
+pub fn run_weights(run_dir: &Path, which: &str) -> Result<PathBuf> {
+    let weights = match which {
+        "best" | "final" => run_dir.join(which).join("model.bpk"),
+        path if Path::new(path).is_dir() => Path::new(path).join("model.bpk"),
+        path => PathBuf::from(path),
+    };
+    if !weights.is_file() {
+        bail!(
+            "no weights at {}: --weights takes `best`, `final`, a checkpoint directory \
+             (RUN_DIR/checkpoints/step-N) or a model.bpk file",
+            weights.display()
+        );
+    }
+    Ok(weights)
+}
+
 /// Loads burnpack weights from `path` into `model`; every parameter must be present with its shape.
 pub fn load_model(mut model: WikiHopModel, path: &Path) -> Result<WikiHopModel> {
     let mut store = BurnpackStore::from_file(path).auto_extension(false);

@@ -51,6 +51,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Accuracy and predictions.json of a trained WikiHop model (`--run RUN_DIR`).
     Eval(commands::eval::EvalArgs),
+    /// Write a trained WikiHop run as a HuggingFace directory: its encoder (`LongformerModel`),
+    /// tokenizer with the WikiHop markers, and answer-scoring layer.
+    Export(commands::export::ExportArgs),
     /// Convert a RoBERTa checkpoint directory into a Longformer one (positions extended by
     /// copying, global projections copied from the local ones).
     Convert(commands::convert::ConvertArgs),
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Convert(args) => commands::convert::run(args),
+        Command::Export(args) => commands::export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -549,6 +549,80 @@ fn relative_paths_are_recorded_absolute() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `export` writes a run's encoder as an HF directory that loads back as the same encoder, its
+/// tokenizer with the WikiHop markers, and the answer-scoring row; it refuses a non-empty
+/// directory without `--force`.
+#[test]
+fn export_writes_the_run_as_an_hf_directory() {
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use longformer_model::{LongformerConfig, LongformerInput, load_pretrained};
+
+    let dir = temp_dir("export");
+    let data = small_wikihop(&dir, 4);
+    let run = dir.join("run");
+    let out = longformer(&short_run(
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &[],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let to = dir.join("hf");
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "--run",
+            run.to_str().unwrap(),
+            "--weights",
+            "final",
+            "--to",
+            to.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        longformer(&args)
+    };
+    let out = export(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The encoder: as the run's, bit for bit.
+    let device = Device::flex();
+    let config = LongformerConfig::from_json_file(run.join("config.json")).unwrap();
+    let trained = longformer_train::checkpoint::load_model(
+        longformer_train::WikiHopModel::init(&config, &device),
+        &run.join("final/model.bpk"),
+    )
+    .unwrap();
+    let exported = load_pretrained(&to, &device).unwrap();
+    let ids =
+        Tensor::<2, Int>::from_data(TensorData::new(vec![0i64, 7, 9, 11, 2], [1, 5]), &device);
+    let hidden = |m: &longformer_model::LongformerModel| {
+        m.try_forward(LongformerInput::new(ids.clone()))
+            .unwrap()
+            .last_hidden_state
+            .into_data()
+    };
+    assert_eq!(hidden(&trained.longformer), hidden(&exported));
+
+    // The tokenizer knows the markers already (none added again), and the head is [1, hidden].
+    let tokenizer = longformer_data::WikiHopTokenizer::from_dir(&to).unwrap();
+    assert_eq!(tokenizer.added_tokens(), 0);
+    assert_eq!(tokenizer.vocab_size(), config.vocab_size);
+    let head = std::fs::read(to.join("wikihop_head.safetensors")).unwrap();
+    let head = safetensors::SafeTensors::deserialize(&head).unwrap();
+    assert_eq!(
+        head.tensor("answer_score.weight").unwrap().shape(),
+        [1, config.hidden_size]
+    );
+
+    let again = export(&[]);
+    assert!(
+        !again.status.success() && stderr(&again).contains("--force"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(export(&["--force"]).status.success());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// SIGTERM (as Ctrl-C's SIGINT) stops training after the current step, with a checkpoint and
 /// the command that continues the run.
 #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -10,7 +10,7 @@ use longformer_data::{WikiHopTokenizer, read_wikihop};
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::checkpoint::{load_model, write_json};
+use crate::checkpoint::{load_model, run_weights, write_json};
 use crate::commands::train::{RunRecord, load_examples};
 use crate::evaluate::evaluate;
 use crate::model::WikiHopModel;
@@ -65,18 +65,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.backend.device()?;
     let record = RunRecord::read(&args.run)?;
     let config = RunRecord::model_config(&args.run)?;
-    let weights = match args.weights.as_str() {
-        "best" | "final" => args.run.join(&args.weights).join("model.bpk"),
-        path if Path::new(path).is_dir() => Path::new(path).join("model.bpk"),
-        path => PathBuf::from(path),
-    };
-    if !weights.is_file() {
-        bail!(
-            "no weights at {}: --weights takes `best`, `final`, a checkpoint directory \
-             (RUN_DIR/checkpoints/step-N) or a model.bpk file",
-            weights.display()
-        );
-    }
+    let weights = run_weights(&args.run, &args.weights)?;
     let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer).with_context(|| {
         format!(
             "the run's tokenizer (recorded in {})",

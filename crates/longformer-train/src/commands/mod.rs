@@ -4,6 +4,7 @@ pub mod bench;
 pub mod convert;
 pub mod encode;
 pub mod eval;
+pub mod export;
 pub mod prepare;
 pub mod train;
 
