@@ -5,7 +5,9 @@ Each case is a tiny random-weight Longformer saved in HF layout under tests/fixt
 config.json, the weights (model.safetensors or pytorch_model.bin, with a key prefix of "",
 "longformer." or "roberta."), and expected.safetensors holding the inputs (int64) and HF's
 float32 outputs: last_hidden_state, pooler_output (if the model has a pooler) and, when asked,
-per-layer attentions (local_{i}: [B, H, L, G + 2w + 1]) and global attentions (global_{i}: [B, H, L, G]).
+per-layer attentions (local_{i}: [B, H, L, G + 2w + 1]) and global attentions (global_{i}: [B, H, L, G]),
+and, when asked, HF's hidden_states (hidden_state_{i}: [B, L, hidden], i = 0 the embedding output,
+then one per layer; HF's padding to a multiple of the window removed).
 
 The wikihop_grad case instead holds a Longformer + WikiHop answer-scoring head (head.safetensors),
 a batch of chunks with the head's loss and logits (expected.safetensors), and the gradient of
@@ -18,6 +20,7 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
     python scripts/gen_fixtures.py conversion    # only tests/fixtures/roberta_source
                                                  # (gen_conversion_fixtures.py)
     python scripts/gen_fixtures.py half_precision  # only tests/fixtures/half_precision
+    python scripts/gen_fixtures.py hidden_states   # only tests/fixtures/hidden_states
 """
 import copy
 import json
@@ -76,7 +79,7 @@ def random_row(g, n):
 
 
 def save_case(name, model, ids, mask, glob, prefix="", fmt="safetensors", attentions=False,
-              base=None):
+              base=None, hidden_states=False):
     out = os.path.join(ROOT, name)
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
@@ -90,7 +93,7 @@ def save_case(name, model, ids, mask, glob, prefix="", fmt="safetensors", attent
         torch.save(state, os.path.join(out, "pytorch_model.bin"))
     with torch.no_grad():
         res = base(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
-                   output_attentions=attentions)
+                   output_attentions=attentions, output_hidden_states=hidden_states)
     expected = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
                 "last_hidden_state": res.last_hidden_state.float()}
     if getattr(res, "pooler_output", None) is not None:
@@ -100,6 +103,10 @@ def save_case(name, model, ids, mask, glob, prefix="", fmt="safetensors", attent
             expected[f"local_{i}"] = a.float().contiguous()
         for i, a in enumerate(res.global_attentions or []):
             expected[f"global_{i}"] = a.float().contiguous()
+    if hidden_states:
+        for i, h in enumerate(res.hidden_states):
+            assert h.shape == res.last_hidden_state.shape, (i, h.shape)
+            expected[f"hidden_state_{i}"] = h.float().contiguous()
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
     print(f"{name}: ids {tuple(ids.shape)}, globals per row {glob.sum(1).tolist()}, {fmt}, prefix {prefix!r}")
 
@@ -286,6 +293,18 @@ def half_precision():
     save_file(expected, os.path.join(out, "expected_half.safetensors"))
 
 
+def hidden_states():
+    """tests/fixtures/hidden_states: HF's output_hidden_states (embedding output + every layer)
+    on a ragged, right-padded batch with global tokens, 3 layers, window 8 and length 27 (not a
+    multiple of the window, so HF pads internally and slices the padding off every state)."""
+    m = perturb(LongformerModel(tiny_config(8, layers=3)), 15)
+    g = torch.Generator().manual_seed(16)
+    rows = [random_row(g, n) for n in (27, 13, 22)]
+    ids, mask, glob = rows_to_tensors(rows, [[0, 9], [0], [2, 3, 21]])
+    assert ids.shape[1] % 8 != 0
+    save_case("hidden_states", m, ids, mask, glob, hidden_states=True)
+
+
 def heads():
     """The five task heads' fixtures (scripts/gen_head_fixtures.py)."""
     import gen_head_fixtures
@@ -303,7 +322,7 @@ def conversion():
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion,
-             "half_precision": half_precision}
+             "half_precision": half_precision, "hidden_states": hidden_states}
     if len(sys.argv) == 2 and sys.argv[1] in parts:
         parts[sys.argv[1]]()
     elif sys.argv[1:]:
@@ -314,4 +333,5 @@ if __name__ == "__main__":
         heads()
         conversion()
         half_precision()
+        hidden_states()
         bundled_tiny_model()

@@ -21,16 +21,39 @@ impl LongformerEncoder {
     /// - output: `[batch_size, seq_length, d_model]`
     pub fn forward(
         &self,
-        mut hidden: Tensor<3>,
+        hidden: Tensor<3>,
         masks: &AttentionMasks,
         with_probs: bool,
     ) -> (Tensor<3>, Vec<AttentionProbs>) {
+        let (hidden, probs, _) = self.forward_collecting(hidden, masks, with_probs, false);
+        (hidden, probs)
+    }
+
+    /// [`forward`](Self::forward), also returning the hidden states when `with_hidden_states`
+    /// (HF's `output_hidden_states`): the input, then every layer's output, `n_layers + 1`
+    /// tensors of `[batch_size, seq_length, d_model]` (the last one is the returned output).
+    /// Empty, and nothing kept, otherwise.
+    pub fn forward_collecting(
+        &self,
+        mut hidden: Tensor<3>,
+        masks: &AttentionMasks,
+        with_probs: bool,
+        with_hidden_states: bool,
+    ) -> (Tensor<3>, Vec<AttentionProbs>, Vec<Tensor<3>>) {
         let mut all_probs = Vec::new();
+        let mut all_hidden = Vec::new();
+        if with_hidden_states {
+            all_hidden.reserve(self.layer.len() + 1);
+            all_hidden.push(hidden.clone());
+        }
         for layer in &self.layer {
             let (out, probs) = layer.forward(hidden, masks, with_probs);
             hidden = out;
             all_probs.extend(probs);
+            if with_hidden_states {
+                all_hidden.push(hidden.clone());
+            }
         }
-        (hidden, all_probs)
+        (hidden, all_probs, all_hidden)
     }
 }

@@ -66,5 +66,5 @@ pub use loader::{
     load_head, load_head_weights, load_pretrained, load_weights, load_with_new_head,
     load_with_new_head_config, save_head, save_pretrained, weights_file,
 };
-pub use model::{LongformerModel, LongformerOutput};
+pub use model::{LongformerModel, LongformerOutput, OutputOptions};
 pub use precision::cast_float_params;

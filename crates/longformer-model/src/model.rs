@@ -37,8 +37,47 @@ pub struct LongformerOutput {
     pub last_hidden_state: Tensor<3>,
     /// Pooled first token, `[batch_size, d_model]`, when the model has a pooler.
     pub pooler_output: Option<Tensor<2>>,
-    /// Per-layer attention probabilities, when asked for with [`LongformerModel::forward_with_attentions`].
+    /// Per-layer attention probabilities, when asked for with [`LongformerModel::forward_with_attentions`]
+    /// or [`OutputOptions::attentions`]; empty otherwise.
     pub attentions: Vec<AttentionProbs>,
+    /// HF's `hidden_states` (`output_hidden_states=True`), when asked for with
+    /// [`LongformerModel::forward_with_hidden_states`] or [`OutputOptions::hidden_states`]; empty
+    /// otherwise. `num_hidden_layers + 1` tensors, each `[batch_size, seq_length, d_model]`: the
+    /// embedding output, then each layer's output in order (the last equals
+    /// `last_hidden_state`). Like HF's, they hold no internal padding to the window: `seq_length`
+    /// is the input's.
+    pub hidden_states: Vec<Tensor<3>>,
+}
+
+/// Which optional outputs [`LongformerModel::try_forward_with`] collects (HF's
+/// `output_attentions` and `output_hidden_states`). The default asks for neither, which is
+/// [`try_forward`](LongformerModel::try_forward): what is not asked for is neither computed nor kept.
+///
+/// ```
+/// # use longformer_model::OutputOptions;
+/// let options = OutputOptions::default().with_hidden_states(true);
+/// assert!(options.hidden_states && !options.attentions);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputOptions {
+    /// Fill [`LongformerOutput::attentions`].
+    pub attentions: bool,
+    /// Fill [`LongformerOutput::hidden_states`].
+    pub hidden_states: bool,
+}
+
+impl OutputOptions {
+    /// Sets [`attentions`](Self::attentions).
+    pub fn with_attentions(mut self, attentions: bool) -> Self {
+        self.attentions = attentions;
+        self
+    }
+
+    /// Sets [`hidden_states`](Self::hidden_states).
+    pub fn with_hidden_states(mut self, hidden_states: bool) -> Self {
+        self.hidden_states = hidden_states;
+        self
+    }
 }
 
 impl LongformerConfig {
@@ -119,7 +158,7 @@ impl LongformerModel {
     /// # Errors
     /// Inputs [`check`](Self::check) rejects.
     pub fn try_forward(&self, input: LongformerInput) -> Result<LongformerOutput, InputError> {
-        self.run(input, false)
+        self.try_forward_with(input, OutputOptions::default())
     }
 
     /// [`try_forward`](Self::try_forward), also returning every layer's attention probabilities.
@@ -127,13 +166,29 @@ impl LongformerModel {
         &self,
         input: LongformerInput,
     ) -> Result<LongformerOutput, InputError> {
-        self.run(input, true)
+        self.try_forward_with(input, OutputOptions::default().with_attentions(true))
     }
 
-    fn run(
+    /// [`try_forward`](Self::try_forward), also returning the hidden states (HF's
+    /// `output_hidden_states=True`) in [`LongformerOutput::hidden_states`]: the embedding
+    /// output, then every layer's output, `num_hidden_layers + 1` tensors of
+    /// `[batch_size, seq_length, d_model]`.
+    pub fn forward_with_hidden_states(
         &self,
         input: LongformerInput,
-        with_probs: bool,
+    ) -> Result<LongformerOutput, InputError> {
+        self.try_forward_with(input, OutputOptions::default().with_hidden_states(true))
+    }
+
+    /// [`try_forward`](Self::try_forward), collecting the optional outputs `options` asks for
+    /// ([`LongformerOutput::attentions`], [`LongformerOutput::hidden_states`]).
+    ///
+    /// # Errors
+    /// Inputs [`check`](Self::check) rejects.
+    pub fn try_forward_with(
+        &self,
+        input: LongformerInput,
+        options: OutputOptions,
     ) -> Result<LongformerOutput, InputError> {
         self.check(&input)?;
         let masks = AttentionMasks::new(
@@ -143,7 +198,12 @@ impl LongformerModel {
         let hidden = self
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
-        let (last_hidden_state, attentions) = self.encoder.forward(hidden, &masks, with_probs);
+        let (last_hidden_state, attentions, hidden_states) = self.encoder.forward_collecting(
+            hidden,
+            &masks,
+            options.attentions,
+            options.hidden_states,
+        );
         let pooler_output = self
             .pooler
             .as_ref()
@@ -152,6 +212,7 @@ impl LongformerModel {
             last_hidden_state,
             pooler_output,
             attentions,
+            hidden_states,
         })
     }
 
