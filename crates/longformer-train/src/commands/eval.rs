@@ -6,14 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use longformer_data::{WikiHopTokenizer, read_wikihop};
+use longformer_data::read_wikihop;
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::checkpoint::{load_model, run_weights, write_json};
-use crate::commands::train::{RunRecord, load_examples};
+use crate::checkpoint::write_json;
+use crate::commands::train::{TrainedRun, load_examples};
 use crate::evaluate::evaluate;
-use crate::model::WikiHopModel;
 
 /// Flags of `longformer eval`.
 #[derive(Args, Debug)]
@@ -63,17 +62,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .unwrap_or_else(|| args.run.join("predictions.json"));
     crate::output::check_writable(&out).with_context(|| format!("--out {}", out.display()))?;
     let device = args.backend.device()?;
-    let record = RunRecord::read(&args.run)?;
-    let config = RunRecord::model_config(&args.run)?;
-    let weights = run_weights(&args.run, &args.weights)?;
-    let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer).with_context(|| {
-        format!(
-            "the run's tokenizer (recorded in {})",
-            args.run.join("run.json").display()
-        )
-    })?;
-    record.check_model(&args.run, &tokenizer, &config)?;
-    let model = load_model(WikiHopModel::init(&config, &device), &weights)?;
+    let TrainedRun {
+        record,
+        weights,
+        tokenizer,
+        model,
+        ..
+    } = TrainedRun::load(&args.run, &args.weights, &device)?;
     let data = args.data.clone().unwrap_or_else(|| record.dev.clone());
     let set = load_examples(&data, &tokenizer, &record.prepare_options())?;
     let evaluation = evaluate(

@@ -13,11 +13,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
-use longformer_data::WikiHopTokenizer;
 use longformer_model::save_pretrained;
 
-use crate::checkpoint::{load_model, run_weights};
-use crate::commands::train::RunRecord;
+use crate::commands::train::TrainedRun;
 use crate::model::WikiHopModel;
 use crate::output::write_file;
 use crate::progress::note;
@@ -44,19 +42,14 @@ pub struct ExportArgs {
 /// Runs the command.
 pub fn run(args: ExportArgs) -> Result<()> {
     check_output_dir(&args)?;
-    let record = RunRecord::read(&args.run)?;
-    let config = RunRecord::model_config(&args.run)?;
-    let weights = run_weights(&args.run, &args.weights)?;
-    let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer).with_context(|| {
-        format!(
-            "the run's tokenizer (recorded in {})",
-            args.run.join("run.json").display()
-        )
-    })?;
-    record.check_model(&args.run, &tokenizer, &config)?;
     // Export moves weights only: the CPU backend every build has.
-    let device = Device::flex();
-    let model = load_model(WikiHopModel::init(&config, &device), &weights)?;
+    let TrainedRun {
+        record,
+        config,
+        weights,
+        tokenizer,
+        model,
+    } = TrainedRun::load(&args.run, &args.weights, &Device::flex())?;
 
     save_pretrained(&model.longformer, &config, &args.to)
         .with_context(|| format!("writing the encoder to {}", args.to.display()))?;

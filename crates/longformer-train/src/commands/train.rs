@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::Args;
 use longformer_data::{
     DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, WikiHopTokenizer,
@@ -23,7 +24,7 @@ use longformer_model::LongformerConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, Precision};
-use crate::checkpoint::{read_json, write_json};
+use crate::checkpoint::{load_model, read_json, run_weights, write_json};
 use crate::examples::ExampleSet;
 use crate::init::{ConfigChoice, ModelSource, check_tokenizer};
 use crate::model::{Combine, WikiHopModel};
@@ -152,6 +153,39 @@ pub struct RunRecord {
     pub settings: TrainSettings,
 }
 
+/// A finished (or checkpointed) run, loaded for evaluation or export.
+pub struct TrainedRun {
+    /// `run.json`.
+    pub record: RunRecord,
+    /// `config.json`.
+    pub config: LongformerConfig,
+    /// The weights file loaded.
+    pub weights: PathBuf,
+    /// The run's tokenizer, checked against the model.
+    pub tokenizer: WikiHopTokenizer,
+    /// The model with those weights.
+    pub model: WikiHopModel,
+}
+
+impl TrainedRun {
+    /// Loads the run in `run_dir` with the weights `which` names ([`run_weights`]) on `device`.
+    pub fn load(run_dir: &Path, which: &str, device: &Device) -> Result<Self> {
+        let record = RunRecord::read(run_dir)?;
+        let config = RunRecord::model_config(run_dir)?;
+        let weights = run_weights(run_dir, which)?;
+        let tokenizer = record.tokenizer(run_dir)?;
+        record.check_model(run_dir, &tokenizer, &config)?;
+        let model = load_model(WikiHopModel::init(&config, device), &weights)?;
+        Ok(Self {
+            record,
+            config,
+            weights,
+            tokenizer,
+            model,
+        })
+    }
+}
+
 impl RunRecord {
     /// Reads `RUN_DIR/run.json`.
     pub fn read(run_dir: &Path) -> Result<Self> {
@@ -166,6 +200,17 @@ impl RunRecord {
         Ok(LongformerConfig::from_json_file(
             run_dir.join("config.json"),
         )?)
+    }
+
+    /// The run's tokenizer, from the path `run.json` records (named in the error when it has
+    /// moved).
+    pub fn tokenizer(&self, run_dir: &Path) -> Result<WikiHopTokenizer> {
+        WikiHopTokenizer::from_dir(&self.tokenizer).with_context(|| {
+            format!(
+                "the run's tokenizer (recorded in {})",
+                run_dir.join("run.json").display()
+            )
+        })
     }
 
     /// Checks that the run's tokenizer and chunk length fit the model of its `config.json`
@@ -261,12 +306,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             // Before the data is prepared: a run without a checkpoint has nothing to resume.
             crate::checkpoint::latest_checkpoint(run_dir)?;
             let config = RunRecord::model_config(run_dir)?;
-            let tokenizer = WikiHopTokenizer::from_dir(&record.tokenizer).with_context(|| {
-                format!(
-                    "the run's tokenizer (recorded in {})",
-                    run_dir.join("run.json").display()
-                )
-            })?;
+            let tokenizer = record.tokenizer(run_dir)?;
             record.check_model(run_dir, &tokenizer, &config)?;
             record.settings.check_devices(&devices)?;
             let model = WikiHopModel::init(&config, &autodiff);
