@@ -135,6 +135,14 @@ fn num_choices_without_the_multiple_choice_head_is_refused() {
 }
 
 #[test]
+fn top_k_of_zero_is_refused() {
+    let out = encode(&["--head", "mlm", "--text", "a <mask>", "--top-k", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--top-k"), "{err}");
+}
+
+#[test]
 fn malformed_json_names_the_file() {
     let input = std::env::temp_dir().join(format!("lf-malformed-{}.json", std::process::id()));
     std::fs::write(&input, "{\"input_ids\": [[0, 5").unwrap();

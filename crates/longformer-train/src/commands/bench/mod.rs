@@ -451,3 +451,46 @@ fn peak_rss_bytes() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.args)
+    }
+
+    /// Flags that measure nothing, or panicked before, are refused before any model is built.
+    #[test]
+    fn flags_that_describe_no_run_are_refused() {
+        for flags in [&["--batch", "0"][..], &["--threads", "0"], &["--seq", "0"]] {
+            let refused = parse(flags).map_err(|e| e.to_string()).and_then(|args| {
+                run(args).map_err(|e| e.to_string())?;
+                Ok(())
+            });
+            assert!(refused.is_err(), "{flags:?} was accepted");
+        }
+        let message = run(parse(&["--seq", "32"]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("--global 64") && message.contains("--seq 32"),
+            "{message}"
+        );
+        let args = parse(&[
+            "--hidden", "30", "--heads", "4", "--seq", "64", "--layers", "1",
+        ]);
+        let message = format!("{:#}", run(args.unwrap()).unwrap_err());
+        assert!(
+            message.contains("--hidden") && message.contains("not divisible"),
+            "{message}"
+        );
+    }
+}
