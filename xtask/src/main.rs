@@ -173,10 +173,7 @@ fn backend(forward: &Forward, runs_a_model: bool) -> Result<Backend, String> {
 /// checkout, whatever the current folder), so that `cargo xtask encode -- --dtype bf16` works as
 /// `cargo xtask encode` does.
 fn defaults(command: &str, args: &[String]) -> Vec<std::ffi::OsString> {
-    let given = |flag: &str| {
-        args.iter()
-            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
-    };
+    let given = |flag: &str| flag_value(args, flag).is_some();
     let mut added = Vec::new();
     if command != "encode" {
         return added;
@@ -193,11 +190,17 @@ fn defaults(command: &str, args: &[String]) -> Vec<std::ffi::OsString> {
 
 /// The value of `--backend X` or `--backend=X` among `args`.
 fn backend_in_args(args: &[String]) -> Option<String> {
+    flag_value(args, "--backend")
+}
+
+/// The value of `FLAG X` or `FLAG=X` among `args` (empty when `FLAG` ends them).
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    let prefix = format!("{flag}=");
     args.iter().enumerate().find_map(|(i, arg)| {
-        if arg == "--backend" {
+        if arg == flag {
             Some(args.get(i + 1).cloned().unwrap_or_default())
         } else {
-            arg.strip_prefix("--backend=").map(str::to_string)
+            arg.strip_prefix(&prefix).map(str::to_string)
         }
     })
 }
