@@ -216,6 +216,21 @@ fn short_run<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str>
     args
 }
 
+/// A short run ([`short_run`]) on the first `records` dev records, in a fresh temp dir: the dir
+/// and the run directory in it.
+fn trained_run(tag: &str, records: usize) -> (PathBuf, PathBuf) {
+    let dir = temp_dir(tag);
+    let data = small_wikihop(&dir, records);
+    let run = dir.join("run");
+    let out = longformer(&short_run(
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        &[],
+    ));
+    assert!(out.status.success(), "{}", stderr(&out));
+    (dir, run)
+}
+
 /// The sample tokenizer's `tokenizer.json`, changed by `edit`, in `dir`.
 fn edited_tokenizer(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     let path = repo_root().join("data/wikihop-sample/tokenizer/tokenizer.json");
@@ -344,15 +359,7 @@ fn fine_tunes_resumes_and_evaluates_a_checkpoint_whose_vocabulary_grows() {
 /// panicking in the forward pass.
 #[test]
 fn eval_refuses_a_tokenizer_or_max_len_its_model_cannot_take() {
-    let dir = temp_dir("eval-fit");
-    let data = small_wikihop(&dir, 6);
-    let run = dir.join("run");
-    let out = longformer(&short_run(
-        data.to_str().unwrap(),
-        run.to_str().unwrap(),
-        &[],
-    ));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (dir, run) = trained_run("eval-fit", 6);
     let original = std::fs::read_to_string(run.join("run.json")).unwrap();
     let edit_run = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut record: serde_json::Value = serde_json::from_str(&original).unwrap();
@@ -557,15 +564,7 @@ fn export_writes_the_run_as_an_hf_directory() {
     use burn::tensor::{Device, Int, Tensor, TensorData};
     use longformer_model::{LongformerConfig, LongformerInput, load_pretrained};
 
-    let dir = temp_dir("export");
-    let data = small_wikihop(&dir, 4);
-    let run = dir.join("run");
-    let out = longformer(&short_run(
-        data.to_str().unwrap(),
-        run.to_str().unwrap(),
-        &[],
-    ));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (dir, run) = trained_run("export", 4);
     let to = dir.join("hf");
     let export = |extra: &[&str]| {
         let mut args = vec![
