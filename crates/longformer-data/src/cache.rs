@@ -15,7 +15,9 @@ use crate::summary::Summary;
 const MAGIC: &[u8; 4] = b"LFWH";
 /// Bump when the layout, the records kept or this format change: old caches then miss.
 /// Version 2: records with a duplicate id are skipped (version 1 caches may hold them merged).
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Version 3: records whose query or candidates a lossy tokenizer empties, or whose candidates
+/// it merges, are skipped.
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Writes a cache file atomically (temporary file, then rename).
 pub(crate) fn save(

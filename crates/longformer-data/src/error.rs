@@ -147,6 +147,30 @@ pub enum RecordProblem {
     /// The tokenizer failed on this record's text.
     #[error("tokenizer failed: {0}")]
     Tokenize(String),
+    /// The query, or a candidate, has text but no tokens: the tokenizer drops all of it (e.g. a
+    /// lone combining accent under a normalizer that strips accents).
+    #[error("{field} has no tokens (the tokenizer drops all of its text)")]
+    NoTokens {
+        /// `query`, or `candidates[i]`.
+        field: String,
+    },
+    /// Two candidates have the same tokens, so the model cannot tell them apart (e.g. `café` and
+    /// `cafe` under a tokenizer that strips accents, or two names made of unknown characters).
+    #[error("candidates[{first}] and candidates[{second}] have the same tokens")]
+    SameTokens {
+        /// The first of the two candidates.
+        first: usize,
+        /// The candidate with the same tokens as `first`.
+        second: usize,
+    },
+    /// `answer_index` is not the index of a candidate (a hand-built [`crate::TokenizedExample`]).
+    #[error("answer_index {answer_index} is out of range for {candidates} candidates")]
+    AnswerIndexOutOfRange {
+        /// The index given.
+        answer_index: usize,
+        /// How many candidates there are.
+        candidates: usize,
+    },
 }
 
 impl RecordProblem {
@@ -165,6 +189,9 @@ impl RecordProblem {
             Self::InvalidUtf8 { .. } => "invalid UTF-8",
             Self::CandidatePartTooLong { .. } => "candidate part too long",
             Self::Tokenize(_) => "tokenizer failure",
+            Self::NoTokens { .. } => "no tokens",
+            Self::SameTokens { .. } => "candidates with the same tokens",
+            Self::AnswerIndexOutOfRange { .. } => "answer index out of range",
         }
     }
 }

@@ -11,6 +11,8 @@
 //! tokens, each prefixed with the candidate part, so every support token appears in
 //! exactly one chunk (`truncate` keeps only the first piece).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::RecordProblem;
@@ -56,6 +58,12 @@ pub struct TokenizedExample {
 
 impl TokenizedExample {
     /// Tokenizes a checked example.
+    ///
+    /// Fails with [`RecordProblem::NoTokens`] when the query or a candidate has no tokens, and
+    /// with [`RecordProblem::SameTokens`] when two candidates have the same tokens: a lossy
+    /// tokenizer (one that strips accents, or maps unknown characters to one token) can do
+    /// both to texts [`check_record`](crate::wikihop::check_record) accepts, and the model
+    /// could not tell such candidates apart. RoBERTa's byte-level BPE does neither.
     pub fn new(
         example: &WikiHopExample,
         tokenizer: &WikiHopTokenizer,
@@ -63,13 +71,52 @@ impl TokenizedExample {
         let encode_all = |texts: &[String]| -> Result<Vec<Vec<u32>>, RecordProblem> {
             texts.iter().map(|t| tokenizer.encode(t)).collect()
         };
-        Ok(Self {
+        let tokenized = Self {
             id: example.id.clone(),
             query: tokenizer.encode(&example.query)?,
             candidates: encode_all(&example.candidates)?,
             supports: encode_all(&example.supports)?,
             answer_index: example.answer_index,
-        })
+        };
+        tokenized.check_tokens()?;
+        Ok(tokenized)
+    }
+
+    /// The query and every candidate have tokens, and no two candidates the same ones.
+    fn check_tokens(&self) -> Result<(), RecordProblem> {
+        let no_tokens = |field: String| Err(RecordProblem::NoTokens { field });
+        if self.query.is_empty() {
+            return no_tokens("query".to_owned());
+        }
+        if let Some(i) = self.candidates.iter().position(Vec::is_empty) {
+            return no_tokens(format!("candidates[{i}]"));
+        }
+        let mut first_with = HashMap::with_capacity(self.candidates.len());
+        for (second, tokens) in self.candidates.iter().enumerate() {
+            if let Some(&first) = first_with.get(tokens.as_slice()) {
+                return Err(RecordProblem::SameTokens { first, second });
+            }
+            first_with.insert(tokens.as_slice(), second);
+        }
+        Ok(())
+    }
+
+    /// What [`layout`] needs of an example: candidates, supports, and an `answer_index` among
+    /// the candidates (a hand-built example may lack them).
+    fn check_shape(&self) -> Result<(), RecordProblem> {
+        if self.candidates.is_empty() {
+            return Err(RecordProblem::EmptyCandidates);
+        }
+        if self.supports.is_empty() {
+            return Err(RecordProblem::EmptySupports);
+        }
+        if self.answer_index >= self.candidates.len() {
+            return Err(RecordProblem::AnswerIndexOutOfRange {
+                answer_index: self.answer_index,
+                candidates: self.candidates.len(),
+            });
+        }
+        Ok(())
     }
 
     /// Shuffles candidates and supports with a stream seeded by `(seed, id)`, so the
@@ -172,12 +219,16 @@ pub fn support_part(example: &TokenizedExample, ids: &SpecialIds) -> Vec<u32> {
 /// Lays an example out as one or more chunks of at most `config.max_len` tokens.
 ///
 /// Fails with [`RecordProblem::CandidatePartTooLong`] when the candidate part leaves
-/// no room for supports.
+/// no room for supports, and, for a hand-built example, with
+/// [`RecordProblem::EmptyCandidates`], [`RecordProblem::EmptySupports`] or
+/// [`RecordProblem::AnswerIndexOutOfRange`] (an example with no supports would have no
+/// chunk, one with no candidates nothing to predict).
 pub fn layout(
     example: &TokenizedExample,
     ids: &SpecialIds,
     config: &LayoutConfig,
 ) -> Result<Vec<WikiHopChunk>, RecordProblem> {
+    example.check_shape()?;
     let (candidates, predicted_indices) = candidate_part(example, ids);
     let supports = support_part(example, ids);
     let global_len = candidates.len();
@@ -216,7 +267,7 @@ pub fn layout(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::sample_tokenizer;
+    use crate::test_support::{lossy_tokenizer, sample_tokenizer};
     use crate::wikihop::check_record;
 
     fn example(tok: &WikiHopTokenizer, supports: &[&str]) -> TokenizedExample {
@@ -371,5 +422,90 @@ mod tests {
             chunk.to_json_line(),
             r#"{"id":"x","chunk":0,"input_ids":[0,5,6,2],"global_attention_mask":[1,1,0,0],"predicted_indices":[1],"answer_index":0}"#
         );
+    }
+
+    /// An example of `candidates` (the first is the answer) with one support, tokenized by `tok`.
+    fn tokenize(
+        tok: &WikiHopTokenizer,
+        candidates: &[&str],
+    ) -> Result<TokenizedExample, RecordProblem> {
+        let record = serde_json::json!({
+            "id": "lossy", "query": "r x", "answer": candidates[0],
+            "candidates": candidates, "supports": ["a b."],
+        });
+        TokenizedExample::new(&check_record(&record, 0).unwrap(), tok)
+    }
+
+    #[test]
+    fn candidates_a_lossy_tokenizer_empties_or_merges_are_record_problems() {
+        let tok = lossy_tokenizer();
+        assert_eq!(
+            tokenize(&tok, &["café", "b", "cafe"]).unwrap_err(),
+            RecordProblem::SameTokens {
+                first: 0,
+                second: 2
+            }
+        );
+        // Two words of unknown characters are both `[UNK]`.
+        assert_eq!(
+            tokenize(&tok, &["東京", "大阪"]).unwrap_err(),
+            RecordProblem::SameTokens {
+                first: 0,
+                second: 1
+            }
+        );
+        assert_eq!(
+            tokenize(&tok, &["a", "\u{301}"]).unwrap_err(),
+            RecordProblem::NoTokens {
+                field: "candidates[1]".into()
+            }
+        );
+        let record = serde_json::json!({
+            "id": "q", "query": "\u{301}", "answer": "a", "candidates": ["a"], "supports": ["x"],
+        });
+        assert_eq!(
+            TokenizedExample::new(&check_record(&record, 0).unwrap(), &tok).unwrap_err(),
+            RecordProblem::NoTokens {
+                field: "query".into()
+            }
+        );
+        // Distinct tokens pass, and the sample (byte-level) tokenizer keeps distinct text apart.
+        assert!(tokenize(&tok, &["a", "b", "cafe"]).is_ok());
+        assert!(tokenize(&sample_tokenizer(), &["café", "cafe", "東京", "大阪"]).is_ok());
+    }
+
+    #[test]
+    fn hand_built_examples_without_supports_candidates_or_answer_are_refused() {
+        let tok = sample_tokenizer();
+        let good = example(&tok, &["one."]);
+        let config = LayoutConfig::default();
+        let refused = |ex: TokenizedExample| layout(&ex, tok.special(), &config).unwrap_err();
+        // Without supports there would be no chunk at all: the example would vanish.
+        assert_eq!(
+            refused(TokenizedExample {
+                supports: vec![],
+                ..good.clone()
+            }),
+            RecordProblem::EmptySupports
+        );
+        assert_eq!(
+            refused(TokenizedExample {
+                candidates: vec![],
+                answer_index: 0,
+                ..good.clone()
+            }),
+            RecordProblem::EmptyCandidates
+        );
+        assert_eq!(
+            refused(TokenizedExample {
+                answer_index: 2,
+                ..good.clone()
+            }),
+            RecordProblem::AnswerIndexOutOfRange {
+                answer_index: 2,
+                candidates: 2
+            }
+        );
+        assert_eq!(layout(&good, tok.special(), &config).unwrap().len(), 1);
     }
 }
