@@ -35,9 +35,20 @@ impl PaddedBatch {
     /// Pads `chunks` with `pad_id`.
     ///
     /// # Panics
-    /// If `chunks` is empty.
+    /// If `chunks` is empty, or a chunk is inconsistent (as a hand-built one can be, never one
+    /// of [`layout`](crate::layout())): its `answer_index` is not one of its candidates, a
+    /// `predicted_indices` position or its `global_len` lies beyond its tokens. The message
+    /// names the chunk.
     pub fn new(chunks: &[WikiHopChunk], pad_id: u32) -> Self {
         assert!(!chunks.is_empty(), "PaddedBatch::new: no chunks to batch");
+        for chunk in chunks {
+            if let Some(problem) = inconsistency(chunk) {
+                panic!(
+                    "PaddedBatch::new: chunk {} of example {:?}: {problem}",
+                    chunk.chunk, chunk.id
+                );
+            }
+        }
         let batch_size = chunks.len();
         let seq_length = chunks.iter().map(|c| c.input_ids.len()).max().unwrap_or(0);
         let max_candidates = chunks
@@ -72,6 +83,32 @@ impl PaddedBatch {
         }
         batch
     }
+}
+
+/// What is wrong with a chunk whose answer, candidate positions or global part do not fit it.
+fn inconsistency(chunk: &WikiHopChunk) -> Option<String> {
+    let (tokens, candidates) = (chunk.input_ids.len(), chunk.predicted_indices.len());
+    if chunk.answer_index >= candidates {
+        return Some(format!(
+            "answer_index {} is out of range for {candidates} candidates",
+            chunk.answer_index
+        ));
+    }
+    if let Some(position) = chunk
+        .predicted_indices
+        .iter()
+        .find(|&&p| p as usize >= tokens)
+    {
+        return Some(format!(
+            "predicted index {position} is beyond its {tokens} tokens"
+        ));
+    }
+    (chunk.global_len > tokens).then(|| {
+        format!(
+            "global_len {} is beyond its {tokens} tokens",
+            chunk.global_len
+        )
+    })
 }
 
 /// Model inputs for a batch of chunks.
@@ -112,7 +149,7 @@ impl WikiHopBatcher {
 
 impl Batcher<WikiHopChunk, WikiHopBatch> for WikiHopBatcher {
     /// # Panics
-    /// If `items` is empty.
+    /// If `items` is empty or a chunk is inconsistent (see [`PaddedBatch::new`]).
     fn batch(&self, items: Vec<WikiHopChunk>, device: &Device) -> WikiHopBatch {
         let padded = PaddedBatch::new(&items, self.pad_id);
         let tokens = [padded.batch_size, padded.seq_length];
@@ -208,6 +245,49 @@ mod tests {
     #[should_panic(expected = "no chunks to batch")]
     fn empty_batch_panics() {
         PaddedBatch::new(&[], 1);
+    }
+
+    /// A hand-built chunk that does not fit together would give a batch whose answer or
+    /// candidate positions point past the chunk's candidates or tokens: refused, naming it.
+    #[test]
+    fn inconsistent_chunks_are_refused_naming_the_chunk() {
+        let good = &two_chunks()[1];
+        for (chunk, expected) in [
+            (
+                WikiHopChunk {
+                    answer_index: 2,
+                    ..good.clone()
+                },
+                r#"chunk 0 of example "b": answer_index 2 is out of range for 2 candidates"#,
+            ),
+            (
+                WikiHopChunk {
+                    predicted_indices: vec![],
+                    answer_index: 0,
+                    ..good.clone()
+                },
+                "answer_index 0 is out of range for 0 candidates",
+            ),
+            (
+                WikiHopChunk {
+                    predicted_indices: vec![1, 9],
+                    ..good.clone()
+                },
+                "predicted index 9 is beyond its 9 tokens",
+            ),
+            (
+                WikiHopChunk {
+                    global_len: 10,
+                    ..good.clone()
+                },
+                "global_len 10 is beyond its 9 tokens",
+            ),
+        ] {
+            let batch = vec![two_chunks()[0].clone(), chunk];
+            let panic = std::panic::catch_unwind(|| PaddedBatch::new(&batch, 1)).unwrap_err();
+            let message = panic.downcast_ref::<String>().unwrap();
+            assert!(message.contains(expected), "{message}");
+        }
     }
 
     #[test]
