@@ -51,17 +51,13 @@ impl WikiHopTokenizer {
         Self::new(load_tokenizer(dir)?, dir)
     }
 
-    /// Wraps an already built tokenizer; `source` is only used in messages.
-    pub fn new(mut tokenizer: Tokenizer, source: &Path) -> Result<Self, DataError> {
+    /// Wraps an already built tokenizer (e.g. from [`crate::train_tokenizer`]) and adds the
+    /// markers; `source` is only used in messages. Its padding and truncation are turned off:
+    /// the layout places and cuts segments itself.
+    pub fn new(tokenizer: Tokenizer, source: &Path) -> Result<Self, DataError> {
         let path = source.to_path_buf();
         // Segments are laid out by hand: no truncation or padding inside the tokenizer.
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| DataError::Tokenizer {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        tokenizer.with_padding(None);
+        let mut tokenizer = without_truncation_or_padding(tokenizer, source)?;
         let before = tokenizer.get_vocab_size(true);
         let markers: Vec<AddedToken> = WIKIHOP_MARKERS
             .iter()
@@ -176,15 +172,25 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Loads the tokenizer of `dir` as HF does (see [`load_tokenizer`]).
+    /// Loads the tokenizer of `dir` as HF does (see [`load_tokenizer`]); `dir` may also be the
+    /// path of a `tokenizer.json` file itself.
     pub fn from_dir(dir: &Path) -> Result<Self, DataError> {
-        let tokenizer = load_tokenizer(dir)?;
-        let find = |role, names: &[&'static str]| special_id(&tokenizer, dir, role, names);
+        Self::new(load_tokenizer(dir)?, dir)
+    }
+
+    /// Wraps an already built tokenizer; `source` is only used in messages.
+    ///
+    /// Padding and truncation set in the tokenizer (a `tokenizer.json`'s `"padding"` and
+    /// `"truncation"`) are turned off, as HF's `tokenizer(text)` does when not asked for them:
+    /// [`encode`](Self::encode) gives every token of the text, and no padding.
+    pub fn new(tokenizer: Tokenizer, source: &Path) -> Result<Self, DataError> {
+        let tokenizer = without_truncation_or_padding(tokenizer, source)?;
+        let find = |role, names: &[&'static str]| special_id(&tokenizer, source, role, names);
         Ok(Self {
             start: find("start", START)?,
             separator: find("separator", SEPARATOR)?,
             tokenizer,
-            source: dir.to_path_buf(),
+            source: source.to_path_buf(),
         })
     }
 
@@ -224,6 +230,21 @@ impl TextTokenizer {
     pub fn source(&self) -> &Path {
         &self.source
     }
+}
+
+/// `tokenizer` with its truncation and padding turned off (`source` names it in messages).
+fn without_truncation_or_padding(
+    mut tokenizer: Tokenizer,
+    source: &Path,
+) -> Result<Tokenizer, DataError> {
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| DataError::Tokenizer {
+            path: source.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    tokenizer.with_padding(None);
+    Ok(tokenizer)
 }
 
 /// The spellings of the first token of a sequence.
@@ -593,5 +614,38 @@ mod tests {
         let inside = tok.encode("kessa born in").unwrap();
         assert!(inside.ends_with(&alone), "{alone:?} vs {inside:?}");
         assert_eq!(tok.tokens(&alone), ["Ġborn", "Ġin"]);
+    }
+
+    /// A `tokenizer.json` that pads to 12 tokens and truncates to 6 (as some exported
+    /// tokenizers do): HF's `tokenizer(text)` turns both off unless asked, and so do we.
+    #[test]
+    fn padding_and_truncation_in_tokenizer_json_are_ignored() {
+        let source = sample_tokenizer_dir().join("tokenizer.json");
+        let mut json: Value = serde_json::from_slice(&std::fs::read(source).unwrap()).unwrap();
+        json["padding"] = serde_json::json!({"strategy": {"Fixed": 12}, "direction": "Right",
+            "pad_to_multiple_of": null, "pad_id": 1, "pad_type_id": 0, "pad_token": "<pad>"});
+        json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 6,
+            "strategy": "LongestFirst", "stride": 0});
+        let dir = sample_as(true, &[LONGFORMER]);
+        std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
+        let tok = TextTokenizer::from_dir(dir.path()).unwrap();
+        let plain = TextTokenizer::from_dir(sample_as(true, &[LONGFORMER]).path()).unwrap();
+        for text in ["hi", "a sentence of more than six tokens, and then some"] {
+            let ids = tok.encode(text).unwrap();
+            assert_eq!(ids, plain.encode(text).unwrap(), "{text:?}");
+            assert!(!ids.contains(&1), "no padding: {ids:?}");
+        }
+        let wikihop = WikiHopTokenizer::from_dir(dir.path()).unwrap();
+        let text = "a sentence of more than six tokens";
+        assert_eq!(wikihop.encode(text), sample_tokenizer().encode(text));
+    }
+
+    #[test]
+    fn a_text_tokenizer_wraps_a_tokenizer_built_in_memory() {
+        let raw = Tokenizer::from_file(sample_tokenizer_dir().join("tokenizer.json")).unwrap();
+        let tok = TextTokenizer::new(raw, Path::new("memory")).unwrap();
+        assert_eq!(tok.source(), Path::new("memory"));
+        let ids = tok.encode("kessa").unwrap();
+        assert_eq!((ids[0], *ids.last().unwrap()), (0, 2));
     }
 }
