@@ -82,9 +82,7 @@ pub fn prepare_file(
     tokenizer: &WikiHopTokenizer,
     options: &PrepareOptions,
 ) -> Result<PreparedSet, DataError> {
-    if options.config.layout.max_len == 0 {
-        return Err(DataError::Settings("max_len must be positive".into()));
-    }
+    check_settings(&options.config)?;
     let bytes = crate::bundled::read(path)?;
     let Some(dir) = &options.cache_dir else {
         let (chunks, summary) =
@@ -144,6 +142,14 @@ fn cache_key(
     Ok(hasher.finalize().into())
 }
 
+/// Settings no record could be prepared with: `max_len` 0.
+fn check_settings(config: &PrepareConfig) -> Result<(), DataError> {
+    if config.layout.max_len == 0 {
+        return Err(DataError::Settings("max_len must be positive".into()));
+    }
+    Ok(())
+}
+
 /// [`prepare_file`] without the cache, on bytes already read (`path` names them in messages).
 pub fn prepare_bytes(
     bytes: &[u8],
@@ -152,14 +158,22 @@ pub fn prepare_bytes(
     config: &PrepareConfig,
     progress: ProgressMode,
 ) -> Result<(Vec<WikiHopChunk>, Summary), DataError> {
-    let read = parse_wikihop(bytes, path, config.strict)?;
+    check_settings(config)?;
+    // Under `strict` the error names the first bad record in the file, whether the reader or
+    // the tokenizer and layout reject it: the records before the first one the reader rejects
+    // are prepared, and the first of them that fails comes before it.
+    let read = parse_wikihop(bytes, path, false)?;
+    let first_unreadable = read.skipped.first().filter(|_| config.strict);
+    let examples = match first_unreadable {
+        Some(bad) => &read.examples[..read.examples.partition_point(|e| e.index < bad.index)],
+        None => &read.examples[..],
+    };
     let progress = Progress::new(
         progress,
         &format!("prepare {}", path.display()),
-        read.examples.len(),
+        examples.len(),
     );
-    let results: Vec<Result<Prepared, SkippedRecord>> = read
-        .examples
+    let results: Vec<Result<Prepared, SkippedRecord>> = examples
         .par_iter()
         .map(|example| {
             let result = prepare_example(example, tokenizer, config);
@@ -188,6 +202,9 @@ pub fn prepare_bytes(
             Err(skipped) if config.strict => return Err(skipped.into_error(path.to_path_buf())),
             Err(skipped) => summary.skipped.push(skipped),
         }
+    }
+    if config.strict && !summary.skipped.is_empty() {
+        return Err(summary.skipped.remove(0).into_error(path.to_path_buf()));
     }
     summary.skipped.sort_by_key(|s| s.index);
     summary.chunks = chunks.len();
@@ -405,5 +422,73 @@ mod tests {
         ] {
             assert!(first.get(key).is_some(), "{key}");
         }
+    }
+
+    /// `max_len` 0 is refused as a setting by `prepare_bytes` too, not blamed on every record.
+    #[test]
+    fn max_len_zero_is_a_settings_error_for_bytes_too() {
+        let text = br#"[{"id": "ok", "query": "r x", "answer": "a", "candidates": ["a"], "supports": ["a."]}]"#;
+        let config = PrepareConfig {
+            layout: LayoutConfig {
+                max_len: 0,
+                truncate: false,
+            },
+            ..PrepareConfig::default()
+        };
+        let tok = sample_tokenizer();
+        let err = prepare_bytes(
+            text,
+            Path::new("t.json"),
+            &tok,
+            &config,
+            ProgressMode::Hidden,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DataError::Settings(_)), "{err}");
+    }
+
+    /// Under `strict` the error names the first bad record of the file, even when the reader
+    /// accepts it and only the layout rejects it while a later record is unreadable.
+    #[test]
+    fn strict_names_the_first_bad_record_whatever_rejects_it() {
+        let tok = sample_tokenizer();
+        let text = br#"[
+            {"id": "ok", "query": "r x", "answer": "a", "candidates": ["a", "b"], "supports": ["a b."]},
+            {"id": "long", "query": "r x", "answer": "a", "candidates": ["a", "a a a a a a a a a a a a a a a a a a a a"], "supports": ["x"]},
+            {"id": "no_supports", "query": "r x", "answer": "a", "candidates": ["a"], "supports": []}
+        ]"#;
+        let config = PrepareConfig {
+            layout: LayoutConfig {
+                max_len: 16,
+                truncate: false,
+            },
+            strict: true,
+            ..PrepareConfig::default()
+        };
+        let prepare = |text: &[u8]| {
+            prepare_bytes(
+                text,
+                Path::new("t.json"),
+                &tok,
+                &config,
+                ProgressMode::Hidden,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let err = prepare(text);
+        assert!(
+            err.starts_with("t.json: record 1 (id \"long\"): candidate part"),
+            "{err}"
+        );
+        // Without the long record, the unreadable one is reported.
+        let text = std::str::from_utf8(text).unwrap();
+        let start = text.find(r#"{"id": "long""#).unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        let err = prepare(format!("{}{}", &text[..start], &text[end + 1..]).as_bytes());
+        assert!(
+            err.starts_with("t.json: record 1 (id \"no_supports\"): no supports"),
+            "{err}"
+        );
     }
 }
