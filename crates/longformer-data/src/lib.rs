@@ -17,6 +17,37 @@
 //! `<s> [question] q [/question] [ent] c1 [/ent] ... [ent] cN [/ent] </s> d1 </s> </s> d2 </s> ...`;
 //! global attention on everything before the first `</s>`; the candidate scores are read
 //! at the `[ent]` positions (`predicted_indices`). See [`layout`](mod@layout).
+//!
+//! # Example
+//! The bundled sample set, prepared and batched (Burn's `flex` feature gives the CPU device):
+//!
+//! ```
+//! use burn::data::dataloader::batcher::Batcher;
+//! use burn::prelude::Device;
+//! use longformer_data::{
+//!     LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, WikiHopBatcher,
+//!     WikiHopTokenizer, prepare_file, sample_dir,
+//! };
+//!
+//! let tokenizer = WikiHopTokenizer::from_dir(&sample_dir().join("tokenizer"))?;
+//! let options = PrepareOptions {
+//!     config: PrepareConfig {
+//!         layout: LayoutConfig { max_len: 512, truncate: false },
+//!         ..PrepareConfig::default()
+//!     },
+//!     progress: ProgressMode::Hidden,
+//!     ..PrepareOptions::default()
+//! };
+//! let prepared = prepare_file(&sample_dir().join("dev.json"), &tokenizer, &options)?;
+//! assert!(prepared.summary.skipped.is_empty(), "{}", prepared.summary);
+//!
+//! let chunks = prepared.chunks[..4].to_vec();
+//! let longest = chunks.iter().map(|c| c.input_ids.len()).max().unwrap();
+//! let batch = WikiHopBatcher::new(tokenizer.pad_id()).batch(chunks, &Device::flex());
+//! assert_eq!(batch.input_ids.dims(), [4, longest]);
+//! assert_eq!(batch.answer_index.dims(), [4]);
+//! # Ok::<(), longformer_data::DataError>(())
+//! ```
 
 #![deny(missing_docs)]
 

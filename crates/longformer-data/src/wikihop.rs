@@ -40,6 +40,34 @@ pub struct WikiHopRecord {
     pub annotations: Option<Value>,
 }
 
+impl WikiHopRecord {
+    /// Checks and normalizes the record as [`read_wikihop`] does a record of a file, for
+    /// records built in memory (e.g. by [`crate::generate`]); `index` is its position in the
+    /// set. Ids are not compared across records here.
+    ///
+    /// ```
+    /// use longformer_data::{WikiHopRecord, RecordProblem};
+    ///
+    /// let record = WikiHopRecord {
+    ///     id: "WH_dev_0".into(),
+    ///     query: "country_of_citizenship Tomar Velik".into(),
+    ///     answer: "Oskavia".into(),
+    ///     candidates: vec!["belmoria".into(), "oskavia".into()],
+    ///     supports: vec!["tomar velik was born in kessa .".into()],
+    ///     annotations: None,
+    /// };
+    /// let example = record.check(0)?;
+    /// assert_eq!(example.query, "country of citizenship tomar velik");
+    /// assert_eq!(example.answer_index, 1);
+    /// assert_eq!(example.supports, ["tomar velik was born in kessa."]);
+    /// # Ok::<(), RecordProblem>(())
+    /// ```
+    pub fn check(&self, index: usize) -> Result<WikiHopExample, RecordProblem> {
+        let value = serde_json::to_value(self).expect("a record of strings serializes");
+        check_record(&value, index)
+    }
+}
+
 /// A checked and normalized record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WikiHopExample {
@@ -255,10 +283,11 @@ fn string_list<'a>(value: &'a Value, field: &str) -> Result<Vec<&'a str>, Record
         .collect()
 }
 
-/// `country_of_citizenship John  Smith` → `country of citizenship john smith`.
+/// `country_of_citizenship John  Smith` → `country of citizenship john smith`: the relation,
+/// up to the first whitespace (a space, a tab, ...), has its `_` turned into spaces.
 pub fn normalize_query(query: &str) -> String {
     let query = query.trim();
-    let (relation, subject) = query.split_once(' ').unwrap_or((query, ""));
+    let (relation, subject) = query.split_once(char::is_whitespace).unwrap_or((query, ""));
     let joined = format!("{} {}", relation.replace('_', " "), subject);
     collapse_whitespace(&joined).to_lowercase()
 }
@@ -484,5 +513,31 @@ mod tests {
             "place of birth ada lovelace"
         );
         assert_eq!(normalize_query("occupation"), "occupation");
+    }
+
+    /// The relation ends at the first whitespace of any kind: a subject's own `_` stays, as it
+    /// does after a space.
+    #[test]
+    fn query_relation_ends_at_any_whitespace() {
+        let spaced = normalize_query("place_of_birth mary_ann lee");
+        assert_eq!(spaced, "place of birth mary_ann lee");
+        for separator in ["\t", "\n", "\u{a0}", "  "] {
+            let query = format!("place_of_birth{separator}mary_ann lee");
+            assert_eq!(normalize_query(&query), spaced, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn an_in_memory_record_is_checked_as_one_read_from_a_file() {
+        let from_file = &parse(format!("[{GOOD}]").as_bytes(), true)
+            .unwrap()
+            .examples[0];
+        let record: WikiHopRecord = serde_json::from_str(GOOD).unwrap();
+        assert_eq!(&record.check(0).unwrap(), from_file);
+        let bad = WikiHopRecord {
+            supports: vec![],
+            ..record
+        };
+        assert_eq!(bad.check(3), Err(RecordProblem::EmptySupports));
     }
 }
