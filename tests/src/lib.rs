@@ -121,3 +121,9 @@ pub fn max_abs_diff_tensors<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
 pub fn tensor2(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
+
+/// The README's Rust examples, compiled by `cargo test` as doctests of this crate (`no_run`: they
+/// name checkpoints that are not in the repository), so that they keep up with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;

@@ -404,7 +404,8 @@ impl LongformerConfig {
         self.max_position_embeddings - self.pad_token_id - 1
     }
 
-    /// A small configuration for tests and the bundled demo: 2 layers, 64 wide, window 8.
+    /// A small configuration for tests and the bundled demo: 2 layers, 64 wide, 4 heads,
+    /// feed-forward 128, full window 32, `max_position_embeddings` 514.
     pub fn tiny(vocab_size: usize) -> Self {
         Self::new()
             .with_vocab_size(vocab_size)

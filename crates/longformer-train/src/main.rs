@@ -1,6 +1,8 @@
-//! `longformer`: the command-line front end (encode, prepare, train, convert, ...).
+//! `longformer`: the command-line front end (encode, prepare, bench, train, eval, export,
+//! convert).
 //!
-//! The backend is a Cargo feature (`flex`, `ndarray`, `wgpu`, `vulkan`); `cargo xtask` picks it.
+//! Each backend is a Cargo feature (`flex`, `ndarray`, `wgpu` by default; `vulkan`, which
+//! `cargo xtask --backend vulkan` adds); `--backend` picks one of those built in at run time.
 
 use std::io::Write;
 use std::process::ExitCode;
