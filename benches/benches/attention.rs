@@ -6,8 +6,9 @@
 //! - `global`: the 64 global rows over the whole sequence (with their projections);
 //! - `layer`: the whole attention of a layer as the model runs it.
 //!
-//! `cargo bench -p longformer-benches` (`-- local` to pick one group). Each sample is one call; at
-//! n = 16384 a sample takes seconds, so the groups take 10 samples.
+//! `cargo bench --workspace --profile dev --bench attention` (`-- local` to pick one group), which
+//! reuses the test build (`-p longformer-benches` would build Burn with other features). Each
+//! sample is one call; at n = 16384 a sample takes seconds, so the groups take 10 samples.
 
 use std::time::Duration;
 

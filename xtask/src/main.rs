@@ -37,7 +37,8 @@ enum Task {
     Encode(Forward),
     /// Turn a WikiHop JSON file into model inputs (`--data FILE.json --tokenizer DIR --out FILE.jsonl`).
     Prepare(Forward),
-    /// Forward time and peak memory of a random-weight model (`--seq 1024,4096 --layers 12 ...`).
+    /// Time and peak memory of a random-weight model's forward (`--mode train`: training step),
+    /// against HF's with `--compare-hf` (`-- --seq 1024,4096 --layers 12 ...`).
     Bench(Forward),
     /// Train a WikiHop model. With no arguments: a tiny model from scratch on the bundled sample
     /// set, on the CPU (`-- --model DIR --train F --dev F` fine-tunes a checkpoint).
