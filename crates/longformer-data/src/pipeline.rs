@@ -276,6 +276,15 @@ mod tests {
     use crate::sample_dir;
     use crate::test_support::sample_tokenizer;
 
+    /// [`prepare_bytes`] on `text`, named `t.json` in messages, without progress.
+    fn prepare_text(
+        text: &[u8],
+        tok: &WikiHopTokenizer,
+        config: &PrepareConfig,
+    ) -> Result<(Vec<WikiHopChunk>, Summary), DataError> {
+        prepare_bytes(text, Path::new("t.json"), tok, config, ProgressMode::Hidden)
+    }
+
     fn options(cache_dir: Option<PathBuf>, config: PrepareConfig) -> PrepareOptions {
         PrepareOptions {
             config,
@@ -361,14 +370,7 @@ mod tests {
             },
             ..PrepareConfig::default()
         };
-        let (chunks, summary) = prepare_bytes(
-            text,
-            Path::new("t.json"),
-            &tok,
-            &config,
-            ProgressMode::Hidden,
-        )
-        .unwrap();
+        let (chunks, summary) = prepare_text(text, &tok, &config).unwrap();
         assert_eq!(summary.examples, 1);
         assert_eq!(
             chunks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>()[0],
@@ -381,15 +383,7 @@ mod tests {
             RecordProblem::CandidatePartTooLong { .. }
         ));
         config.strict = true;
-        let err = prepare_bytes(
-            text,
-            Path::new("t.json"),
-            &tok,
-            &config,
-            ProgressMode::Hidden,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = prepare_text(text, &tok, &config).unwrap_err().to_string();
         assert!(
             err.contains("t.json: record 1 (id \"no_supports\"): no supports"),
             "{err}"
@@ -436,14 +430,7 @@ mod tests {
             ..PrepareConfig::default()
         };
         let tok = sample_tokenizer();
-        let err = prepare_bytes(
-            text,
-            Path::new("t.json"),
-            &tok,
-            &config,
-            ProgressMode::Hidden,
-        )
-        .unwrap_err();
+        let err = prepare_text(text, &tok, &config).unwrap_err();
         assert!(matches!(err, DataError::Settings(_)), "{err}");
     }
 
@@ -465,17 +452,7 @@ mod tests {
             strict: true,
             ..PrepareConfig::default()
         };
-        let prepare = |text: &[u8]| {
-            prepare_bytes(
-                text,
-                Path::new("t.json"),
-                &tok,
-                &config,
-                ProgressMode::Hidden,
-            )
-            .unwrap_err()
-            .to_string()
-        };
+        let prepare = |text: &[u8]| prepare_text(text, &tok, &config).unwrap_err().to_string();
         let err = prepare(text);
         assert!(
             err.starts_with("t.json: record 1 (id \"long\"): candidate part"),
