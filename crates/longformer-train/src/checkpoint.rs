@@ -22,7 +22,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::examples::DataFingerprint;
-use crate::metrics::History;
+use crate::metrics::{History, Interval};
 use crate::model::WikiHopModel;
 use crate::trainer::TrainSettings;
 
@@ -51,6 +51,10 @@ pub struct TrainState {
     /// logging, evaluation and checkpoint cadence (absent in older checkpoints).
     #[serde(default)]
     pub settings: Option<TrainSettings>,
+    /// The log interval in progress (absent in older checkpoints: a run resumed from one logs
+    /// only the steps after the resume in its next line).
+    #[serde(default)]
+    pub interval: Interval,
 }
 
 /// The best dev evaluation.
@@ -176,13 +180,32 @@ pub fn save_checkpoint(
         .save(partial.join("optimizer.bpk"))
         .map_err(|e| anyhow::anyhow!("writing optimizer state in {}: {e:?}", partial.display()))?;
     write_json(&partial.join("state.json"), state)?;
+    // On disk before the rename makes the checkpoint the newest: after a crash of the machine
+    // (not only of the process), the newest complete checkpoint is whole.
+    for file in ["model.bpk", "optimizer.bpk", "state.json"] {
+        sync(&partial.join(file))?;
+    }
+    sync_dir(&partial)?;
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     fs::rename(&partial, &dir)
         .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()))?;
+    sync_dir(&run_dir.join("checkpoints"))?;
     prune(run_dir, keep)?;
     Ok(dir)
+}
+
+/// Flushes the file at `path` to the disk.
+fn sync(path: &Path) -> Result<()> {
+    fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("flushing {} to disk", path.display()))
+}
+
+/// Flushes a directory's entries (a rename in it) to the disk, where the platform can.
+fn sync_dir(dir: &Path) -> Result<()> {
+    if cfg!(unix) { sync(dir) } else { Ok(()) }
 }
 
 /// A checkpoint read back.
@@ -210,14 +233,44 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Loads the newest complete checkpoint of `run_dir` into `model` and `optimizer` (freshly
-/// built with the run's settings, on `device`).
+/// built with the run's settings, on `device`). A checkpoint that cannot be read (a crash of
+/// the machine can leave one so) is passed over, with a note on stderr, for the one before it;
+/// the error is the newest one's when none can be read.
 pub fn load_latest(
     run_dir: &Path,
     model: WikiHopModel,
     optimizer: ModuleOptimizer,
     device: &Device,
 ) -> Result<Checkpoint> {
-    let dir = latest_checkpoint(run_dir)?;
+    let newest = latest_checkpoint(run_dir)?;
+    let mut first_error = None;
+    for dir in checkpoints(run_dir)?.into_iter().rev() {
+        match load_checkpoint(&dir, model.clone(), optimizer.clone(), device) {
+            Ok(checkpoint) => return Ok(checkpoint),
+            Err(e) => {
+                crate::progress::note(&format!(
+                    "cannot read the checkpoint {} ({e:#}); trying the one before it",
+                    dir.display()
+                ));
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error
+        .unwrap_or_else(|| anyhow::anyhow!("{} disappeared", newest.display()))
+        .context(format!(
+            "no checkpoint of {} can be read",
+            run_dir.display()
+        )))
+}
+
+/// Loads the checkpoint in `dir`.
+fn load_checkpoint(
+    dir: &Path,
+    model: WikiHopModel,
+    optimizer: ModuleOptimizer,
+    device: &Device,
+) -> Result<Checkpoint> {
     let state: TrainState = read_json(&dir.join("state.json"))?;
     let model = load_model(model, &dir.join("model.bpk"))?.fork(device);
     let optimizer = optimizer
@@ -227,7 +280,7 @@ pub fn load_latest(
         model,
         optimizer,
         state,
-        dir,
+        dir: dir.to_path_buf(),
     })
 }
 

@@ -41,14 +41,19 @@ pub struct History {
     pub dev: Vec<DevPoint>,
 }
 
-/// Running sums over an interval of optimizer steps.
-#[derive(Debug, Clone, Default)]
+/// Running sums over an interval of optimizer steps. Checkpoints keep the interval in
+/// progress, so that a resumed run's next log line covers the same steps as the uninterrupted
+/// run's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
     loss_sum: f64,
     correct: usize,
     examples: usize,
     grad_norm_sum: f64,
     steps: usize,
+    /// Seconds the interval ran before the current session (see [`Interval::paused`]).
+    #[serde(default)]
+    seconds: f64,
 }
 
 impl Interval {
@@ -75,8 +80,18 @@ impl Interval {
         self.examples
     }
 
-    /// The point summarizing the interval, then resets it.
+    /// The interval as a checkpoint keeps it, `seconds` into the current session's part of it.
+    pub fn paused(&self, seconds: f64) -> Self {
+        Self {
+            seconds: self.seconds + seconds,
+            ..self.clone()
+        }
+    }
+
+    /// The point summarizing the interval, `seconds` into the current session's part of it,
+    /// then resets it.
     pub fn finish(&mut self, step: usize, epoch: f64, lr: f64, seconds: f64) -> TrainPoint {
+        let seconds = self.seconds + seconds;
         let examples = self.examples.max(1) as f64;
         let point = TrainPoint {
             step,

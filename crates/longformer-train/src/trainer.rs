@@ -26,7 +26,7 @@ use crate::checkpoint::{self, BestDev, TrainState};
 use crate::curve::training_curve_svg;
 use crate::evaluate::{Evaluation, evaluate, predictions};
 use crate::examples::{DataFingerprint, ExampleSet};
-use crate::metrics::{DevPoint, Interval};
+use crate::metrics::DevPoint;
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::{OptimizerSettings, clip_global_norm};
 use crate::progress::TrainProgress;
@@ -344,7 +344,7 @@ impl Run<'_> {
             self.dir.display()
         ));
 
-        let mut interval = Interval::default();
+        let mut interval = std::mem::take(&mut state.interval);
         let mut interval_start = Instant::now();
         let mut session_start = Instant::now();
         let mut accumulator = GradientsAccumulator::<WikiHopModel>::new();
@@ -407,7 +407,7 @@ impl Run<'_> {
                     "step {step:>6}/{total_steps}  epoch {epoch:6.2}  loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} ex/s  |grad| {:.3}",
                     point.loss, point.accuracy, point.lr, point.examples_per_s, point.grad_norm
                 ));
-                writeln!(metrics_log, "{}", serde_json::json!({"train": &point}))?;
+                log_line(&mut metrics_log, &serde_json::json!({"train": &point}))?;
                 state.history.train.push(point);
             }
             if step % settings.eval_every == 0 || finished {
@@ -424,7 +424,7 @@ impl Run<'_> {
                     point.accuracy,
                     if improved { "  (best)" } else { "" }
                 ));
-                writeln!(metrics_log, "{}", serde_json::json!({"dev": &point}))?;
+                log_line(&mut metrics_log, &serde_json::json!({"dev": &point}))?;
                 if improved {
                     state.best = Some(BestDev {
                         step,
@@ -439,6 +439,7 @@ impl Run<'_> {
             if step % settings.checkpoint_every == 0 || finished || stop {
                 state.wall_seconds += session_start.elapsed().as_secs_f64();
                 session_start = Instant::now();
+                state.interval = interval.paused(interval_start.elapsed().as_secs_f64());
                 let dir = checkpoint::save_checkpoint(
                     self.dir,
                     &model,
@@ -492,7 +493,8 @@ impl Run<'_> {
         );
         let svg = training_curve_svg(&state.history, Some(summary.chance_accuracy), &title);
         let curve = self.dir.join("training_curve.svg");
-        fs::write(&curve, svg).with_context(|| format!("writing {}", curve.display()))?;
+        crate::output::write_file(&curve, svg.as_bytes())
+            .with_context(|| format!("writing {}", curve.display()))?;
         progress.line(&format!(
             "done: dev accuracy {:.4} (best {:.4} at step {}; chance {:.4}) after {} steps in {:.1} s; wrote {}",
             summary.dev_accuracy,
@@ -686,8 +688,9 @@ impl Run<'_> {
         Ok(path)
     }
 
-    /// `metrics.jsonl`, truncated to the lines up to `step` (a resumed run rewrites what the
-    /// lost interval had logged).
+    /// `metrics.jsonl`, cut to the lines up to `step` (a resumed run rewrites what the lost
+    /// interval had logged), open for appending. The cut file replaces the old one whole
+    /// ([`crate::output::write_file`]): a process killed meanwhile leaves one or the other.
     fn metrics_log(&self, step: usize) -> Result<File> {
         let path = self.dir.join("metrics.jsonl");
         let kept: Vec<String> = match fs::read_to_string(&path) {
@@ -707,17 +710,21 @@ impl Run<'_> {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
+        let text: String = kept.iter().map(|line| format!("{line}\n")).collect();
+        crate::output::write_file(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        OpenOptions::new()
+            .append(true)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        for line in kept {
-            writeln!(file, "{line}")?;
-        }
-        Ok(file)
+            .with_context(|| format!("opening {}", path.display()))
     }
+}
+
+/// Appends `value` and a newline to the metrics log in one write, so that a killed process
+/// leaves at most its last line torn (which a resumed run drops).
+fn log_line(file: &mut File, value: &serde_json::Value) -> Result<()> {
+    file.write_all(format!("{value}\n").as_bytes())?;
+    Ok(())
 }
 
 /// `grads` with every parameter's gradient in f32 (the master weights' dtype).

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use longformer_data::{PrepareOptions, WikiHopTokenizer, prepare_file, sample_dir};
 use longformer_model::LongformerConfig;
 use longformer_train::checkpoint::checkpoints;
+use longformer_train::metrics::TrainPoint;
 use longformer_train::trainer::{Interrupted, Trained};
 use longformer_train::{
     Combine, ExampleSet, OptimizerSettings, Precision, Run, Start, TrainSettings, WikiHopModel,
@@ -109,7 +110,12 @@ fn resuming_from_a_checkpoint_continues_exactly() {
     let device = Device::flex();
     let (train, vocab) = sample(16);
     let (dev, _) = sample(4);
-    let settings = settings(); // 8 batches of 2, 2 per step: 4 steps, checkpoints at 2 and 4
+    // 8 batches of 2, 2 per step: 4 steps, checkpoints at 2 and 4, log lines at 3 and 4: the
+    // resumed run's line at 3 covers step 1 and 2 too, from the checkpoint's interval.
+    let settings = TrainSettings {
+        log_every: 3,
+        ..settings()
+    };
     let full_dir = temp_dir("full");
     fn run<'a>(
         dir: &'a Path,
@@ -135,39 +141,47 @@ fn resuming_from_a_checkpoint_continues_exactly() {
         .unwrap();
     assert_eq!(full.summary.optimizer_steps, 4);
     let full_history = read_history(&full_dir);
-    assert_eq!(full_history.len(), 4);
+    assert_eq!(full_history.len(), 2);
 
-    // A copy of the run killed after the checkpoint of step 2.
-    let resumed_dir = temp_dir("resumed");
-    copy_dir(&full_dir, &resumed_dir);
-    for dir in checkpoints(&resumed_dir).unwrap() {
-        if !dir.ends_with("step-00000002") {
-            std::fs::remove_dir_all(dir).unwrap();
+    // Copies of the run killed after the checkpoint of step 2, and after the checkpoint of
+    // step 4 with its state.json lost (as a crash of the machine can leave it): resumed from
+    // step 2 both.
+    for lost_state in [false, true] {
+        let resumed_dir = temp_dir("resumed");
+        copy_dir(&full_dir, &resumed_dir);
+        let step_4 = resumed_dir.join("checkpoints/step-00000004");
+        if lost_state {
+            std::fs::write(step_4.join("state.json"), "").unwrap();
+        } else {
+            std::fs::remove_dir_all(step_4).unwrap();
         }
+        std::fs::remove_file(resumed_dir.join("summary.json")).unwrap();
+        let fresh = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
+        let resumed = run(&resumed_dir, &train, &dev, &settings)
+            .train(Start::Resume(fresh), std::slice::from_ref(&device))
+            .unwrap();
+        let resumed_history = read_history(&resumed_dir);
+        assert_eq!(resumed_history.len(), 2, "{resumed_history:?}");
+        for (a, b) in full_history.iter().zip(&resumed_history) {
+            assert_eq!(a.step, b.step);
+            for (what, x, y) in [
+                ("loss", a.loss, b.loss),
+                ("accuracy", a.accuracy, b.accuracy),
+                ("gradient norm", a.grad_norm, b.grad_norm),
+            ] {
+                assert!(
+                    (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                    "step {}: {what} {x} uninterrupted, {y} resumed (lost state: {lost_state})",
+                    a.step
+                );
+            }
+        }
+        assert_eq!(resumed.summary.optimizer_steps, 4);
+        assert_eq!(resumed.summary.examples_seen, full.summary.examples_seen);
+        assert!((resumed.summary.dev_loss - full.summary.dev_loss).abs() < 1e-5);
+        std::fs::remove_dir_all(resumed_dir).unwrap();
     }
-    std::fs::remove_file(resumed_dir.join("summary.json")).unwrap();
-    let fresh = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
-    let resumed = run(&resumed_dir, &train, &dev, &settings)
-        .train(Start::Resume(fresh), std::slice::from_ref(&device))
-        .unwrap();
-    let resumed_history = read_history(&resumed_dir);
-    assert_eq!(resumed_history.len(), 4, "{resumed_history:?}");
-    for (a, b) in full_history.iter().zip(&resumed_history) {
-        assert_eq!(a.0, b.0);
-        assert!(
-            (a.1 - b.1).abs() <= 1e-5 * a.1.abs().max(1.0),
-            "step {}: loss {} uninterrupted, {} resumed",
-            a.0,
-            a.1,
-            b.1
-        );
-    }
-    assert_eq!(resumed.summary.optimizer_steps, 4);
-    assert_eq!(resumed.summary.examples_seen, full.summary.examples_seen);
-    assert!((resumed.summary.dev_loss - full.summary.dev_loss).abs() < 1e-5);
-    for dir in [full_dir, resumed_dir] {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
+    std::fs::remove_dir_all(full_dir).unwrap();
 }
 
 #[test]
@@ -217,15 +231,14 @@ fn a_stop_request_checkpoints_the_current_step_and_the_run_resumes() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// (step, loss) of every training log line in `metrics.jsonl`.
-fn read_history(dir: &Path) -> Vec<(u64, f64)> {
+/// Every training log line in `metrics.jsonl`.
+fn read_history(dir: &Path) -> Vec<TrainPoint> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .filter_map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let p = v.get("train")?;
-            Some((p["step"].as_u64().unwrap(), p["loss"].as_f64().unwrap()))
+            Some(serde_json::from_value(v.get("train")?.clone()).unwrap())
         })
         .collect()
 }
@@ -357,7 +370,13 @@ fn two_devices_train_like_one() {
     );
     assert_eq!(read_history(&one_dir).len(), read_history(&two_dir).len());
     for (x, y) in read_history(&one_dir).iter().zip(&read_history(&two_dir)) {
-        assert!((x.1 - y.1).abs() < 1e-4, "step {}: {} vs {}", x.0, x.1, y.1);
+        assert!(
+            (x.loss - y.loss).abs() < 1e-4,
+            "step {}: {} vs {}",
+            x.step,
+            x.loss,
+            y.loss
+        );
     }
     for dir in [one_dir, two_dir] {
         std::fs::remove_dir_all(dir).unwrap();
@@ -414,7 +433,13 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
     let (ha, hb) = (read_history(&f32_dir), read_history(&bf16_dir));
     assert_eq!(ha.len(), hb.len());
     for (x, y) in ha.iter().zip(&hb) {
-        assert!((x.1 - y.1).abs() < 2e-2, "step {}: {} vs {}", x.0, x.1, y.1);
+        assert!(
+            (x.loss - y.loss).abs() < 2e-2,
+            "step {}: {} vs {}",
+            x.step,
+            x.loss,
+            y.loss
+        );
     }
     // f16 (no loss scaling) and a device without bf16 are refused, with the reason.
     let refused = |precision, device| match run(&temp_dir("refused"), precision, device) {
