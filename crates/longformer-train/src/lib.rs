@@ -20,6 +20,7 @@ pub mod model;
 pub mod optimization;
 pub mod output;
 pub mod progress;
+pub mod run_lock;
 pub mod trainer;
 
 pub use backend::Precision;

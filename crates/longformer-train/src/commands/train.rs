@@ -29,7 +29,9 @@ use crate::examples::ExampleSet;
 use crate::init::{ConfigChoice, ModelSource, check_tokenizer};
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::OptimizerSettings;
+use crate::output::write_file;
 use crate::progress::note;
+use crate::run_lock::RunLock;
 use crate::trainer::{Interrupted, Run, Start, TrainSettings};
 
 /// Flags of `longformer train`.
@@ -295,7 +297,9 @@ pub fn load_examples(
 pub fn run(args: TrainArgs) -> Result<()> {
     let devices = args.backend.devices(args.devices)?;
     let autodiff = devices[0].clone().autodiff();
-    let (run_dir, record, start, config, tokenizer) = match &args.resume {
+    // `lock`: a resumed run's directory is locked before anything else (see `run_lock`); a new
+    // one once its data is ready, below.
+    let (run_dir, record, start, config, tokenizer, model_dir, lock) = match &args.resume {
         Some(run_dir) => {
             if let Some(flag) = settings_flag_given(&args) {
                 bail!(
@@ -303,6 +307,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 );
             }
             let record = RunRecord::read(run_dir)?;
+            let lock = RunLock::acquire(run_dir)?;
             // Before the data is prepared: a run without a checkpoint has nothing to resume.
             crate::checkpoint::latest_checkpoint(run_dir)?;
             let config = RunRecord::model_config(run_dir)?;
@@ -316,6 +321,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 Start::Resume(model),
                 config,
                 tokenizer,
+                None,
+                Some(lock),
             )
         }
         None => {
@@ -368,7 +375,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 },
                 settings,
             };
-            (run_dir, record, Start::Fresh(model), config, tokenizer)
+            let model_dir = source.dir().map(Path::to_path_buf);
+            (
+                run_dir,
+                record,
+                Start::Fresh(model),
+                config,
+                tokenizer,
+                model_dir,
+                None,
+            )
         }
     };
     let mut options = record.prepare_options();
@@ -377,14 +393,21 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let train = load_examples(&record.train, &tokenizer, &options)?;
     let dev = load_examples(&record.dev, &tokenizer, &options)?;
-    if matches!(start, Start::Fresh(_)) {
-        // Written only now that the run can start: a failed start leaves no half-made run.
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
-        write_json(&run_dir.join("run.json"), &record)?;
-        std::fs::write(run_dir.join("config.json"), config.to_hf_json())
-            .with_context(|| format!("writing {}", run_dir.join("config.json").display()))?;
-    }
+    // Held until the process ends: one process per run directory.
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => {
+            // A new run, written only now that it can start: a failed start leaves no
+            // half-made run.
+            let lock = RunLock::acquire(&run_dir)?;
+            // Again, under the lock: another process may have started a run there meanwhile.
+            check_run_dir(&run_dir, model_dir.as_deref())?;
+            write_json(&run_dir.join("run.json"), &record)?;
+            write_file(&run_dir.join("config.json"), config.to_hf_json().as_bytes())
+                .with_context(|| format!("writing {}", run_dir.join("config.json").display()))?;
+            lock
+        }
+    };
     let stop = stop_on_signal();
     let run = Run {
         dir: &run_dir,
@@ -535,7 +558,7 @@ fn check_run_dir(run_dir: &Path, model: Option<&Path>) -> Result<()> {
             run_dir.display()
         );
     }
-    let mut entries = match std::fs::read_dir(run_dir) {
+    let entries = match std::fs::read_dir(run_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", run_dir.display())),
@@ -548,6 +571,11 @@ fn check_run_dir(run_dir: &Path, model: Option<&Path>) -> Result<()> {
             run_dir.display()
         );
     }
+    let mut entries = entries.filter(|entry| {
+        entry
+            .as_ref()
+            .map_or(true, |e| e.file_name() != crate::run_lock::LOCK_FILE)
+    });
     if entries.next().is_some() && !run_dir.join("run.json").is_file() {
         bail!(
             "--run-dir {} exists, is not empty and holds no run: pick another or an empty one",
