@@ -103,6 +103,7 @@ fn main() -> ExitCode {
         }
     };
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    die_with_this_process(&mut cargo);
     // Not `--quiet`: the first build compiles Burn for half an hour, and says so as it goes.
     cargo.args(["run", "-p", "longformer-train", "--bin", "longformer"]);
     if let Some(features) = backend.extra_features() {
@@ -215,6 +216,53 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
     status.code().unwrap_or(1).clamp(1, 255) as u8
 }
 
+/// Makes the process `command` starts receive SIGTERM when this process dies, however it dies
+/// (`kill -9` included), so that it is not left running as an orphan: a restarter that then runs
+/// `--resume` would otherwise have two trainers writing one run directory. `cargo run` `exec`s the
+/// `longformer` binary in its own place, so the trainer is this process's direct child and the
+/// parent-death signal, which survives `execve`, reaches it; it answers SIGTERM as it answers
+/// Ctrl-C, by checkpointing after its current optimizer step. Linux only (`PR_SET_PDEATHSIG`);
+/// elsewhere a no-op.
+///
+/// The signal is sent when the *thread* that spawned the child exits: `main` spawns and waits.
+#[cfg(target_os = "linux")]
+fn die_with_this_process(command: &mut Command) {
+    die_with_parent(command, std::process::id());
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_this_process(_command: &mut Command) {}
+
+/// [`die_with_this_process`] for a `parent` given (this process's id but in a test): set in the
+/// child between `fork` and `exec`. If the parent died before `prctl` ran, no signal will come:
+/// the child then finds another parent (init or a subreaper) and exits before `exec`.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command, parent: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before `exec` and calls only `prctl`, `getppid`
+    // and `_exit`, all async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                // `_exit` rather than `raise(SIGTERM)`: SIGTERM may be inherited ignored or
+                // blocked. Nobody is left to read the status; 143 reads as "ended by SIGTERM".
+                libc::_exit(128 + libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The child's process id, for [`forward_termination`].
 #[cfg(unix)]
 static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
@@ -321,5 +369,89 @@ mod tests {
         }
         assert!(defaults("encode", &args(&["--model=dir", "--input=x.json"])).is_empty());
         assert!(defaults("train", &args(&[])).is_empty());
+    }
+
+    /// Set in the copy of the test binary that [`a_child_gets_sigterm_when_its_parent_is_killed`]
+    /// runs as the parent to kill: the folder its child reports in.
+    #[cfg(target_os = "linux")]
+    const PARENT_FOLDER: &str = "XTASK_TEST_PARENT_FOLDER";
+
+    /// A parent (this test binary again, running only this test) starts a shell through
+    /// [`die_with_this_process`], as `main` starts cargo, and is SIGKILLed: the shell gets SIGTERM.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_gets_sigterm_when_its_parent_is_killed() {
+        use std::time::{Duration, Instant};
+        if let Some(folder) = std::env::var_os(PARENT_FOLDER) {
+            // The parent: start the child, then wait to be killed.
+            let mut child = Command::new("sh");
+            child
+                .args(["-c", r#"trap 'echo > "$0/term"; exit 0' TERM; echo $$ > "$0/ready"; while :; do sleep 0.05; done"#])
+                .arg(folder);
+            die_with_this_process(&mut child);
+            // Waits in the spawning thread: the signal comes when that thread ends, not the process.
+            let _ = child.spawn().expect("spawn sh").wait();
+            return;
+        }
+        let folder = std::env::temp_dir().join(format!("xtask-pdeathsig-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut parent = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::a_child_gets_sigterm_when_its_parent_is_killed",
+                "--test-threads=1",
+            ])
+            .env(PARENT_FOLDER, &folder)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let appears = |name: &str| {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if folder.join(name).exists() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        };
+        let ready = appears("ready");
+        parent.kill().unwrap(); // SIGKILL: no handler, no cleanup in the parent
+        parent.wait().unwrap();
+        let term = ready && appears("term");
+        if ready && !term {
+            // The failure this test is for leaves the shell running: end it.
+            let pid = std::fs::read_to_string(folder.join("ready")).unwrap_or_default();
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: plain `kill`; the shell is orphaned and still running.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&folder);
+        assert!(ready, "the child never started");
+        assert!(term, "the child got no SIGTERM when its parent was killed");
+    }
+
+    /// The race: a child whose parent is already gone when `prctl` runs (here: whose expected
+    /// parent is not its parent) exits before `exec` instead of running unwatched.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_whose_parent_is_gone_before_prctl_does_not_run() {
+        let marker = std::env::temp_dir().join(format!("xtask-orphan-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let mut child = Command::new("sh");
+        child.args(["-c", r#"echo > "$0""#]).arg(&marker);
+        die_with_parent(&mut child, u32::MAX);
+        let status = child.spawn().unwrap().wait().unwrap();
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+        assert!(!marker.exists(), "the orphan ran its command");
+        // With the right parent it runs.
+        let mut child = Command::new("sh");
+        child.args(["-c", r#"echo > "$0""#]).arg(&marker);
+        die_with_this_process(&mut child);
+        assert!(child.status().unwrap().success());
+        assert!(marker.exists());
+        let _ = std::fs::remove_file(&marker);
     }
 }
