@@ -225,8 +225,11 @@ pub struct Checkpoint {
 pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
     let Some(dir) = checkpoints(run_dir)?.pop() else {
         bail!(
-            "{} has no complete checkpoint (looked for checkpoints/step-*/)",
-            run_dir.display()
+            "{} has no complete checkpoint (looked for checkpoints/step-*/): the run stopped \
+             before its first one; start it again with its original command (its settings are \
+             in {})",
+            run_dir.display(),
+            run_dir.join("run.json").display()
         );
     };
     Ok(dir)
