@@ -231,6 +231,22 @@ fn a_stop_request_checkpoints_the_current_step_and_the_run_resumes() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// The runs in `a` and `b` logged the same steps, with training losses within `tolerance`.
+fn assert_same_losses(a: &Path, b: &Path, tolerance: f64) {
+    let (ha, hb) = (read_history(a), read_history(b));
+    assert_eq!(ha.len(), hb.len());
+    for (x, y) in ha.iter().zip(&hb) {
+        assert_eq!(x.step, y.step);
+        assert!(
+            (x.loss - y.loss).abs() < tolerance,
+            "step {}: {} vs {}",
+            x.step,
+            x.loss,
+            y.loss
+        );
+    }
+}
+
 /// Every training log line in `metrics.jsonl`.
 fn read_history(dir: &Path) -> Vec<TrainPoint> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -368,16 +384,7 @@ fn two_devices_train_like_one() {
         (a - b).abs() < 1e-4 * a.abs().max(1.0),
         "dev loss {a} on one device, {b} on two"
     );
-    assert_eq!(read_history(&one_dir).len(), read_history(&two_dir).len());
-    for (x, y) in read_history(&one_dir).iter().zip(&read_history(&two_dir)) {
-        assert!(
-            (x.loss - y.loss).abs() < 1e-4,
-            "step {}: {} vs {}",
-            x.step,
-            x.loss,
-            y.loss
-        );
-    }
+    assert_same_losses(&one_dir, &two_dir, 1e-4);
     for dir in [one_dir, two_dir] {
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -430,17 +437,7 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
         (a - b).abs() < 2e-2 * a.abs().max(1.0),
         "dev loss {a} with f32 passes, {b} with bf16 passes"
     );
-    let (ha, hb) = (read_history(&f32_dir), read_history(&bf16_dir));
-    assert_eq!(ha.len(), hb.len());
-    for (x, y) in ha.iter().zip(&hb) {
-        assert!(
-            (x.loss - y.loss).abs() < 2e-2,
-            "step {}: {} vs {}",
-            x.step,
-            x.loss,
-            y.loss
-        );
-    }
+    assert_same_losses(&f32_dir, &bf16_dir, 2e-2);
     // f16 (no loss scaling) and a device without bf16 are refused, with the reason.
     let refused = |precision, device| match run(&temp_dir("refused"), precision, device) {
         Ok(_) => panic!("{precision:?} trained"),
