@@ -34,7 +34,8 @@ pub struct RunLock {
 
 impl RunLock {
     /// Locks `run_dir` (creating it), then removes the scratch files of earlier processes
-    /// ([`remove_scratch`]). An error names the directory and the process that holds it.
+    /// ([`remove_scratch`]). An error names the directory and the process that holds it; where
+    /// the file system has no locks, a note on stderr says so and the run goes on.
     pub fn acquire(run_dir: &Path) -> Result<Self> {
         fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let path = run_dir.join(LOCK_FILE);
@@ -62,9 +63,13 @@ impl RunLock {
                     run_dir.display()
                 );
             }
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()));
-            }
+            // A file system without locks (some network and FUSE mounts) must not stop
+            // training: it goes on unguarded, and says so.
+            Err(TryLockError::Error(e)) => crate::progress::note(&format!(
+                "cannot lock {} ({e}): a second process training in {} would not be refused",
+                path.display(),
+                run_dir.display()
+            )),
         }
         file.set_len(0)
             .and_then(|()| writeln!(file, "{}", std::process::id()))
