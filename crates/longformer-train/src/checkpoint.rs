@@ -223,16 +223,19 @@ pub struct Checkpoint {
 /// The newest complete checkpoint directory of `run_dir`; an error naming the run directory
 /// when it has none.
 pub fn latest_checkpoint(run_dir: &Path) -> Result<PathBuf> {
-    let Some(dir) = checkpoints(run_dir)?.pop() else {
-        bail!(
-            "{} has no complete checkpoint (looked for checkpoints/step-*/): the run stopped \
-             before its first one; start it again with its original command (its settings are \
-             in {})",
-            run_dir.display(),
-            run_dir.join("run.json").display()
-        );
-    };
-    Ok(dir)
+    checkpoints(run_dir)?
+        .pop()
+        .ok_or_else(|| no_checkpoint(run_dir))
+}
+
+/// The error for a run directory without a complete checkpoint.
+fn no_checkpoint(run_dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} has no complete checkpoint (looked for checkpoints/step-*/): the run stopped before \
+         its first one; start it again with its original command (its settings are in {})",
+        run_dir.display(),
+        run_dir.join("run.json").display()
+    )
 }
 
 /// Loads the newest complete checkpoint of `run_dir` into `model` and `optimizer` (freshly
@@ -245,8 +248,7 @@ pub fn load_latest(
     optimizer: ModuleOptimizer,
     device: &Device,
 ) -> Result<Checkpoint> {
-    let newest = latest_checkpoint(run_dir)?;
-    let mut first_error = None;
+    let mut first_error: Option<anyhow::Error> = None;
     for dir in checkpoints(run_dir)?.into_iter().rev() {
         match load_checkpoint(&dir, model.clone(), optimizer.clone(), device) {
             Ok(checkpoint) => return Ok(checkpoint),
@@ -259,12 +261,13 @@ pub fn load_latest(
             }
         }
     }
-    Err(first_error
-        .unwrap_or_else(|| anyhow::anyhow!("{} disappeared", newest.display()))
-        .context(format!(
+    Err(match first_error {
+        Some(e) => e.context(format!(
             "no checkpoint of {} can be read",
             run_dir.display()
-        )))
+        )),
+        None => no_checkpoint(run_dir),
+    })
 }
 
 /// Loads the checkpoint in `dir`.
