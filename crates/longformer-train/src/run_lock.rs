@@ -80,9 +80,10 @@ impl RunLock {
 }
 
 /// Removes what a process killed while writing leaves in `run_dir`: temporary siblings of the
-/// run's files (`.NAME.tmp-PID-N`), partial weights in `best/` and `final/`
-/// (`model.bpk.partial*`), and partial checkpoints (`checkpoints/step-N.partial/`). Only for
-/// the holder of the [`RunLock`]: another process's files in progress would go too.
+/// run's files (`.NAME.tmp-PID-N`), partial weights in `best/` and `final/` (anything named
+/// `model.bpk.*`: the burnpack store's `model.bpk.PID-N.tmp`, or older runs'
+/// `model.bpk.partial`), and partial checkpoints (`checkpoints/step-N.partial/`). Only for the
+/// holder of the [`RunLock`]: another process's files in progress would go too.
 pub fn remove_scratch(run_dir: &Path) -> Result<()> {
     let is_temporary = |name: &str| {
         REPLACED_FILES
@@ -92,7 +93,7 @@ pub fn remove_scratch(run_dir: &Path) -> Result<()> {
     remove_entries(run_dir, is_temporary)?;
     for weights in ["best", "final"] {
         remove_entries(&run_dir.join(weights), |name| {
-            name.starts_with("model.bpk.partial")
+            name.starts_with("model.bpk.")
         })?;
     }
     remove_entries(&run_dir.join("checkpoints"), |name| {
@@ -160,6 +161,7 @@ mod tests {
             "best/model.bpk.partial",
             "best/model.bpk.partial.41-2.tmp",
             "final/model.bpk.partial.41-7.tmp",
+            "final/model.bpk.41-8.tmp",
             "checkpoints/step-00000003.partial/model.bpk",
         ];
         let kept = [

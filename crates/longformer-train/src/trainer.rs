@@ -677,14 +677,13 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Writes `RUN_DIR/<name>/model.bpk` atomically.
+    /// Writes `RUN_DIR/<name>/model.bpk` (atomically: the burnpack store writes a temporary
+    /// sibling and renames it).
     fn save_final(&self, model: &WikiHopModel, name: &str) -> Result<PathBuf> {
         let dir = self.dir.join(name);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join("model.bpk.partial");
-        checkpoint::save_model(model, &tmp)?;
         let path = dir.join("model.bpk");
-        fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+        checkpoint::save_model(model, &path)?;
         Ok(path)
     }
 
