@@ -44,6 +44,16 @@ impl Summary {
         counts
     }
 
+    /// [`skipped_by_kind`](Self::skipped_by_kind) as text: `2 no supports, 1 duplicate id`.
+    pub fn skipped_kinds(&self) -> String {
+        let kinds: Vec<String> = self
+            .skipped_by_kind()
+            .into_iter()
+            .map(|(kind, n)| format!("{n} {kind}"))
+            .collect();
+        kinds.join(", ")
+    }
+
     /// Mean tokens per example before chunking.
     pub fn mean_example_tokens(&self) -> f64 {
         self.example_tokens as f64 / self.examples.max(1) as f64
@@ -68,16 +78,11 @@ impl fmt::Display for Summary {
         if self.skipped.is_empty() {
             return write!(f, "skipped 0 records");
         }
-        let kinds: Vec<String> = self
-            .skipped_by_kind()
-            .into_iter()
-            .map(|(kind, n)| format!("{n} {kind}"))
-            .collect();
         write!(
             f,
             "skipped {} records: {}",
             self.skipped.len(),
-            kinds.join(", ")
+            self.skipped_kinds()
         )?;
         for record in self.skipped.iter().take(LISTED_SKIPPED) {
             write!(

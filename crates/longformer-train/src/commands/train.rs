@@ -270,15 +270,10 @@ pub fn load_examples(
         let why = if summary.skipped.is_empty() {
             format!("it holds {} records", summary.records)
         } else {
-            let kinds: Vec<String> = summary
-                .skipped_by_kind()
-                .into_iter()
-                .map(|(kind, n)| format!("{n} {kind}"))
-                .collect();
             format!(
                 "all {} of its records were skipped: {} (see `longformer prepare --strict`)",
                 summary.records,
-                kinds.join(", ")
+                summary.skipped_kinds()
             )
         };
         bail!("{} has no usable example: {why}", path.display());
