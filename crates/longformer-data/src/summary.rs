@@ -44,7 +44,7 @@ impl Summary {
         counts
     }
 
-    /// [`skipped_by_kind`](Self::skipped_by_kind) as text: `2 no supports, 1 duplicate id`.
+    /// [`skipped_by_kind`](Self::skipped_by_kind) as text: `2 empty supports, 1 duplicate id`.
     pub fn skipped_kinds(&self) -> String {
         let kinds: Vec<String> = self
             .skipped_by_kind()
