@@ -173,10 +173,8 @@ impl TrainedRun {
     /// Loads the run in `run_dir` with the weights `which` names ([`run_weights`]) on `device`.
     pub fn load(run_dir: &Path, which: &str, device: &Device) -> Result<Self> {
         let record = RunRecord::read(run_dir)?;
-        let config = RunRecord::model_config(run_dir)?;
         let weights = run_weights(run_dir, which)?;
-        let tokenizer = record.tokenizer(run_dir)?;
-        record.check_model(run_dir, &tokenizer, &config)?;
+        let (config, tokenizer) = record.model_and_tokenizer(run_dir)?;
         let model = load_model(WikiHopModel::init(&config, device), &weights)?;
         Ok(Self {
             record,
@@ -202,6 +200,18 @@ impl RunRecord {
         Ok(LongformerConfig::from_json_file(
             run_dir.join("config.json"),
         )?)
+    }
+
+    /// The model configuration (`config.json`) and the tokenizer of the run in `run_dir`,
+    /// checked against each other ([`check_model`](Self::check_model)).
+    pub fn model_and_tokenizer(
+        &self,
+        run_dir: &Path,
+    ) -> Result<(LongformerConfig, WikiHopTokenizer)> {
+        let config = Self::model_config(run_dir)?;
+        let tokenizer = self.tokenizer(run_dir)?;
+        self.check_model(run_dir, &tokenizer, &config)?;
+        Ok((config, tokenizer))
     }
 
     /// The run's tokenizer, from the path `run.json` records (named in the error when it has
@@ -305,9 +315,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let lock = RunLock::acquire(run_dir)?;
             // Before the data is prepared: a run without a checkpoint has nothing to resume.
             crate::checkpoint::latest_checkpoint(run_dir)?;
-            let config = RunRecord::model_config(run_dir)?;
-            let tokenizer = record.tokenizer(run_dir)?;
-            record.check_model(run_dir, &tokenizer, &config)?;
+            let (config, tokenizer) = record.model_and_tokenizer(run_dir)?;
             record.settings.check_devices(&devices)?;
             let model = WikiHopModel::init(&config, &autodiff);
             (
