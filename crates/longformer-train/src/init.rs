@@ -89,7 +89,7 @@ impl ModelSource {
             Self::Random(choice) => {
                 let config = choice.config(vocab_size, tokenizer.pad_id() as usize)?;
                 config.validate()?;
-                if let Self::Random(ConfigChoice::File(path)) = self {
+                if let ConfigChoice::File(path) = choice {
                     check_tokenizer(tokenizer, &config, path)?;
                 }
                 Ok((WikiHopModel::init(&config, device), config))
