@@ -289,16 +289,16 @@ const ROBERTA_CLASSES: [&str; 4] = [
 ///
 /// `dir` may also be the path of a `tokenizer.json` file, taken as written.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, DataError> {
+    if dir.is_file() {
+        return tokenizer_from_file(dir);
+    }
     // A missing directory is named as such, not by the first file looked for inside it.
-    if !dir.is_file() && !has_tokenizer_files(dir) {
+    if !has_tokenizer_files(dir) {
         return Err(missing_sample(Path::new(SAMPLE_DIR), dir).unwrap_or(
             DataError::TokenizerNotFound {
                 dir: dir.to_path_buf(),
             },
         ));
-    }
-    if dir.is_file() {
-        return tokenizer_from_file(dir);
     }
     let tokenizer_json = dir.join("tokenizer.json");
     let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
