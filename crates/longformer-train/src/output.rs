@@ -9,6 +9,7 @@
 //! socket at the path, or a link to one (`/dev/null`, `/dev/stdout`), is written to, never
 //! replaced. A directory at the path is an error.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,27 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// The bytes of a safetensors file holding f32 tensors, each `(name, values, shape)` (values
+/// row-major), with `metadata` in its header.
+pub fn f32_safetensors(
+    tensors: &[(&str, &[f32], Vec<usize>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, values, _)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, _, shape), bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|view| (*name, view))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, metadata)
 }
 
 /// An error when `path` cannot be an output file: it is a directory (following links). For

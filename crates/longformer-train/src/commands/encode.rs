@@ -1,7 +1,6 @@
 //! `longformer encode`: run the encoder on ids from a JSON file (or text) and save
 //! `last_hidden_state`, or, with `--head`, run a HuggingFace task head and save its logits.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -542,17 +541,11 @@ fn tokenize(
 }
 
 fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = outputs
+    let tensors: Vec<(&str, &[f32], Vec<usize>)> = outputs
         .iter()
-        .map(|(_, values, _)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map(|(name, values, dims)| (*name, values.as_slice(), dims.clone()))
         .collect();
-    let mut tensors = HashMap::new();
-    for ((name, _, dims), bytes) in outputs.iter().zip(&bytes) {
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.clone(), bytes)?;
-        tensors.insert(name.to_string(), view);
-    }
-    let file = safetensors::serialize(&tensors, None)?;
+    let file = crate::output::f32_safetensors(&tensors, None)?;
     crate::output::write_file(path, &file).with_context(|| format!("writing {}", path.display()))
 }
 

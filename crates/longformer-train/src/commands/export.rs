@@ -17,7 +17,7 @@ use longformer_model::save_pretrained;
 
 use crate::commands::train::TrainedRun;
 use crate::model::WikiHopModel;
-use crate::output::write_file;
+use crate::output::{f32_safetensors, write_file};
 use crate::progress::note;
 
 /// Flags of `longformer export`.
@@ -122,12 +122,9 @@ fn answer_head_file(model: &WikiHopModel) -> Result<Vec<u8>> {
     let weight = model.answer_score.weight.val();
     let [hidden, _] = weight.dims();
     let values: Vec<f32> = weight.into_data().convert::<f32>().iter::<f32>().collect();
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, hidden], &bytes)?;
     let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    Ok(safetensors::serialize(
-        [("answer_score.weight", view)],
+    Ok(f32_safetensors(
+        &[("answer_score.weight", &values, vec![1, hidden])],
         Some(metadata),
     )?)
 }
