@@ -21,6 +21,7 @@ pub mod optimization;
 pub mod output;
 pub mod progress;
 pub mod run_lock;
+mod stop_signal;
 pub mod trainer;
 
 pub use backend::Precision;
