@@ -4,12 +4,12 @@
 
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use longformer_model::AttentionLayout;
 use longformer_model::attention::global::{GlobalProjections, global_rows, split_heads};
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
 use longformer_model::attention::{
     AttentionMasks, LocalAttentionKernel, SlidingWindowAttention, SlidingWindowAttentionConfig,
 };
+use longformer_model::{AttentionLayout, DropoutSeed};
 
 /// `d_model` of longformer-base.
 pub const D_MODEL: usize = 768;
@@ -83,6 +83,7 @@ impl AttentionCase {
             &self.masks,
             pattern,
             &self.dropout,
+            DropoutSeed::new(0),
             false,
             LocalAttentionKernel::Auto,
         );
@@ -102,14 +103,20 @@ impl AttentionCase {
             value: &self.attention.value_global,
             dropout: &self.dropout,
         };
-        let (context, _) = global_rows(self.hidden.clone(), projections, slots, N_HEADS);
+        let (context, _) = global_rows(
+            self.hidden.clone(),
+            projections,
+            slots,
+            N_HEADS,
+            DropoutSeed::new(0),
+        );
         context.into_data().num_elements()
     }
 
     /// The whole layer attention (projections, local and global), as the model runs it.
     pub fn run_layer(&self) -> usize {
         self.attention
-            .forward(self.hidden.clone(), &self.masks)
+            .forward(self.hidden.clone(), &self.masks, DropoutSeed::new(0))
             .into_data()
             .num_elements()
     }

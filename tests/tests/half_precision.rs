@@ -8,7 +8,7 @@ use burn::module::Param;
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 use longformer_model::precision::check_float_dtype;
 use longformer_model::{
-    InputError, LongformerInput, LongformerModel, cast_float_params, load_pretrained,
+    DropoutSeed, InputError, LongformerInput, LongformerModel, cast_float_params, load_pretrained,
 };
 use longformer_tests::{devices, fixtures_dir, max_abs_diff, read_safetensors};
 
@@ -98,9 +98,11 @@ fn f16_global_scores_beyond_f16_range_stay_finite() {
     let model = cast_float_params(model, FloatDType::F16, &device).unwrap();
 
     // What a pure-f16 score product gives for layer 0.
-    let hidden = model
-        .embeddings
-        .forward(input.input_ids.clone(), input.token_type_ids.clone());
+    let hidden = model.embeddings.forward(
+        input.input_ids.clone(),
+        input.token_type_ids.clone(),
+        DropoutSeed::new(0), // inference: unread
+    );
     let attn = &model.encoder.layer[0].attention.self_attn;
     let heads = |x: Tensor<3>| {
         let [b, l, d] = x.dims();

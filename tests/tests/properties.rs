@@ -6,7 +6,8 @@ use longformer_model::attention::{
     AttentionMasks, LocalAttentionKernel, SlidingWindowAttentionConfig,
 };
 use longformer_model::{
-    AttentionDilation, AttentionLayout, AttentionWindow, LongformerConfig, LongformerInput,
+    AttentionDilation, AttentionLayout, AttentionWindow, DropoutSeed, LongformerConfig,
+    LongformerInput,
 };
 use longformer_tests::dense_reference::dense_attention;
 use longformer_tests::{devices, max_abs_diff_tensors};
@@ -62,7 +63,7 @@ fn check_inference_against_dense(
         device,
     );
     let masks = AttentionMasks::new(layout.clone(), device);
-    let banded = attn.forward(x.clone(), &masks);
+    let banded = attn.forward(x.clone(), &masks, DropoutSeed::new(0)); // no dropout outside training
     let dense = dense_attention(&attn, x, layout);
     let diff = max_abs_diff_tensors(banded, dense);
     assert!(
@@ -85,7 +86,7 @@ fn check_against_dense(
     let x =
         Tensor::<3>::random([batch, len, d], Distribution::Normal(0.0, 1.0), device).require_grad();
     let masks = AttentionMasks::new(layout.clone(), device);
-    let banded = attn.forward(x.clone(), &masks);
+    let banded = attn.forward(x.clone(), &masks, DropoutSeed::new(0)); // no dropout outside training
     let dense = dense_attention(&attn, x.clone(), layout);
     let diff = max_abs_diff_tensors(banded.clone().detach(), dense.clone().detach());
     assert!(diff < 1e-5, "{label}: outputs differ by {diff}");

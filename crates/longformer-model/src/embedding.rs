@@ -6,6 +6,8 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::dropout::{DropoutSeed, seeded_dropout};
+
 /// Configuration of [`LongformerEmbeddings`].
 #[derive(Config, Debug)]
 pub struct LongformerEmbeddingsConfig {
@@ -61,7 +63,7 @@ pub struct LongformerEmbeddings {
 }
 
 impl LongformerEmbeddings {
-    /// Embeds token ids.
+    /// Embeds token ids; `seed` seeds the dropout (unread outside training).
     ///
     /// # Shapes
     /// - input_ids: `[batch_size, seq_length]`
@@ -71,13 +73,14 @@ impl LongformerEmbeddings {
         &self,
         input_ids: Tensor<2, Int>,
         token_type_ids: Option<Tensor<2, Int>>,
+        seed: DropoutSeed,
     ) -> Tensor<3> {
         let position_ids = position_ids(input_ids.clone(), self.pad_token_id);
         let token_type_ids = token_type_ids.unwrap_or_else(|| input_ids.zeros_like());
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(position_ids)
             + self.token_type_embeddings.forward(token_type_ids);
-        self.dropout.forward(self.layer_norm.forward(x))
+        seeded_dropout(&self.dropout, self.layer_norm.forward(x), seed)
     }
 }
 

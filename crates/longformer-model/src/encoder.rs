@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::attention::{AttentionMasks, AttentionProbs};
+use crate::dropout::DropoutSeed;
 use crate::layer::LongformerLayer;
 
 /// The encoder layers, applied in order.
@@ -14,7 +15,8 @@ pub struct LongformerEncoder {
 }
 
 impl LongformerEncoder {
-    /// Runs every layer; collects each layer's attention probabilities when `with_probs`.
+    /// Runs every layer; collects each layer's attention probabilities when `with_probs`. Layer
+    /// `i`'s dropout seed is `seed.child(i)` (unread outside training).
     ///
     /// # Shapes
     /// - hidden: `[batch_size, seq_length, d_model]`
@@ -23,9 +25,10 @@ impl LongformerEncoder {
         &self,
         hidden: Tensor<3>,
         masks: &AttentionMasks,
+        seed: DropoutSeed,
         with_probs: bool,
     ) -> (Tensor<3>, Vec<AttentionProbs>) {
-        let (hidden, probs, _) = self.forward_collecting(hidden, masks, with_probs, false);
+        let (hidden, probs, _) = self.forward_collecting(hidden, masks, seed, with_probs, false);
         (hidden, probs)
     }
 
@@ -37,6 +40,7 @@ impl LongformerEncoder {
         &self,
         mut hidden: Tensor<3>,
         masks: &AttentionMasks,
+        seed: DropoutSeed,
         with_probs: bool,
         with_hidden_states: bool,
     ) -> (Tensor<3>, Vec<AttentionProbs>, Vec<Tensor<3>>) {
@@ -46,8 +50,8 @@ impl LongformerEncoder {
             all_hidden.reserve(self.layer.len() + 1);
             all_hidden.push(hidden.clone());
         }
-        for layer in &self.layer {
-            let (out, probs) = layer.forward(hidden, masks, with_probs);
+        for (i, layer) in self.layer.iter().enumerate() {
+            let (out, probs) = layer.forward(hidden, masks, seed.child(i as u64), with_probs);
             hidden = out;
             all_probs.extend(probs);
             if with_hidden_states {

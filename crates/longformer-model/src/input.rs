@@ -3,6 +3,7 @@
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
+use crate::dropout::DropoutSeed;
 use crate::error::InputError;
 
 /// A batch of token ids with HuggingFace's two masks.
@@ -29,6 +30,9 @@ pub struct LongformerInput {
     pub global_attention_mask: Option<Tensor<2, Bool>>,
     /// Segment ids (all zero when absent).
     pub token_type_ids: Option<Tensor<2, Int>>,
+    /// The seed of the forward pass's dropout masks (training only; see
+    /// [`with_dropout_seed`](Self::with_dropout_seed)).
+    pub dropout_seed: Option<DropoutSeed>,
 }
 
 impl LongformerInput {
@@ -39,6 +43,7 @@ impl LongformerInput {
             attention_mask: None,
             global_attention_mask: None,
             token_type_ids: None,
+            dropout_seed: None,
         }
     }
 
@@ -58,6 +63,30 @@ impl LongformerInput {
     pub fn with_token_type_ids(mut self, ids: Tensor<2, Int>) -> Self {
         self.token_type_ids = Some(ids);
         self
+    }
+
+    /// Seeds the dropout of a training forward pass: every mask is then a function of `seed`
+    /// and the element's position ([`crate::dropout`]), the same on every backend, in every
+    /// process and whatever ran on the device before. Without it, a training pass draws its
+    /// seed from the device's generator ([`DropoutSeed::draw`]). Outside training (no autodiff,
+    /// or dropout frozen) the seed is not read.
+    pub fn with_dropout_seed(mut self, seed: impl Into<DropoutSeed>) -> Self {
+        self.dropout_seed = Some(seed.into());
+        self
+    }
+
+    /// The seed this input's forward pass draws its dropout masks from: the one set by
+    /// [`with_dropout_seed`](Self::with_dropout_seed); else, on an autodiff device (where
+    /// dropout may run), one drawn from the device's generator; else a fixed one, never read.
+    pub fn dropout_seed_or_draw(&self) -> DropoutSeed {
+        self.dropout_seed.unwrap_or_else(|| {
+            let device = self.input_ids.device();
+            if device.is_autodiff() {
+                DropoutSeed::draw(&device)
+            } else {
+                DropoutSeed::new(0)
+            }
+        })
     }
 
     /// Builds an input from host data in HF's integer convention (`1` real / `0` pad; `1` global).

@@ -12,6 +12,7 @@ use crate::attention::{
     SlidingWindowAttentionConfig,
 };
 use crate::config::HiddenAct;
+use crate::dropout::{DropoutSeed, seeded_dropout};
 use crate::gelu::gelu_exact;
 
 /// Configuration of [`LongformerLayer`].
@@ -117,12 +118,14 @@ pub struct ResidualNorm {
 }
 
 impl ResidualNorm {
+    /// `seed` seeds the dropout (unread outside training).
+    ///
     /// # Shapes
     /// - x: `[batch_size, seq_length, d_in]`
     /// - residual, output: `[batch_size, seq_length, d_model]`
-    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.layer_norm
-            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+    pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, seed: DropoutSeed) -> Tensor<3> {
+        let x = seeded_dropout(&self.dropout, self.dense.forward(x), seed);
+        self.layer_norm.forward(x + residual)
     }
 }
 
@@ -150,7 +153,15 @@ impl Intermediate {
     }
 }
 
+/// The dropout sites of a layer, children of its seed.
+const ATTENTION_SITE: u64 = 0;
+const ATTENTION_OUTPUT_SITE: u64 = 1;
+const OUTPUT_SITE: u64 = 2;
+
 impl LongformerLayer {
+    /// `seed` seeds the layer's dropout (unread outside training); every site of the layer
+    /// derives its own from it.
+    ///
     /// # Shapes
     /// - hidden: `[batch_size, seq_length, d_model]`
     /// - output: `[batch_size, seq_length, d_model]`
@@ -158,16 +169,24 @@ impl LongformerLayer {
         &self,
         hidden: Tensor<3>,
         masks: &AttentionMasks,
+        seed: DropoutSeed,
         with_probs: bool,
     ) -> (Tensor<3>, Option<AttentionProbs>) {
-        let (context, probs) =
+        let (context, probs) = self.attention.self_attn.forward_with_probs(
+            hidden.clone(),
+            masks,
+            seed.child(ATTENTION_SITE),
+            with_probs,
+        );
+        let attended =
             self.attention
-                .self_attn
-                .forward_with_probs(hidden.clone(), masks, with_probs);
-        let attended = self.attention.output.forward(context, hidden);
-        let out = self
-            .output
-            .forward(self.intermediate.forward(attended.clone()), attended);
+                .output
+                .forward(context, hidden, seed.child(ATTENTION_OUTPUT_SITE));
+        let out = self.output.forward(
+            self.intermediate.forward(attended.clone()),
+            attended,
+            seed.child(OUTPUT_SITE),
+        );
         (out, probs)
     }
 }

@@ -36,6 +36,7 @@ pub mod attention;
 pub mod config;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod cpu;
+pub mod dropout;
 pub mod embedding;
 pub mod encoder;
 pub mod error;
@@ -55,6 +56,7 @@ pub use attention::{
     AttentionDilation, AttentionProbs, LocalAttentionKernel, SlidingWindowAttention, WindowPattern,
 };
 pub use config::{AttentionWindow, HiddenAct, LongformerConfig};
+pub use dropout::DropoutSeed;
 pub use error::{ConfigError, InputError, LoadError, SaveError};
 pub use heads::{
     LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,

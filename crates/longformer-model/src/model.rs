@@ -139,6 +139,13 @@ impl LongformerConfig {
     }
 }
 
+/// The dropout sites of the model, children of the forward pass's seed; task heads use
+/// [`HEAD_DROPOUT_SITE`].
+const EMBEDDINGS_SITE: u64 = 0;
+const ENCODER_SITE: u64 = 1;
+/// The dropout site of a task head's own dropout, a child of the forward pass's seed.
+pub(crate) const HEAD_DROPOUT_SITE: u64 = 2;
+
 impl LongformerModel {
     /// Encodes a batch.
     ///
@@ -195,12 +202,16 @@ impl LongformerModel {
             AttentionLayout::from_input(&input),
             &input.input_ids.device(),
         );
-        let hidden = self
-            .embeddings
-            .forward(input.input_ids, input.token_type_ids);
+        let seed = input.dropout_seed_or_draw();
+        let hidden = self.embeddings.forward(
+            input.input_ids,
+            input.token_type_ids,
+            seed.child(EMBEDDINGS_SITE),
+        );
         let (last_hidden_state, attentions, hidden_states) = self.encoder.forward_collecting(
             hidden,
             &masks,
+            seed.child(ENCODER_SITE),
             options.attentions,
             options.hidden_states,
         );

@@ -5,6 +5,7 @@ use burn::nn::{Dropout, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use crate::dropout::{DropoutSeed, seeded_dropout};
 use crate::precision::to_f32;
 
 use super::MASKED_SCORE;
@@ -36,7 +37,8 @@ pub struct GlobalProjections<'a> {
 
 /// Attention of the global rows over the whole sequence.
 ///
-/// Returns the context of every slot and the probabilities.
+/// Returns the context of every slot and the probabilities. `seed` seeds the dropout of the
+/// probabilities.
 ///
 /// # Shapes
 /// - hidden: `[batch_size, seq_length, d_model]`
@@ -47,6 +49,7 @@ pub fn global_rows(
     proj: GlobalProjections<'_>,
     slots: &GlobalSlots,
     n_heads: usize,
+    seed: DropoutSeed,
 ) -> (Tensor<3>, Tensor<4>) {
     let [b, l, d] = hidden.dims();
     let g = slots.slot_rows.dims()[0] / b;
@@ -65,6 +68,6 @@ pub fn global_rows(
     let scores = q.matmul(k.swap_dims(2, 3));
     let mask = slots.row_mask.clone().expand(scores.dims());
     let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 3);
-    let context = proj.dropout.forward(probs.clone()).matmul(v);
+    let context = seeded_dropout(proj.dropout, probs.clone(), seed).matmul(v);
     (merge_heads(context), probs)
 }

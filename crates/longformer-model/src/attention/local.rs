@@ -14,6 +14,7 @@ use super::band::{
 };
 use super::fused::{LocalAttentionKernel, fused_available, fused_dtype, fused_local_attention};
 use super::masks::{AttentionMasks, padded_length};
+use crate::dropout::{DropoutSeed, active_dropout, seeded_dropout};
 
 /// The window of a group of heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +36,8 @@ pub struct BandPattern {
 /// through Burn's fused `attention` op (a flash-style kernel on flex); otherwise the softmax is
 /// written out, with dropout, so autodiff differentiates it. That is the band path; `kernel`
 /// says when the fused op of [`super::fused`] runs instead (by default on every backend that
-/// has it, for f32; never when probabilities are requested).
+/// has it, for f32; never when probabilities are requested). `seed` is this group's dropout
+/// seed: both paths take their masks from it (each its own way).
 ///
 /// # Shapes
 /// - heads.q, heads.k, heads.v: `[batch_size, n_group_heads, seq_length, d_head]`
@@ -47,6 +49,7 @@ pub fn local_attention(
     masks: &AttentionMasks,
     pattern: BandPattern,
     dropout: &Dropout,
+    seed: DropoutSeed,
     with_probs: bool,
     kernel: LocalAttentionKernel,
 ) -> (Tensor<4>, Option<Tensor<4>>) {
@@ -90,6 +93,7 @@ pub fn local_attention(
             w,
             causal,
             active_dropout(dropout, &device),
+            seed,
         );
         return (restore_rows(context, dilation, b, l), None);
     }
@@ -134,8 +138,7 @@ pub fn local_attention(
     let scores = band_scores(q, k);
     let mask = band_mask.masked.clone().expand(scores.dims());
     let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 4);
-    let context = dropout
-        .forward(probs.clone())
+    let context = seeded_dropout(dropout, probs.clone(), seed)
         .matmul(v)
         .reshape([rows, hg, lp, dh])
         .narrow(2, 0, m);
@@ -154,16 +157,6 @@ pub fn local_attention(
         restore_rows(full.narrow(2, 0, m), dilation, b, l)
     });
     (restore_rows(context, dilation, b, l), probs)
-}
-
-/// The probability `dropout` drops with on `device`: its own, when it trains (an autodiff
-/// device and its training flag set, as [`Dropout::forward`] decides), else 0.
-fn active_dropout(dropout: &Dropout, device: &burn::tensor::Device) -> f64 {
-    if dropout.training.is_enabled() && device.is_autodiff() {
-        dropout.prob
-    } else {
-        0.0
-    }
 }
 
 /// Sub-sequence rows back to the sequence (nothing to do without dilation).

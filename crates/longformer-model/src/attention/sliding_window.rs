@@ -19,7 +19,13 @@ use super::global::{GlobalProjections, global_rows, merge_heads, split_heads};
 use super::local::{BandPattern, LocalHeads, local_attention};
 use super::masks::AttentionMasks;
 use super::pattern::WindowPattern;
+use crate::dropout::DropoutSeed;
 use crate::precision::{to_dtype, to_f32};
+
+/// The dropout site of the global rows' probabilities, a child of the attention's seed.
+const GLOBAL_SITE: u64 = 0;
+/// The first dropout site of the local probabilities: one per group of heads of one dilation.
+const LOCAL_SITES: u64 = 1;
 
 /// Configuration of [`SlidingWindowAttention`].
 #[derive(Config, Debug)]
@@ -137,7 +143,8 @@ pub struct AttentionProbs {
 }
 
 impl SlidingWindowAttention {
-    /// Attention output before the output projection.
+    /// Attention output before the output projection; `seed` seeds the dropout of the attention
+    /// probabilities (unread outside training).
     ///
     /// # Shapes
     /// - hidden: `[batch_size, seq_length, d_model]`
@@ -145,8 +152,13 @@ impl SlidingWindowAttention {
     ///
     /// # Panics
     /// If `hidden` does not match the masks' `[batch_size, seq_length]` or `d_model`.
-    pub fn forward(&self, hidden: Tensor<3>, masks: &AttentionMasks) -> Tensor<3> {
-        self.forward_with_probs(hidden, masks, false).0
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        masks: &AttentionMasks,
+        seed: DropoutSeed,
+    ) -> Tensor<3> {
+        self.forward_with_probs(hidden, masks, seed, false).0
     }
 
     /// [`forward`](Self::forward), also returning the probabilities when `with_probs` is set.
@@ -154,6 +166,7 @@ impl SlidingWindowAttention {
         &self,
         hidden: Tensor<3>,
         masks: &AttentionMasks,
+        seed: DropoutSeed,
         with_probs: bool,
     ) -> (Tensor<3>, Option<AttentionProbs>) {
         let [b, l, d] = hidden.dims();
@@ -186,7 +199,7 @@ impl SlidingWindowAttention {
         let groups = self.pattern.head_groups();
         let mut contexts = Vec::with_capacity(groups.len());
         let mut group_probs = Vec::with_capacity(groups.len());
-        for (dilation, heads) in &groups {
+        for (group, (dilation, heads)) in groups.iter().enumerate() {
             let pick = |x: Tensor<4>| {
                 if groups.len() == 1 {
                     x
@@ -216,6 +229,7 @@ impl SlidingWindowAttention {
                 masks,
                 pattern,
                 &self.dropout,
+                seed.child(LOCAL_SITES + group as u64),
                 with_probs,
                 self.kernel,
             );
@@ -243,7 +257,8 @@ impl SlidingWindowAttention {
             value: &self.value_global,
             dropout: &self.dropout,
         };
-        let (global_context, global_probs) = global_rows(hidden, projections, slots, h);
+        let (global_context, global_probs) =
+            global_rows(hidden, projections, slots, h, seed.child(GLOBAL_SITE));
         // Global rows replace the (already zeroed) local output.
         let g = layout.n_global;
         let filled = global_context

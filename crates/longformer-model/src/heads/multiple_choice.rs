@@ -8,11 +8,12 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::kind::Basic;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
+use crate::dropout::seeded_dropout;
 use crate::error::{ConfigError, InputError};
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
 use crate::heads::global;
 use crate::input::LongformerInput;
-use crate::model::LongformerModel;
+use crate::model::{HEAD_DROPOUT_SITE, LongformerModel};
 
 /// A batch of examples with `n_choices` candidate rows each, flattened to rows
 /// `example * n_choices + choice` (what HF does with its `[batch, num_choices, seq]` inputs).
@@ -161,12 +162,14 @@ impl LongformerForMultipleChoice {
             global::after_question_end(ids, sep, "multiple choice")
         })?;
         let [rows, _] = choices.dims();
+        let seed = choices.dropout_seed_or_draw();
         let pooled = self
             .longformer
-            .try_forward(choices)?
+            .try_forward(choices.with_dropout_seed(seed))?
             .pooler_output
             .expect("LongformerForMultipleChoice is always built with a pooler");
-        let scores = self.classifier.forward(self.dropout.forward(pooled));
+        let pooled = seeded_dropout(&self.dropout, pooled, seed.child(HEAD_DROPOUT_SITE));
+        let scores = self.classifier.forward(pooled);
         Ok(scores.reshape([rows / n_choices, n_choices]))
     }
 }

@@ -8,11 +8,12 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
+use crate::dropout::{DropoutSeed, seeded_dropout};
 use crate::error::{ConfigError, InputError};
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
 use crate::heads::global;
 use crate::input::LongformerInput;
-use crate::model::LongformerModel;
+use crate::model::{HEAD_DROPOUT_SITE, LongformerModel};
 
 /// `out_proj(dropout(tanh(dense(dropout(h[:, 0])))))` (HF `classifier`).
 #[derive(Module, Debug)]
@@ -37,14 +38,20 @@ impl LongformerClassificationHead {
         hf_init(head, config)
     }
 
+    /// `seed` seeds the dropout (unread outside training).
+    ///
     /// # Shapes
     /// - hidden: `[batch_size, seq_length, d_model]`
     /// - output: `[batch_size, n_labels]`
-    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+    pub fn forward(&self, hidden: Tensor<3>, seed: DropoutSeed) -> Tensor<2> {
         let [batch_size, _, d_model] = hidden.dims();
         let first = hidden.narrow(1, 0, 1).reshape([batch_size, d_model]);
-        let x = tanh(self.dense.forward(self.dropout.forward(first)));
-        self.out_proj.forward(self.dropout.forward(x))
+        let x = tanh(
+            self.dense
+                .forward(seeded_dropout(&self.dropout, first, seed.child(0))),
+        );
+        self.out_proj
+            .forward(seeded_dropout(&self.dropout, x, seed.child(1)))
     }
 }
 
@@ -88,7 +95,11 @@ impl LongformerForSequenceClassification {
     /// Inputs [`LongformerModel::try_forward`] rejects.
     pub fn forward(&self, input: LongformerInput) -> Result<Tensor<2>, InputError> {
         let input = global::or_default(input, |ids| Ok(global::first_token(ids)))?;
+        let seed = input.dropout_seed_or_draw();
+        let input = input.with_dropout_seed(seed);
         let hidden = self.longformer.try_forward(input)?.last_hidden_state;
-        Ok(self.classifier.forward(hidden))
+        Ok(self
+            .classifier
+            .forward(hidden, seed.child(HEAD_DROPOUT_SITE)))
     }
 }

@@ -6,10 +6,11 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::dropout::seeded_dropout;
 use crate::error::{ConfigError, InputError};
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
 use crate::input::LongformerInput;
-use crate::model::LongformerModel;
+use crate::model::{HEAD_DROPOUT_SITE, LongformerModel};
 
 /// A Longformer with a per-token classification head (tagging, NER).
 #[derive(Module, Debug)]
@@ -57,7 +58,10 @@ impl LongformerForTokenClassification {
     /// # Errors
     /// Inputs [`LongformerModel::try_forward`] rejects.
     pub fn forward(&self, input: LongformerInput) -> Result<Tensor<3>, InputError> {
+        let seed = input.dropout_seed_or_draw();
+        let input = input.with_dropout_seed(seed);
         let hidden = self.longformer.try_forward(input)?.last_hidden_state;
-        Ok(self.classifier.forward(self.dropout.forward(hidden)))
+        let hidden = seeded_dropout(&self.dropout, hidden, seed.child(HEAD_DROPOUT_SITE));
+        Ok(self.classifier.forward(hidden))
     }
 }

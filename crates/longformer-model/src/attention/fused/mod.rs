@@ -11,8 +11,8 @@
 //! [`LocalAttentionKernel`] says where it runs: by default on every backend (CubeCL kernels on
 //! GPUs, blocked `gemm` products on flex and ndarray) in f32 when no attention probabilities
 //! are requested; otherwise the band path of [`super::local`] runs.
-//! Attention dropout happens inside the op (band probabilities by a hash of a seed drawn
-//! from the device's generator and their position, global ones by a `[m, g]` mask).
+//! Attention dropout happens inside the op (band probabilities by a hash of the site's
+//! [`DropoutSeed`] and their position, global ones by a `[m, g]` mask from the same seed).
 
 mod autodiff;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
@@ -28,8 +28,10 @@ pub mod ops;
 mod tune;
 
 use burn::backend::Dispatch;
-use burn::tensor::{DType, Device, Distribution, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
+
+use crate::dropout::{DropoutSeed, drop_mask};
 
 pub use ops::LocalAttentionOps;
 
@@ -72,7 +74,8 @@ pub fn fused_dtype(dtype: DType) -> bool {
 ///
 /// See [`LocalAttentionOps::local_attention_forward`] for the window and masks. Without global
 /// slots (`global` is `None`) a single empty slot stands in. `dropout` is the probability of
-/// dropping an attention probability (0 outside training).
+/// dropping an attention probability (0 outside training); `seed` says which are dropped
+/// (unread without dropout).
 ///
 /// # Shapes
 /// - q (already scaled), k, v: `[rows, heads, m, d]`
@@ -90,6 +93,7 @@ pub fn fused_local_attention(
     window: usize,
     causal: bool,
     dropout: f64,
+    seed: DropoutSeed,
 ) -> Tensor<4> {
     let [rows, heads, m, d] = q.dims();
     let device = q.device();
@@ -100,9 +104,11 @@ pub fn fused_local_attention(
     let g = global_k.dims()[2];
     let (global_keep, seed) = if dropout > 0.0 {
         let keep = 1.0 - dropout;
+        let dropped = drop_mask([rows, heads, m, g], keep, seed.child(0), &device);
+        let band_seed = TensorData::new(vec![seed.child(1).key()], [1]);
         (
-            Tensor::<4>::random([rows, heads, m, g], Distribution::Bernoulli(keep), &device) / keep,
-            dropout_seed(&device),
+            Tensor::<4>::full([rows, heads, m, g], 1.0 / keep, &device).mask_fill(dropped, 0.0),
+            Tensor::<1, Int>::from_data(band_seed, &device),
         )
     } else {
         // Not read without dropout.
@@ -126,42 +132,4 @@ pub fn fused_local_attention(
         causal,
     );
     Tensor::from_dispatch(context)
-}
-
-/// A random seed for the band's dropout hash, in `0..2^30`, from the device's generator. Burn
-/// draws integers through f32, whose 24-bit mantissa would leave one draw in `0..2^31` only
-/// 2^24 distinct seeds (two layers of a long run would then share their masks after some
-/// four thousand draws); two draws of 15 bits each give every seed of 30 bits.
-fn dropout_seed(device: &Device) -> Tensor<1, Int> {
-    let halves = Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, 32_768.0), device);
-    halves.clone().narrow(0, 0, 1) * 32_768 + halves.narrow(0, 1, 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every 30-bit seed can be drawn on every device: one draw in `0..2^30` through f32 gives
-    /// only multiples of 64 above 2^24 on the GPU backends.
-    #[test]
-    fn dropout_seeds_use_all_their_bits() {
-        #[allow(unused_mut)]
-        let mut devices = vec![Device::flex()];
-        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
-        if std::env::var("LONGFORMER_SKIP_WGPU").map_or(true, |v| v != "1") {
-            devices.push(Device::wgpu(Default::default()));
-        }
-        for device in devices {
-            let seeds: Vec<i64> = (0..64)
-                .map(|_| dropout_seed(&device).into_scalar::<i64>())
-                .collect();
-            assert!(seeds.iter().all(|s| (0..1 << 30).contains(s)), "{seeds:?}");
-            let coarse = seeds.iter().filter(|&&s| s % 64 == 0).count();
-            assert!(
-                coarse < 8,
-                "{device:?}: {coarse} of 64 seeds are multiples of 64: {seeds:?}"
-            );
-            assert!(seeds.iter().any(|&s| s >= 1 << 24), "{seeds:?}");
-        }
-    }
 }

@@ -7,9 +7,9 @@ use burn::nn::DropoutConfig;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 use longformer_model::AttentionLayout;
-use longformer_model::LocalAttentionKernel;
 use longformer_model::attention::AttentionMasks;
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
+use longformer_model::{DropoutSeed, LocalAttentionKernel};
 
 /// The inputs of one attention-core measurement.
 pub struct AttentionCore {
@@ -92,7 +92,16 @@ impl AttentionCore {
             global,
         };
         let dropout = DropoutConfig::new(0.0).init();
-        let (local, _) = local_attention(heads, &self.masks, self.pattern, &dropout, false, kernel);
+        let seed = DropoutSeed::new(0); // dropout 0: unread
+        let (local, _) = local_attention(
+            heads,
+            &self.masks,
+            self.pattern,
+            &dropout,
+            seed,
+            false,
+            kernel,
+        );
         let q_global = self.q.clone().narrow(2, 0, g.max(1));
         let probs = softmax(q_global.matmul(self.k.clone().swap_dims(2, 3)), 3);
         (local, probs.matmul(self.v.clone()))

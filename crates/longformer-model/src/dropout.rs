@@ -1,0 +1,307 @@
+//! Dropout whose masks are a function of a seed and each element's position, not of a random
+//! generator's state.
+//!
+//! Burn's [`Dropout::forward`] draws every mask from the device's one generator, so a mask
+//! depends on how many draws ran before it. On the GPU backends, whose kernel fusion may run
+//! operations that do not depend on each other in another order, that is the order the device
+//! happened to run them in, which differs between a fresh process and a resumed one. Here a
+//! forward pass takes one [`DropoutSeed`] (from [`LongformerInput::with_dropout_seed`], or
+//! one draw from the device's generator); every dropout site derives its own seed from it
+//! ([`DropoutSeed::child`]) and keeps element `i` when a hash of that seed and `i` says so. One
+//! seed gives the same masks:
+//! - in any order of execution and in any process;
+//! - on every backend, because the hash uses only integer tensor ops whose results do not depend
+//!   on the backend's integer width (32-bit on the GPUs and flex, 64-bit on ndarray).
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use longformer_model::dropout::{DropoutSeed, drop_mask};
+//!
+//! let device = Device::flex();
+//! let seed = DropoutSeed::new(7).child(3);
+//! let a = drop_mask([4, 1000], 0.9, seed, &device);
+//! let b = drop_mask([4, 1000], 0.9, seed, &device);
+//! assert_eq!(a.clone().into_data(), b.into_data());
+//! let dropped = a.int().sum().into_scalar::<i64>();
+//! assert!((300..500).contains(&dropped)); // about 10% of 4,000
+//! ```
+//!
+//! [`LongformerInput::with_dropout_seed`]: crate::LongformerInput::with_dropout_seed
+
+use burn::nn::Dropout;
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+
+/// The low 31 bits: every intermediate value of the hash stays in `0..2^31`, where 32- and
+/// 64-bit integers agree.
+const LOW_31: i64 = 0x7FFF_FFFF;
+/// The multiplier of the integer hash (Thomas Mueller's): below 2^27, so its product with a
+/// 31-bit value fits 64 bits exactly and 32-bit backends keep the same low 31 bits.
+const MIX: i64 = 0x045D_9F3B;
+/// Bits of the hash compared with the keep probability.
+const KEEP_BITS: u32 = 24;
+
+/// The seed of one forward pass's dropout masks, or of one site's (a layer, a probability
+/// tensor) after [`child`](Self::child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DropoutSeed(u64);
+
+impl DropoutSeed {
+    /// A seed of the caller's choosing.
+    pub fn new(seed: u64) -> Self {
+        Self(splitmix64(seed))
+    }
+
+    /// One seed from `device`'s random generator (so [`Device::seed`] makes it repeatable):
+    /// 30 bits, from two draws of 15 (Burn draws integers through f32, whose 24-bit mantissa
+    /// would leave one draw of 30 bits only 2^24 distinct values). Waits for the device to
+    /// produce it.
+    pub fn draw(device: &Device) -> Self {
+        let halves: Vec<i64> =
+            Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, 32_768.0), device)
+                .into_data()
+                .iter::<i64>()
+                .collect();
+        Self::new(((halves[0] as u64) << 15) | halves[1] as u64)
+    }
+
+    /// The seed of part `index` of what `self` seeds: distinct indices give unrelated seeds.
+    pub fn child(self, index: u64) -> Self {
+        Self(splitmix64(
+            self.0 ^ splitmix64(index.wrapping_add(0x6A09_E667_F3BC_C909)),
+        ))
+    }
+
+    /// The seed as a non-negative 31-bit integer: the key of [`drop_mask`]'s hash, and the
+    /// seed the fused attention kernels hash band positions with.
+    pub fn key(self) -> i64 {
+        (self.0 >> 33) as i64
+    }
+}
+
+impl From<u64> for DropoutSeed {
+    fn from(seed: u64) -> Self {
+        Self::new(seed)
+    }
+}
+
+/// `true` where an element of a `shape` tensor is dropped: each is kept with probability
+/// `keep` (in steps of 2^-24), by a hash of `seed` and the element's row and column (the last
+/// axis is the column, the others together the row).
+///
+/// # Shapes
+/// - output: `shape`, at most 2^31 - 1 rows and columns
+///
+/// # Panics
+/// If `keep` is not in `0..=1` or `shape` has 2^31 rows or columns or more.
+pub fn drop_mask<const D: usize>(
+    shape: [usize; D],
+    keep: f64,
+    seed: DropoutSeed,
+    device: &Device,
+) -> Tensor<D, Bool> {
+    assert!((0.0..=1.0).contains(&keep), "keep probability {keep}");
+    let cols = shape[D - 1];
+    let rows: usize = shape[..D - 1].iter().product();
+    assert!(
+        rows as i64 <= LOW_31 && cols as i64 <= LOW_31,
+        "a dropout mask of {rows} rows and {cols} columns: at most 2^31 - 1 of each"
+    );
+    let row = positions(rows, device).reshape([rows, 1]);
+    let col = positions(cols, device).reshape([1, cols]);
+    // Rows first (a small tensor), then each row's hash with the column.
+    let row_hash = hash31(row.bitwise_xor_scalar(seed.key())).expand([rows, cols]);
+    let bits = hash31(row_hash.bitwise_xor(col.expand([rows, cols])))
+        .bitwise_and_scalar((1i64 << KEEP_BITS) - 1);
+    let threshold = (keep * (1u64 << KEEP_BITS) as f64).round() as i64;
+    bits.greater_equal_elem(threshold).reshape(shape)
+}
+
+/// `0..n` as a `[n]` tensor, from the host. Not Burn's `arange`: on the GPU backends it is
+/// fusion's `cumsum` of ones, a kernel whose every element sums all those before it, and which
+/// on the software GPU repeats 65,534 from index 65,535 on (Burn 0.22.1). The host sends only
+/// `rows + cols` integers per mask, not their product.
+fn positions(n: usize, device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(
+        TensorData::new((0..n as i64).collect::<Vec<_>>(), [n]),
+        device,
+    )
+}
+
+/// [`Dropout::forward`] with the mask from [`drop_mask`] and `seed`: `x` itself unless
+/// `dropout` takes part in training (see [`active_dropout`]); kept elements are scaled by
+/// `1 / (1 - prob)`.
+///
+/// # Shapes
+/// - x, output: any
+pub fn seeded_dropout<const D: usize>(
+    dropout: &Dropout,
+    x: Tensor<D>,
+    seed: DropoutSeed,
+) -> Tensor<D> {
+    let prob = active_dropout(dropout, &x.device());
+    if prob == 0.0 {
+        return x;
+    }
+    let keep = 1.0 - prob;
+    let dropped = drop_mask(x.dims(), keep, seed, &x.device());
+    x.mask_fill(dropped, 0.0) * (1.0 / keep)
+}
+
+/// The probability `dropout` drops with on `device`: its own when it takes part in training
+/// (its training flag set, on an autodiff device, as [`Dropout::forward`] decides), else 0.
+pub fn active_dropout(dropout: &Dropout, device: &Device) -> f64 {
+    if dropout.training.is_enabled() && device.is_autodiff() {
+        dropout.prob
+    } else {
+        0.0
+    }
+}
+
+/// A 31-bit integer hash, elementwise: values in `0..2^31` to values in `0..2^31`, the same on
+/// 32- and 64-bit integer backends (each product is cut to its low 31 bits, which a 32-bit
+/// backend's wrapping product has right).
+fn hash31<const D: usize>(x: Tensor<D, Int>) -> Tensor<D, Int> {
+    let x = x.clone().bitwise_xor(x.bitwise_right_shift_scalar(16));
+    let x = (x * MIX).bitwise_and_scalar(LOW_31);
+    let x = x.clone().bitwise_xor(x.bitwise_right_shift_scalar(16));
+    let x = (x * MIX).bitwise_and_scalar(LOW_31);
+    x.clone().bitwise_xor(x.bitwise_right_shift_scalar(16))
+}
+
+/// The host's twin of [`hash31`], for tests.
+#[cfg(test)]
+fn hash31_host(x: i64) -> i64 {
+    let x = x ^ (x >> 16);
+    let x = (x * MIX) & LOW_31;
+    let x = x ^ (x >> 16);
+    let x = (x * MIX) & LOW_31;
+    x ^ (x >> 16)
+}
+
+/// SplitMix64's output function: a bijection of `u64` that mixes every bit into every bit.
+fn splitmix64(x: u64) -> u64 {
+    let x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The devices this build has: flex, ndarray, and the software GPU.
+    #[allow(deprecated)] // Device::ndarray: the one backend with 64-bit integers
+    fn devices() -> Vec<Device> {
+        #[allow(unused_mut)]
+        let mut devices = vec![Device::flex()];
+        #[cfg(feature = "ndarray")]
+        devices.push(Device::ndarray());
+        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+        if std::env::var("LONGFORMER_SKIP_WGPU").map_or(true, |v| v != "1") {
+            devices.push(Device::wgpu(Default::default()));
+        }
+        devices
+    }
+
+    fn host_mask(rows: usize, cols: usize, keep: f64, seed: DropoutSeed) -> Vec<bool> {
+        let threshold = (keep * (1u64 << KEEP_BITS) as f64).round() as i64;
+        (0..rows as i64)
+            .flat_map(|r| {
+                let row_hash = hash31_host(r ^ seed.key());
+                (0..cols as i64)
+                    .map(move |c| hash31_host(row_hash ^ c) & ((1 << KEEP_BITS) - 1) >= threshold)
+            })
+            .collect()
+    }
+
+    fn mask_of(shape: [usize; 3], keep: f64, seed: DropoutSeed, device: &Device) -> Vec<bool> {
+        drop_mask(shape, keep, seed, device)
+            .into_data()
+            .iter::<bool>()
+            .collect()
+    }
+
+    /// Every backend gives the host's mask bit for bit, whatever its integer width (products
+    /// overflow 32 bits); rows and columns past 65,535 included.
+    #[test]
+    fn every_backend_gives_the_host_mask() {
+        let seed = DropoutSeed::new(2024).child(5);
+        for shape in [[3, 40_000, 7], [1, 2, 70_000]] {
+            let expected = host_mask(shape[0] * shape[1], shape[2], 0.9, seed);
+            for device in devices() {
+                let got = mask_of(shape, 0.9, seed, &device);
+                let differ = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
+                assert_eq!(
+                    differ, 0,
+                    "{device:?}, {shape:?}: {differ} elements differ from the host"
+                );
+            }
+        }
+    }
+
+    /// The dropped share is the probability, every seed and site gives its own mask, and rows
+    /// and columns are not copies of each other.
+    #[test]
+    fn masks_drop_their_share_independently() {
+        let device = Device::flex();
+        let base = DropoutSeed::new(1);
+        let masks: Vec<Vec<bool>> = [base, base.child(0), base.child(1), DropoutSeed::new(2)]
+            .into_iter()
+            .map(|seed| mask_of([2, 300, 500], 0.75, seed, &device))
+            .collect();
+        for mask in &masks {
+            let dropped = mask.iter().filter(|&&d| d).count() as f64 / mask.len() as f64;
+            assert!((dropped - 0.25).abs() < 0.005, "dropped {dropped}");
+        }
+        for (i, a) in masks.iter().enumerate() {
+            for b in &masks[i + 1..] {
+                let same = a.iter().zip(b).filter(|(x, y)| x == y).count() as f64;
+                // Independent masks agree on 0.75² + 0.25² = 62.5% of elements.
+                assert!((same / a.len() as f64 - 0.625).abs() < 0.01, "{same}");
+            }
+        }
+        let rows: Vec<&[bool]> = masks[0].chunks(500).collect();
+        let distinct: std::collections::HashSet<&[bool]> = rows.iter().copied().collect();
+        assert_eq!(distinct.len(), rows.len());
+        assert!(mask_of([1, 1, 1000], 1.0, base, &device).iter().all(|d| !d));
+    }
+
+    /// A mask does not depend on what the device's generator did before: the same seed after
+    /// other draws, or after reseeding the generator, gives the same output.
+    #[test]
+    fn seeded_dropout_ignores_the_generator() {
+        for plain_device in devices() {
+            let device = plain_device.clone().autodiff();
+            let dropout = burn::nn::DropoutConfig::new(0.3).init();
+            let x = Tensor::<2>::ones([64, 64], &device);
+            let seed = DropoutSeed::new(9);
+            device.seed(1);
+            let a = seeded_dropout(&dropout, x.clone(), seed);
+            device.seed(2);
+            let _other = Tensor::<2>::random([100], Distribution::Default, &device);
+            let b = seeded_dropout(&dropout, x.clone(), seed);
+            assert_eq!(a.clone().into_data(), b.into_data(), "{device:?}");
+            let values: Vec<f32> = a.into_data().iter::<f32>().collect();
+            assert!(
+                values
+                    .iter()
+                    .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-6)
+            );
+            assert!(values.contains(&0.0));
+            // Not training (no autodiff): the input itself.
+            let plain = Tensor::<2>::ones([4, 4], &plain_device);
+            let kept = seeded_dropout(&dropout, plain.clone(), seed);
+            assert_eq!(kept.into_data(), plain.into_data());
+        }
+    }
+
+    #[test]
+    fn keys_are_31_bits_and_children_differ() {
+        let seed = DropoutSeed::new(0);
+        let keys: std::collections::HashSet<i64> = (0..1000).map(|i| seed.child(i).key()).collect();
+        assert_eq!(keys.len(), 1000);
+        assert!(keys.iter().all(|k| (0..=LOW_31).contains(k)));
+        assert_ne!(DropoutSeed::new(0), DropoutSeed::new(1));
+    }
+}
