@@ -11,7 +11,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use longformer_data::WikiHopBatch;
 use longformer_model::precision::to_f32;
-use longformer_model::{InputError, LongformerConfig, LongformerInput, LongformerModel};
+use longformer_model::{
+    DropoutSeed, InputError, LongformerConfig, LongformerInput, LongformerModel,
+};
 use serde::{Deserialize, Serialize};
 
 /// Logit given to padded candidates: finite (no NaN in the softmax's gradient), and far below
@@ -131,15 +133,22 @@ impl WikiHopModel {
     }
 
     /// The candidate logit of every chunk, or the encoder's error for a batch it cannot take
-    /// (a token id outside the vocabulary, chunks longer than the model's positions).
+    /// (a token id outside the vocabulary, chunks longer than the model's positions). A training
+    /// pass takes its dropout masks from `dropout_seed`, or without one from the device's
+    /// generator ([`LongformerInput::with_dropout_seed`]).
     ///
     /// # Shapes
     /// - batch: `[chunks, seq_length]` tokens, `[chunks, max_candidates]` candidate positions
     /// - output: `[chunks, max_candidates]` (padded candidates hold arbitrary values)
-    pub fn chunk_logits(&self, batch: &WikiHopBatch) -> Result<Tensor<2>, InputError> {
-        let input = LongformerInput::new(batch.input_ids.clone())
+    pub fn chunk_logits(
+        &self,
+        batch: &WikiHopBatch,
+        dropout_seed: Option<DropoutSeed>,
+    ) -> Result<Tensor<2>, InputError> {
+        let mut input = LongformerInput::new(batch.input_ids.clone())
             .with_attention_mask(batch.attention_mask.clone())
             .with_global_attention_mask(batch.global_attention_mask.clone());
+        input.dropout_seed = dropout_seed;
         let hidden = self.longformer.try_forward(input)?.last_hidden_state;
         let [chunks, _, d_model] = hidden.dims();
         let [_, max_candidates] = batch.candidate_positions.dims();
@@ -175,10 +184,21 @@ impl WikiHopModel {
         batch: &WikiHopBatch,
         combine: Combine,
     ) -> Result<WikiHopOutput, InputError> {
+        self.try_forward_seeded(batch, combine, None)
+    }
+
+    /// [`try_forward`](Self::try_forward), a training pass taking its dropout masks from
+    /// `dropout_seed` (see [`chunk_logits`](Self::chunk_logits)).
+    pub fn try_forward_seeded(
+        &self,
+        batch: &WikiHopBatch,
+        combine: Combine,
+        dropout_seed: Option<DropoutSeed>,
+    ) -> Result<WikiHopOutput, InputError> {
         let device = batch.input_ids.device();
         let examples = ExampleRows::of(batch);
         // The combination and the loss in f32, whatever the model's dtype.
-        let chunk_logits = to_f32(self.chunk_logits(batch)?);
+        let chunk_logits = to_f32(self.chunk_logits(batch, dropout_seed)?);
         let [chunks, _] = chunk_logits.dims();
         let logits = examples
             .combination(chunks, combine, &device)

@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, FloatDType, Tensor};
+use longformer_model::DropoutSeed;
 use longformer_model::precision::check_float_dtype;
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +47,8 @@ pub struct TrainSettings {
     /// Stop after this many optimizer steps. The learning rate's linear decay ends at 0 there;
     /// with fewer steps than the warmup, it stops while still rising.
     pub max_steps: Option<usize>,
-    /// Seed of the example order and of dropout.
+    /// Seed of the example order and of dropout (batch `b` of optimizer step `s` takes
+    /// `DropoutSeed::new(seed).child(s).child(b)`).
     pub seed: u64,
     /// How chunk logits make example logits.
     pub combine: Combine,
@@ -364,7 +366,7 @@ impl Run<'_> {
                     &order[start..(start + settings.batch_size).min(order.len())]
                 })
                 .collect();
-            let seed = settings.seed.wrapping_add(state.optimizer_step as u64);
+            let seed = DropoutSeed::new(settings.seed).child(state.optimizer_step as u64);
             let shares = self.gradients(&model, &batches, &devices, seed)?;
             let mut last_loss = 0.0;
             for (grads, stats) in shares {
@@ -514,20 +516,22 @@ impl Run<'_> {
 
     /// The gradients of `batches` (their losses divided by the number of batches), dealt
     /// round-robin over `devices`, one thread per device, each with `(loss, correct, examples)`
-    /// of its batches.
+    /// of its batches. Batch `i` of the step takes its dropout masks from `seed.child(i)`,
+    /// whichever device runs it.
     fn gradients(
         &self,
         model: &WikiHopModel,
         batches: &[&[usize]],
         devices: &[Device],
-        seed: u64,
+        seed: DropoutSeed,
     ) -> Result<Vec<DeviceGradients>> {
-        let share = |d: usize| -> Vec<&[usize]> {
+        let share = |d: usize| -> Vec<(DropoutSeed, &[usize])> {
             batches
                 .iter()
+                .enumerate()
                 .skip(d)
                 .step_by(devices.len())
-                .copied()
+                .map(|(i, &batch)| (seed.child(i as u64), batch))
                 .collect()
         };
         let scale = batches.len() as f32;
@@ -536,7 +540,6 @@ impl Run<'_> {
                 model,
                 &share(0),
                 &devices[0],
-                seed,
                 scale,
             )?]);
         }
@@ -548,15 +551,7 @@ impl Run<'_> {
                 .map(|(d, device)| {
                     let mine = share(d);
                     let local = model.clone().fork(device);
-                    scope.spawn(move || {
-                        self.device_gradients(
-                            &local,
-                            &mine,
-                            device,
-                            seed.wrapping_add(d as u64 * 7919),
-                            scale,
-                        )
-                    })
+                    scope.spawn(move || self.device_gradients(&local, &mine, device, scale))
                 })
                 .collect();
             handles
@@ -569,16 +564,15 @@ impl Run<'_> {
         })
     }
 
-    /// Summed gradients of `batches` on one device (each loss divided by `scale`).
+    /// Summed gradients of `batches` on one device (each loss divided by `scale`), each batch
+    /// with the seed of its dropout masks.
     fn device_gradients(
         &self,
         model: &WikiHopModel,
-        batches: &[&[usize]],
+        batches: &[(DropoutSeed, &[usize])],
         device: &Device,
-        seed: u64,
         scale: f32,
     ) -> Result<DeviceGradients> {
-        device.seed(seed);
         let precision = self.settings.precision;
         // The pass runs on a copy in the compute dtype (the same parameter ids); `model` keeps
         // the f32 master weights.
@@ -587,10 +581,10 @@ impl Run<'_> {
             .expect("the dtype was checked on every device when training started");
         let mut accumulator = GradientsAccumulator::<WikiHopModel>::new();
         let mut stats = Vec::with_capacity(batches.len());
-        for indices in batches {
+        for &(seed, indices) in batches {
             let batch = self.train.batch(indices, device);
             let output = compute
-                .try_forward(&batch, self.settings.combine)
+                .try_forward_seeded(&batch, self.settings.combine, Some(seed))
                 .context("a training batch does not fit the model")?;
             let grads = output.loss.clone().div_scalar(scale).backward();
             let grads = GradientsParams::from_grads(grads, &compute);

@@ -33,9 +33,9 @@ fn sample(examples: usize) -> (ExampleSet, usize) {
     )
 }
 
-/// Burn's random generator is one per device, shared by the tests of this process: a run
-/// seeds it at every step, which would change another test's draws (initial weights, dropout
-/// masks) between its own seeding and drawing. The tests that draw take turns.
+/// Burn's random generator is one per device, shared by the tests of this process: a test
+/// seeds it before drawing initial weights, which another test's draws in between would
+/// change. The tests that draw take turns.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -107,7 +107,24 @@ fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
 #[test]
 fn resuming_from_a_checkpoint_continues_exactly() {
     let _serial = serial();
-    let device = Device::flex();
+    check_resume(Device::flex(), "flex", 0.0);
+}
+
+/// On the GPU backends too: Burn's kernel fusion plans a resumed process's first steps
+/// differently (other fused kernels, other rounding), but every dropout mask is a function of
+/// the step's seed, not of the order in which the device ran its random draws.
+#[test]
+fn resuming_on_the_software_gpu_continues_with_the_same_dropout() {
+    if std::env::var("LONGFORMER_SKIP_WGPU").is_ok_and(|v| v == "1") {
+        return;
+    }
+    let _serial = serial();
+    check_resume(Device::wgpu(Default::default()), "wgpu", 1e-5);
+}
+
+/// A run of 4 steps against copies of it resumed from its step-2 checkpoint: the same log
+/// lines and dev loss (within 1e-5), and final weights within `weight_tolerance`.
+fn check_resume(device: Device, backend: &'static str, weight_tolerance: f32) {
     let (train, vocab) = sample(16);
     let (dev, _) = sample(4);
     // 8 batches of 2, 2 per step: 4 steps, checkpoints at 2 and 4, log lines at 3 and 4: the
@@ -116,19 +133,20 @@ fn resuming_from_a_checkpoint_continues_exactly() {
         log_every: 3,
         ..settings()
     };
-    let full_dir = temp_dir("full");
+    let full_dir = temp_dir(&format!("full-{backend}"));
     fn run<'a>(
         dir: &'a Path,
         train: &'a ExampleSet,
         dev: &'a ExampleSet,
         settings: &'a TrainSettings,
+        backend: &'static str,
     ) -> Run<'a> {
         Run {
             dir,
             train,
             dev,
             settings,
-            backend: "flex",
+            backend,
             verbose: false,
             stop: None,
         }
@@ -136,7 +154,7 @@ fn resuming_from_a_checkpoint_continues_exactly() {
     let autodiff = device.clone().autodiff();
     autodiff.seed(3);
     let model = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
-    let full = run(&full_dir, &train, &dev, &settings)
+    let full = run(&full_dir, &train, &dev, &settings, backend)
         .train(Start::Fresh(model), std::slice::from_ref(&device))
         .unwrap();
     assert_eq!(full.summary.optimizer_steps, 4);
@@ -147,7 +165,7 @@ fn resuming_from_a_checkpoint_continues_exactly() {
     // step 4 with its state.json lost (as a crash of the machine can leave it): resumed from
     // step 2 both.
     for lost_state in [false, true] {
-        let resumed_dir = temp_dir("resumed");
+        let resumed_dir = temp_dir(&format!("resumed-{backend}"));
         copy_dir(&full_dir, &resumed_dir);
         let step_4 = resumed_dir.join("checkpoints/step-00000004");
         if lost_state {
@@ -157,7 +175,7 @@ fn resuming_from_a_checkpoint_continues_exactly() {
         }
         std::fs::remove_file(resumed_dir.join("summary.json")).unwrap();
         let fresh = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
-        let resumed = run(&resumed_dir, &train, &dev, &settings)
+        let resumed = run(&resumed_dir, &train, &dev, &settings, backend)
             .train(Start::Resume(fresh), std::slice::from_ref(&device))
             .unwrap();
         let resumed_history = read_history(&resumed_dir);
@@ -171,7 +189,7 @@ fn resuming_from_a_checkpoint_continues_exactly() {
             ] {
                 assert!(
                     (x - y).abs() <= 1e-5 * x.abs().max(1.0),
-                    "step {}: {what} {x} uninterrupted, {y} resumed (lost state: {lost_state})",
+                    "{backend}, step {}: {what} {x} uninterrupted, {y} resumed (lost state: {lost_state})",
                     a.step
                 );
             }
@@ -179,6 +197,17 @@ fn resuming_from_a_checkpoint_continues_exactly() {
         assert_eq!(resumed.summary.optimizer_steps, 4);
         assert_eq!(resumed.summary.examples_seen, full.summary.examples_seen);
         assert!((resumed.summary.dev_loss - full.summary.dev_loss).abs() < 1e-5);
+        let (a, b) = (weights(&full.model), weights(&resumed.model));
+        let apart = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        println!("{backend}: resumed weights {apart:e} from the uninterrupted run's");
+        assert!(
+            apart <= weight_tolerance,
+            "{backend}: resumed weights {apart} from the uninterrupted run's (lost state: {lost_state})"
+        );
         std::fs::remove_dir_all(resumed_dir).unwrap();
     }
     std::fs::remove_dir_all(full_dir).unwrap();
@@ -313,19 +342,20 @@ fn accumulating_k_batches_of_one_equals_one_batch_of_k() {
     assert!(worst < 1e-4, "worst relative difference {worst}");
 }
 
-/// A no-dropout model on `device`'s autodiff twin, with the same weights every call (seed 11).
-fn fresh_model(vocab: usize, device: &Device) -> WikiHopModel {
+/// A model with `dropout` on `device`'s autodiff twin, with the same weights every call
+/// (seed 11).
+fn fresh_model(vocab: usize, dropout: f64, device: &Device) -> WikiHopModel {
     let main = device.clone().autodiff();
     main.seed(11);
-    WikiHopModel::init(&config(vocab, 0.0), &main)
+    WikiHopModel::init(&config(vocab, dropout), &main)
 }
 
-/// Two optimizer steps of [`fresh_model`] on `devices` with passes in `precision`, run in `dir`.
+/// Two optimizer steps of [`fresh_model`] (with `dropout`) on `devices` with passes in
+/// `precision`, run in `dir`.
 fn two_steps(
     dir: &Path,
-    train: &ExampleSet,
-    dev: &ExampleSet,
-    vocab: usize,
+    (train, dev): (&ExampleSet, &ExampleSet),
+    (vocab, dropout): (usize, f64),
     precision: Precision,
     devices: &[Device],
 ) -> anyhow::Result<Trained> {
@@ -343,7 +373,23 @@ fn two_steps(
         verbose: false,
         stop: None,
     }
-    .train(Start::Fresh(fresh_model(vocab, &devices[0])), devices)
+    .train(
+        Start::Fresh(fresh_model(vocab, dropout, &devices[0])),
+        devices,
+    )
+}
+
+/// Every float parameter of `model`, flattened in visiting order.
+fn weights(model: &WikiHopModel) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let mut all = Collect(Vec::new());
+    model.visit(&mut all);
+    all.0
 }
 
 /// (max |a - b|, max |a|) of every parameter's two gradients.
@@ -371,8 +417,10 @@ fn two_devices_train_like_one() {
     let _serial = serial();
     let (train, vocab) = sample(8);
     let (dev, _) = sample(4);
+    // With dropout: each batch's masks come from the step's seed and the batch's place in the
+    // step, whichever device (and backend) runs it.
     let run = |dir: &Path, devices: &[Device]| {
-        two_steps(dir, &train, &dev, vocab, Precision::F32, devices).unwrap()
+        two_steps(dir, (&train, &dev), (vocab, 0.1), Precision::F32, devices).unwrap()
     };
     let one_dir = temp_dir("one-device");
     let two_dir = temp_dir("two-devices");
@@ -397,7 +445,7 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
     let (train, vocab) = sample(8);
     let (dev, _) = sample(4);
     let run = |dir: &Path, precision: Precision, device: Device| {
-        two_steps(dir, &train, &dev, vocab, precision, &[device])
+        two_steps(dir, (&train, &dev), (vocab, 0.0), precision, &[device])
     };
     let f32_dir = temp_dir("f32-passes");
     let bf16_dir = temp_dir("bf16-passes");
@@ -406,7 +454,7 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
     // The master weights stay f32, and move as the f32 run's do.
     let weight = half.model.answer_score.weight.val();
     assert_eq!(weight.dtype(), burn::tensor::DType::F32);
-    let init = fresh_model(vocab, &Device::flex());
+    let init = fresh_model(vocab, 0.0, &Device::flex());
     let query = |m: &WikiHopModel| {
         m.longformer.encoder.layer[0]
             .attention
