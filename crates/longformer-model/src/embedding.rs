@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::dropout::{DropoutSeed, seeded_dropout};
 
@@ -87,18 +87,75 @@ impl LongformerEmbeddings {
 /// RoBERTa position ids: real tokens count from `pad_token_id + 1` in order, padding tokens get
 /// `pad_token_id`. Works for left and right padding alike, since it counts non-pad ids.
 ///
+/// Counted on the host (the ids are small, and [`LongformerModel::check`] reads them there
+/// anyway), not with Burn's `cumsum`: on the GPU backends that is a kernel whose every element
+/// sums all those before it, and on the software GPU it repeats its value at index 65,534 from
+/// 65,535 on (Burn 0.22.1).
+///
 /// # Shapes
 /// - input_ids: `[batch_size, seq_length]`
 /// - output: `[batch_size, seq_length]`
+///
+/// [`LongformerModel::check`]: crate::LongformerModel::check
 pub fn position_ids(input_ids: Tensor<2, Int>, pad_token_id: usize) -> Tensor<2, Int> {
-    let real = input_ids.not_equal_elem(pad_token_id as i64).int();
-    real.clone().cumsum(1) * real + pad_token_id as i64
+    let [batch_size, seq_length] = input_ids.dims();
+    let device = input_ids.device();
+    let pad = pad_token_id as i64;
+    let ids: Vec<i64> = input_ids.into_data().iter::<i64>().collect();
+    let mut positions = Vec::with_capacity(ids.len());
+    for row in ids.chunks(seq_length.max(1)) {
+        let mut next = pad;
+        positions.extend(row.iter().map(|&id| {
+            if id == pad {
+                pad
+            } else {
+                next += 1;
+                next
+            }
+        }));
+    }
+    Tensor::from_data(
+        TensorData::new(positions, [batch_size, seq_length]),
+        &device,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::TensorData;
+
+    /// Every backend counts past 65,535 tokens (where Burn's `cumsum` on the software GPU
+    /// stops counting).
+    #[test]
+    #[allow(deprecated)] // Device::ndarray: one of our backends
+    fn positions_count_past_65535_on_every_backend() {
+        let n = 70_000usize;
+        let ids: Vec<i64> = (0..2 * n)
+            .map(|i| if i % n < 3 || i == 2 * n - 1 { 1 } else { 5 })
+            .collect();
+        #[allow(unused_mut)]
+        let mut devices = vec![Device::flex()];
+        #[cfg(feature = "ndarray")]
+        devices.push(Device::ndarray());
+        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+        if std::env::var("LONGFORMER_SKIP_WGPU").map_or(true, |v| v != "1") {
+            devices.push(Device::wgpu(Default::default()));
+        }
+        for device in devices {
+            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, n]), &device);
+            let pos: Vec<i64> = position_ids(ids, 1).into_data().iter::<i64>().collect();
+            // Row 0: three pads, then 2, 3, ...; row 1 the same but its last token a pad.
+            for (i, &p) in pos.iter().enumerate() {
+                let (row, t) = (i / n, i % n);
+                let expected = if t < 3 || (row == 1 && t == n - 1) {
+                    1
+                } else {
+                    t as i64 - 1
+                };
+                assert_eq!(p, expected, "{device:?}: row {row}, token {t}");
+            }
+        }
+    }
 
     #[test]
     fn positions_skip_padding_on_either_side() {
