@@ -189,20 +189,7 @@ fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The devices this build has: flex, ndarray, and the software GPU.
-    #[allow(deprecated)] // Device::ndarray: the one backend with 64-bit integers
-    fn devices() -> Vec<Device> {
-        #[allow(unused_mut)]
-        let mut devices = vec![Device::flex()];
-        #[cfg(feature = "ndarray")]
-        devices.push(Device::ndarray());
-        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
-        if std::env::var("LONGFORMER_SKIP_WGPU").map_or(true, |v| v != "1") {
-            devices.push(Device::wgpu(Default::default()));
-        }
-        devices
-    }
+    use crate::test_devices::devices;
 
     fn host_mask(rows: usize, cols: usize, keep: f64, seed: DropoutSeed) -> Vec<bool> {
         let threshold = (keep * (1u64 << KEEP_BITS) as f64).round() as i64;

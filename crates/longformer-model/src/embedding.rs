@@ -127,21 +127,12 @@ mod tests {
     /// Every backend counts past 65,535 tokens (where Burn's `cumsum` on the software GPU
     /// stops counting).
     #[test]
-    #[allow(deprecated)] // Device::ndarray: one of our backends
     fn positions_count_past_65535_on_every_backend() {
         let n = 70_000usize;
         let ids: Vec<i64> = (0..2 * n)
             .map(|i| if i % n < 3 || i == 2 * n - 1 { 1 } else { 5 })
             .collect();
-        #[allow(unused_mut)]
-        let mut devices = vec![Device::flex()];
-        #[cfg(feature = "ndarray")]
-        devices.push(Device::ndarray());
-        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
-        if std::env::var("LONGFORMER_SKIP_WGPU").map_or(true, |v| v != "1") {
-            devices.push(Device::wgpu(Default::default()));
-        }
-        for device in devices {
+        for device in crate::test_devices::devices() {
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [2, n]), &device);
             let pos: Vec<i64> = position_ids(ids, 1).into_data().iter::<i64>().collect();
             // Row 0: three pads, then 2, 3, ...; row 1 the same but its last token a pad.

@@ -51,6 +51,8 @@ pub mod loader;
 pub mod model;
 pub mod pooler;
 pub mod precision;
+#[cfg(test)]
+mod test_devices;
 
 pub use attention::{
     AttentionDilation, AttentionProbs, LocalAttentionKernel, SlidingWindowAttention, WindowPattern,
