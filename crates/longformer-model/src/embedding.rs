@@ -76,6 +76,22 @@ impl LongformerEmbeddings {
         seed: DropoutSeed,
     ) -> Tensor<3> {
         let position_ids = position_ids(input_ids.clone(), self.pad_token_id);
+        self.forward_with_positions(input_ids, position_ids, token_type_ids, seed)
+    }
+
+    /// [`forward`](Self::forward) with the position ids given ([`position_ids_of`]).
+    ///
+    /// # Shapes
+    /// - input_ids, position_ids: `[batch_size, seq_length]`
+    /// - token_type_ids: `[batch_size, seq_length]` (zeros when `None`)
+    /// - output: `[batch_size, seq_length, d_model]`
+    pub fn forward_with_positions(
+        &self,
+        input_ids: Tensor<2, Int>,
+        position_ids: Tensor<2, Int>,
+        token_type_ids: Option<Tensor<2, Int>>,
+        seed: DropoutSeed,
+    ) -> Tensor<3> {
         let token_type_ids = token_type_ids.unwrap_or_else(|| input_ids.zeros_like());
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(position_ids)
@@ -87,21 +103,31 @@ impl LongformerEmbeddings {
 /// RoBERTa position ids: real tokens count from `pad_token_id + 1` in order, padding tokens get
 /// `pad_token_id`. Works for left and right padding alike, since it counts non-pad ids.
 ///
-/// Counted on the host (the ids are small, and [`LongformerModel::check`] reads them there
-/// anyway), not with Burn's `cumsum`: on the GPU backends that is a kernel whose every element
-/// sums all those before it, and on the software GPU it repeats its value at index 65,534 from
-/// 65,535 on (Burn 0.22.1).
+/// Counted on the host (the ids are small; [`LongformerModel`] counts them from the ids its input
+/// checks read there, with [`position_ids_of`]), not with Burn's `cumsum`: on the GPU backends
+/// that is a kernel whose every element sums all those before it, and on the software GPU it
+/// repeats its value at index 65,534 from 65,535 on (Burn 0.22.1).
 ///
 /// # Shapes
 /// - input_ids: `[batch_size, seq_length]`
 /// - output: `[batch_size, seq_length]`
 ///
-/// [`LongformerModel::check`]: crate::LongformerModel::check
+/// [`LongformerModel`]: crate::LongformerModel
 pub fn position_ids(input_ids: Tensor<2, Int>, pad_token_id: usize) -> Tensor<2, Int> {
-    let [batch_size, seq_length] = input_ids.dims();
+    let dims = input_ids.dims();
     let device = input_ids.device();
-    let pad = pad_token_id as i64;
     let ids: Vec<i64> = input_ids.into_data().iter::<i64>().collect();
+    position_ids_of(&ids, dims, pad_token_id, &device)
+}
+
+/// [`position_ids`] of ids already on the host, `[batch_size, seq_length]` in row-major order.
+pub fn position_ids_of(
+    ids: &[i64],
+    [batch_size, seq_length]: [usize; 2],
+    pad_token_id: usize,
+    device: &Device,
+) -> Tensor<2, Int> {
+    let pad = pad_token_id as i64;
     let mut positions = Vec::with_capacity(ids.len());
     for row in ids.chunks(seq_length.max(1)) {
         let mut next = pad;
@@ -114,10 +140,7 @@ pub fn position_ids(input_ids: Tensor<2, Int>, pad_token_id: usize) -> Tensor<2,
             }
         }));
     }
-    Tensor::from_data(
-        TensorData::new(positions, [batch_size, seq_length]),
-        &device,
-    )
+    Tensor::from_data(TensorData::new(positions, [batch_size, seq_length]), device)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 use crate::attention::fused::fused_available;
 use crate::attention::{AttentionMasks, AttentionProbs, LocalAttentionKernel};
 use crate::config::LongformerConfig;
-use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig};
+use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig, position_ids_of};
 use crate::encoder::LongformerEncoder;
 use crate::error::InputError;
 use crate::init::hf_initialization;
@@ -197,14 +197,21 @@ impl LongformerModel {
         input: LongformerInput,
         options: OutputOptions,
     ) -> Result<LongformerOutput, InputError> {
-        self.check(&input)?;
+        let ids = self.checked_ids(&input)?;
         let masks = AttentionMasks::new(
             AttentionLayout::from_input(&input),
             &input.input_ids.device(),
         );
         let seed = input.dropout_seed_or_draw();
-        let hidden = self.embeddings.forward(
+        let position_ids = position_ids_of(
+            &ids,
+            input.dims(),
+            self.embeddings.pad_token_id,
+            &input.input_ids.device(),
+        );
+        let hidden = self.embeddings.forward_with_positions(
             input.input_ids,
+            position_ids,
             input.token_type_ids,
             seed.child(EMBEDDINGS_SITE),
         );
@@ -237,6 +244,12 @@ impl LongformerModel {
     /// long, a token id outside the vocabulary, a token type id outside `type_vocab_size`, or
     /// [`LocalAttentionKernel::Fused`] on a device without the fused op.
     pub fn check(&self, input: &LongformerInput) -> Result<(), InputError> {
+        self.checked_ids(input).map(|_| ())
+    }
+
+    /// [`check`](Self::check), returning the token ids it read to the host
+    /// (`[batch_size, seq_length]`, row-major).
+    fn checked_ids(&self, input: &LongformerInput) -> Result<Vec<i64>, InputError> {
         input.check_shapes()?;
         let device = input.input_ids.device();
         let forced = self
@@ -262,10 +275,10 @@ impl LongformerModel {
                 });
             }
         }
-        if let Some((i, id)) = ids
-            .into_iter()
+        if let Some((i, &id)) = ids
+            .iter()
             .enumerate()
-            .find(|(_, id)| *id < 0 || *id as usize >= self.vocab_size)
+            .find(|(_, id)| **id < 0 || **id as usize >= self.vocab_size)
         {
             return Err(InputError::TokenOutOfRange {
                 row: i / seq_length,
@@ -291,7 +304,7 @@ impl LongformerModel {
                 });
             }
         }
-        Ok(())
+        Ok(ids)
     }
 }
 
