@@ -110,9 +110,9 @@ fn resuming_from_a_checkpoint_continues_exactly() {
     check_resume(Device::flex(), "flex", 0.0);
 }
 
-/// On the GPU backends too: Burn's kernel fusion plans a resumed process's first steps
-/// differently (other fused kernels, other rounding), but every dropout mask is a function of
-/// the step's seed, not of the order in which the device ran its random draws.
+/// On the software GPU too, through Burn's kernel fusion, which may order a resumed process's
+/// operations differently: every dropout mask is a function of the batch's seed, not of the
+/// order in which the device ran random draws.
 #[test]
 fn resuming_on_the_software_gpu_continues_with_the_same_dropout() {
     if std::env::var("LONGFORMER_SKIP_WGPU").is_ok_and(|v| v == "1") {
