@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod attention;
+pub mod checkpointing;
 pub mod config;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod cpu;
@@ -57,6 +58,7 @@ mod test_devices;
 pub use attention::{
     AttentionDilation, AttentionProbs, LocalAttentionKernel, SlidingWindowAttention, WindowPattern,
 };
+pub use checkpointing::CheckpointedPass;
 pub use config::{AttentionWindow, HiddenAct, LongformerConfig};
 pub use dropout::DropoutSeed;
 pub use error::{ConfigError, InputError, LoadError, SaveError};

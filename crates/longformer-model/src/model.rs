@@ -1,11 +1,12 @@
 //! [`LongformerModel`]: embeddings, encoder and pooler (HF `LongformerModel`).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::attention::fused::fused_available;
 use crate::attention::{AttentionMasks, AttentionProbs, LocalAttentionKernel};
 use crate::config::LongformerConfig;
+use crate::dropout::DropoutSeed;
 use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig, position_ids_of};
 use crate::encoder::LongformerEncoder;
 use crate::error::InputError;
@@ -139,6 +140,28 @@ impl LongformerConfig {
     }
 }
 
+/// A checked input, ready for the embeddings and the encoder.
+#[derive(Debug)]
+pub(crate) struct PreparedInput {
+    /// `[batch_size, seq_length]`
+    pub(crate) input_ids: Tensor<2, Int>,
+    /// `[batch_size, seq_length]`, counted on the host (see [`position_ids_of`]).
+    pub(crate) position_ids: Tensor<2, Int>,
+    /// `[batch_size, seq_length]`, or all zero when absent.
+    pub(crate) token_type_ids: Option<Tensor<2, Int>>,
+    /// The attention masks of every layer.
+    pub(crate) masks: AttentionMasks,
+    /// The pass's dropout seed.
+    pub(crate) seed: DropoutSeed,
+}
+
+impl PreparedInput {
+    /// The seed the encoder gives its layers (layer `i` takes `.child(i)`).
+    pub(crate) fn encoder_seed(&self) -> DropoutSeed {
+        self.seed.child(ENCODER_SITE)
+    }
+}
+
 /// The dropout sites of the model, children of the forward pass's seed; task heads use
 /// [`HEAD_DROPOUT_SITE`].
 const EMBEDDINGS_SITE: u64 = 0;
@@ -197,28 +220,12 @@ impl LongformerModel {
         input: LongformerInput,
         options: OutputOptions,
     ) -> Result<LongformerOutput, InputError> {
-        let ids = self.checked_ids(&input)?;
-        let masks = AttentionMasks::new(
-            AttentionLayout::from_input(&input),
-            &input.input_ids.device(),
-        );
-        let seed = input.dropout_seed_or_draw();
-        let position_ids = position_ids_of(
-            &ids,
-            input.dims(),
-            self.embeddings.pad_token_id,
-            &input.input_ids.device(),
-        );
-        let hidden = self.embeddings.forward_with_positions(
-            input.input_ids,
-            position_ids,
-            input.token_type_ids,
-            seed.child(EMBEDDINGS_SITE),
-        );
+        let prepared = self.prepare(input)?;
+        let hidden = self.embed(&prepared);
         let (last_hidden_state, attentions, hidden_states) = self.encoder.forward_collecting(
             hidden,
-            &masks,
-            seed.child(ENCODER_SITE),
+            &prepared.masks,
+            prepared.encoder_seed(),
             options.attentions,
             options.hidden_states,
         );
@@ -232,6 +239,37 @@ impl LongformerModel {
             attentions,
             hidden_states,
         })
+    }
+
+    /// The checked input, its attention masks, position ids and dropout seed: what every
+    /// forward pass starts from.
+    pub(crate) fn prepare(&self, input: LongformerInput) -> Result<PreparedInput, InputError> {
+        let ids = self.checked_ids(&input)?;
+        let device = input.input_ids.device();
+        let masks = AttentionMasks::new(AttentionLayout::from_input(&input), &device);
+        let seed = input.dropout_seed_or_draw();
+        let position_ids =
+            position_ids_of(&ids, input.dims(), self.embeddings.pad_token_id, &device);
+        Ok(PreparedInput {
+            input_ids: input.input_ids,
+            position_ids,
+            token_type_ids: input.token_type_ids,
+            masks,
+            seed,
+        })
+    }
+
+    /// The embeddings of a prepared input.
+    ///
+    /// # Shapes
+    /// - output: `[batch_size, seq_length, d_model]`
+    pub(crate) fn embed(&self, input: &PreparedInput) -> Tensor<3> {
+        self.embeddings.forward_with_positions(
+            input.input_ids.clone(),
+            input.position_ids.clone(),
+            input.token_type_ids.clone(),
+            input.seed.child(EMBEDDINGS_SITE),
+        )
     }
 
     /// Checks shapes, length, token ids and token type ids before any computation.

@@ -1,0 +1,179 @@
+//! Activation checkpointing ([`LongformerModel::try_forward_checkpointed`]): the recomputed
+//! backward pass gives the recorded pass's gradients, for every parameter, on every backend and
+//! both local-attention paths, with dropout, padding and global tokens.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use longformer_model::{
+    AttentionWindow, DropoutSeed, LocalAttentionKernel, LongformerConfig, LongformerInput,
+    LongformerModel,
+};
+use longformer_tests::devices;
+
+/// Three layers of two windows, dropout in every place it can be.
+fn model(kernel: LocalAttentionKernel) -> LongformerModel {
+    let host = Device::flex().autodiff();
+    host.seed(5);
+    let mut model = LongformerConfig::tiny(100)
+        .with_num_hidden_layers(3)
+        .with_attention_window(AttentionWindow::PerLayer(vec![8, 12, 8]))
+        .with_hidden_dropout_prob(0.2)
+        .with_attention_probs_dropout_prob(0.3)
+        .init(&host);
+    for layer in &mut model.encoder.layer {
+        layer.attention.self_attn.kernel = kernel;
+    }
+    model
+}
+
+/// Two rows, the second padded; global tokens in the first.
+fn input(device: &Device) -> LongformerInput {
+    let lengths = [40usize, 27];
+    let rows: Vec<Vec<i64>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| (0..n).map(|t| 3 + ((t * 31 + b * 7) % 90) as i64).collect())
+        .collect();
+    let globals: Vec<Vec<i64>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| (0..n).map(|t| i64::from(b == 0 && t % 13 == 0)).collect())
+        .collect();
+    LongformerInput::from_rows(&rows, None, Some(&globals), 1, device)
+        .with_dropout_seed(DropoutSeed::new(17))
+}
+
+/// A loss that weighs every output element differently.
+fn loss(hidden: Tensor<3>) -> Tensor<1> {
+    let dims = hidden.dims();
+    let values: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    let weights = Tensor::<3>::from_data(TensorData::new(values, dims), &hidden.device());
+    (hidden * weights).sum()
+}
+
+/// Every parameter's gradient in `grads`, by visiting order.
+fn gradients(model: &LongformerModel, grads: &Gradients) -> Vec<(String, Vec<f32>)> {
+    struct Collect<'a> {
+        grads: &'a Gradients,
+        path: Vec<String>,
+        out: Vec<(String, Vec<f32>)>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let grad = param.val().grad(self.grads).map_or_else(Vec::new, |g| {
+                g.into_data().convert::<f32>().iter::<f32>().collect()
+            });
+            self.out.push((self.path.join("."), grad));
+        }
+    }
+    let mut collect = Collect {
+        grads,
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut collect);
+    collect.out
+}
+
+#[test]
+fn checkpointed_gradients_are_the_recorded_passes() {
+    for kernel in [LocalAttentionKernel::Reference, LocalAttentionKernel::Fused] {
+        let host_model = model(kernel);
+        for (name, device) in devices() {
+            let device = device.autodiff();
+            let model = host_model.clone().fork(&device);
+
+            let hidden = model.forward(input(&device)).last_hidden_state;
+            let recorded_loss = loss(hidden.clone());
+            let recorded = gradients(&model, &recorded_loss.backward());
+
+            let pass = model
+                .try_forward_checkpointed(input(&device))
+                .expect("a valid input");
+            let checkpointed_loss = loss(pass.last_hidden_state.clone());
+            let checkpointed =
+                gradients(&model, &pass.backward(&model, checkpointed_loss.backward()));
+
+            let (a, b) = (
+                recorded_loss.into_scalar::<f32>(),
+                checkpointed_loss.into_scalar::<f32>(),
+            );
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "{kernel:?} on {name}: loss {a} recorded, {b} checkpointed"
+            );
+            assert_eq!(recorded.len(), checkpointed.len());
+            let mut compared = 0;
+            let mut worst = 0.0f32;
+            for ((param, r), (_, c)) in recorded.iter().zip(&checkpointed) {
+                // The pooler is not part of either loss.
+                if param.starts_with("pooler") {
+                    assert!(c.is_empty(), "{param}");
+                    continue;
+                }
+                assert!(
+                    !r.is_empty() && r.len() == c.len(),
+                    "{kernel:?} on {name}: {param} has {} recorded and {} checkpointed gradients",
+                    r.len(),
+                    c.len()
+                );
+                let scale = r.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-3);
+                let diff = r
+                    .iter()
+                    .zip(c)
+                    .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                worst = worst.max(diff / scale);
+                assert!(
+                    diff <= 1e-5 * scale,
+                    "{kernel:?} on {name}: {param}'s gradient {diff} from the recorded pass's (largest {scale})"
+                );
+                compared += 1;
+            }
+            // Embeddings (word, position, type, norm) and 16 tensors per layer.
+            assert!(compared >= 5 + 16 * 3, "{compared} parameters compared");
+            println!(
+                "{kernel:?} on {name}: {compared} gradients, worst relative difference {worst:e}"
+            );
+        }
+    }
+}
+
+/// A pass whose loss ignores the output adds nothing; one that uses it reaches the embeddings.
+#[test]
+fn the_backward_pass_adds_only_what_the_loss_reaches() {
+    let device = Device::flex().autodiff();
+    let model = model(LocalAttentionKernel::Auto).fork(&device);
+    let pass = model.try_forward_checkpointed(input(&device)).unwrap();
+    let unrelated = Tensor::<1>::from_floats([2.0], &device).require_grad();
+    let grads = pass.backward(&model, (unrelated.clone() * 3.0).sum().backward());
+    assert!(unrelated.grad(&grads).is_some());
+    let word = model.embeddings.word_embeddings.weight.val();
+    assert!(word.grad(&grads).is_none());
+}
+
+/// A model fresh from `init`, whose parameters Burn initializes lazily at their first read: the
+/// checkpointed pass reads them first, and they still train.
+#[test]
+fn a_fresh_model_trains_through_the_checkpointed_pass() {
+    let device = Device::flex().autodiff();
+    let model = LongformerConfig::tiny(100).init(&device);
+    let pass = model.try_forward_checkpointed(input(&device)).unwrap();
+    let loss = loss(pass.last_hidden_state.clone());
+    let grads = pass.backward(&model, loss.backward());
+    let query = model.encoder.layer[1]
+        .attention
+        .self_attn
+        .query
+        .weight
+        .val();
+    assert!(query.is_require_grad());
+    assert!(query.grad(&grads).is_some());
+}
