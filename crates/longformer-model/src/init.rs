@@ -41,10 +41,21 @@ impl ModuleMapper for HfInit {
             .iter()
             .any(|p| p == "word_embeddings" || p == "position_embeddings");
         let (std, padding_row) = (self.std, self.padding_row);
+        // A parameter built initialized (`Param::from_tensor`) is mapped at once, and a fresh
+        // tensor does not require gradients: it keeps the old value's setting, or it would no
+        // longer train. (A lazy parameter's mapper sees an untracked value, and the gradient
+        // setting is applied after it.)
+        let keep_tracking = |t: &Tensor<D>, fresh: Tensor<D>| {
+            if t.is_require_grad() {
+                fresh.require_grad()
+            } else {
+                fresh
+            }
+        };
         match name {
             "weight" => param.init_mapper(move |t| {
                 let fresh = Tensor::random(t.shape(), Distribution::Normal(0.0, std), &t.device());
-                if embedding && D == 2 && t.dims()[0] > padding_row {
+                let fresh = if embedding && D == 2 && t.dims()[0] > padding_row {
                     let [rows, width] = [t.dims()[0], t.dims()[1]];
                     fresh
                         .reshape([rows, width])
@@ -52,9 +63,10 @@ impl ModuleMapper for HfInit {
                         .reshape(t.shape())
                 } else {
                     fresh
-                }
+                };
+                keep_tracking(&t, fresh)
             }),
-            "bias" => param.init_mapper(|t| t.zeros_like()),
+            "bias" => param.init_mapper(move |t| keep_tracking(&t, t.zeros_like())),
             _ => param,
         }
     }

@@ -156,6 +156,23 @@ mod tests {
         assert!((std - 0.02).abs() < 0.006, "dense std {std}");
     }
 
+    /// The output bias is built initialized, not lazily, and HF's initialization maps it at
+    /// once: it must still train (it did not: zeroing it made a tensor without gradients).
+    #[test]
+    fn the_output_bias_trains() {
+        let device = Device::flex().autodiff();
+        let config = LongformerHeadConfig::new(LongformerConfig::tiny(50));
+        let model: LongformerForMaskedLM = config.init(&device).unwrap();
+        let bias = model.lm_head.bias.val();
+        assert!(bias.is_require_grad());
+        let input = LongformerInput::from_rows(&[vec![0, 5, 6, 2]], None, None, 1, &device);
+        let grads = model.forward(input).unwrap().sum().backward();
+        let grad = bias.grad(&grads).expect("a gradient for the output bias");
+        // Each entry's gradient is the number of positions (the sum's derivative is 1 each).
+        let total = grad.sum().into_scalar::<f32>();
+        assert!((total - 4.0 * 50.0).abs() < 1e-3, "{total}");
+    }
+
     #[test]
     fn logits_cover_the_vocabulary() {
         let device = Device::flex();
