@@ -5,8 +5,10 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use longformer_model::{
-    AttentionWindow, DropoutSeed, LocalAttentionKernel, LongformerConfig, LongformerInput,
-    LongformerModel,
+    AttentionWindow, CheckpointedPass, DropoutSeed, LocalAttentionKernel, LongformerConfig,
+    LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
+    LongformerForSequenceClassification, LongformerForTokenClassification, LongformerHeadConfig,
+    LongformerInput, LongformerModel, MultipleChoiceInput, TaskHead,
 };
 use longformer_tests::devices;
 
@@ -44,17 +46,17 @@ fn input(device: &Device) -> LongformerInput {
 }
 
 /// A loss that weighs every output element differently.
-fn loss(hidden: Tensor<3>) -> Tensor<1> {
-    let dims = hidden.dims();
+fn loss<const D: usize>(output: Tensor<D>) -> Tensor<1> {
+    let dims = output.dims();
     let values: Vec<f32> = (0..dims.iter().product::<usize>())
         .map(|i| (i as f32 * 0.37).sin())
         .collect();
-    let weights = Tensor::<3>::from_data(TensorData::new(values, dims), &hidden.device());
-    (hidden * weights).sum()
+    let weights = Tensor::<D>::from_data(TensorData::new(values, dims), &output.device());
+    (output * weights).sum()
 }
 
 /// Every parameter's gradient in `grads`, by visiting order.
-fn gradients(model: &LongformerModel, grads: &Gradients) -> Vec<(String, Vec<f32>)> {
+fn gradients<M: Module>(model: &M, grads: &Gradients) -> Vec<(String, Vec<f32>)> {
     struct Collect<'a> {
         grads: &'a Gradients,
         path: Vec<String>,
@@ -176,4 +178,97 @@ fn a_fresh_model_trains_through_the_checkpointed_pass() {
         .val();
     assert!(query.is_require_grad());
     assert!(query.grad(&grads).is_some());
+}
+
+/// Every task head's `forward_checkpointed` gives the recorded pass's gradients, the head's own
+/// parameters' (and the pooler's, for multiple choice) among them; the masked-LM head's word
+/// embeddings, tied to its decoder, get both shares.
+#[test]
+fn every_task_head_checkpoints_with_the_recorded_gradients() {
+    let host = Device::flex().autodiff();
+    let config = LongformerConfig::tiny(100)
+        .with_num_hidden_layers(2)
+        .with_hidden_dropout_prob(0.2)
+        .with_attention_probs_dropout_prob(0.3);
+    let heads = LongformerHeadConfig::new(config).with_num_labels(3);
+    fn head<H: TaskHead>(heads: &LongformerHeadConfig, device: &Device, seed: u64) -> H {
+        device.seed(seed);
+        heads.init(device).expect("a head for the tiny config")
+    }
+    let device = &host;
+
+    let classifier: LongformerForSequenceClassification = head(&heads, device, 1);
+    let recorded = loss(classifier.forward(input(device)).unwrap()).backward();
+    let (scores, pass) = classifier.forward_checkpointed(input(device)).unwrap();
+    let checkpointed = backward(pass, &classifier.longformer, loss(scores));
+    assert_same_gradients(
+        "sequence classification",
+        &classifier,
+        &recorded,
+        &checkpointed,
+    );
+
+    let tagger: LongformerForTokenClassification = head(&heads, device, 2);
+    let recorded = loss(tagger.forward(input(device)).unwrap()).backward();
+    let (scores, pass) = tagger.forward_checkpointed(input(device)).unwrap();
+    let checkpointed = backward(pass, &tagger.longformer, loss(scores));
+    assert_same_gradients("token classification", &tagger, &recorded, &checkpointed);
+
+    let reader: LongformerForQuestionAnswering = head(&heads.clone().with_num_labels(2), device, 3);
+    let span_loss = |o: longformer_model::QuestionAnsweringOutput| {
+        loss(o.start_logits) + loss(o.end_logits.mul_scalar(0.5))
+    };
+    let recorded = span_loss(reader.forward(input(device)).unwrap()).backward();
+    let (spans, pass) = reader.forward_checkpointed(input(device)).unwrap();
+    let checkpointed = backward(pass, &reader.longformer, span_loss(spans));
+    assert_same_gradients("question answering", &reader, &recorded, &checkpointed);
+
+    let chooser: LongformerForMultipleChoice = head(&heads, device, 4);
+    let choices = || MultipleChoiceInput::new(input(device), 2).unwrap();
+    let recorded = loss(chooser.forward(choices()).unwrap()).backward();
+    let (scores, pass) = chooser.forward_checkpointed(choices()).unwrap();
+    let checkpointed = backward(pass, &chooser.longformer, loss(scores));
+    assert_same_gradients("multiple choice", &chooser, &recorded, &checkpointed);
+
+    let filler: LongformerForMaskedLM = head(&heads, device, 5);
+    assert!(
+        filler.lm_head.decoder.is_none(),
+        "the decoder is tied to the word embeddings"
+    );
+    let recorded = loss(filler.forward(input(device)).unwrap()).backward();
+    let (scores, pass) = filler.forward_checkpointed(input(device)).unwrap();
+    let checkpointed = backward(pass, &filler.longformer, loss(scores));
+    assert_same_gradients("masked LM", &filler, &recorded, &checkpointed);
+}
+
+fn backward(pass: CheckpointedPass, encoder: &LongformerModel, loss: Tensor<1>) -> Gradients {
+    pass.backward(encoder, loss.backward())
+}
+
+/// Every parameter of `module` has a gradient in both, within 1e-5 of its largest.
+fn assert_same_gradients<M: Module>(
+    what: &str,
+    module: &M,
+    recorded: &Gradients,
+    checkpointed: &Gradients,
+) {
+    let (recorded, checkpointed) = (gradients(module, recorded), gradients(module, checkpointed));
+    assert_eq!(recorded.len(), checkpointed.len());
+    for ((param, r), (_, c)) in recorded.iter().zip(&checkpointed) {
+        assert!(
+            !r.is_empty() && r.len() == c.len(),
+            "{what}: {param} has {} recorded and {} checkpointed gradients",
+            r.len(),
+            c.len()
+        );
+        let scale = r.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-3);
+        let diff = r
+            .iter()
+            .zip(c)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{what}: {param}'s gradient {diff} from the recorded pass's (largest {scale})"
+        );
+    }
 }

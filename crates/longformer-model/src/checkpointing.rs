@@ -144,7 +144,9 @@ impl ModuleVisitor for ReadParams {
     }
 }
 
-/// Moves the gradients of `module`'s parameters from `from` into `into`.
+/// Moves the gradients of `module`'s parameters from `from` into `into`, adding them to those
+/// `into` holds already (a parameter the loss also reads outside the encoder, such as word
+/// embeddings tied to a language-model head).
 fn move_grads<M: Module>(module: &M, from: &mut Gradients, into: &mut Gradients) {
     struct Move<'a> {
         from: &'a mut Gradients,
@@ -154,9 +156,36 @@ fn move_grads<M: Module>(module: &M, from: &mut Gradients, into: &mut Gradients)
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let tensor = param.val();
             if let Some(grad) = tensor.grad_remove(self.from) {
-                tensor.grad_replace(self.into, grad);
+                let total = match tensor.grad_remove(self.into) {
+                    Some(earlier) => earlier + grad,
+                    None => grad,
+                };
+                tensor.grad_replace(self.into, total);
             }
         }
     }
     module.visit(&mut Move { from, into });
+}
+
+/// How a task head runs its encoder: [`recorded`] or [`checkpointed`]. The head's forward is
+/// written once, over this, and returns the encoder's `P` next to its output.
+pub(crate) type Encode<P> =
+    fn(&LongformerModel, LongformerInput) -> Result<(Tensor<3>, P), InputError>;
+
+/// The recorded pass's last hidden state (`[batch_size, seq_length, d_model]`).
+pub(crate) fn recorded(
+    model: &LongformerModel,
+    input: LongformerInput,
+) -> Result<(Tensor<3>, ()), InputError> {
+    Ok((model.try_forward(input)?.last_hidden_state, ()))
+}
+
+/// The checkpointed pass's last hidden state (`[batch_size, seq_length, d_model]`), and the
+/// pass.
+pub(crate) fn checkpointed(
+    model: &LongformerModel,
+    input: LongformerInput,
+) -> Result<(Tensor<3>, CheckpointedPass), InputError> {
+    let pass = model.try_forward_checkpointed(input)?;
+    Ok((pass.last_hidden_state.clone(), pass))
 }

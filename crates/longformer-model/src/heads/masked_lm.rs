@@ -9,6 +9,7 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::checkpointing::{CheckpointedPass, Encode, checkpointed, recorded};
 use crate::error::{ConfigError, InputError};
 use crate::gelu::gelu_exact;
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
@@ -125,9 +126,29 @@ impl LongformerForMaskedLM {
     /// # Errors
     /// Inputs [`LongformerModel::try_forward`] rejects.
     pub fn forward(&self, input: LongformerInput) -> Result<Tensor<3>, InputError> {
-        let hidden = self.longformer.try_forward(input)?.last_hidden_state;
+        Ok(self.run(input, recorded)?.0)
+    }
+
+    /// [`forward`](Self::forward) with activation checkpointing (see
+    /// [`LongformerModel::try_forward_checkpointed`]): back-propagate with
+    /// `pass.backward(&head.longformer, loss.backward())`, which gives the recorded pass's
+    /// gradients, the head's parameters' among them (tied word embeddings get both
+    /// shares).
+    pub fn forward_checkpointed(
+        &self,
+        input: LongformerInput,
+    ) -> Result<(Tensor<3>, CheckpointedPass), InputError> {
+        self.run(input, checkpointed)
+    }
+
+    fn run<P>(
+        &self,
+        input: LongformerInput,
+        encode: Encode<P>,
+    ) -> Result<(Tensor<3>, P), InputError> {
+        let (hidden, pass) = encode(&self.longformer, input)?;
         let words = self.longformer.embeddings.word_embeddings.weight.val();
-        Ok(self.lm_head.forward(hidden, words))
+        Ok((self.lm_head.forward(hidden, words), pass))
     }
 }
 

@@ -8,6 +8,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::kind::Basic;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
+use crate::checkpointing::{CheckpointedPass, Encode, checkpointed, recorded};
 use crate::dropout::seeded_dropout;
 use crate::error::{ConfigError, InputError};
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
@@ -152,6 +153,31 @@ impl LongformerForMultipleChoice {
     /// # Panics
     /// If `longformer.pooler` was set to `None` by hand (every constructor and loader builds it).
     pub fn forward(&self, input: MultipleChoiceInput) -> Result<Tensor<2>, InputError> {
+        Ok(self.run(input, recorded)?.0)
+    }
+
+    /// [`forward`](Self::forward) with activation checkpointing (see
+    /// [`LongformerModel::try_forward_checkpointed`]): back-propagate with
+    /// `pass.backward(&head.longformer, loss.backward())`, which gives the recorded pass's
+    /// gradients, the pooler's and the head's parameters' among them.
+    ///
+    /// # Errors
+    /// Those of [`forward`](Self::forward).
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
+    pub fn forward_checkpointed(
+        &self,
+        input: MultipleChoiceInput,
+    ) -> Result<(Tensor<2>, CheckpointedPass), InputError> {
+        self.run(input, checkpointed)
+    }
+
+    fn run<P>(
+        &self,
+        input: MultipleChoiceInput,
+        encode: Encode<P>,
+    ) -> Result<(Tensor<2>, P), InputError> {
         // An empty batch (from `from_tensors`) is named as such, before it could be a choice
         // count of 0.
         input.choices.check_shapes()?;
@@ -163,14 +189,16 @@ impl LongformerForMultipleChoice {
         })?;
         let [rows, _] = choices.dims();
         let seed = choices.dropout_seed_or_draw();
+        let (hidden, pass) = encode(&self.longformer, choices.with_dropout_seed(seed))?;
         let pooled = self
             .longformer
-            .try_forward(choices.with_dropout_seed(seed))?
-            .pooler_output
-            .expect("LongformerForMultipleChoice is always built with a pooler");
+            .pooler
+            .as_ref()
+            .expect("LongformerForMultipleChoice is always built with a pooler")
+            .forward(hidden);
         let pooled = seeded_dropout(&self.dropout, pooled, seed.child(HEAD_DROPOUT_SITE));
         let scores = self.classifier.forward(pooled);
-        Ok(scores.reshape([rows / n_choices, n_choices]))
+        Ok((scores.reshape([rows / n_choices, n_choices]), pass))
     }
 }
 

@@ -8,6 +8,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::checkpointing::{CheckpointedPass, Encode, checkpointed, recorded};
 use crate::error::{ConfigError, InputError};
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
 use crate::heads::global;
@@ -74,11 +75,30 @@ impl LongformerForQuestionAnswering {
     /// [`InputError::Separators`] when the default is needed and a row does not hold exactly
     /// three separators; inputs [`LongformerModel::try_forward`] rejects.
     pub fn forward(&self, input: LongformerInput) -> Result<QuestionAnsweringOutput, InputError> {
+        Ok(self.run(input, recorded)?.0)
+    }
+
+    /// [`forward`](Self::forward) with activation checkpointing (see
+    /// [`LongformerModel::try_forward_checkpointed`]): back-propagate with
+    /// `pass.backward(&head.longformer, loss.backward())`, which gives the recorded pass's
+    /// gradients, the head's parameters' among them.
+    pub fn forward_checkpointed(
+        &self,
+        input: LongformerInput,
+    ) -> Result<(QuestionAnsweringOutput, CheckpointedPass), InputError> {
+        self.run(input, checkpointed)
+    }
+
+    fn run<P>(
+        &self,
+        input: LongformerInput,
+        encode: Encode<P>,
+    ) -> Result<(QuestionAnsweringOutput, P), InputError> {
         let sep = self.sep_token_id as i64;
         let input = global::or_default(input, |ids| {
             global::before_question_end(ids, sep, "question answering")
         })?;
-        let hidden = self.longformer.try_forward(input)?.last_hidden_state;
+        let (hidden, pass) = encode(&self.longformer, input)?;
         let [batch_size, seq_length, _] = hidden.dims();
         let logits = self.qa_outputs.forward(hidden);
         let pick = |i: usize| {
@@ -87,9 +107,10 @@ impl LongformerForQuestionAnswering {
                 .narrow(2, i, 1)
                 .reshape([batch_size, seq_length])
         };
-        Ok(QuestionAnsweringOutput {
+        let output = QuestionAnsweringOutput {
             start_logits: pick(0),
             end_logits: pick(1),
-        })
+        };
+        Ok((output, pass))
     }
 }

@@ -8,6 +8,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Tensor};
 
+use crate::checkpointing::{CheckpointedPass, Encode, checkpointed, recorded};
 use crate::dropout::{DropoutSeed, seeded_dropout};
 use crate::error::{ConfigError, InputError};
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
@@ -94,12 +95,31 @@ impl LongformerForSequenceClassification {
     /// # Errors
     /// Inputs [`LongformerModel::try_forward`] rejects.
     pub fn forward(&self, input: LongformerInput) -> Result<Tensor<2>, InputError> {
+        Ok(self.run(input, recorded)?.0)
+    }
+
+    /// [`forward`](Self::forward) with activation checkpointing (see
+    /// [`LongformerModel::try_forward_checkpointed`]): back-propagate with
+    /// `pass.backward(&head.longformer, loss.backward())`, which gives the recorded pass's
+    /// gradients, the head's parameters' among them.
+    pub fn forward_checkpointed(
+        &self,
+        input: LongformerInput,
+    ) -> Result<(Tensor<2>, CheckpointedPass), InputError> {
+        self.run(input, checkpointed)
+    }
+
+    fn run<P>(
+        &self,
+        input: LongformerInput,
+        encode: Encode<P>,
+    ) -> Result<(Tensor<2>, P), InputError> {
         let input = global::or_default(input, |ids| Ok(global::first_token(ids)))?;
         let seed = input.dropout_seed_or_draw();
-        let input = input.with_dropout_seed(seed);
-        let hidden = self.longformer.try_forward(input)?.last_hidden_state;
-        Ok(self
+        let (hidden, pass) = encode(&self.longformer, input.with_dropout_seed(seed))?;
+        let logits = self
             .classifier
-            .forward(hidden, seed.child(HEAD_DROPOUT_SITE)))
+            .forward(hidden, seed.child(HEAD_DROPOUT_SITE));
+        Ok((logits, pass))
     }
 }

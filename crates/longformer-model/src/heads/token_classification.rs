@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::checkpointing::{CheckpointedPass, Encode, checkpointed, recorded};
 use crate::dropout::seeded_dropout;
 use crate::error::{ConfigError, InputError};
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
@@ -58,10 +59,28 @@ impl LongformerForTokenClassification {
     /// # Errors
     /// Inputs [`LongformerModel::try_forward`] rejects.
     pub fn forward(&self, input: LongformerInput) -> Result<Tensor<3>, InputError> {
+        Ok(self.run(input, recorded)?.0)
+    }
+
+    /// [`forward`](Self::forward) with activation checkpointing (see
+    /// [`LongformerModel::try_forward_checkpointed`]): back-propagate with
+    /// `pass.backward(&head.longformer, loss.backward())`, which gives the recorded pass's
+    /// gradients, the head's parameters' among them.
+    pub fn forward_checkpointed(
+        &self,
+        input: LongformerInput,
+    ) -> Result<(Tensor<3>, CheckpointedPass), InputError> {
+        self.run(input, checkpointed)
+    }
+
+    fn run<P>(
+        &self,
+        input: LongformerInput,
+        encode: Encode<P>,
+    ) -> Result<(Tensor<3>, P), InputError> {
         let seed = input.dropout_seed_or_draw();
-        let input = input.with_dropout_seed(seed);
-        let hidden = self.longformer.try_forward(input)?.last_hidden_state;
+        let (hidden, pass) = encode(&self.longformer, input.with_dropout_seed(seed))?;
         let hidden = seeded_dropout(&self.dropout, hidden, seed.child(HEAD_DROPOUT_SITE));
-        Ok(self.classifier.forward(hidden))
+        Ok((self.classifier.forward(hidden), pass))
     }
 }
