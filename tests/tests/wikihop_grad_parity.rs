@@ -3,7 +3,8 @@
 //! Longformer, its answer-scoring head, a batch of three chunks (two of them one example, so the
 //! mean over chunks is exercised) and the gradient of the loss w.r.t. every parameter, under HF
 //! names. Every backend must match the loss and logits within [`PARITY_TOLERANCE`] and every
-//! gradient within [`GRAD_TOLERANCE`] relative error.
+//! gradient within [`GRAD_TOLERANCE`] relative error, with the recorded pass and with activation
+//! checkpointing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -190,84 +191,104 @@ fn wikihop_head_gradients_match_pytorch() {
             );
         }
 
-        let out = model.forward(&batch, Combine::Mean);
-        let finite = |t: Tensor<2>| t.into_data().iter::<f32>().all(f32::is_finite);
-        assert!(
-            finite(out.loss.clone().detach().unsqueeze()) && finite(out.logits.clone().detach()),
-            "{backend}: non-finite loss or logits"
-        );
-        let loss_diff = max_abs_diff(out.loss.clone().detach(), &expected["loss"]);
-        let logits_diff = max_abs_diff(out.logits.clone().detach(), &expected["logits"]);
-        assert!(
-            loss_diff <= PARITY_TOLERANCE && logits_diff <= PARITY_TOLERANCE,
-            "{backend}: loss differs by {loss_diff}, logits by {logits_diff}"
-        );
+        // The recorded pass, then activation checkpointing (the layers recomputed one at a time
+        // in the backward pass): both against PyTorch's gradients.
+        for checkpointed in [false, true] {
+            let (out, pass) = if checkpointed {
+                let (out, pass) = model
+                    .try_forward_checkpointed(&batch, Combine::Mean, None)
+                    .unwrap();
+                (out, Some(pass))
+            } else {
+                (model.forward(&batch, Combine::Mean), None)
+            };
+            let backend = if checkpointed {
+                format!("{backend} (checkpointed)")
+            } else {
+                backend.to_string()
+            };
+            let finite = |t: Tensor<2>| t.into_data().iter::<f32>().all(f32::is_finite);
+            assert!(
+                finite(out.loss.clone().detach().unsqueeze())
+                    && finite(out.logits.clone().detach()),
+                "{backend}: non-finite loss or logits"
+            );
+            let loss_diff = max_abs_diff(out.loss.clone().detach(), &expected["loss"]);
+            let logits_diff = max_abs_diff(out.logits.clone().detach(), &expected["logits"]);
+            assert!(
+                loss_diff <= PARITY_TOLERANCE && logits_diff <= PARITY_TOLERANCE,
+                "{backend}: loss differs by {loss_diff}, logits by {logits_diff}"
+            );
 
-        let grads = out.loss.backward();
-        let mut collector = GradCollector {
-            grads: &grads,
-            path: Vec::new(),
-            found: BTreeMap::new(),
-        };
-        model.visit(&mut collector);
+            let grads = match pass {
+                Some(pass) => pass.backward(&model.longformer, out.loss.backward()),
+                None => out.loss.backward(),
+            };
+            let mut collector = GradCollector {
+                grads: &grads,
+                path: Vec::new(),
+                found: BTreeMap::new(),
+            };
+            model.visit(&mut collector);
 
-        let ours_keys: BTreeSet<String> = collector.found.keys().map(|p| hf_name(p)).collect();
-        let hf_keys: BTreeSet<String> = hf_grads.keys().cloned().collect();
-        let never_compared: Vec<&String> = hf_keys.difference(&ours_keys).collect();
-        let not_in_fixture: Vec<&String> = ours_keys.difference(&hf_keys).collect();
-        assert!(
-            never_compared.is_empty() && not_in_fixture.is_empty(),
-            "{backend}: HF gradients with no parameter here: {never_compared:?}; \
+            let ours_keys: BTreeSet<String> = collector.found.keys().map(|p| hf_name(p)).collect();
+            let hf_keys: BTreeSet<String> = hf_grads.keys().cloned().collect();
+            let never_compared: Vec<&String> = hf_keys.difference(&ours_keys).collect();
+            let not_in_fixture: Vec<&String> = ours_keys.difference(&hf_keys).collect();
+            assert!(
+                never_compared.is_empty() && not_in_fixture.is_empty(),
+                "{backend}: HF gradients with no parameter here: {never_compared:?}; \
              parameters with no HF gradient: {not_in_fixture:?}"
-        );
+            );
 
-        let mut comparisons = Vec::new();
-        let mut nonzero = 0;
-        for (path, (shape, values, present)) in collector.found {
-            let name = hf_name(&path);
-            let hf = &hf_grads[&name];
-            let (shape, values) = to_hf_layout(&name, &shape, values);
-            assert_eq!(shape, hf.shape, "{backend}: {name} shape");
-            let hf_max = hf.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let abs_err = values
-                .iter()
-                .zip(&hf.values)
-                .map(|(&a, &e)| (f64::from(a) - e).abs())
-                .map(|d| if d.is_nan() { f64::INFINITY } else { d })
-                .fold(0.0, f64::max);
-            if present && values.iter().any(|&v| v != 0.0) {
-                nonzero += 1;
+            let mut comparisons = Vec::new();
+            let mut nonzero = 0;
+            for (path, (shape, values, present)) in collector.found {
+                let name = hf_name(&path);
+                let hf = &hf_grads[&name];
+                let (shape, values) = to_hf_layout(&name, &shape, values);
+                assert_eq!(shape, hf.shape, "{backend}: {name} shape");
+                let hf_max = hf.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                let abs_err = values
+                    .iter()
+                    .zip(&hf.values)
+                    .map(|(&a, &e)| (f64::from(a) - e).abs())
+                    .map(|d| if d.is_nan() { f64::INFINITY } else { d })
+                    .fold(0.0, f64::max);
+                if present && values.iter().any(|&v| v != 0.0) {
+                    nonzero += 1;
+                }
+                comparisons.push(Comparison {
+                    rel_err: abs_err / hf_max.max(SCALE_FLOOR * model_scale).max(1e-12),
+                    name,
+                    abs_err,
+                    hf_max,
+                });
             }
-            comparisons.push(Comparison {
-                rel_err: abs_err / hf_max.max(SCALE_FLOOR * model_scale).max(1e-12),
-                name,
-                abs_err,
-                hf_max,
-            });
-        }
-        assert!(
-            nonzero * 2 > comparisons.len(),
-            "{backend}: only {nonzero} of {} parameters have a nonzero gradient",
-            comparisons.len()
-        );
+            assert!(
+                nonzero * 2 > comparisons.len(),
+                "{backend}: only {nonzero} of {} parameters have a nonzero gradient",
+                comparisons.len()
+            );
 
-        comparisons.sort_by(|a, b| b.rel_err.total_cmp(&a.rel_err));
-        println!(
-            "{backend}: loss diff {loss_diff:.2e}, logits diff {logits_diff:.2e}; {} gradients, worst:",
-            comparisons.len()
-        );
-        for c in &comparisons[..3] {
-            println!("  {}", c.describe());
+            comparisons.sort_by(|a, b| b.rel_err.total_cmp(&a.rel_err));
+            println!(
+                "{backend}: loss diff {loss_diff:.2e}, logits diff {logits_diff:.2e}; {} gradients, worst:",
+                comparisons.len()
+            );
+            for c in &comparisons[..3] {
+                println!("  {}", c.describe());
+            }
+            let failures: Vec<String> = comparisons
+                .iter()
+                .filter(|c| c.rel_err > GRAD_TOLERANCE)
+                .map(Comparison::describe)
+                .collect();
+            assert!(
+                failures.is_empty(),
+                "{backend}: gradients differ from PyTorch's:\n{}",
+                failures.join("\n")
+            );
         }
-        let failures: Vec<String> = comparisons
-            .iter()
-            .filter(|c| c.rel_err > GRAD_TOLERANCE)
-            .map(Comparison::describe)
-            .collect();
-        assert!(
-            failures.is_empty(),
-            "{backend}: gradients differ from PyTorch's:\n{}",
-            failures.join("\n")
-        );
     }
 }

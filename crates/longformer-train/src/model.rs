@@ -12,7 +12,7 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use longformer_data::WikiHopBatch;
 use longformer_model::precision::to_f32;
 use longformer_model::{
-    DropoutSeed, InputError, LongformerConfig, LongformerInput, LongformerModel,
+    CheckpointedPass, DropoutSeed, InputError, LongformerConfig, LongformerInput, LongformerModel,
 };
 use serde::{Deserialize, Serialize};
 
@@ -145,11 +145,17 @@ impl WikiHopModel {
         batch: &WikiHopBatch,
         dropout_seed: Option<DropoutSeed>,
     ) -> Result<Tensor<2>, InputError> {
-        let mut input = LongformerInput::new(batch.input_ids.clone())
-            .with_attention_mask(batch.attention_mask.clone())
-            .with_global_attention_mask(batch.global_attention_mask.clone());
-        input.dropout_seed = dropout_seed;
+        let input = encoder_input(batch, dropout_seed);
         let hidden = self.longformer.try_forward(input)?.last_hidden_state;
+        Ok(self.entity_logits(hidden, batch))
+    }
+
+    /// The candidate logit of every chunk from the encoder's output.
+    ///
+    /// # Shapes
+    /// - hidden: `[chunks, seq_length, d_model]`
+    /// - output: `[chunks, max_candidates]`
+    fn entity_logits(&self, hidden: Tensor<3>, batch: &WikiHopBatch) -> Tensor<2> {
         let [chunks, _, d_model] = hidden.dims();
         let [_, max_candidates] = batch.candidate_positions.dims();
         let positions = batch
@@ -158,10 +164,9 @@ impl WikiHopModel {
             .reshape([chunks, max_candidates, 1])
             .expand([chunks, max_candidates, d_model]);
         let entities = hidden.gather(1, positions);
-        Ok(self
-            .answer_score
+        self.answer_score
             .forward(entities)
-            .reshape([chunks, max_candidates]))
+            .reshape([chunks, max_candidates])
     }
 
     /// [`try_forward`](Self::try_forward) for batches known to fit the model.
@@ -195,30 +200,62 @@ impl WikiHopModel {
         combine: Combine,
         dropout_seed: Option<DropoutSeed>,
     ) -> Result<WikiHopOutput, InputError> {
-        let device = batch.input_ids.device();
-        let examples = ExampleRows::of(batch);
-        // The combination and the loss in f32, whatever the model's dtype.
-        let chunk_logits = to_f32(self.chunk_logits(batch, dropout_seed)?);
-        let [chunks, _] = chunk_logits.dims();
-        let logits = examples
-            .combination(chunks, combine, &device)
-            .matmul(chunk_logits);
-        let first = examples.first_rows(&device);
-        let padded: Tensor<2, Bool> = batch
-            .candidate_mask
-            .clone()
-            .int() // through Int: flex 0.22.1 rejects `bool_not` on a selected Bool tensor
-            .select(0, first.clone())
-            .equal_elem(0);
-        let logits = logits.mask_fill(padded, PADDED_CANDIDATE_LOGIT);
-        let answers = batch.answer_index.clone().select(0, first);
-        let loss = cross_entropy(logits.clone(), answers.clone());
-        Ok(WikiHopOutput {
-            loss,
-            logits,
-            answers,
-            ids: examples.ids,
-        })
+        let chunk_logits = self.chunk_logits(batch, dropout_seed)?;
+        Ok(output(chunk_logits, batch, combine))
+    }
+
+    /// [`try_forward_seeded`](Self::try_forward_seeded) with activation checkpointing (see
+    /// [`LongformerModel::try_forward_checkpointed`]): the encoder keeps only its layers'
+    /// inputs. Back-propagate with `pass.backward(&self.longformer, output.loss.backward())`,
+    /// which recomputes the layers one at a time; the gradients are those of the recorded pass.
+    pub fn try_forward_checkpointed(
+        &self,
+        batch: &WikiHopBatch,
+        combine: Combine,
+        dropout_seed: Option<DropoutSeed>,
+    ) -> Result<(WikiHopOutput, CheckpointedPass), InputError> {
+        let pass = self
+            .longformer
+            .try_forward_checkpointed(encoder_input(batch, dropout_seed))?;
+        let chunk_logits = self.entity_logits(pass.last_hidden_state.clone(), batch);
+        Ok((output(chunk_logits, batch, combine), pass))
+    }
+}
+
+/// The encoder's input for `batch`, with its dropout seed.
+fn encoder_input(batch: &WikiHopBatch, dropout_seed: Option<DropoutSeed>) -> LongformerInput {
+    let mut input = LongformerInput::new(batch.input_ids.clone())
+        .with_attention_mask(batch.attention_mask.clone())
+        .with_global_attention_mask(batch.global_attention_mask.clone());
+    input.dropout_seed = dropout_seed;
+    input
+}
+
+/// Example logits and loss from the chunks' candidate logits (`[chunks, max_candidates]`).
+fn output(chunk_logits: Tensor<2>, batch: &WikiHopBatch, combine: Combine) -> WikiHopOutput {
+    let device = batch.input_ids.device();
+    let examples = ExampleRows::of(batch);
+    // The combination and the loss in f32, whatever the model's dtype.
+    let chunk_logits = to_f32(chunk_logits);
+    let [chunks, _] = chunk_logits.dims();
+    let logits = examples
+        .combination(chunks, combine, &device)
+        .matmul(chunk_logits);
+    let first = examples.first_rows(&device);
+    let padded: Tensor<2, Bool> = batch
+        .candidate_mask
+        .clone()
+        .int() // through Int: flex 0.22.1 rejects `bool_not` on a selected Bool tensor
+        .select(0, first.clone())
+        .equal_elem(0);
+    let logits = logits.mask_fill(padded, PADDED_CANDIDATE_LOGIT);
+    let answers = batch.answer_index.clone().select(0, first);
+    let loss = cross_entropy(logits.clone(), answers.clone());
+    WikiHopOutput {
+        loss,
+        logits,
+        answers,
+        ids: examples.ids,
     }
 }
 

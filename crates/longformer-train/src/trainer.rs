@@ -217,6 +217,9 @@ pub struct RunSummary {
     /// Dtype of the forward and backward passes (`f32`, `bf16`).
     #[serde(default)]
     pub precision: Precision,
+    /// Whether the (last session of the) run used activation checkpointing.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
     /// Training examples / dev examples.
     pub train_examples: usize,
     /// Dev examples.
@@ -240,6 +243,10 @@ pub struct Run<'a> {
     /// When set (by a signal handler), training stops after the current optimizer step with
     /// a checkpoint, and [`Run::train`] returns [`Interrupted`].
     pub stop: Option<&'a AtomicBool>,
+    /// Activation checkpointing: each pass keeps only its layers' inputs and the backward pass
+    /// recomputes the layers one at a time (see [`WikiHopModel::try_forward_checkpointed`]):
+    /// less memory, the same gradients. Not a setting of the run: a resumed run may change it.
+    pub gradient_checkpointing: bool,
 }
 
 /// The error [`Run::train`] returns when [`Run::stop`] was set: training stopped at `step`,
@@ -485,6 +492,7 @@ impl Run<'_> {
             wall_seconds: state.wall_seconds,
             backend: self.backend.to_string(),
             precision: settings.precision,
+            gradient_checkpointing: self.gradient_checkpointing,
             train_examples: self.train.len(),
             dev_examples: self.dev.len(),
         };
@@ -583,10 +591,21 @@ impl Run<'_> {
         let mut stats = Vec::with_capacity(batches.len());
         for &(seed, indices) in batches {
             let batch = self.train.batch(indices, device);
-            let output = compute
-                .try_forward_seeded(&batch, self.settings.combine, Some(seed))
-                .context("a training batch does not fit the model")?;
-            let grads = output.loss.clone().div_scalar(scale).backward();
+            let combine = self.settings.combine;
+            let (output, grads) = if self.gradient_checkpointing {
+                let (output, pass) = compute
+                    .try_forward_checkpointed(&batch, combine, Some(seed))
+                    .context("a training batch does not fit the model")?;
+                let grads = output.loss.clone().div_scalar(scale).backward();
+                let grads = pass.backward(&compute.longformer, grads);
+                (output, grads)
+            } else {
+                let output = compute
+                    .try_forward_seeded(&batch, combine, Some(seed))
+                    .context("a training batch does not fit the model")?;
+                let grads = output.loss.clone().div_scalar(scale).backward();
+                (output, grads)
+            };
             let grads = GradientsParams::from_grads(grads, &compute);
             let grads = if precision == Precision::F32 {
                 grads

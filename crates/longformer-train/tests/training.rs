@@ -149,6 +149,7 @@ fn check_resume(device: Device, backend: &'static str, weight_tolerance: f32) {
             backend,
             verbose: false,
             stop: None,
+            gradient_checkpointing: false,
         }
     }
     let autodiff = device.clone().autodiff();
@@ -232,6 +233,7 @@ fn a_stop_request_checkpoints_the_current_step_and_the_run_resumes() {
         backend: "flex",
         verbose: false,
         stop,
+        gradient_checkpointing: false,
     };
     let model = WikiHopModel::init(&config(vocab, 0.1), &autodiff);
     let error = run(Some(&stop))
@@ -354,10 +356,22 @@ fn fresh_model(vocab: usize, dropout: f64, device: &Device) -> WikiHopModel {
 /// `precision`, run in `dir`.
 fn two_steps(
     dir: &Path,
+    data: (&ExampleSet, &ExampleSet),
+    model: (usize, f64),
+    precision: Precision,
+    devices: &[Device],
+) -> anyhow::Result<Trained> {
+    two_steps_checkpointed(dir, data, model, precision, devices, false)
+}
+
+/// [`two_steps`], with gradient checkpointing when `gradient_checkpointing` is set.
+fn two_steps_checkpointed(
+    dir: &Path,
     (train, dev): (&ExampleSet, &ExampleSet),
     (vocab, dropout): (usize, f64),
     precision: Precision,
     devices: &[Device],
+    gradient_checkpointing: bool,
 ) -> anyhow::Result<Trained> {
     let settings = TrainSettings {
         max_steps: Some(2),
@@ -372,6 +386,7 @@ fn two_steps(
         backend: "flex",
         verbose: false,
         stop: None,
+        gradient_checkpointing,
     }
     .train(
         Start::Fresh(fresh_model(vocab, dropout, &devices[0])),
@@ -497,5 +512,81 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
     assert!(err.to_string().contains("cannot compute in BF16"), "{err}");
     for dir in [f32_dir, bf16_dir] {
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// Activation checkpointing recomputes each layer in the backward pass, dropout masks included
+/// (they come from the batch's seed), so two steps land on the same weights as without it: on
+/// flex (with f32 and with bf16 passes), on two devices, and on the software GPU (with its fused
+/// attention kernel).
+#[test]
+#[allow(deprecated)] // Device::ndarray: a second, distinct device on a CPU-only machine
+fn gradient_checkpointing_trains_the_same_weights() {
+    let _serial = serial();
+    let (train, vocab) = sample(8);
+    let (dev, _) = sample(4);
+    let mut cases = vec![
+        ("flex", Precision::F32, vec![Device::flex()]),
+        ("flex, bf16 passes", Precision::Bf16, vec![Device::flex()]),
+        (
+            "flex+ndarray",
+            Precision::F32,
+            vec![Device::flex(), Device::ndarray()],
+        ),
+    ];
+    if !std::env::var("LONGFORMER_SKIP_WGPU").is_ok_and(|v| v == "1") {
+        cases.push((
+            "wgpu",
+            Precision::F32,
+            vec![Device::wgpu(Default::default())],
+        ));
+    }
+    for (case, (backend, precision, devices)) in cases.into_iter().enumerate() {
+        let run = |checkpointing: bool| {
+            let dir = temp_dir(&format!("checkpointing-{case}-{checkpointing}"));
+            let trained = two_steps_checkpointed(
+                &dir,
+                (&train, &dev),
+                (vocab, 0.1),
+                precision,
+                &devices,
+                checkpointing,
+            )
+            .unwrap();
+            (dir, trained)
+        };
+        let (kept_dir, kept) = run(false);
+        let (recomputed_dir, recomputed) = run(true);
+        assert!(recomputed.summary.gradient_checkpointing && !kept.summary.gradient_checkpointing);
+        let start = weights(&fresh_model(vocab, 0.1, &devices[0]));
+        let (a, b) = (weights(&kept.model), weights(&recomputed.model));
+        let moved = start
+            .iter()
+            .zip(&a)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        let apart = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        println!(
+            "{backend}: weights moved up to {moved:e}; checkpointed run {apart:e} from the other"
+        );
+        assert!(
+            moved > 1e-4,
+            "{backend}: two steps moved the weights by {moved}"
+        );
+        // Usually bit-identical or a few ulps apart (a CPU's vectorized sums round by the
+        // alignment of the buffers they read, which the recomputation changes); a wrong dropout
+        // mask or a missing gradient moves some weights as much as training does.
+        assert!(
+            apart <= 1e-2 * moved,
+            "{backend}: with gradient checkpointing the weights land {apart} from those without"
+        );
+        assert_same_losses(&kept_dir, &recomputed_dir, 1e-5);
+        for dir in [kept_dir, recomputed_dir] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
     }
 }

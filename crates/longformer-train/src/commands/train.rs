@@ -73,6 +73,11 @@ pub struct TrainArgs {
     /// (use --grad-accum ≥ the number of devices).
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
+    /// Keep only each layer's input in the forward pass and recompute the layers one at a
+    /// time in the backward pass (HF's gradient checkpointing): far less memory for one more
+    /// forward pass, the same weights. Allowed with --resume.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Peak learning rate [3e-5 with --model, 1e-3 from scratch].
     #[arg(long)]
     pub lr: Option<f64>,
@@ -420,6 +425,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         backend: args.backend.feature(),
         verbose: !args.quiet,
         stop: Some(stop),
+        gradient_checkpointing: args.gradient_checkpointing,
     };
     let trained = match run.train(start, &devices) {
         Err(e) if e.is::<Interrupted>() => {
