@@ -39,6 +39,10 @@ def parse_args():
                    help="dtype of the weights and activations (model.to(dtype))")
     p.add_argument("--dropout", type=float, default=0.1,
                    help="hidden and attention-probability dropout (train mode)")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="train mode: recompute each layer in the backward pass "
+                        "(model.activation_checkpointing_enable(), formerly "
+                        "gradient_checkpointing_enable())")
     return p.parse_args()
 
 
@@ -58,6 +62,10 @@ def main():
     model = model.to({"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[args.dtype])
     optimizer = None
     if args.mode == "train":
+        if args.gradient_checkpointing:
+            # transformers 5 renamed it (the old name warns, and goes in v6).
+            enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
+            enable()
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.98), eps=1e-6,
                                       weight_decay=0.01)

@@ -37,6 +37,9 @@ pub fn compare(args: &BenchArgs, threads: usize) -> Result<Vec<BenchRow>> {
             let mut cmd = Command::new(&args.python);
             cmd.arg(&args.hf_script)
                 .args(shape_args(args, seq, threads));
+            if args.gradient_checkpointing {
+                cmd.arg("--gradient-checkpointing");
+            }
             run_row(cmd, threads, &format!("scripts/bench_hf.py at seq {seq}"))
         };
         let (ours, hf) = if i % 2 == 0 {

@@ -85,8 +85,9 @@ pub struct BenchArgs {
     /// Causal windows (HF has none, so not with `--compare-hf`).
     #[arg(long)]
     pub causal: bool,
-    /// In `--mode train`, recompute memory-bound activations (softmax, masks, elementwise ops)
-    /// in the backward pass instead of keeping them: Burn's balanced gradient checkpointing.
+    /// In `--mode train`, keep only each layer's input and recompute the layers one at a time
+    /// in the backward pass (activation checkpointing; with `--compare-hf`, HF's
+    /// `gradient_checkpointing_enable()` on its side).
     #[arg(long)]
     pub gradient_checkpointing: bool,
     /// Dropout probability of the hidden states and attention probabilities in `--mode train`
@@ -261,7 +262,6 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
     )?;
     let device = match args.mode {
         Mode::Fwd => device,
-        Mode::Train if args.gradient_checkpointing => device.autodiff().gradient_checkpointing(),
         Mode::Train => device.autodiff(),
     };
     if args.part == Part::Attention {
@@ -293,7 +293,12 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
         let mut times = Vec::new();
         for i in 0..=args.repeats {
             let start = Instant::now();
-            let out = model.try_forward(make_input())?.last_hidden_state;
+            let (out, pass) = if args.gradient_checkpointing {
+                let pass = model.try_forward_checkpointed(make_input())?;
+                (pass.last_hidden_state.clone(), Some(pass))
+            } else {
+                (model.try_forward(make_input())?.last_hidden_state, None)
+            };
             match args.mode {
                 Mode::Fwd => {
                     let _ = out.into_data(); // wait for the device
@@ -302,7 +307,11 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
                     let loss = out.mean();
                     let _ = loss.clone().into_data(); // wait for the forward pass
                     let forward = start.elapsed();
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    let grads = match pass {
+                        Some(pass) => pass.backward(&model, loss.backward()),
+                        None => loss.backward(),
+                    };
+                    let grads = GradientsParams::from_grads(grads, &model);
                     // Wait for the backward pass: read one gradient.
                     let gamma = &model.embeddings.layer_norm.gamma;
                     if let Some(grad) = grads.get::<1>(gamma.id) {
