@@ -65,6 +65,9 @@ ours v-coretrain $B --part attention --mode train --seq 4096,16384 --repeats 10
 CUBECL_WGPU_MAX_TASKS=128 ours v-train4k-tasks128 $B --seq 4096 --repeats 2 --mode train
 ours v-fwd $B --seq 4096,16384 --repeats 3
 ours v-train4k-f16 $B --seq 4096 --repeats 2 --mode train --dtype f16
+# Activation checkpointing (v1.7): memory and time of the training step with each layer
+# recomputed in the backward pass (the smi peak is the memory to compare with v-train's).
+ours v-train-ckpt $B --seq 4096,16384 --repeats 2 --mode train --gradient-checkpointing
 ours v-fwd4k-bf16 $B --seq 4096 --repeats 3 --dtype bf16
 grep -i "error\|panick" $LOG | head -5
 grep "forward .* ms" $LOG | tail -30 > $OUT/phases.txt

@@ -263,6 +263,31 @@ fn gradient_checkpointing_trains_the_same_run() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `bench` refuses `--gradient-checkpointing` where it would not apply, rather than report rows
+/// that say it did.
+#[test]
+fn bench_refuses_gradient_checkpointing_where_it_does_not_apply() {
+    for (extra, expected) in [
+        (&["--mode", "fwd"][..], "--mode train only"),
+        (
+            &["--mode", "train", "--part", "attention"][..],
+            "--part attention",
+        ),
+    ] {
+        let mut args = vec![
+            "bench",
+            "--gradient-checkpointing",
+            "--layers",
+            "1",
+            "--seq",
+            "64",
+        ];
+        args.extend_from_slice(extra);
+        let message = failure(&longformer(&args));
+        assert!(message.contains(expected), "{args:?}: {message}");
+    }
+}
+
 fn short_run<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut flags = vec![
         ["--train", data],

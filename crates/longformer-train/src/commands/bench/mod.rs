@@ -214,6 +214,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.gradient_checkpointing && args.mode != Mode::Train {
         anyhow::bail!("--gradient-checkpointing applies to --mode train only");
     }
+    if args.gradient_checkpointing && args.part == Part::Attention {
+        anyhow::bail!(
+            "--gradient-checkpointing recomputes the model's layers; --part attention times one \
+             layer's attention core, which keeps its own O(n·d) state either way"
+        );
+    }
     let rows = if args.compare_hf {
         compare::compare(&args, threads)?
     } else {
