@@ -250,3 +250,24 @@ fn assert_same_gradients<M: Module>(
     }
     (recorded.len(), worst)
 }
+
+/// Checkpointing an inference pass (no autodiff) is an error naming the remedy, not a panic in
+/// the backward pass, for the encoder and a task head alike.
+#[test]
+fn an_input_without_autodiff_is_an_error() {
+    let device = Device::flex();
+    let model = LongformerConfig::tiny(100).init(&device);
+    let error = model.try_forward_checkpointed(input(&device)).unwrap_err();
+    assert!(matches!(
+        error,
+        longformer_model::InputError::NoAutodiff { .. }
+    ));
+    assert!(error.to_string().contains("device.autodiff()"), "{error}");
+    let heads = LongformerHeadConfig::new(LongformerConfig::tiny(100)).with_num_labels(3);
+    let tagger: LongformerForTokenClassification = heads.init(&device).unwrap();
+    let error = tagger.forward_checkpointed(input(&device)).unwrap_err();
+    assert!(matches!(
+        error,
+        longformer_model::InputError::NoAutodiff { .. }
+    ));
+}

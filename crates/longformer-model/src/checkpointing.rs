@@ -69,11 +69,18 @@ impl LongformerModel {
     /// ```
     ///
     /// # Errors
-    /// Inputs [`check`](Self::check) rejects.
+    /// [`InputError::NoAutodiff`] for an input on a device without autodiff; inputs
+    /// [`check`](Self::check) rejects.
     pub fn try_forward_checkpointed(
         &self,
         input: LongformerInput,
     ) -> Result<CheckpointedPass, InputError> {
+        let device = input.input_ids.device();
+        if !device.is_autodiff() {
+            return Err(InputError::NoAutodiff {
+                device: format!("{device:?}"),
+            });
+        }
         let input = self.prepare(input)?;
         // The same operations on the same device as a recorded pass (the device decides the
         // attention's path and whether dropout is on), with parameters that record nothing.

@@ -196,6 +196,17 @@ pub enum InputError {
         /// The input's device.
         device: String,
     },
+    /// Activation checkpointing was asked of an input on a device without autodiff: the pass
+    /// exists to be back-propagated.
+    #[error(
+        "activation checkpointing is for training passes, but the input is on {device}, which \
+         has no autodiff: put the model and its input on `device.autodiff()`, or use the plain \
+         forward pass for inference"
+    )]
+    NoAutodiff {
+        /// The input's device.
+        device: String,
+    },
     /// The device cannot compute in the requested float dtype.
     #[error(
         "{device} cannot compute in {dtype}: use F32, or a device with that dtype (flex has F16 \
