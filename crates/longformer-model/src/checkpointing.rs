@@ -113,7 +113,15 @@ impl CheckpointedPass {
     ///
     /// Layers run again one at a time, from the top. A loss that does not depend on the
     /// output leaves `grads` as they are.
+    ///
+    /// # Panics
+    /// If `model` has another number of layers than the model that ran the pass.
     pub fn backward(self, model: &LongformerModel, mut grads: Gradients) -> Gradients {
+        assert_eq!(
+            model.encoder.layer.len(),
+            self.layer_inputs.len(),
+            "CheckpointedPass::backward takes the model that ran the pass (its number of layers)"
+        );
         let Some(mut grad) = self.last_hidden_state.grad_remove(&mut grads) else {
             return grads;
         };
