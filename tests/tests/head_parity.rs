@@ -350,6 +350,31 @@ fn multiple_choice_without_the_separators_is_a_clear_error() {
     );
 }
 
+/// A masked-LM head, new on a base checkpoint or loaded with its own weights, trains its output
+/// bias: every parameter of it gets a gradient (the new head's bias did not, before).
+#[test]
+fn masked_lm_heads_train_every_parameter() {
+    let device = Device::flex().autodiff();
+    let new: LongformerForMaskedLM =
+        load_with_new_head(fixtures_dir().join("ragged_padding"), &device).unwrap();
+    let loaded: LongformerForMaskedLM =
+        load_head(fixtures_dir().join("head_mlm"), &device).unwrap();
+    for (what, model) in [("new", new), ("loaded", loaded)] {
+        let input = LongformerInput::from_rows(&[vec![0i64, 5, 6, 2]], None, None, 1, &device);
+        let grads = model.forward(input).unwrap().sum().backward();
+        let bias = model.lm_head.bias.val();
+        assert!(
+            bias.grad(&grads).is_some(),
+            "{what} head: no gradient for lm_head.bias"
+        );
+        let dense = model.lm_head.dense.weight.val();
+        assert!(
+            dense.grad(&grads).is_some(),
+            "{what} head: no gradient for lm_head.dense"
+        );
+    }
+}
+
 #[test]
 fn new_head_on_a_base_checkpoint_keeps_the_encoder_and_initialises_the_head() {
     let dir = fixtures_dir().join("ragged_padding");
