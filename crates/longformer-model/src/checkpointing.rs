@@ -22,7 +22,9 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
 
+use crate::encoder::LongformerEncoder;
 use crate::error::InputError;
+use crate::init::draw_lazy_params;
 use crate::input::LongformerInput;
 use crate::model::{LongformerModel, PreparedInput};
 
@@ -86,17 +88,18 @@ impl LongformerModel {
         // attention's path and whether dropout is on), with parameters that record nothing.
         // Burn initializes parameters at their first read, and a clone shares that
         // initialization: read first, or the copy's `no_grad` would be the model's too.
-        self.visit(&mut ReadParams);
+        draw_lazy_params(self);
         let unrecorded = self.clone().no_grad();
-        let seed = input.encoder_seed();
-        let mut hidden = unrecorded.embed(&input);
-        let mut layer_inputs = Vec::with_capacity(self.encoder.layer.len());
-        for (i, layer) in unrecorded.encoder.layer.iter().enumerate() {
-            layer_inputs.push(hidden.clone());
-            hidden = layer
-                .forward(hidden, &input.masks, seed.child(i as u64), false)
-                .0;
-        }
+        let embedded = unrecorded.embed(&input);
+        // The embeddings, then every layer's output: layer `i`'s input is entry `i`.
+        let (hidden, _, mut layer_inputs) = unrecorded.encoder.forward_collecting(
+            embedded,
+            &input.masks,
+            input.encoder_seed(),
+            false,
+            true,
+        );
+        layer_inputs.pop();
         Ok(CheckpointedPass {
             last_hidden_state: hidden.require_grad(),
             layer_inputs,
@@ -133,7 +136,7 @@ impl CheckpointedPass {
                 .forward(
                     input.clone(),
                     &self.input.masks,
-                    seed.child(i as u64),
+                    LongformerEncoder::layer_seed(seed, i),
                     false,
                 )
                 .0;
@@ -147,15 +150,6 @@ impl CheckpointedPass {
         let mut embedding_grads = (embeddings * grad).sum().backward();
         move_grads(&model.embeddings, &mut embedding_grads, &mut grads);
         grads
-    }
-}
-
-/// Reads every parameter, which initializes those Burn initializes lazily.
-struct ReadParams;
-
-impl ModuleVisitor for ReadParams {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
     }
 }
 

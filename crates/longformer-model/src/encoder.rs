@@ -51,7 +51,7 @@ impl LongformerEncoder {
             all_hidden.push(hidden.clone());
         }
         for (i, layer) in self.layer.iter().enumerate() {
-            let (out, probs) = layer.forward(hidden, masks, seed.child(i as u64), with_probs);
+            let (out, probs) = layer.forward(hidden, masks, Self::layer_seed(seed, i), with_probs);
             hidden = out;
             all_probs.extend(probs);
             if with_hidden_states {
@@ -59,5 +59,10 @@ impl LongformerEncoder {
             }
         }
         (hidden, all_probs, all_hidden)
+    }
+
+    /// Layer `i`'s dropout seed, from the one the encoder is given.
+    pub(crate) fn layer_seed(seed: DropoutSeed, i: usize) -> DropoutSeed {
+        seed.child(i as u64)
     }
 }

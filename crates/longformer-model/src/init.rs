@@ -4,8 +4,21 @@
 //! uniform linears, `N(0, 1)` embeddings) train a post-LayerNorm transformer from scratch
 //! much worse.
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Distribution, Tensor};
+
+/// Reads every parameter of `module` once, which draws those Burn initializes lazily (at their
+/// first read) now: a seed set just before fixes them whatever runs later, and clones made
+/// afterwards no longer share a pending initialization.
+pub fn draw_lazy_params<M: Module>(module: &M) {
+    struct Read;
+    impl ModuleVisitor for Read {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Read);
+}
 
 /// Re-draws the weights of `module` as HF does (see the module docs). `padding_row` is zeroed in
 /// every embedding table that has that many rows or more except `token_type_embeddings`.

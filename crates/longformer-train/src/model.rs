@@ -5,11 +5,12 @@
 //! combines its chunks' candidate logits ([`Combine`]); the loss is the cross-entropy of the
 //! answer over the example's real candidates, averaged over examples.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use longformer_data::WikiHopBatch;
+use longformer_model::init::draw_lazy_params;
 use longformer_model::precision::to_f32;
 use longformer_model::{
     CheckpointedPass, DropoutSeed, InputError, LongformerConfig, LongformerInput, LongformerModel,
@@ -119,7 +120,7 @@ impl WikiHopModel {
             longformer,
             answer_score,
         };
-        model.visit(&mut DrawWeights);
+        draw_lazy_params(&model);
         model
     }
 
@@ -256,15 +257,6 @@ fn output(chunk_logits: Tensor<2>, batch: &WikiHopBatch, combine: Combine) -> Wi
         logits,
         answers,
         ids: examples.ids,
-    }
-}
-
-/// Reads every parameter once, which draws lazily initialized ones.
-struct DrawWeights;
-
-impl ModuleVisitor for DrawWeights {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let _ = param.val();
     }
 }
 
