@@ -89,6 +89,13 @@ impl LongformerInput {
         })
     }
 
+    /// This input with its dropout seed fixed ([`dropout_seed_or_draw`](Self::dropout_seed_or_draw)),
+    /// and that seed: for a task head, whose own dropout takes its masks from the pass's seed.
+    pub fn with_fixed_dropout_seed(self) -> (Self, DropoutSeed) {
+        let seed = self.dropout_seed_or_draw();
+        (self.with_dropout_seed(seed), seed)
+    }
+
     /// Builds an input from host data in HF's integer convention (`1` real / `0` pad; `1` global).
     ///
     /// Rows may be ragged: shorter rows are padded on the right with `pad_token_id` (and mask 0).

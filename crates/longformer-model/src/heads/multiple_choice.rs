@@ -188,8 +188,8 @@ impl LongformerForMultipleChoice {
             global::after_question_end(ids, sep, "multiple choice")
         })?;
         let [rows, _] = choices.dims();
-        let seed = choices.dropout_seed_or_draw();
-        let (hidden, pass) = encode(&self.longformer, choices.with_dropout_seed(seed))?;
+        let (choices, seed) = choices.with_fixed_dropout_seed();
+        let (hidden, pass) = encode(&self.longformer, choices)?;
         let pooled = self
             .longformer
             .pooler

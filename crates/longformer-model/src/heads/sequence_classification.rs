@@ -115,8 +115,8 @@ impl LongformerForSequenceClassification {
         encode: Encode<P>,
     ) -> Result<(Tensor<2>, P), InputError> {
         let input = global::or_default(input, |ids| Ok(global::first_token(ids)))?;
-        let seed = input.dropout_seed_or_draw();
-        let (hidden, pass) = encode(&self.longformer, input.with_dropout_seed(seed))?;
+        let (input, seed) = input.with_fixed_dropout_seed();
+        let (hidden, pass) = encode(&self.longformer, input)?;
         let logits = self
             .classifier
             .forward(hidden, seed.child(HEAD_DROPOUT_SITE));

@@ -78,8 +78,8 @@ impl LongformerForTokenClassification {
         input: LongformerInput,
         encode: Encode<P>,
     ) -> Result<(Tensor<3>, P), InputError> {
-        let seed = input.dropout_seed_or_draw();
-        let (hidden, pass) = encode(&self.longformer, input.with_dropout_seed(seed))?;
+        let (input, seed) = input.with_fixed_dropout_seed();
+        let (hidden, pass) = encode(&self.longformer, input)?;
         let hidden = seeded_dropout(&self.dropout, hidden, seed.child(HEAD_DROPOUT_SITE));
         Ok((self.classifier.forward(hidden), pass))
     }
