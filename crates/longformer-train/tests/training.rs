@@ -199,11 +199,7 @@ fn check_resume(device: Device, backend: &'static str, weight_tolerance: f32) {
         assert_eq!(resumed.summary.examples_seen, full.summary.examples_seen);
         assert!((resumed.summary.dev_loss - full.summary.dev_loss).abs() < 1e-5);
         let (a, b) = (weights(&full.model), weights(&resumed.model));
-        let apart = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let apart = max_apart(&a, &b);
         println!("{backend}: resumed weights {apart:e} from the uninterrupted run's");
         assert!(
             apart <= weight_tolerance,
@@ -394,6 +390,14 @@ fn two_steps_checkpointed(
     )
 }
 
+/// The largest `|a[i] - b[i]|`.
+fn max_apart(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Every float parameter of `model`, flattened in visiting order.
 fn weights(model: &WikiHopModel) -> Vec<f32> {
     struct Collect(Vec<f32>);
@@ -560,16 +564,8 @@ fn gradient_checkpointing_trains_the_same_weights() {
         assert!(recomputed.summary.gradient_checkpointing && !kept.summary.gradient_checkpointing);
         let start = weights(&fresh_model(vocab, 0.1, &devices[0]));
         let (a, b) = (weights(&kept.model), weights(&recomputed.model));
-        let moved = start
-            .iter()
-            .zip(&a)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        let apart = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let moved = max_apart(&start, &a);
+        let apart = max_apart(&a, &b);
         println!(
             "{backend}: weights moved up to {moved:e}; checkpointed run {apart:e} from the other"
         );
