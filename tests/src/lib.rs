@@ -122,6 +122,23 @@ pub fn tensor2(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// Two rows of 40 and 27 tokens (ids in `3..93`), the second padded; global tokens every 13th
+/// token of the first row (pad id 1).
+pub fn two_row_input(device: &Device) -> longformer_model::LongformerInput {
+    let lengths = [40usize, 27];
+    let rows: Vec<Vec<i64>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| (0..n).map(|t| 3 + ((t * 31 + b * 7) % 90) as i64).collect())
+        .collect();
+    let globals: Vec<Vec<i64>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| (0..n).map(|t| i64::from(b == 0 && t % 13 == 0)).collect())
+        .collect();
+    longformer_model::LongformerInput::from_rows(&rows, None, Some(&globals), 1, device)
+}
+
 /// The README's Rust examples, compiled by `cargo test` as doctests of this crate (`no_run`: they
 /// name checkpoints that are not in the repository), so that they keep up with the API.
 #[cfg(doctest)]

@@ -10,7 +10,7 @@ use longformer_model::{
     LongformerForSequenceClassification, LongformerForTokenClassification, LongformerHeadConfig,
     LongformerInput, LongformerModel, MultipleChoiceInput, TaskHead,
 };
-use longformer_tests::devices;
+use longformer_tests::{devices, two_row_input};
 
 /// Three layers of two windows, dropout in every place it can be.
 fn model(kernel: LocalAttentionKernel) -> LongformerModel {
@@ -28,21 +28,9 @@ fn model(kernel: LocalAttentionKernel) -> LongformerModel {
     model
 }
 
-/// Two rows, the second padded; global tokens in the first.
+/// Two rows, the second padded; global tokens in the first; a fixed dropout seed.
 fn input(device: &Device) -> LongformerInput {
-    let lengths = [40usize, 27];
-    let rows: Vec<Vec<i64>> = lengths
-        .iter()
-        .enumerate()
-        .map(|(b, &n)| (0..n).map(|t| 3 + ((t * 31 + b * 7) % 90) as i64).collect())
-        .collect();
-    let globals: Vec<Vec<i64>> = lengths
-        .iter()
-        .enumerate()
-        .map(|(b, &n)| (0..n).map(|t| i64::from(b == 0 && t % 13 == 0)).collect())
-        .collect();
-    LongformerInput::from_rows(&rows, None, Some(&globals), 1, device)
-        .with_dropout_seed(DropoutSeed::new(17))
+    two_row_input(device).with_dropout_seed(DropoutSeed::new(17))
 }
 
 /// A loss that weighs every output element differently.

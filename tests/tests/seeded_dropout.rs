@@ -8,7 +8,7 @@ use longformer_model::{
     AttentionWindow, LocalAttentionKernel, LongformerConfig, LongformerForSequenceClassification,
     LongformerHeadConfig, LongformerInput, LongformerModel,
 };
-use longformer_tests::{devices, max_abs_diff_tensors};
+use longformer_tests::{devices, max_abs_diff_tensors, two_row_input};
 
 /// Taken by every test here: they seed the devices' generators.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -38,27 +38,12 @@ fn model(kernel: LocalAttentionKernel) -> LongformerModel {
     model
 }
 
-/// Two rows, the second padded; global tokens in the first.
-fn input(device: &Device) -> LongformerInput {
-    let rows: Vec<Vec<i64>> = [40usize, 27]
-        .iter()
-        .enumerate()
-        .map(|(b, &n)| (0..n).map(|t| 3 + ((t * 31 + b * 7) % 90) as i64).collect())
-        .collect();
-    let globals: Vec<Vec<i64>> = [40usize, 27]
-        .iter()
-        .enumerate()
-        .map(|(b, &n)| (0..n).map(|t| i64::from(b == 0 && t % 13 == 0)).collect())
-        .collect();
-    LongformerInput::from_rows(&rows, None, Some(&globals), 1, device)
-}
-
 /// The hidden states of a training pass with `seed`, and the gradient of a weighted sum of them
 /// with respect to the first layer's query weight.
 fn training_pass(model: &LongformerModel, device: &Device, seed: u64) -> (Tensor<3>, Tensor<2>) {
     let model = model.clone().fork(device);
     let hidden = model
-        .forward(input(device).with_dropout_seed(seed))
+        .forward(two_row_input(device).with_dropout_seed(seed))
         .last_hidden_state;
     let dims = hidden.dims();
     let values: Vec<f32> = (0..dims.iter().product::<usize>())
@@ -97,7 +82,7 @@ fn one_seed_drops_the_same_elements_on_every_backend() {
                 // Dropout ran: not the output without it, nor another seed's.
                 let plain = model
                     .valid()
-                    .forward(input(&Device::flex()))
+                    .forward(two_row_input(&Device::flex()))
                     .last_hidden_state;
                 let moved = max_abs_diff_tensors(hidden.clone(), plain);
                 assert!(
@@ -137,19 +122,19 @@ fn seeded_passes_ignore_the_generator_and_unseeded_ones_follow_it() {
         let model = model.clone().fork(&ad);
         let pass = |input: LongformerInput| model.forward(input).last_hidden_state.inner();
         ad.seed(1);
-        let first = pass(input(&ad).with_dropout_seed(3));
+        let first = pass(two_row_input(&ad).with_dropout_seed(3));
         ad.seed(2);
         let _draw = Tensor::<1>::random([1000], Distribution::Default, &ad).into_data();
-        let second = pass(input(&ad).with_dropout_seed(3));
+        let second = pass(two_row_input(&ad).with_dropout_seed(3));
         let diff = max_abs_diff_tensors(first, second);
         assert!(diff < 1e-5, "{name}: one seed, outputs {diff} apart");
 
         ad.seed(4);
-        let drawn = pass(input(&ad));
+        let drawn = pass(two_row_input(&ad));
         ad.seed(4);
-        let again = pass(input(&ad));
+        let again = pass(two_row_input(&ad));
         ad.seed(5);
-        let other = pass(input(&ad));
+        let other = pass(two_row_input(&ad));
         let same = max_abs_diff_tensors(drawn.clone(), again);
         let apart = max_abs_diff_tensors(drawn, other);
         assert!(
@@ -169,9 +154,9 @@ fn inference_ignores_the_seed() {
     let _serial = serial();
     let device = Device::flex();
     let model = model(LocalAttentionKernel::Auto).valid();
-    let plain = model.forward(input(&device)).last_hidden_state;
+    let plain = model.forward(two_row_input(&device)).last_hidden_state;
     let seeded = model
-        .forward(input(&device).with_dropout_seed(9))
+        .forward(two_row_input(&device).with_dropout_seed(9))
         .last_hidden_state;
     assert_eq!(plain.into_data(), seeded.into_data());
 }
@@ -192,7 +177,7 @@ fn a_task_head_drops_the_same_elements_on_every_backend() {
         let scores = classifier
             .clone()
             .fork(&ad)
-            .forward(input(&ad).with_dropout_seed(21))
+            .forward(two_row_input(&ad).with_dropout_seed(21))
             .expect("valid input")
             .inner();
         let scores = host(scores);
