@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Randomized parity sweep: random tiny Longformers and inputs, HF transformers against
+`longformer encode` on each backend (dev-only; CI never runs this, the fixtures it finds
+become committed cases of gen_fixtures.py).
+
+Each case draws a config (heads, head width, layers, per-layer windows, positions, token
+types, dilation-free) and a batch (ragged lengths, right or left padding, masked-out tokens
+inside a row, global tokens anywhere, on padding too, or none, or all), saves the model in HF
+layout, runs HF's LongformerModel and `longformer encode --input` on every backend asked for,
+and compares `last_hidden_state` at every position.
+
+    pip install torch transformers safetensors
+    cargo build -p longformer-train --bin longformer
+    python scripts/parity_sweep.py --cases 40 --backends flex,ndarray,wgpu
+    python scripts/parity_sweep.py --seed 7 --cases 1 --keep /tmp/case7   # one case, kept
+
+Exit status 1 if any case differs by more than --tol (default 1e-4), printing each failing
+case's seed, shapes and where the largest difference sits.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+from transformers import LongformerConfig, LongformerModel
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+PAD = 1
+
+
+def draw_config(r, long):
+    heads = r.choice([1, 2, 3, 4, 6])
+    head_dim = r.choice([2, 5, 8, 12, 16] + ([32, 64] if long else []))
+    layers = r.randint(1, 2 if long else 3)
+    if r.random() < 0.4:
+        window = r.choice([128, 200, 256, 512] if long else [4, 6, 8, 10, 16, 32])  # 2 breaks HF
+    else:  # HF pads to a multiple of the largest window, which every layer's must divide
+        largest = r.choice([64, 128, 256] if long else [4, 8, 12, 16, 32])
+        window = [r.choice([w for w in range(4, largest + 1, 2) if largest % w == 0])
+                  for _ in range(layers)]
+    max_pos = r.choice([1100, 2100] if long else [40, 80, 140])
+    return LongformerConfig(
+        vocab_size=r.choice([50, 97]), hidden_size=heads * head_dim, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=r.choice([8, 32, 64]), hidden_act="gelu",
+        max_position_embeddings=max_pos, type_vocab_size=r.choice([1, 2]),
+        layer_norm_eps=r.choice([1e-5, 1e-12]), pad_token_id=PAD, bos_token_id=0, eos_token_id=2,
+        attention_window=window,
+    )
+
+
+def perturb(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm.weight" in name:
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+def draw_batch(r, config):
+    batch = r.randint(1, 3)
+    longest = config.max_position_embeddings - PAD - 1
+    lengths = [r.randint(1, min(longest, r.choice([6, 20, 60, 300, longest]))) for _ in range(batch)]
+    L = max(lengths)
+    left = r.random() < 0.25
+    ids = torch.full((batch, L), PAD, dtype=torch.long)
+    mask = torch.zeros((batch, L), dtype=torch.long)
+    glob = torch.zeros((batch, L), dtype=torch.long)
+    types = torch.zeros((batch, L), dtype=torch.long)
+    for b, n in enumerate(lengths):
+        span = range(L - n, L) if left else range(n)
+        for p in span:
+            ids[b, p] = r.randrange(3, config.vocab_size)
+            mask[b, p] = 1
+            types[b, p] = r.randrange(config.type_vocab_size)
+        ids[b, span[0]] = 0
+        if n > 1:
+            ids[b, span[-1]] = 2
+        # a few masked-out tokens inside the row (HF masks them as keys; they stay queries)
+        if r.random() < 0.2 and n > 3:
+            for p in r.sample(list(span[1:-1]), k=max(1, (n - 2) // 5)):
+                mask[b, p] = 0
+        style = r.choice(["none", "first", "some", "many", "all", "anywhere"])
+        if style == "first":
+            glob[b, span[0]] = 1
+        elif style == "some":
+            for p in r.sample(list(span), k=min(n, r.randint(1, 4))):
+                glob[b, p] = 1
+        elif style == "many":
+            for p in span[:: r.randint(2, 3)]:
+                glob[b, p] = 1
+        elif style == "all":
+            for p in span:
+                glob[b, p] = 1
+        elif style == "anywhere":  # padding positions too: HF ignores global where mask is 0
+            for p in r.sample(range(L), k=r.randint(1, L)):
+                glob[b, p] = 1
+    return ids, mask, glob, types
+
+
+def run_case(seed, backends, binary, keep, tol, log, long):
+    r = random.Random(seed)
+    config = draw_config(r, long)
+    torch.manual_seed(seed)
+    model = perturb(LongformerModel(config, add_pooling_layer=False), seed)
+    ids, mask, glob, types = draw_batch(r, config)
+    try:
+        with torch.no_grad():
+            want = model(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
+                         token_type_ids=types).last_hidden_state
+    except Exception as e:  # HF's own limits (a window of 2 breaks its chunking): no oracle
+        print(f"seed {seed}: skipped, HF failed: {type(e).__name__}: {str(e)[:120]}", file=log)
+        return None
+    d = keep or tempfile.mkdtemp(prefix=f"sweep{seed}-")
+    os.makedirs(d, exist_ok=True)
+    model.save_pretrained(d)
+    with open(os.path.join(d, "ids.json"), "w") as f:
+        json.dump({"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
+                   "global_attention_mask": glob.tolist(), "token_type_ids": types.tolist()}, f)
+    save_file({"last_hidden_state": want.contiguous()}, os.path.join(d, "expected.safetensors"))
+    shape = (f"seed {seed}: heads {config.num_attention_heads}x{config.hidden_size // config.num_attention_heads}"
+             f" layers {config.num_hidden_layers} window {config.attention_window}"
+             f" ids {tuple(ids.shape)} real {mask.sum(1).tolist()} global {glob.sum(1).tolist()}")
+    failures = []
+    for backend in backends:
+        out = os.path.join(d, f"out-{backend}.safetensors")
+        env = dict(os.environ, VK_ICD_FILENAMES="/nonexistent.json")
+        p = subprocess.run([binary, "encode", "--backend", backend, "--model", d, "--input",
+                            os.path.join(d, "ids.json"), "--output", out],
+                           capture_output=True, text=True, env=env)
+        if p.returncode != 0:
+            failures.append(f"{backend}: exit {p.returncode}: {p.stderr.strip()[-400:]}")
+            continue
+        got = load_file(out)["last_hidden_state"]
+        if got.shape != want.shape:
+            failures.append(f"{backend}: shape {tuple(got.shape)} != {tuple(want.shape)}")
+            continue
+        diff = (got - want).abs()
+        worst = diff.max().item()
+        if not worst <= tol:
+            b, pos, _ = [int(i) for i in torch.nonzero(diff == diff.max())[0]]
+            failures.append(f"{backend}: max diff {worst:.3g} at row {b} position {pos}"
+                            f" (mask {int(mask[b, pos])}, global {int(glob[b, pos])})")
+    print(shape + ("  ok" if not failures else "  FAIL"), file=log, flush=True)
+    for f in failures:
+        print("    " + f, file=log, flush=True)
+    if not keep and not failures:
+        shutil.rmtree(d)
+    elif failures:
+        print(f"    kept in {d}", file=log, flush=True)
+    return not failures
+
+
+def main():
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0, help="first case's seed; case i uses seed + i")
+    ap.add_argument("--backends", default="flex,ndarray,wgpu")
+    ap.add_argument("--binary", default=os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "longformer"))
+    ap.add_argument("--keep", help="directory for the case's files (one case)")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--long", action="store_true",
+                    help="sequences up to 2,048 tokens, windows of 64-512, heads up to 64 wide")
+    args = ap.parse_args()
+    if args.keep and args.cases != 1:
+        ap.error("--keep takes one case (--cases 1)")
+    backends = args.backends.split(",")
+    results = [run_case(args.seed + i, backends, args.binary, args.keep, args.tol, sys.stdout,
+                        args.long)
+               for i in range(args.cases)]
+    ok, failed = results.count(True), results.count(False)
+    print(f"{ok} cases agree within {args.tol}, {failed} differ, "
+          f"{results.count(None)} skipped (HF failed)")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
