@@ -7,11 +7,15 @@ Each case draws a config (heads, head width, layers, per-layer windows, position
 types, dilation-free) and a batch (ragged lengths, right or left padding, masked-out tokens
 inside a row, global tokens anywhere, on padding too, or none, or all), saves the model in HF
 layout, runs HF's LongformerModel and `longformer encode --input` on every backend asked for,
-and compares `last_hidden_state` at every position.
+and compares `last_hidden_state` at every position. With --heads, each case runs one of the
+five task heads instead (`encode --head`), half the time with the head's default global
+attention.
 
     pip install torch transformers safetensors
     cargo build -p longformer-train --bin longformer
     python scripts/parity_sweep.py --cases 40 --backends flex,ndarray,wgpu
+    python scripts/parity_sweep.py --heads --cases 40
+    python scripts/parity_sweep.py --long --cases 20       # up to 2,048 tokens, windows to 512
     python scripts/parity_sweep.py --seed 7 --cases 1 --keep /tmp/case7   # one case, kept
 
 Exit status 1 if any case differs by more than --tol (default 1e-4), printing each failing
@@ -29,10 +33,30 @@ import tempfile
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
-from transformers import LongformerConfig, LongformerModel
+from transformers import (
+    LongformerConfig,
+    LongformerForMaskedLM,
+    LongformerForMultipleChoice,
+    LongformerForQuestionAnswering,
+    LongformerForSequenceClassification,
+    LongformerForTokenClassification,
+    LongformerModel,
+)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-PAD = 1
+PAD, BOS, SEP = 1, 0, 2
+
+# `longformer encode --head` name -> HF model class and output names (None: the base model).
+HEADS = {
+    None: (None, ["last_hidden_state"]),
+    "mlm": (LongformerForMaskedLM, ["logits"]),
+    "sequence-classification": (LongformerForSequenceClassification, ["logits"]),
+    "question-answering": (LongformerForQuestionAnswering, ["start_logits", "end_logits"]),
+    "token-classification": (LongformerForTokenClassification, ["logits"]),
+    "multiple-choice": (LongformerForMultipleChoice, ["logits"]),
+}
+# heads whose default global attention needs `<s> question </s></s> context </s>` rows
+SEP_LAYOUT = {"question-answering", "multiple-choice"}
 
 
 def draw_config(r, long):
@@ -50,8 +74,8 @@ def draw_config(r, long):
         vocab_size=r.choice([50, 97]), hidden_size=heads * head_dim, num_hidden_layers=layers,
         num_attention_heads=heads, intermediate_size=r.choice([8, 32, 64]), hidden_act="gelu",
         max_position_embeddings=max_pos, type_vocab_size=r.choice([1, 2]),
-        layer_norm_eps=r.choice([1e-5, 1e-12]), pad_token_id=PAD, bos_token_id=0, eos_token_id=2,
-        attention_window=window,
+        layer_norm_eps=r.choice([1e-5, 1e-12]), pad_token_id=PAD, bos_token_id=BOS,
+        eos_token_id=SEP, sep_token_id=SEP, attention_window=window, num_labels=r.randint(1, 5),
     )
 
 
@@ -68,10 +92,12 @@ def perturb(model, seed):
     return model.eval()
 
 
-def draw_batch(r, config):
+def draw_batch(r, config, head):
     batch = r.randint(1, 3)
     longest = config.max_position_embeddings - PAD - 1
-    lengths = [r.randint(1, min(longest, r.choice([6, 20, 60, 300, longest]))) for _ in range(batch)]
+    shortest = 5 if head in SEP_LAYOUT else 1
+    lengths = [r.randint(shortest, max(shortest, min(longest, r.choice([6, 20, 60, 300, longest]))))
+               for _ in range(batch)]
     L = max(lengths)
     left = r.random() < 0.25
     ids = torch.full((batch, L), PAD, dtype=torch.long)
@@ -84,9 +110,12 @@ def draw_batch(r, config):
             ids[b, p] = r.randrange(3, config.vocab_size)
             mask[b, p] = 1
             types[b, p] = r.randrange(config.type_vocab_size)
-        ids[b, span[0]] = 0
+        ids[b, span[0]] = BOS
         if n > 1:
-            ids[b, span[-1]] = 2
+            ids[b, span[-1]] = SEP
+        if head in SEP_LAYOUT:  # exactly three separators: after the question, twice
+            q = r.randint(1, n - 4)
+            ids[b, span[q + 1]] = ids[b, span[q + 2]] = SEP
         # a few masked-out tokens inside the row (HF masks them as keys; they stay queries)
         if r.random() < 0.2 and n > 3:
             for p in r.sample(list(span[1:-1]), k=max(1, (n - 2) // 5)):
@@ -109,49 +138,67 @@ def draw_batch(r, config):
     return ids, mask, glob, types
 
 
-def run_case(seed, backends, binary, keep, tol, log, long):
+def run_case(seed, backends, binary, keep, tol, log, long, heads):
     r = random.Random(seed)
     config = draw_config(r, long)
+    head = r.choice(list(HEADS)) if heads else None
+    cls, names = HEADS[head]
+    if head == "question-answering":
+        config.num_labels = 2  # start and end
     torch.manual_seed(seed)
-    model = perturb(LongformerModel(config, add_pooling_layer=False), seed)
-    ids, mask, glob, types = draw_batch(r, config)
+    model = perturb(cls(config) if cls else LongformerModel(config, add_pooling_layer=False), seed)
+    ids, mask, glob, types = draw_batch(r, config, head)
+    default_global = head is not None and r.random() < 0.5  # the head's own, as HF computes it
+    choices = ids.shape[0] if head == "multiple-choice" else None
+    feed = dict(input_ids=ids, attention_mask=mask, token_type_ids=types,
+                global_attention_mask=None if default_global else glob)
+    if choices:  # HF's multiple choice takes [examples, choices, seq]: one example here
+        feed = {k: v[None] if v is not None else None for k, v in feed.items()}
     try:
         with torch.no_grad():
-            want = model(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
-                         token_type_ids=types).last_hidden_state
+            res = model(**feed)
+        want = {name: getattr(res, name).float().contiguous() for name in names}
     except Exception as e:  # HF's own limits (a window of 2 breaks its chunking): no oracle
         print(f"seed {seed}: skipped, HF failed: {type(e).__name__}: {str(e)[:120]}", file=log)
         return None
     d = keep or tempfile.mkdtemp(prefix=f"sweep{seed}-")
     os.makedirs(d, exist_ok=True)
     model.save_pretrained(d)
+    inputs = {"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
+              "token_type_ids": types.tolist()}
+    if not default_global:
+        inputs["global_attention_mask"] = glob.tolist()
     with open(os.path.join(d, "ids.json"), "w") as f:
-        json.dump({"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
-                   "global_attention_mask": glob.tolist(), "token_type_ids": types.tolist()}, f)
-    save_file({"last_hidden_state": want.contiguous()}, os.path.join(d, "expected.safetensors"))
-    shape = (f"seed {seed}: heads {config.num_attention_heads}x{config.hidden_size // config.num_attention_heads}"
-             f" layers {config.num_hidden_layers} window {config.attention_window}"
-             f" ids {tuple(ids.shape)} real {mask.sum(1).tolist()} global {glob.sum(1).tolist()}")
+        json.dump(inputs, f)
+    save_file(want, os.path.join(d, "expected.safetensors"))
+    shape = (f"seed {seed}: {head or 'base'} heads {config.num_attention_heads}"
+             f"x{config.hidden_size // config.num_attention_heads} layers {config.num_hidden_layers}"
+             f" window {config.attention_window} ids {tuple(ids.shape)} real {mask.sum(1).tolist()}"
+             f" global {'default' if default_global else glob.sum(1).tolist()}")
     failures = []
     for backend in backends:
         out = os.path.join(d, f"out-{backend}.safetensors")
         env = dict(os.environ, VK_ICD_FILENAMES="/nonexistent.json")
-        p = subprocess.run([binary, "encode", "--backend", backend, "--model", d, "--input",
-                            os.path.join(d, "ids.json"), "--output", out],
-                           capture_output=True, text=True, env=env)
+        cmd = [binary, "encode", "--backend", backend, "--model", d, "--input",
+               os.path.join(d, "ids.json"), "--output", out]
+        if head:
+            cmd += ["--head", head]
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             failures.append(f"{backend}: exit {p.returncode}: {p.stderr.strip()[-400:]}")
             continue
-        got = load_file(out)["last_hidden_state"]
-        if got.shape != want.shape:
-            failures.append(f"{backend}: shape {tuple(got.shape)} != {tuple(want.shape)}")
-            continue
-        diff = (got - want).abs()
-        worst = diff.max().item()
-        if not worst <= tol:
-            b, pos, _ = [int(i) for i in torch.nonzero(diff == diff.max())[0]]
-            failures.append(f"{backend}: max diff {worst:.3g} at row {b} position {pos}"
-                            f" (mask {int(mask[b, pos])}, global {int(glob[b, pos])})")
+        got_all = load_file(out)
+        for name, expected in want.items():
+            got = got_all.get(name)
+            if got is None or got.shape != expected.shape:
+                failures.append(f"{backend}: {name} shape {None if got is None else tuple(got.shape)}"
+                                f" != {tuple(expected.shape)}")
+                continue
+            diff = (got - expected).abs()
+            worst = diff.max().item()
+            if not worst <= tol:
+                at = [int(i) for i in torch.nonzero(diff == diff.max())[0]]
+                failures.append(f"{backend}: {name} max diff {worst:.3g} at {at}")
     print(shape + ("  ok" if not failures else "  FAIL"), file=log, flush=True)
     for f in failures:
         print("    " + f, file=log, flush=True)
@@ -173,6 +220,9 @@ def main():
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "longformer"))
     ap.add_argument("--keep", help="directory for the case's files (one case)")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--heads", action="store_true",
+                    help="each case runs one of HF's five task heads (or the base model), with "
+                         "the given global attention or, half the time, the head's default")
     ap.add_argument("--long", action="store_true",
                     help="sequences up to 2,048 tokens, windows of 64-512, heads up to 64 wide")
     args = ap.parse_args()
@@ -180,7 +230,7 @@ def main():
         ap.error("--keep takes one case (--cases 1)")
     backends = args.backends.split(",")
     results = [run_case(args.seed + i, backends, args.binary, args.keep, args.tol, sys.stdout,
-                        args.long)
+                        args.long, args.heads)
                for i in range(args.cases)]
     ok, failed = results.count(True), results.count(False)
     print(f"{ok} cases agree within {args.tol}, {failed} differ, "
