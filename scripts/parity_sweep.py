@@ -16,13 +16,16 @@ attention.
     python scripts/parity_sweep.py --cases 40 --backends flex,ndarray,wgpu
     python scripts/parity_sweep.py --heads --cases 40
     python scripts/parity_sweep.py --long --cases 20       # up to 2,048 tokens, windows to 512
+    python scripts/parity_sweep.py --dtype bf16 --backends flex --cases 40
     python scripts/parity_sweep.py --seed 7 --cases 1 --keep /tmp/case7   # one case, kept
 
 Exit status 1 if any case differs by more than --tol (default 1e-4), printing each failing
 case's seed, shapes and where the largest difference sits.
 """
 import argparse
+import copy
 import json
+import math
 import os
 import random
 import shutil
@@ -138,7 +141,7 @@ def draw_batch(r, config, head):
     return ids, mask, glob, types
 
 
-def run_case(seed, backends, binary, keep, tol, log, long, heads):
+def run_case(seed, backends, binary, keep, tol, log, long, heads, dtype):
     r = random.Random(seed)
     config = draw_config(r, long)
     head = r.choice(list(HEADS)) if heads else None
@@ -158,6 +161,18 @@ def run_case(seed, backends, binary, keep, tol, log, long, heads):
         with torch.no_grad():
             res = model(**feed)
         want = {name: getattr(res, name).float().contiguous() for name in names}
+        if dtype != "f32":  # HF in the half dtype sets the tolerance: its own distance from f32
+            half = {"f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+            with torch.no_grad():
+                res = copy.deepcopy(model).to(half)(**feed)
+            hf_half = {name: getattr(res, name).float() for name in names}
+            hf_distance = max((hf_half[n] - want[n]).abs().max().item() for n in names)
+            if not math.isfinite(hf_distance):
+                raise OverflowError(f"HF's {dtype} run is not finite")
+            # a few units of the dtype's rounding at the outputs' scale, for outputs so small
+            # (one logit) that HF's distance happens to be tiny
+            scale = max(want[n].abs().max().item() for n in names)
+            tol = max(tol, 1.5 * hf_distance, 4 * torch.finfo(half).eps * scale)
     except Exception as e:  # HF's own limits (a window of 2 breaks its chunking): no oracle
         print(f"seed {seed}: skipped, HF failed: {type(e).__name__}: {str(e)[:120]}", file=log)
         return None
@@ -183,6 +198,8 @@ def run_case(seed, backends, binary, keep, tol, log, long, heads):
                os.path.join(d, "ids.json"), "--output", out]
         if head:
             cmd += ["--head", head]
+        if dtype != "f32":
+            cmd += ["--dtype", dtype]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             failures.append(f"{backend}: exit {p.returncode}: {p.stderr.strip()[-400:]}")
@@ -199,6 +216,8 @@ def run_case(seed, backends, binary, keep, tol, log, long, heads):
             if not worst <= tol:
                 at = [int(i) for i in torch.nonzero(diff == diff.max())[0]]
                 failures.append(f"{backend}: {name} max diff {worst:.3g} at {at}")
+    if dtype != "f32":
+        shape += f" {dtype} tol {tol:.2g}"
     print(shape + ("  ok" if not failures else "  FAIL"), file=log, flush=True)
     for f in failures:
         print("    " + f, file=log, flush=True)
@@ -223,6 +242,11 @@ def main():
     ap.add_argument("--heads", action="store_true",
                     help="each case runs one of HF's five task heads (or the base model), with "
                          "the given global attention or, half the time, the head's default")
+    ap.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f32",
+                    help="run ours in this dtype (`encode --dtype`) against HF in f32; the "
+                         "tolerance becomes 1.5x HF's own distance between its runs in this dtype "
+                         "and in f32, or 4 units of the dtype's rounding at the outputs' largest "
+                         "magnitude, whichever is larger")
     ap.add_argument("--long", action="store_true",
                     help="sequences up to 2,048 tokens, windows of 64-512, heads up to 64 wide")
     args = ap.parse_args()
@@ -230,10 +254,11 @@ def main():
         ap.error("--keep takes one case (--cases 1)")
     backends = args.backends.split(",")
     results = [run_case(args.seed + i, backends, args.binary, args.keep, args.tol, sys.stdout,
-                        args.long, args.heads)
+                        args.long, args.heads, args.dtype)
                for i in range(args.cases)]
     ok, failed = results.count(True), results.count(False)
-    print(f"{ok} cases agree within {args.tol}, {failed} differ, "
+    within = f"{args.tol}" if args.dtype == "f32" else f"each case's {args.dtype} tolerance"
+    print(f"{ok} cases agree within {within}, {failed} differ, "
           f"{results.count(None)} skipped (HF failed)")
     sys.exit(1 if failed else 0)
 
