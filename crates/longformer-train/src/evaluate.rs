@@ -1,11 +1,14 @@
 //! Accuracy and predictions of a [`WikiHopModel`] on a set of examples.
 
+use anyhow::Context;
 use burn::tensor::Device;
+#[cfg(doc)]
 use longformer_model::InputError;
 use serde::Serialize;
 
 use crate::examples::ExampleSet;
 use crate::model::{Combine, WikiHopModel, WikiHopOutput};
+use crate::readback::{read_back, read_scalar};
 
 /// The scores the model gave one example.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -31,22 +34,20 @@ pub struct Evaluation {
     pub predictions: Vec<Prediction>,
 }
 
-/// Host-side view of a forward pass: per-example predictions and the batch's mean loss.
-pub fn predictions(output: &WikiHopOutput, candidates: &[usize]) -> (Vec<Prediction>, f64) {
+/// Host-side view of a forward pass: per-example predictions and the batch's mean loss, or the
+/// device's failure to compute them.
+pub fn predictions(
+    output: &WikiHopOutput,
+    candidates: &[usize],
+) -> anyhow::Result<(Vec<Prediction>, f64)> {
     let [examples, max_candidates] = output.logits.dims();
-    let logits: Vec<f32> = output
-        .logits
-        .clone()
-        .into_data()
+    let logits: Vec<f32> = read_back(output.logits.clone(), "the candidates' logits")?
         .try_to_vec_as::<f32>()
         .expect("f32 logits");
-    let answers: Vec<i64> = output
-        .answers
-        .clone()
-        .into_data()
+    let answers: Vec<i64> = read_back(output.answers.clone(), "the answers")?
         .try_to_vec_as::<i64>()
         .expect("int answers");
-    let loss = f64::from(output.loss.clone().into_scalar::<f32>());
+    let loss = f64::from(read_scalar(output.loss.clone(), "the loss")?);
     let predictions = (0..examples)
         .map(|e| {
             let scores = logits[e * max_candidates..e * max_candidates + candidates[e]].to_vec();
@@ -65,29 +66,31 @@ pub fn predictions(output: &WikiHopOutput, candidates: &[usize]) -> (Vec<Predict
             }
         })
         .collect();
-    (predictions, loss)
+    Ok((predictions, loss))
 }
 
 /// Runs `model` (in inference mode: pass `model.valid()`) over `set` in file order, or
-/// returns the encoder's error for the first batch it cannot take (see
-/// [`WikiHopModel::try_forward`]).
+/// returns the encoder's error for the first batch it cannot take (an [`InputError`], see
+/// [`WikiHopModel::try_forward`]) or the device's failure to compute one.
 pub fn evaluate(
     model: &WikiHopModel,
     set: &ExampleSet,
     batch_size: usize,
     combine: Combine,
     device: &Device,
-) -> Result<Evaluation, InputError> {
+) -> anyhow::Result<Evaluation> {
     let mut all = Vec::with_capacity(set.len());
     let mut loss_sum = 0.0;
     for indices in set.in_order(batch_size) {
         let batch = set.batch(&indices, device);
-        let output = model.try_forward(&batch, combine)?;
+        let output = model
+            .try_forward(&batch, combine)
+            .context("a batch does not fit the model")?;
         let candidates: Vec<usize> = indices
             .iter()
             .map(|&i| set.examples[i].candidates())
             .collect();
-        let (predictions, loss) = predictions(&output, &candidates);
+        let (predictions, loss) = predictions(&output, &candidates)?;
         loss_sum += loss * indices.len() as f64;
         all.extend(predictions);
     }

@@ -20,6 +20,7 @@ pub mod model;
 pub mod optimization;
 pub mod output;
 pub mod progress;
+pub mod readback;
 pub mod run_lock;
 mod stop_signal;
 pub mod trainer;

@@ -7,6 +7,8 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::readback::read_scalar;
+
 /// Optimizer and schedule settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerSettings {
@@ -94,31 +96,32 @@ impl OptimizerSettings {
 }
 
 /// Scales all gradients so that their global L2 norm is at most `max_norm`; returns the norm
-/// before clipping.
+/// before clipping, or the device's failure to compute the gradients (their norm is the first
+/// value of the backward pass read back).
 pub fn clip_global_norm<M: Module>(
     model: &M,
     grads: GradientsParams,
     max_norm: Option<f32>,
-) -> (GradientsParams, f32) {
+) -> anyhow::Result<(GradientsParams, f32)> {
     let mut norm = SquaredNorm {
         grads: &grads,
         sum: None,
     };
     model.visit(&mut norm);
-    let total = norm
-        .sum
-        .map(|s| s.into_scalar::<f32>().sqrt())
-        .unwrap_or(0.0);
+    let total = match norm.sum {
+        Some(sum) => read_scalar(sum, "the gradients")?.sqrt(),
+        None => 0.0,
+    };
     let Some(max_norm) = max_norm else {
-        return (grads, total);
+        return Ok((grads, total));
     };
     let scale = max_norm / (total + 1e-6);
     if scale >= 1.0 {
-        return (grads, total);
+        return Ok((grads, total));
     }
     let mut scaler = Scale { grads, scale };
     model.visit(&mut scaler);
-    (scaler.grads, total)
+    Ok((scaler.grads, total))
 }
 
 struct SquaredNorm<'a> {

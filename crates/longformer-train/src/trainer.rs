@@ -388,7 +388,7 @@ impl Run<'_> {
                 &model,
                 accumulator.grads(),
                 settings.optimizer.max_grad_norm,
-            );
+            )?;
             if !norm.is_finite() {
                 bail!(
                     "the gradient norm is {norm} at step {}: training diverged (lower --lr?)",
@@ -617,7 +617,7 @@ impl Run<'_> {
                 .iter()
                 .map(|&i| self.train.examples[i].candidates())
                 .collect();
-            let (predicted, loss) = predictions(&output, &candidates);
+            let (predicted, loss) = predictions(&output, &candidates)?;
             let correct = predicted
                 .iter()
                 .filter(|p| p.predicted_index == p.answer_index)
@@ -635,7 +635,7 @@ impl Run<'_> {
             self.settings.combine,
             device,
         )
-        .context("a dev batch does not fit the model")
+        .context("evaluating on the dev set")
     }
 
     /// Refuses to resume from a checkpoint whose training examples (`data` now) or settings

@@ -401,3 +401,58 @@ fn a_head_on_a_base_checkpoint_names_the_missing_head_weights() {
         "{err}"
     );
 }
+
+/// A result the device cannot produce is an error naming the output, not a panic: here the
+/// global rows' `[batch, heads, global, seq]` scores of a row whose 6,000 tokens are all global
+/// (144 MB) exceed the software GPU's largest buffer (128 MiB on OpenGL), and the failure
+/// surfaces only when `last_hidden_state` is read back. (Where wgpu finds a GPU with larger
+/// buffers, the encoding succeeds, and the test has nothing to check.)
+#[test]
+fn a_device_failure_is_an_error_not_a_panic() {
+    use burn::tensor::Device;
+    use longformer_model::{AttentionWindow, LongformerConfig, save_pretrained};
+
+    let n = 6000;
+    let dir = std::env::temp_dir().join(format!("lf-device-failure-{}", std::process::id()));
+    let config = LongformerConfig::new()
+        .with_vocab_size(8)
+        .with_hidden_size(2)
+        .with_num_attention_heads(1)
+        .with_intermediate_size(2)
+        .with_num_hidden_layers(1)
+        .with_max_position_embeddings(n + 2)
+        .with_attention_window(AttentionWindow::Uniform(4));
+    let model = config.init(&Device::flex());
+    save_pretrained(&model, &config, &dir).unwrap();
+    let input = dir.join("ids.json");
+    let row = |v: &str| vec![v; n].join(",");
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"input_ids\": [[{}]], \"global_attention_mask\": [[{}]]}}",
+            row("5"),
+            row("1")
+        ),
+    )
+    .unwrap();
+    let out = encode(&[
+        "--backend",
+        "wgpu",
+        "--model",
+        dir.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        dir.join("out.safetensors").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&dir).unwrap();
+    if out.status.success() {
+        return; // a GPU with larger buffers than the software GPU's computed it
+    }
+    assert!(
+        err.contains("the device failed computing `last_hidden_state` [1, 6000, 2]")
+            && !err.contains("panicked"),
+        "a clear error, not a panic: {err}"
+    );
+}

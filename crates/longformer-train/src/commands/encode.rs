@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::backend::{Backend, Precision};
 use crate::progress::note;
+use crate::readback::read_back;
 
 /// Arguments of `longformer encode`.
 #[derive(Args, Debug)]
@@ -168,7 +169,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
                 .try_forward(input)
                 .with_context(|| format!("encoding {source}"))?
                 .last_hidden_state;
-            (vec![host("last_hidden_state", hidden)], Vec::new())
+            (vec![host("last_hidden_state", hidden)?], Vec::new())
         }
         Some(head) => run_head(head, &args, input, &rows.input_ids, tokenizer.as_ref())
             .with_context(|| format!("encoding {source}"))?,
@@ -195,9 +196,11 @@ pub fn run(args: EncodeArgs) -> Result<()> {
 /// A named F32 output: values and dimensions.
 type Output = (&'static str, Vec<f32>, Vec<usize>);
 
-fn host<const D: usize>(name: &'static str, tensor: Tensor<D>) -> Output {
+/// `tensor` read back from the device; a device failure is an error naming the output.
+fn host<const D: usize>(name: &'static str, tensor: Tensor<D>) -> Result<Output> {
     let dims = tensor.dims().to_vec();
-    (name, tensor.into_data().iter::<f32>().collect(), dims)
+    let data = read_back(tensor, &format!("`{name}` {dims:?}"))?;
+    Ok((name, data.iter::<f32>().collect(), dims))
 }
 
 /// Cuts every row of `rows` holding more than `limit` ids other than `pad` to its first `limit`
@@ -290,6 +293,7 @@ fn run_head(
                 );
             }
             let logits = model.forward(input)?;
+            let output = host("logits", logits.clone())?;
             if let (Some(mask_id), Some(tokenizer)) = (mask_id, tokenizer) {
                 for (n, fill) in mask_fills(logits.clone(), &ids, mask_id, args.top_k.into())?
                     .iter()
@@ -310,17 +314,22 @@ fn run_head(
                     ));
                 }
             }
-            vec![host("logits", logits)]
+            vec![output]
         }
         Head::SequenceClassification => {
             let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
             let logits = model.forward(input)?;
+            let output = host("logits", logits.clone())?;
             summary.extend(best_of_rows("row", &logits, |i| head_config.label(i)));
-            vec![host("logits", logits)]
+            vec![output]
         }
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
             let out = model.forward(input)?;
+            let outputs = vec![
+                host("start_logits", out.start_logits.clone())?,
+                host("end_logits", out.end_logits.clone())?,
+            ];
             let lengths: Vec<usize> = ids_rows.iter().map(Vec::len).collect();
             for (row, (start, end)) in best_spans(&out.start_logits, &out.end_logits, &lengths)
                 .into_iter()
@@ -328,14 +337,12 @@ fn run_head(
             {
                 summary.push(format!("row {row}: best span {start}..={end}"));
             }
-            vec![
-                host("start_logits", out.start_logits),
-                host("end_logits", out.end_logits),
-            ]
+            outputs
         }
         Head::TokenClassification => {
             let model: LongformerForTokenClassification = load_head_as(head, args, &device)?;
             let logits = model.forward(input)?;
+            let output = host("logits", logits.clone())?;
             let [batch, seq, labels] = logits.dims();
             let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
             for (row, (tags, ids)) in best.chunks(seq).zip(ids_rows).enumerate() {
@@ -346,15 +353,16 @@ fn run_head(
                     .collect();
                 summary.push(format!("row {row}: {}", tags.join(" ")));
             }
-            vec![host("logits", logits)]
+            vec![output]
         }
         Head::MultipleChoice => {
             let model: LongformerForMultipleChoice = load_head_as(head, args, &device)?;
             let [rows, _] = input.dims();
             let choices = MultipleChoiceInput::new(input, args.num_choices.unwrap_or(rows))?;
             let logits = model.forward(choices)?;
+            let output = host("logits", logits.clone())?;
             summary.extend(best_of_rows("example", &logits, |i| format!("choice {i}")));
-            vec![host("logits", logits)]
+            vec![output]
         }
     };
     Ok((outputs, summary))

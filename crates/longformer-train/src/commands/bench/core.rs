@@ -11,6 +11,8 @@ use longformer_model::attention::AttentionMasks;
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
 use longformer_model::{DropoutSeed, LocalAttentionKernel};
 
+use crate::readback::{read_back, read_scalar};
+
 /// The inputs of one attention-core measurement.
 pub struct AttentionCore {
     q: Tensor<4>,
@@ -115,12 +117,12 @@ impl AttentionCore {
             let grads = (local.sum() + global.sum()).backward();
             for x in [&self.q, &self.k, &self.v] {
                 if let Some(g) = x.grad(&grads) {
-                    let _ = g.into_data();
+                    read_back(g, "the backward pass")?;
                 }
             }
         } else {
-            let _ = local.into_data();
-            let _ = global.into_data();
+            read_back(local, "the local attention")?;
+            read_back(global, "the global rows")?;
         }
         self.q
             .device()
@@ -131,9 +133,9 @@ impl AttentionCore {
     /// Largest difference between the local part computed by this case's kernel choice and by
     /// the band path (the reference), on the same inputs: a correctness check next to the
     /// timing, for devices the tests do not run on.
-    pub fn difference_from_reference(&self) -> f32 {
+    pub fn difference_from_reference(&self) -> anyhow::Result<f32> {
         let (ours, _) = self.forward(self.kernel);
         let (reference, _) = self.forward(LocalAttentionKernel::Reference);
-        (ours - reference).abs().max().into_scalar::<f32>()
+        read_scalar((ours - reference).abs().max(), "the band path's difference")
     }
 }

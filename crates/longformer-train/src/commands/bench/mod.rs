@@ -23,6 +23,7 @@ use burn::optim::GradientsParams;
 use crate::backend::{Backend, Precision};
 use crate::optimization::OptimizerSettings;
 use crate::progress::{note, say};
+use crate::readback::read_back;
 
 /// Arguments of `longformer bench`.
 #[derive(Args, Debug)]
@@ -307,11 +308,11 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
             };
             match args.mode {
                 Mode::Fwd => {
-                    let _ = out.into_data(); // wait for the device
+                    read_back(out, "the forward pass")?; // wait for the device
                 }
                 Mode::Train => {
                     let loss = out.mean();
-                    let _ = loss.clone().into_data(); // wait for the forward pass
+                    read_back(loss.clone(), "the forward pass")?; // wait for the device
                     let forward = start.elapsed();
                     let grads = match pass {
                         Some(pass) => pass.backward(&model, loss.backward()),
@@ -321,12 +322,15 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
                     // Wait for the backward pass: read one gradient.
                     let gamma = &model.embeddings.layer_norm.gamma;
                     if let Some(grad) = grads.get::<1>(gamma.id) {
-                        let _ = grad.into_data();
+                        read_back(grad, "the backward pass")?;
                     }
                     let backward = start.elapsed();
                     model = optimizer.step(1e-5, model, grads);
                     // Wait for the device: read one updated weight.
-                    let _ = model.embeddings.layer_norm.gamma.val().into_data();
+                    read_back(
+                        model.embeddings.layer_norm.gamma.val(),
+                        "the optimizer step",
+                    )?;
                     note(&format!(
                         "seq {seq}: forward {:.0} ms, backward {:.0} ms, optimizer {:.0} ms",
                         forward.as_secs_f64() * 1e3,
@@ -425,7 +429,7 @@ fn measure_attention_core(
         if args.kernel != Kernel::Reference {
             note(&format!(
                 "seq {seq}: local attention, max |this path - band path| = {:.2e}",
-                case.difference_from_reference()
+                case.difference_from_reference()?
             ));
         }
         let row = report::BenchRow {
