@@ -265,6 +265,63 @@ fn encodes_text_with_the_model_directory_tokenizer() {
     assert!(shape[1] >= 7, "{shape:?}");
 }
 
+/// `--text-file` encodes a file's content exactly as `--text` encodes the same string (the same
+/// output file, byte for byte), from a path or from standard input (`-`); a missing file and
+/// one that is not UTF-8 are errors naming it.
+#[test]
+fn text_file_encodes_what_text_encodes() {
+    let dir = std::env::temp_dir().join(format!("lf-text-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = "ada was born in paris.\nshe wrote the first program.\n";
+    let doc = dir.join("doc.txt");
+    std::fs::write(&doc, text).unwrap();
+    let run = |tag: &str, source: &[&str], stdin: Option<&str>| {
+        let out_file = dir.join(format!("{tag}.safetensors"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_longformer"))
+            .current_dir(repo_root())
+            .arg("encode")
+            .args(source)
+            .args(["--output", out_file.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), err, std::fs::read(&out_file).ok())
+    };
+    let (ok, err, from_text) = run("text", &["--text", text], None);
+    assert!(ok, "{err}");
+    let (ok, err, from_file) = run("file", &["--text-file", doc.to_str().unwrap()], None);
+    assert!(ok, "{err}");
+    assert_eq!(from_file, from_text);
+    let (ok, err, from_stdin) = run("stdin", &["--text-file", "-"], Some(text));
+    assert!(ok, "{err}");
+    assert_eq!(from_stdin, from_text);
+
+    let missing = dir.join("missing.txt");
+    let (ok, err, _) = run("missing", &["--text-file", missing.to_str().unwrap()], None);
+    assert!(!ok && err.contains("missing.txt"), "{err}");
+    let binary = dir.join("binary.txt");
+    std::fs::write(&binary, [b'a', 0xff, b'b']).unwrap();
+    let (ok, err, _) = run("binary", &["--text-file", binary.to_str().unwrap()], None);
+    assert!(
+        !ok && err.contains("binary.txt is not UTF-8 text (invalid byte at offset 1)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `tests/fixtures/head_mlm_text`: an HF `LongformerForMaskedLM` with the sample tokenizer, the
 /// text, and HF's logits at its two `<mask>` positions.
 fn mlm_fixture() -> PathBuf {

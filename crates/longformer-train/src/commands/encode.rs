@@ -1,7 +1,7 @@
 //! `longformer encode`: run the encoder on ids from a JSON file (or text) and save
 //! `last_hidden_state`, or, with `--head`, run a HuggingFace task head and save its logits.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -39,6 +39,10 @@ pub struct EncodeArgs {
     /// one, where the head puts it by default (as in HF).
     #[arg(long)]
     pub text: Option<String>,
+    /// A file whose whole content (UTF-8) is the text, as `--text` takes it (`-`: standard
+    /// input): for documents too long to pass on the command line.
+    #[arg(long, conflicts_with_all = ["text", "input"])]
+    pub text_file: Option<PathBuf>,
     /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`), or the head's logits, as
     /// safetensors.
     #[arg(long, default_value = "runs/encode/last_hidden_state.safetensors")]
@@ -119,21 +123,27 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     let device = args.backend.device()?;
     let config = LongformerConfig::from_json_file(args.model.join("config.json"))?;
-    let (mut rows, tokenizer) = match (&args.input, &args.text) {
+    let text = match (&args.text, &args.text_file) {
+        (Some(text), None) => Some(text.clone()),
+        (None, Some(path)) => Some(read_text_file(path)?),
+        _ => None,
+    };
+    let (mut rows, tokenizer) = match (&args.input, &text) {
         (Some(path), None) => (read_input(path)?, None),
         (None, Some(text)) => {
             let (rows, tokenizer) = tokenize(&args.model, text, args.head.is_none())?;
             (rows, Some(tokenizer))
         }
-        _ => bail!("give either --input FILE.json or --text \"...\""),
+        _ => bail!("give --input FILE.json, --text \"...\" or --text-file FILE"),
     };
-    let source = match &args.input {
-        Some(path) => path.display().to_string(),
-        None => "the tokenized --text".to_string(),
+    let source = match (&args.input, &args.text_file) {
+        (Some(path), _) => path.display().to_string(),
+        (None, Some(path)) => format!("the tokenized {}", path.display()),
+        (None, None) => "the tokenized --text".to_string(),
     };
     if args.truncate {
         let limit = config.max_sequence_length();
-        let keep_last = args.text.is_some();
+        let keep_last = text.is_some();
         for (row, before, after) in
             truncate_rows(&mut rows, limit, config.pad_token_id as i64, keep_last)
         {
@@ -191,6 +201,26 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The whole content of `path` (`-`: standard input) as text, or an error naming the file.
+fn read_text_file(path: &Path) -> Result<String> {
+    let bytes = if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading --text-file - (standard input)")?;
+        bytes
+    } else {
+        std::fs::read(path).with_context(|| format!("reading --text-file {}", path.display()))?
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "--text-file {} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// A named F32 output: values and dimensions.
