@@ -3,7 +3,8 @@
 # H200 (see docs/gpu-kernel-notes.md), and of half precision (`--dtype`). It runs on the device
 # machine from the repository root.
 #
-# Prepare here (git-ignored folders, named in the device call's `carry`):
+# Prepare here with scripts/prepare_gpu_kit.sh (git-ignored folders, named in the device
+# call's `carry`):
 #   .gl/      Debian's GL/Vulkan loader .debs (the device tool's README says how to fetch them)
 #   .devbin/  longformer-gpu.gz: `cargo build -p longformer-train --bin longformer
 #             --features vulkan,autotune`, gzipped; anchor_bench.py from ../shared/tools
