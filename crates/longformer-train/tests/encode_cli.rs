@@ -265,9 +265,54 @@ fn encodes_text_with_the_model_directory_tokenizer() {
     assert!(shape[1] >= 7, "{shape:?}");
 }
 
+/// Repeated `--text`s are one batch, a row per text, the shorter padded: each row holds what
+/// the text encodes alone, at its own positions.
+#[test]
+fn repeated_texts_are_a_batch_of_what_each_encodes_alone() {
+    let dir = std::env::temp_dir().join(format!("lf-texts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let texts = [
+        "ada was born in paris.",
+        "she wrote the first program for the engine.",
+    ];
+    let run = |tag: &str, texts: &[&str]| {
+        let out_file = dir.join(format!("{tag}.safetensors"));
+        let mut args = vec!["--output", out_file.to_str().unwrap()];
+        for t in texts {
+            args.extend(["--text", t]);
+        }
+        let out = encode(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read_tensors(&out_file).remove("last_hidden_state").unwrap()
+    };
+    let (shape, batch) = run("both", &texts);
+    for (row, text) in texts.iter().enumerate() {
+        let (alone_shape, alone) = run(&format!("row{row}"), &[text]);
+        assert_eq!((alone_shape[0], alone_shape[2]), (1, 32));
+        let len = alone_shape[1];
+        let width = shape[1] * 32;
+        let got = &batch[row * width..row * width + len * 32];
+        let most = got
+            .iter()
+            .zip(&alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            most < 1e-5,
+            "row {row} differs from its text alone by {most}"
+        );
+    }
+    assert_eq!(shape[0], 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `--text-file` encodes a file's content exactly as `--text` encodes the same string (the same
-/// output file, byte for byte), from a path or from standard input (`-`); a missing file and
-/// one that is not UTF-8 are errors naming it.
+/// output file, byte for byte), from a path or from standard input (`-`), and repeated, a batch
+/// as repeated `--text`s; a missing file and one that is not UTF-8 are errors naming it.
 #[test]
 fn text_file_encodes_what_text_encodes() {
     let dir = std::env::temp_dir().join(format!("lf-text-file-{}", std::process::id()));
@@ -308,6 +353,31 @@ fn text_file_encodes_what_text_encodes() {
     let (ok, err, from_stdin) = run("stdin", &["--text-file", "-"], Some(text));
     assert!(ok, "{err}");
     assert_eq!(from_stdin, from_text);
+    let other = dir.join("other.txt");
+    std::fs::write(&other, "a second, longer document about engines.").unwrap();
+    let (ok, err, two_texts) = run(
+        "two-texts",
+        &[
+            "--text",
+            text,
+            "--text",
+            "a second, longer document about engines.",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let (ok, err, two_files) = run(
+        "two-files",
+        &[
+            "--text-file",
+            doc.to_str().unwrap(),
+            "--text-file",
+            other.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(two_files, two_texts);
 
     let missing = dir.join("missing.txt");
     let (ok, err, _) = run("missing", &["--text-file", missing.to_str().unwrap()], None);

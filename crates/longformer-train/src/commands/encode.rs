@@ -36,13 +36,14 @@ pub struct EncodeArgs {
     /// Text to encode with the model directory's tokenizer (`tokenizer.json`, or `vocab.json` +
     /// `merges.txt`), between `<s>` and `</s>`: the ids HF's `AutoTokenizer` gives it (no
     /// WikiHop markers). Without `--head`, global attention goes on the first token (`<s>`); with
-    /// one, where the head puts it by default (as in HF).
+    /// one, where the head puts it by default (as in HF). Repeat it for a batch: one row per
+    /// text, shorter rows padded.
     #[arg(long)]
-    pub text: Option<String>,
-    /// A file whose whole content (UTF-8) is the text, as `--text` takes it (`-`: standard
-    /// input): for documents too long to pass on the command line.
+    pub text: Vec<String>,
+    /// A file whose whole content (UTF-8) is a text, as `--text` takes it (`-`: standard
+    /// input): for documents too long to pass on the command line. Repeat it for a batch.
     #[arg(long, conflicts_with_all = ["text", "input"])]
-    pub text_file: Option<PathBuf>,
+    pub text_file: Vec<PathBuf>,
     /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`), or the head's logits, as
     /// safetensors.
     #[arg(long, default_value = "runs/encode/last_hidden_state.safetensors")]
@@ -123,27 +124,31 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     let device = args.backend.device()?;
     let config = LongformerConfig::from_json_file(args.model.join("config.json"))?;
-    let text = match (&args.text, &args.text_file) {
-        (Some(text), None) => Some(text.clone()),
-        (None, Some(path)) => Some(read_text_file(path)?),
-        _ => None,
+    let texts = if args.text_file.is_empty() {
+        args.text.clone()
+    } else {
+        args.text_file
+            .iter()
+            .map(|path| read_text_file(path))
+            .collect::<Result<_>>()?
     };
-    let (mut rows, tokenizer) = match (&args.input, &text) {
-        (Some(path), None) => (read_input(path)?, None),
-        (None, Some(text)) => {
-            let (rows, tokenizer) = tokenize(&args.model, text, args.head.is_none())?;
+    let (mut rows, tokenizer) = match (&args.input, texts.is_empty()) {
+        (Some(path), true) => (read_input(path)?, None),
+        (None, false) => {
+            let (rows, tokenizer) = tokenize(&args.model, &texts, args.head.is_none())?;
             (rows, Some(tokenizer))
         }
         _ => bail!("give --input FILE.json, --text \"...\" or --text-file FILE"),
     };
-    let source = match (&args.input, &args.text_file) {
+    let source = match (&args.input, args.text_file.as_slice()) {
         (Some(path), _) => path.display().to_string(),
-        (None, Some(path)) => format!("the tokenized {}", path.display()),
-        (None, None) => "the tokenized --text".to_string(),
+        (None, [path]) => format!("the tokenized {}", path.display()),
+        (None, []) => "the tokenized --text".to_string(),
+        (None, _) => "the tokenized --text-file texts".to_string(),
     };
     if args.truncate {
         let limit = config.max_sequence_length();
-        let keep_last = text.is_some();
+        let keep_last = !texts.is_empty();
         for (row, before, after) in
             truncate_rows(&mut rows, limit, config.pad_token_id as i64, keep_last)
         {
@@ -548,28 +553,37 @@ fn read_input(path: &Path) -> Result<InputJson> {
     Ok(input)
 }
 
-/// `<s> text </s>` with the model directory's tokenizer, as HF tokenizes it; global attention on
-/// `<s>` when `global_first`, else no global mask (the head's default applies).
+/// `<s> text </s>` for each text (a row each) with the model directory's tokenizer, as HF
+/// tokenizes it; global attention on `<s>` when `global_first`, else no global mask (the head's
+/// default applies).
 fn tokenize(
     model_dir: &Path,
-    text: &str,
+    texts: &[String],
     global_first: bool,
 ) -> Result<(InputJson, TextTokenizer)> {
     let tokenizer = TextTokenizer::from_dir(model_dir)?;
-    let ids: Vec<i64> = tokenizer
-        .encode(text)
-        .context("tokenizing --text")?
-        .into_iter()
-        .map(i64::from)
-        .collect();
+    let rows: Vec<Vec<i64>> = texts
+        .iter()
+        .enumerate()
+        .map(|(row, text)| {
+            let ids = tokenizer
+                .encode(text)
+                .with_context(|| format!("tokenizing text {row}"))?;
+            Ok(ids.into_iter().map(i64::from).collect())
+        })
+        .collect::<Result<_>>()?;
     let global = global_first.then(|| {
-        let mut global = vec![0; ids.len()];
-        global[0] = 1;
-        vec![global]
+        rows.iter()
+            .map(|ids| {
+                let mut global = vec![0; ids.len()];
+                global[0] = 1;
+                global
+            })
+            .collect()
     });
     Ok((
         InputJson {
-            input_ids: vec![ids],
+            input_ids: rows,
             attention_mask: None,
             global_attention_mask: global,
             token_type_ids: None,
@@ -659,7 +673,7 @@ mod tests {
                 ],
             ),
         ] {
-            let (input, _) = tokenize(&tiny_model(), text, true).unwrap();
+            let (input, _) = tokenize(&tiny_model(), &[text.to_string()], true).unwrap();
             assert_eq!(input.input_ids, [hf], "{text:?}");
             let global = input.global_attention_mask.unwrap();
             assert_eq!(global[0].iter().sum::<i64>(), 1);
