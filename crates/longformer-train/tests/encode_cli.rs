@@ -583,3 +583,72 @@ fn a_device_failure_is_an_error_not_a_panic() {
         "a clear error, not a panic: {err}"
     );
 }
+
+/// `--hidden-states` writes HF's `hidden_states` next to `last_hidden_state`, and a checkpoint
+/// with a pooler gets `pooler_output`: all as HF computed them for
+/// `tests/fixtures/hidden_states` (ragged rows, global tokens), within 1e-4. Not with `--head`.
+#[test]
+fn hidden_states_and_the_pooler_output_are_hf_s() {
+    let fixture = repo_root().join("tests/fixtures/hidden_states");
+    let expected = read_tensors(&fixture.join("expected.safetensors"));
+    let dir = std::env::temp_dir().join(format!("lf-hidden-states-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = |name: &str| -> Vec<Vec<i64>> {
+        let (shape, values) = &expected[name];
+        values
+            .chunks(shape[1])
+            .map(|row| row.iter().map(|&v| v as i64).collect())
+            .collect()
+    };
+    let input = dir.join("ids.json");
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"input_ids\": {:?}, \"attention_mask\": {:?}, \"global_attention_mask\": {:?}}}",
+            rows("input_ids"),
+            rows("attention_mask"),
+            rows("global_attention_mask")
+        ),
+    )
+    .unwrap();
+    let output = dir.join("out.safetensors");
+    let out = encode(&[
+        "--model",
+        fixture.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--hidden-states",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = read_tensors(&output);
+    let layers = 3;
+    let mut names: Vec<String> = (0..=layers).map(|i| format!("hidden_state_{i}")).collect();
+    names.extend(["last_hidden_state".into(), "pooler_output".into()]);
+    assert_eq!(got.len(), names.len(), "{:?}", got.keys());
+    for name in &names {
+        let (want_shape, want) = &expected[name];
+        let (shape, values) = &got[name];
+        assert_eq!(shape, want_shape, "{name}");
+        let most = values
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(most < 1e-4, "{name} differs from HF's by {most}");
+    }
+    let with_head = encode(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--head",
+        "mlm",
+        "--hidden-states",
+    ]);
+    assert!(!with_head.status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -13,8 +13,8 @@ use longformer_model::heads::{MultipleChoiceInput, mask_fills};
 use longformer_model::{
     LongformerConfig, LongformerForMaskedLM, LongformerForMultipleChoice,
     LongformerForQuestionAnswering, LongformerForSequenceClassification,
-    LongformerForTokenClassification, LongformerHeadConfig, LongformerInput, TaskHead, load_head,
-    load_pretrained,
+    LongformerForTokenClassification, LongformerHeadConfig, LongformerInput, OutputOptions,
+    TaskHead, load_head, load_pretrained,
 };
 use serde::Deserialize;
 
@@ -44,7 +44,8 @@ pub struct EncodeArgs {
     /// input): for documents too long to pass on the command line. Repeat it for a batch.
     #[arg(long, conflicts_with_all = ["text", "input"])]
     pub text_file: Vec<PathBuf>,
-    /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`), or the head's logits, as
+    /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`; with `pooler_output`,
+    /// `[batch, hidden]`, when the checkpoint has a pooler), or the head's logits, as
     /// safetensors.
     #[arg(long, default_value = "runs/encode/last_hidden_state.safetensors")]
     pub output: PathBuf,
@@ -63,6 +64,11 @@ pub struct EncodeArgs {
     /// With `--head mlm --text`: fills printed per `<mask>`.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     pub top_k: u16,
+    /// Also write HF's `hidden_states` (`output_hidden_states=True`): `hidden_state_0` (the
+    /// embedding output) to `hidden_state_{layers}` (the last layer's, `last_hidden_state`), each
+    /// F32 `[batch, seq, hidden]`. Not with `--head`.
+    #[arg(long, conflicts_with = "head")]
+    pub hidden_states: bool,
     /// Cut rows longer than the model takes (`max_position_embeddings - pad_token_id - 1`
     /// tokens other than padding) instead of refusing them: a `--text` keeps its closing `</s>`
     /// (as HF's tokenizer truncates), `--input` rows lose their last tokens (with their masks
@@ -180,11 +186,18 @@ pub fn run(args: EncodeArgs) -> Result<()> {
             let model = load_pretrained(&args.model, &device)
                 .with_context(|| format!("loading the model in {}", args.model.display()))?;
             let model = args.dtype.apply(model, &device)?;
-            let hidden = model
-                .try_forward(input)
-                .with_context(|| format!("encoding {source}"))?
-                .last_hidden_state;
-            (vec![host("last_hidden_state", hidden)?], Vec::new())
+            let options = OutputOptions::default().with_hidden_states(args.hidden_states);
+            let out = model
+                .try_forward_with(input, options)
+                .with_context(|| format!("encoding {source}"))?;
+            let mut outputs = vec![host("last_hidden_state", out.last_hidden_state)?];
+            if let Some(pooled) = out.pooler_output {
+                outputs.push(host("pooler_output", pooled)?);
+            }
+            for (i, hidden) in out.hidden_states.into_iter().enumerate() {
+                outputs.push(host(&format!("hidden_state_{i}"), hidden)?);
+            }
+            (outputs, Vec::new())
         }
         Some(head) => run_head(head, &args, input, &rows.input_ids, tokenizer.as_ref())
             .with_context(|| format!("encoding {source}"))?,
@@ -229,13 +242,13 @@ fn read_text_file(path: &Path) -> Result<String> {
 }
 
 /// A named F32 output: values and dimensions.
-type Output = (&'static str, Vec<f32>, Vec<usize>);
+type Output = (String, Vec<f32>, Vec<usize>);
 
 /// `tensor` read back from the device; a device failure is an error naming the output.
-fn host<const D: usize>(name: &'static str, tensor: Tensor<D>) -> Result<Output> {
+fn host<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Output> {
     let dims = tensor.dims().to_vec();
     let data = read_back(tensor, &format!("`{name}` {dims:?}"))?;
-    Ok((name, data.iter::<f32>().collect(), dims))
+    Ok((name.to_string(), data.iter::<f32>().collect(), dims))
 }
 
 /// Cuts every row of `rows` holding more than `limit` ids other than `pad` to its first `limit`
@@ -595,7 +608,7 @@ fn tokenize(
 fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
     let tensors: Vec<(&str, &[f32], Vec<usize>)> = outputs
         .iter()
-        .map(|(name, values, dims)| (*name, values.as_slice(), dims.clone()))
+        .map(|(name, values, dims)| (name.as_str(), values.as_slice(), dims.clone()))
         .collect();
     let file = crate::output::f32_safetensors(&tensors, None)?;
     crate::output::write_file(path, &file).with_context(|| format!("writing {}", path.display()))
