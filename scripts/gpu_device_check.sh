@@ -15,9 +15,10 @@
 # (35-50 s on an H200; longer with fusion's kernels), hence several lengths per process. The
 # attention-core run prints the fused-vs-band-path difference next to its timing: it checks the
 # kernel on this GPU. The `prof` runs time each kernel on the device (CubeCL's profiler) for one
-# attention core and one base training step: prof-core.txt.gz, prof-train4k.txt.gz (read them
-# with scripts/profile_summary.py); they also keep the autotuner's results ("Fastest result",
-# "Autotune[i]" lines), among them the launch shape our kernels' tuner picked on this GPU.
+# attention core, one base training step and, last, one inference forward: prof-core.txt.gz,
+# prof-train4k.txt.gz, prof-fwd4k.txt.gz (read them with scripts/profile_summary.py); they also
+# keep the autotuner's results ("Fastest result", "Autotune[i]" lines), among them the launch
+# shape our kernels' tuner picked on this GPU.
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 gunzip -c .devbin/longformer-gpu.gz > /tmp/lf; chmod +x /tmp/lf
@@ -70,6 +71,9 @@ ours v-train4k-f16 $B --seq 4096 --repeats 2 --mode train --dtype f16
 # recomputed in the backward pass (the smi peak is the memory to compare with v-train's).
 ours v-train-ckpt $B --seq 4096,16384 --repeats 2 --mode train --gradient-checkpointing
 ours v-fwd4k-bf16 $B --seq 4096 --repeats 3 --dtype bf16
+# v1's inference forward (81.5 ms at 4096) took twice its training forward (40 ms): per-kernel
+# times of one inference forward say which kernels differ.
+prof fwd4k $B --seq 4096 --repeats 2
 grep -i "error\|panick" $LOG | head -5
 grep "forward .* ms" $LOG | tail -30 > $OUT/phases.txt
 gzip -c /tmp/autotune.log > $OUT/autotune.log.gz 2>/dev/null
