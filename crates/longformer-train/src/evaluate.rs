@@ -23,6 +23,22 @@ pub struct Prediction {
     pub scores: Vec<f32>,
 }
 
+impl Prediction {
+    /// The cross-entropy of the scores against the answer: this example's share of the loss.
+    pub fn loss(&self) -> f64 {
+        let max = self
+            .scores
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &s| m.max(f64::from(s)));
+        let sum: f64 = self
+            .scores
+            .iter()
+            .map(|&s| (f64::from(s) - max).exp())
+            .sum();
+        max + sum.ln() - f64::from(self.scores[self.answer_index])
+    }
+}
+
 /// Result of [`evaluate`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {

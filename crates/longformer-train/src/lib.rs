@@ -24,6 +24,7 @@ pub mod readback;
 pub mod run_lock;
 mod stop_signal;
 pub mod trainer;
+pub mod unlabeled;
 
 pub use backend::Precision;
 pub use examples::ExampleSet;

@@ -801,3 +801,99 @@ fn config_errors_are_printed_once() {
     assert_eq!(message.matches("attention_window").count(), 1, "{message}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The `accuracy A over N examples ..., loss L` figures of `eval`'s output line.
+fn eval_figures(out: &Output) -> (f64, usize, f64) {
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let after = |key: &str| -> &str {
+        let start = line
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key:?} in {line}"))
+            + key.len();
+        line[start..].split([' ', ',', ';']).next().unwrap()
+    };
+    (
+        after("accuracy ").parse().unwrap(),
+        after(" over ").parse().unwrap(),
+        after("loss ").parse().unwrap(),
+    )
+}
+
+/// Records without an answer (absent or null) are predicted, with the scores they get when the
+/// answer is there (the answer does not reach the model's input), and left out of the accuracy
+/// and loss, which for answered records are the training run's dev figures; a file without any
+/// answer is predicted only.
+#[test]
+fn eval_predicts_records_without_an_answer() {
+    let (dir, run) = trained_run("unlabeled", 6);
+    let run_s = run.to_str().unwrap();
+    let labeled = longformer(&["eval", "--run", run_s, "--weights", "final"]);
+    assert!(labeled.status.success(), "{}", stderr(&labeled));
+    let summary = json(&run.join("summary.json"));
+    let (accuracy, n, loss) = eval_figures(&labeled);
+    assert_eq!(n, 6);
+    assert!((accuracy - summary["dev_accuracy"].as_f64().unwrap()).abs() < 1e-4);
+    assert!(
+        (loss - summary["dev_loss"].as_f64().unwrap()).abs() < 1e-3,
+        "eval's loss {loss}, the run's {}",
+        summary["dev_loss"]
+    );
+    let all = json(&run.join("predictions.json"));
+
+    let mut records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("small.json")).unwrap()).unwrap();
+    for (i, record) in records.iter_mut().enumerate() {
+        match i {
+            1 | 3 => drop(record.as_object_mut().unwrap().remove("answer")),
+            4 => record["answer"] = serde_json::Value::Null,
+            _ => {}
+        }
+    }
+    let partial = dir.join("partial.json");
+    std::fs::write(&partial, serde_json::to_string(&records).unwrap()).unwrap();
+    let out = dir.join("partial-predictions.json");
+    let eval = longformer(&[
+        "eval",
+        "--run",
+        run_s,
+        "--weights",
+        "final",
+        "--data",
+        partial.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let stdout = String::from_utf8_lossy(&eval.stdout).into_owned();
+    assert!(
+        stdout.contains("3 more without answers, predicted"),
+        "{stdout}"
+    );
+    let (_, n, _) = eval_figures(&eval);
+    assert_eq!(n, 3);
+    let partial_predictions = json(&out);
+    for (i, record) in records.iter().enumerate() {
+        let id = record["id"].as_str().unwrap();
+        let (got, want) = (&partial_predictions[id], &all[id]);
+        assert_eq!(got["scores"], want["scores"], "record {id}");
+        assert_eq!(got["prediction"], want["prediction"], "record {id}");
+        if [1, 3, 4].contains(&i) {
+            assert!(got.get("correct").is_none(), "record {id}: {got}");
+        } else {
+            assert_eq!(got["correct"], want["correct"], "record {id}");
+        }
+    }
+
+    for record in &mut records {
+        record.as_object_mut().unwrap().remove("answer");
+    }
+    std::fs::write(&partial, serde_json::to_string(&records).unwrap()).unwrap();
+    let eval = longformer(&["eval", "--run", run_s, "--data", partial.to_str().unwrap()]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let stdout = String::from_utf8_lossy(&eval.stdout).into_owned();
+    assert!(
+        stdout.contains("6 examples without answers, predicted"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,4 +1,5 @@
-//! `longformer eval`: accuracy of a trained WikiHop model on a file, and its predictions.
+//! `longformer eval`: accuracy of a trained WikiHop model on a file, and its predictions; records
+//! without an answer are predicted only.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -6,13 +7,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use longformer_data::prepare_bytes;
 use longformer_data::read_wikihop;
+use longformer_data::wikihop::parse_wikihop;
 use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::checkpoint::write_json;
-use crate::commands::train::{TrainedRun, load_examples};
-use crate::evaluate::evaluate;
+use crate::commands::train::{TrainedRun, example_set, load_examples};
+use crate::evaluate::{Prediction, evaluate};
+use crate::unlabeled::fill_missing_answers;
 
 /// Flags of `longformer eval`.
 #[derive(Args, Debug)]
@@ -24,7 +28,9 @@ pub struct EvalArgs {
     /// (`RUN_DIR/checkpoints/step-N`) or a `model.bpk` file.
     #[arg(long, default_value = "best")]
     pub weights: String,
-    /// WikiHop file to evaluate [default: the run's dev file].
+    /// WikiHop file to evaluate [default: the run's dev file]. Records without an `answer`
+    /// are predicted only: no `correct` in their prediction, not counted in the accuracy and
+    /// loss.
     #[arg(long, value_name = "FILE.json")]
     pub data: Option<PathBuf>,
     /// Where to write the predictions [default: RUN_DIR/predictions.json].
@@ -45,8 +51,9 @@ struct PredictionJson {
     prediction: String,
     /// Its index among the candidates.
     predicted_index: usize,
-    /// Whether it is the answer.
-    correct: bool,
+    /// Whether it is the answer (absent for a record without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correct: Option<bool>,
     /// One score (logit) per candidate, in the file's candidate order.
     scores: Vec<f32>,
 }
@@ -70,7 +77,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ..
     } = TrainedRun::load(&args.run, &args.weights, &device)?;
     let data = args.data.clone().unwrap_or_else(|| record.dev.clone());
-    let set = load_examples(&data, &tokenizer, &record.prepare_options())?;
+    let options = record.prepare_options();
+    // Records without an answer are predicted, not scored (see `unlabeled`); a file where every
+    // record has one takes the pipeline's cached path.
+    let filled = std::fs::read(&data)
+        .ok()
+        .and_then(|bytes| fill_missing_answers(&bytes));
+    let (set, read) = match &filled {
+        None => (
+            load_examples(&data, &tokenizer, &options)?,
+            read_wikihop(&data, false),
+        ),
+        Some(filled) => {
+            let (chunks, summary) = prepare_bytes(
+                &filled.bytes,
+                &data,
+                &tokenizer,
+                &options.config,
+                options.progress,
+            )
+            .with_context(|| format!("preparing {}", data.display()))?;
+            (
+                example_set(&data, chunks, &summary, &tokenizer)?,
+                parse_wikihop(&filled.bytes, &data, false),
+            )
+        }
+    };
+    let unlabeled = filled.map(|f| f.unlabeled).unwrap_or_default();
     let evaluation = evaluate(
         &model,
         &set,
@@ -79,7 +112,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         &device,
     )
     .with_context(|| format!("evaluating {}", data.display()))?;
-    let candidates: BTreeMap<String, Vec<String>> = read_wikihop(&data, false)
+    let candidates: BTreeMap<String, Vec<String>> = read
         .with_context(|| format!("reading {}", data.display()))?
         .examples
         .into_iter()
@@ -93,27 +126,60 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 .get(&p.id)
                 .and_then(|c| c.get(p.predicted_index))
                 .cloned()
-                .unwrap_or_default();
-            (
+                .with_context(|| {
+                    format!(
+                        "{} changed while it was evaluated: record {:?} is gone",
+                        data.display(),
+                        p.id
+                    )
+                })?;
+            let labeled = !unlabeled.contains(&p.id);
+            Ok((
                 p.id.as_str(),
                 PredictionJson {
                     prediction: text,
                     predicted_index: p.predicted_index,
-                    correct: p.predicted_index == p.answer_index,
+                    correct: labeled.then_some(p.predicted_index == p.answer_index),
                     scores: p.scores.clone(),
                 },
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     write_json(&out, &predictions)?;
+    let scored: Vec<&Prediction> = evaluation
+        .predictions
+        .iter()
+        .filter(|p| !unlabeled.contains(&p.id))
+        .collect();
+    let mut line = format!("{}: ", data.display());
+    if scored.is_empty() {
+        line += &format!("{} examples without answers, predicted", set.len());
+    } else {
+        let n = scored.len() as f64;
+        let correct = scored
+            .iter()
+            .filter(|p| p.predicted_index == p.answer_index)
+            .count();
+        let chance = scored
+            .iter()
+            .map(|p| 1.0 / p.scores.len() as f64)
+            .sum::<f64>();
+        let loss = scored.iter().map(|p| p.loss()).sum::<f64>();
+        line += &format!(
+            "accuracy {:.4} over {} examples (chance {:.4}), loss {:.4}",
+            correct as f64 / n,
+            scored.len(),
+            chance / n,
+            loss / n
+        );
+        let predicted_only = evaluation.predictions.len() - scored.len();
+        if predicted_only > 0 {
+            line += &format!("; {predicted_only} more without answers, predicted");
+        }
+    }
     let _ = writeln!(
         std::io::stdout(),
-        "{}: accuracy {:.4} over {} examples (chance {:.4}), loss {:.4}, weights {}; predictions in {}",
-        data.display(),
-        evaluation.accuracy,
-        set.len(),
-        set.chance_accuracy(),
-        evaluation.loss,
+        "{line}, weights {}; predictions in {}",
         weights.display(),
         out.display()
     );

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
 use longformer_data::{
-    DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, WikiHopTokenizer,
-    has_tokenizer_files, prepare_file, sample_dir,
+    DEFAULT_MAX_LEN, LayoutConfig, PrepareConfig, PrepareOptions, ProgressMode, Summary,
+    WikiHopChunk, WikiHopTokenizer, has_tokenizer_files, prepare_file, sample_dir,
 };
 use longformer_model::LongformerConfig;
 use serde::{Deserialize, Serialize};
@@ -279,8 +279,18 @@ pub fn load_examples(
 ) -> Result<ExampleSet> {
     let prepared = prepare_file(path, tokenizer, options)
         .with_context(|| format!("preparing {}", path.display()))?;
-    let summary = &prepared.summary;
-    let set = ExampleSet::new(prepared.chunks, tokenizer.pad_id());
+    example_set(path, prepared.chunks, &prepared.summary, tokenizer)
+}
+
+/// The examples of `chunks`, prepared from `path` as `summary` says, or an error when there
+/// are none; a note says how many records were skipped.
+pub fn example_set(
+    path: &Path,
+    chunks: Vec<WikiHopChunk>,
+    summary: &Summary,
+    tokenizer: &WikiHopTokenizer,
+) -> Result<ExampleSet> {
+    let set = ExampleSet::new(chunks, tokenizer.pad_id());
     if set.is_empty() {
         let why = if summary.skipped.is_empty() {
             format!("it holds {} records", summary.records)
