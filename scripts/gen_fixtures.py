@@ -21,6 +21,7 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
                                                  # (gen_conversion_fixtures.py)
     python scripts/gen_fixtures.py half_precision  # only tests/fixtures/half_precision
     python scripts/gen_fixtures.py hidden_states   # only tests/fixtures/hidden_states
+    python scripts/gen_fixtures.py half_checkpoints  # only tests/fixtures/half_checkpoint_*
 """
 import copy
 import json
@@ -293,6 +294,30 @@ def half_precision():
     save_file(expected, os.path.join(out, "expected_half.safetensors"))
 
 
+def half_checkpoints():
+    """tests/fixtures/half_checkpoint_bin and half_checkpoint_safetensors: checkpoints stored in
+    half precision, as `model.half().save_pretrained()` or `torch.save` of a half model write
+    them: float16 weights in pytorch_model.bin (longformer. prefix) and bfloat16 weights in
+    model.safetensors. Expected outputs: HF's float32 run on those weights cast back to float32
+    (what loading a half checkpoint into a float32 model computes)."""
+    g = torch.Generator().manual_seed(16)
+    rows = [random_row(g, n) for n in (33, 21)]
+    ids, mask, glob = rows_to_tensors(rows, [[0, 9], [0]])
+    for name, dtype, fmt, prefix, seed in (("half_checkpoint_bin", torch.float16, "bin", "longformer.", 17),
+                                           ("half_checkpoint_safetensors", torch.bfloat16, "safetensors", "", 18)):
+        stored = perturb(LongformerModel(tiny_config(8)), seed).to(dtype)
+        upcast = copy.deepcopy(stored).float()
+        save_case(name, upcast, ids, mask, glob, prefix=prefix, fmt=fmt)
+        out = os.path.join(ROOT, name)
+        state = {prefix + k: v.contiguous() for k, v in stored.state_dict().items()}
+        if fmt == "bin":
+            torch.save(state, os.path.join(out, "pytorch_model.bin"))
+        else:
+            save_file(state, os.path.join(out, "model.safetensors"))
+        stored.config.dtype = dtype  # "dtype": "float16", as save_pretrained of a half model writes
+        stored.config.to_json_file(os.path.join(out, "config.json"))
+
+
 def hidden_states():
     """tests/fixtures/hidden_states: HF's output_hidden_states (embedding output + every layer)
     on a ragged, right-padded batch with global tokens, 3 layers, window 8 and length 27 (not a
@@ -322,7 +347,8 @@ def conversion():
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion,
-             "half_precision": half_precision, "hidden_states": hidden_states}
+             "half_precision": half_precision, "hidden_states": hidden_states,
+             "half_checkpoints": half_checkpoints}
     if len(sys.argv) == 2 and sys.argv[1] in parts:
         parts[sys.argv[1]]()
     elif sys.argv[1:]:
@@ -334,4 +360,5 @@ if __name__ == "__main__":
         conversion()
         half_precision()
         hidden_states()
+        half_checkpoints()
         bundled_tiny_model()

@@ -1,6 +1,7 @@
-//! Checkpoint layouts HF loads besides one plain file, against the committed HF fixtures: sharded
-//! checkpoints (`model.safetensors.index.json`), keys whose prefixes are mixed, and the errors
-//! of such files, which name the keys and shapes as the file writes them.
+//! Checkpoint layouts HF loads besides one plain float32 file, against the committed HF
+//! fixtures: sharded checkpoints (`model.safetensors.index.json`), keys whose prefixes are
+//! mixed, half-precision files, and the errors of such files, which name the keys and shapes as
+//! the file writes them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use longformer_model::{LoadError, LongformerInput, LongformerModel, load_pretrained};
 use longformer_tests::{
-    PARITY_TOLERANCE, fixtures_dir, max_abs_diff, read_safetensors, scratch_copy,
+    PARITY_TOLERANCE, devices, fixtures_dir, max_abs_diff, read_safetensors, scratch_copy,
 };
 
 /// name → (shape, little-endian f32 bytes).
@@ -68,24 +69,31 @@ fn shard(dir: &Path, n: usize) {
 
 /// `model` (on flex) against HF's outputs of the fixture `case`.
 fn check_parity(case: &str, model: LongformerModel) {
+    check_parity_on(case, model, &Device::flex());
+}
+
+/// `model` (on `device`) against HF's outputs of the fixture `case`.
+fn check_parity_on(case: &str, model: LongformerModel, device: &Device) {
     let expected = read_safetensors(&fixtures_dir().join(case).join("expected.safetensors"));
-    let device = Device::flex();
     let input = LongformerInput::from_rows(
         &expected["input_ids"].rows_i64(),
         Some(&expected["attention_mask"].rows_i64()),
         Some(&expected["global_attention_mask"].rows_i64()),
         1,
-        &device,
+        device,
     );
     let out = model.forward(input);
     let diff = max_abs_diff(out.last_hidden_state, &expected["last_hidden_state"]);
     assert!(
         diff <= PARITY_TOLERANCE,
-        "last_hidden_state differs by {diff}"
+        "{case}: last_hidden_state differs by {diff}"
     );
     let pooled = out.pooler_output.expect("the fixture has a pooler");
     let diff = max_abs_diff(pooled, &expected["pooler_output"]);
-    assert!(diff <= PARITY_TOLERANCE, "pooler_output differs by {diff}");
+    assert!(
+        diff <= PARITY_TOLERANCE,
+        "{case}: pooler_output differs by {diff}"
+    );
 }
 
 fn load_error(dir: &Path) -> (LoadError, String) {
@@ -113,6 +121,20 @@ fn a_sharded_pytorch_checkpoint_loads_and_matches_hf() {
     std::fs::write(dir.join("pytorch_model.bin.index.json"), index.to_string()).unwrap();
     let model = load_pretrained(&dir, &Device::flex()).unwrap();
     check_parity("many_global", model);
+}
+
+/// Checkpoints stored in half precision (a half model's `torch.save`, float16 `pytorch_model.bin`
+/// with `longformer.` keys; bfloat16 `model.safetensors`) load into the float32 model as HF
+/// computes with their weights cast back to float32, on every backend.
+#[test]
+fn half_precision_checkpoints_load_as_float32() {
+    for case in ["half_checkpoint_bin", "half_checkpoint_safetensors"] {
+        for (name, device) in devices() {
+            let model = load_pretrained(fixtures_dir().join(case), &device)
+                .unwrap_or_else(|e| panic!("{case} on {name}: {e}"));
+            check_parity_on(case, model, &device);
+        }
+    }
 }
 
 #[test]

@@ -491,7 +491,7 @@ struct Checkpoint {
 
 impl Checkpoint {
     /// Reads the keys and shapes of the weight file at `path`, or of every shard that the
-    /// `*.index.json` at `path` names. PyTorch files must be float32.
+    /// `*.index.json` at `path` names.
     fn open(path: &Path) -> Result<Self, LoadError> {
         let files = if path.to_string_lossy().ends_with(".index.json") {
             shard_files(path)?
@@ -673,7 +673,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-/// The keys and shapes of one weight file, as written; PyTorch files must be float32.
+/// The keys and shapes of one weight file, as written.
 fn file_tensors(path: &Path) -> Result<Vec<(String, Vec<usize>)>, LoadError> {
     let entries = |tensors: &BTreeMap<String, burn::store::burn_pack::Tensor>| {
         tensors
@@ -686,22 +686,8 @@ fn file_tensors(path: &Path) -> Result<Vec<(String, Vec<usize>)>, LoadError> {
         let tensors = store.get_all_tensors().map_err(|e| read_error(path, e))?;
         return Ok(entries(tensors));
     }
-    // PytorchStore always applies the PyTorch → Burn adapter and cannot cast: require f32.
     let mut raw = PytorchStore::from_file(path);
     let tensors = raw.get_all_tensors().map_err(|e| read_error(path, e))?;
-    if let Some(t) = tensors
-        .values()
-        .find(|t| t.dtype.is_float() && t.dtype != DType::F32)
-    {
-        return Err(LoadError::BadTensor {
-            path: path.to_path_buf(),
-            key: t.name.clone(),
-            message: format!(
-                "dtype {:?}; PyTorch checkpoints must be float32 (save as safetensors to load half precision)",
-                t.dtype
-            ),
-        });
-    }
     Ok(entries(tensors))
 }
 
@@ -730,13 +716,18 @@ fn apply_file<M: ModuleSnapshot>(
             .load_from(&mut store)
             .map_err(|e| read_error(path, e))
     } else {
-        let mut store = PytorchStore::from_file(path)
-            .remap(remapper(remaps))
-            .validate(false)
-            .allow_partial(true);
-        module
-            .load_from(&mut store)
-            .map_err(|e| read_error(path, e))
+        // `PytorchStore::load_from` applies its PyTorch → Burn adapter alone, which cannot cast;
+        // applied here with the safetensors chain instead, float16 and bfloat16 files (a half
+        // model's `torch.save`) load as their safetensors twins do.
+        let mut store = PytorchStore::from_file(path).remap(remapper(remaps));
+        let tensors = store
+            .get_all_tensors()
+            .map_err(|e| read_error(path, e))?
+            .values()
+            .cloned()
+            .collect();
+        let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+        Ok(module.apply(tensors, None, Some(Box::new(adapter)), false))
     }
 }
 
