@@ -9,14 +9,42 @@ use anyhow::{Result, anyhow};
 use burn::tensor::kind::Basic;
 use burn::tensor::{Tensor, TensorData};
 
+/// A result the device failed to produce: the error [`read_back`] returns.
+#[derive(Debug)]
+pub struct DeviceFailure {
+    /// What was being read, e.g. "the loss".
+    pub what: String,
+    /// The device's own account.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DeviceFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the device failed computing {} (out of memory, or a tensor larger than the device's \
+             largest buffer?): {}",
+            self.what, self.reason
+        )
+    }
+}
+
+impl std::error::Error for DeviceFailure {}
+
 /// `tensor`'s values on the host. `what` names the result in the error, e.g. "the loss".
 pub fn read_back<const D: usize, K: Basic>(tensor: Tensor<D, K>, what: &str) -> Result<TensorData> {
     tensor.try_into_data().map_err(|e| {
-        anyhow!(
-            "the device failed computing {what} (out of memory, or a tensor larger than the \
-             device's largest buffer?): {e}"
-        )
+        DeviceFailure {
+            what: what.to_string(),
+            reason: e.to_string(),
+        }
+        .into()
     })
+}
+
+/// Whether `error` is, or was caused by, a [`DeviceFailure`].
+pub fn is_device_failure(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<DeviceFailure>())
 }
 
 /// The one value of a single-element float tensor, as [`read_back`] reads it.
@@ -45,9 +73,13 @@ mod tests {
             Err(e) => {
                 let err = e.to_string();
                 assert!(err.contains("the device failed computing the sum"), "{err}");
+                assert!(is_device_failure(&e.context("summing")));
             }
         }
         let small = Tensor::<1>::ones([4], &device).sum();
         assert_eq!(read_scalar(small, "the sum").unwrap(), 4.0);
+        assert!(!is_device_failure(&anyhow!(
+            "a batch does not fit the model"
+        )));
     }
 }

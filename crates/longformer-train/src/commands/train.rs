@@ -30,6 +30,7 @@ use crate::model::{Combine, WikiHopModel};
 use crate::optimization::OptimizerSettings;
 use crate::output::write_file;
 use crate::progress::note;
+use crate::readback::is_device_failure;
 use crate::run_lock::RunLock;
 use crate::stop_signal::{INTERRUPTED_EXIT_CODE, stop_on_signal};
 use crate::trainer::{Interrupted, Run, Start, TrainSettings};
@@ -445,7 +446,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ));
             std::process::exit(INTERRUPTED_EXIT_CODE);
         }
-        result => result?,
+        Err(e) => return Err(with_resume_hint(e, &run_dir)),
+        Ok(trained) => trained,
     };
     let s = &trained.summary;
     let _ = writeln!(
@@ -555,6 +557,25 @@ fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
     }
 }
 
+/// `error` of a run in `run_dir`, with, when the device failed mid-run (out of memory) after a
+/// checkpoint, how to continue from it: the checkpoints before the failure hold, and
+/// `--gradient-checkpointing`, allowed with `--resume`, takes most of a pass's memory off.
+fn with_resume_hint(error: anyhow::Error, run_dir: &Path) -> anyhow::Error {
+    if !is_device_failure(&error) {
+        return error;
+    }
+    match crate::checkpoint::latest_checkpoint(run_dir) {
+        Ok(newest) => error.context(format!(
+            "training stopped at a device failure; its newest checkpoint, {}, holds: continue \
+             from it with `longformer train --resume {}` (add --gradient-checkpointing if the \
+             device ran out of memory)",
+            newest.display(),
+            run_dir.display()
+        )),
+        Err(_) => error,
+    }
+}
+
 /// The first flag that sets data or training settings, which a resumed run takes from its
 /// `run.json` instead.
 fn settings_flag_given(args: &TrainArgs) -> Option<&'static str> {
@@ -595,4 +616,40 @@ fn default_run_dir() -> PathBuf {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     PathBuf::from(format!("runs/wikihop-{now}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readback::DeviceFailure;
+
+    /// A device failure after a checkpoint says how to continue from it; before one, and for
+    /// other errors (which a resumed run would meet again), the error is left as it is.
+    #[test]
+    fn a_device_failure_after_a_checkpoint_says_how_to_resume() {
+        let run = std::env::temp_dir().join(format!("lf-resume-hint-{}", std::process::id()));
+        let failure = || {
+            anyhow::Error::from(DeviceFailure {
+                what: "the loss".into(),
+                reason: "can't allocate buffer".into(),
+            })
+            .context("step 3")
+        };
+        let plain = with_resume_hint(failure(), &run).to_string();
+        assert_eq!(plain, "step 3");
+        let step = run.join("checkpoints/step-00000002");
+        std::fs::create_dir_all(&step).unwrap();
+        std::fs::write(step.join("state.json"), "{}").unwrap();
+        let hinted = format!("{:#}", with_resume_hint(failure(), &run));
+        assert!(
+            hinted.contains("continue from it with `longformer train --resume")
+                && hinted.contains("step-00000002")
+                && hinted.contains("--gradient-checkpointing")
+                && hinted.contains("can't allocate buffer"),
+            "{hinted}"
+        );
+        let other = with_resume_hint(anyhow::anyhow!("a batch does not fit the model"), &run);
+        assert_eq!(other.to_string(), "a batch does not fit the model");
+        std::fs::remove_dir_all(&run).unwrap();
+    }
 }
