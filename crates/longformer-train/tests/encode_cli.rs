@@ -652,3 +652,66 @@ fn hidden_states_and_the_pooler_output_are_hf_s() {
     assert!(!with_head.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--attentions` writes each layer's local attentions as HF computed them for
+/// `tests/fixtures/ragged_padding` (within 1e-4), and its global attentions,
+/// `[batch, heads, seq, global]`.
+#[test]
+fn attentions_are_hf_s() {
+    let fixture = repo_root().join("tests/fixtures/ragged_padding");
+    let expected = read_tensors(&fixture.join("expected.safetensors"));
+    let dir = std::env::temp_dir().join(format!("lf-attentions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = |name: &str| -> Vec<Vec<i64>> {
+        let (shape, values) = &expected[name];
+        values
+            .chunks(shape[1])
+            .map(|row| row.iter().map(|&v| v as i64).collect())
+            .collect()
+    };
+    let input = dir.join("ids.json");
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"input_ids\": {:?}, \"attention_mask\": {:?}, \"global_attention_mask\": {:?}}}",
+            rows("input_ids"),
+            rows("attention_mask"),
+            rows("global_attention_mask")
+        ),
+    )
+    .unwrap();
+    let output = dir.join("out.safetensors");
+    let out = encode(&[
+        "--model",
+        fixture.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "--attentions",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = read_tensors(&output);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (batch, seq) = (expected["input_ids"].0[0], expected["input_ids"].0[1]);
+    for layer in 0..2 {
+        let (want_shape, want) = &expected[&format!("local_{layer}")];
+        let (shape, values) = &got[&format!("attentions_{layer}")];
+        assert_eq!(shape, want_shape, "layer {layer}");
+        let most = values
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            most < 1e-4,
+            "layer {layer}: attentions differ from HF's by {most}"
+        );
+        let (global_shape, _) = &got[&format!("global_attentions_{layer}")];
+        assert_eq!(global_shape[..3], [batch, 4, seq], "layer {layer}");
+    }
+}

@@ -69,6 +69,13 @@ pub struct EncodeArgs {
     /// F32 `[batch, seq, hidden]`. Not with `--head`.
     #[arg(long, conflicts_with = "head")]
     pub hidden_states: bool,
+    /// Also write HF's attentions (`output_attentions=True`), per layer `i`: `attentions_{i}`,
+    /// `[batch, heads, seq, global + 2 * window + 1]` (each token over the global tokens, then its
+    /// window; rows of global tokens are zero), and, with global tokens, `global_attentions_{i}`,
+    /// `[batch, heads, seq, global]` (each global token over every key). Large: some 1.3 GB for
+    /// longformer-base at 4,096 tokens. Not with `--head`.
+    #[arg(long, conflicts_with = "head")]
+    pub attentions: bool,
     /// Cut rows longer than the model takes (`max_position_embeddings - pad_token_id - 1`
     /// tokens other than padding) instead of refusing them: a `--text` keeps its closing `</s>`
     /// (as HF's tokenizer truncates), `--input` rows lose their last tokens (with their masks
@@ -186,7 +193,9 @@ pub fn run(args: EncodeArgs) -> Result<()> {
             let model = load_pretrained(&args.model, &device)
                 .with_context(|| format!("loading the model in {}", args.model.display()))?;
             let model = args.dtype.apply(model, &device)?;
-            let options = OutputOptions::default().with_hidden_states(args.hidden_states);
+            let options = OutputOptions::default()
+                .with_hidden_states(args.hidden_states)
+                .with_attentions(args.attentions);
             let out = model
                 .try_forward_with(input, options)
                 .with_context(|| format!("encoding {source}"))?;
@@ -196,6 +205,12 @@ pub fn run(args: EncodeArgs) -> Result<()> {
             }
             for (i, hidden) in out.hidden_states.into_iter().enumerate() {
                 outputs.push(host(&format!("hidden_state_{i}"), hidden)?);
+            }
+            for (i, probs) in out.attentions.into_iter().enumerate() {
+                outputs.push(host(&format!("attentions_{i}"), probs.local)?);
+                if let Some(global) = probs.global {
+                    outputs.push(host(&format!("global_attentions_{i}"), global)?);
+                }
             }
             (outputs, Vec::new())
         }
