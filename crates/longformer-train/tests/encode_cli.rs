@@ -379,6 +379,13 @@ fn text_file_encodes_what_text_encodes() {
     assert!(ok, "{err}");
     assert_eq!(two_files, two_texts);
 
+    let (ok, err, _) = run(
+        "stdin-twice",
+        &["--text-file", "-", "--text-file", "-"],
+        Some(text),
+    );
+    assert!(!ok && err.contains("can be given once"), "{err}");
+
     let missing = dir.join("missing.txt");
     let (ok, err, _) = run("missing", &["--text-file", missing.to_str().unwrap()], None);
     assert!(!ok && err.contains("missing.txt"), "{err}");

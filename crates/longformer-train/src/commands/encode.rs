@@ -137,6 +137,15 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     let device = args.backend.device()?;
     let config = LongformerConfig::from_json_file(args.model.join("config.json"))?;
+    if args
+        .text_file
+        .iter()
+        .filter(|p| *p == Path::new("-"))
+        .count()
+        > 1
+    {
+        bail!("--text-file - (standard input) can be given once");
+    }
     let texts = if args.text_file.is_empty() {
         args.text.clone()
     } else {
