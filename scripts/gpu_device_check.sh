@@ -8,7 +8,8 @@
 #   .gl/      Debian's GL/Vulkan loader .debs (the device tool's README says how to fetch them)
 #   .devbin/  longformer-gpu.gz: `cargo build -p longformer-train --bin longformer
 #             --features vulkan,autotune`, gzipped; anchor_bench.py from ../shared/tools
-# Then: run `bash scripts/gpu_device_check.sh` with carry [".gl", ".devbin"].
+# Then: run `bash scripts/gpu_device_check.sh` with carry [".gl", ".devbin"]. After editing this
+# script, scripts/gpu_device_check_dry_run.sh runs every step here at toy shapes first.
 # The anchors run first (the ratios need them from the same call), then ours in order of
 # importance, each skipped when less than a minute is left before DEADLINE seconds (the device
 # call's limit is 600). Each `ours` line is one process: its first step autotunes every shape
