@@ -296,11 +296,7 @@ fn repeated_texts_are_a_batch_of_what_each_encodes_alone() {
         let len = alone_shape[1];
         let width = shape[1] * 32;
         let got = &batch[row * width..row * width + len * 32];
-        let most = got
-            .iter()
-            .zip(&alone)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let most = max_diff(got, &alone);
         assert!(
             most < 1e-5,
             "row {row} differs from its text alone by {most}"
@@ -406,7 +402,10 @@ fn mlm_fixture() -> PathBuf {
 }
 
 /// The tensors of a safetensors file as (shape, f64 values); F32 and I64 only.
-fn read_tensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f64>)> {
+/// Tensors by name: (shape, values).
+type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f64>)>;
+
+fn read_tensors(path: &Path) -> Tensors {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -488,11 +487,7 @@ fn mlm_head_fills_every_mask_as_hf_does() {
     for (n, &position) in positions.iter().enumerate() {
         let ours = &logits[position * vocab..(position + 1) * vocab];
         let hf = &hf_logits[n * vocab..(n + 1) * vocab];
-        let diff = ours
-            .iter()
-            .zip(hf)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let diff = max_diff(ours, hf);
         assert!(diff <= 1e-4, "mask {n}: logits differ from HF by {diff}");
     }
 }
@@ -591,15 +586,13 @@ fn a_device_failure_is_an_error_not_a_panic() {
     );
 }
 
-/// `--hidden-states` writes HF's `hidden_states` next to `last_hidden_state`, and a checkpoint
-/// with a pooler gets `pooler_output`: all as HF computed them for
-/// `tests/fixtures/hidden_states` (ragged rows, global tokens), within 1e-4. Not with `--head`.
-#[test]
-fn hidden_states_and_the_pooler_output_are_hf_s() {
-    let fixture = repo_root().join("tests/fixtures/hidden_states");
+/// Runs `encode` with `flags` on the inputs of the fixture `case` (its `expected.safetensors`
+/// ids and masks, written as an `--input` file), and returns the fixture's tensors, the
+/// output's, and the input file (in a fresh `dir` the caller removes).
+fn encode_fixture(case: &str, dir: &Path, flags: &[&str]) -> (Tensors, Tensors, PathBuf) {
+    let fixture = repo_root().join("tests/fixtures").join(case);
     let expected = read_tensors(&fixture.join("expected.safetensors"));
-    let dir = std::env::temp_dir().join(format!("lf-hidden-states-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let rows = |name: &str| -> Vec<Vec<i64>> {
         let (shape, values) = &expected[name];
         values
@@ -619,21 +612,39 @@ fn hidden_states_and_the_pooler_output_are_hf_s() {
     )
     .unwrap();
     let output = dir.join("out.safetensors");
-    let out = encode(&[
+    let mut args = vec![
         "--model",
         fixture.to_str().unwrap(),
         "--input",
         input.to_str().unwrap(),
         "--output",
         output.to_str().unwrap(),
-        "--hidden-states",
-    ]);
+    ];
+    args.extend_from_slice(flags);
+    let out = encode(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = read_tensors(&output);
+    (expected, read_tensors(&output), input)
+}
+
+/// The largest difference between two tensors' values.
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `--hidden-states` writes HF's `hidden_states` next to `last_hidden_state`, and a checkpoint
+/// with a pooler gets `pooler_output`: all as HF computed them for
+/// `tests/fixtures/hidden_states` (ragged rows, global tokens), within 1e-4. Not with `--head`.
+#[test]
+fn hidden_states_and_the_pooler_output_are_hf_s() {
+    let dir = std::env::temp_dir().join(format!("lf-hidden-states-{}", std::process::id()));
+    let (expected, got, input) = encode_fixture("hidden_states", &dir, &["--hidden-states"]);
     let layers = 3;
     let mut names: Vec<String> = (0..=layers).map(|i| format!("hidden_state_{i}")).collect();
     names.extend(["last_hidden_state".into(), "pooler_output".into()]);
@@ -642,11 +653,7 @@ fn hidden_states_and_the_pooler_output_are_hf_s() {
         let (want_shape, want) = &expected[name];
         let (shape, values) = &got[name];
         assert_eq!(shape, want_shape, "{name}");
-        let most = values
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let most = max_diff(values, want);
         assert!(most < 1e-4, "{name} differs from HF's by {most}");
     }
     let with_head = encode(&[
@@ -665,55 +672,15 @@ fn hidden_states_and_the_pooler_output_are_hf_s() {
 /// `[batch, heads, seq, global]`.
 #[test]
 fn attentions_are_hf_s() {
-    let fixture = repo_root().join("tests/fixtures/ragged_padding");
-    let expected = read_tensors(&fixture.join("expected.safetensors"));
     let dir = std::env::temp_dir().join(format!("lf-attentions-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rows = |name: &str| -> Vec<Vec<i64>> {
-        let (shape, values) = &expected[name];
-        values
-            .chunks(shape[1])
-            .map(|row| row.iter().map(|&v| v as i64).collect())
-            .collect()
-    };
-    let input = dir.join("ids.json");
-    std::fs::write(
-        &input,
-        format!(
-            "{{\"input_ids\": {:?}, \"attention_mask\": {:?}, \"global_attention_mask\": {:?}}}",
-            rows("input_ids"),
-            rows("attention_mask"),
-            rows("global_attention_mask")
-        ),
-    )
-    .unwrap();
-    let output = dir.join("out.safetensors");
-    let out = encode(&[
-        "--model",
-        fixture.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--attentions",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = read_tensors(&output);
+    let (expected, got, _) = encode_fixture("ragged_padding", &dir, &["--attentions"]);
     std::fs::remove_dir_all(&dir).unwrap();
     let (batch, seq) = (expected["input_ids"].0[0], expected["input_ids"].0[1]);
     for layer in 0..2 {
         let (want_shape, want) = &expected[&format!("local_{layer}")];
         let (shape, values) = &got[&format!("attentions_{layer}")];
         assert_eq!(shape, want_shape, "layer {layer}");
-        let most = values
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let most = max_diff(values, want);
         assert!(
             most < 1e-4,
             "layer {layer}: attentions differ from HF's by {most}"
