@@ -35,6 +35,8 @@ import tempfile
 
 import torch
 import transformers
+# The fixtures' weight perturbation (LayerNorm weights and biases moved off their init).
+from gen_fixtures import perturb
 from safetensors.torch import load_file, save_file
 from transformers import (
     LongformerConfig,
@@ -80,19 +82,6 @@ def draw_config(r, long):
         layer_norm_eps=r.choice([1e-5, 1e-12]), pad_token_id=PAD, bos_token_id=BOS,
         eos_token_id=SEP, sep_token_id=SEP, attention_window=window, num_labels=r.randint(1, 5),
     )
-
-
-def perturb(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm.weight" in name:
-                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def draw_batch(r, config, head):
