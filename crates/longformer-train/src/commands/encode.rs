@@ -1,5 +1,6 @@
 //! `longformer encode`: run the encoder on ids from a JSON file (or text) and save
-//! `last_hidden_state`, or, with `--head`, run a HuggingFace task head and save its logits.
+//! `last_hidden_state` (with, when asked, the hidden states and attentions), or, with `--head`,
+//! run a HuggingFace task head and save its logits.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -7,9 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use longformer_data::prepare_bytes;
-use longformer_data::read_wikihop;
 use longformer_data::wikihop::parse_wikihop;
+use longformer_data::{prepare_bytes, read_wikihop};
 use serde::Serialize;
 
 use crate::backend::Backend;
