@@ -32,8 +32,9 @@ struct Forward {
 
 #[derive(Subcommand, Debug)]
 enum Task {
-    /// Encode token ids (`--input FILE.json`) or text (`--text`) and write `last_hidden_state`.
-    /// Without --model: the bundled tiny model; without --input or --text: its `example.json`.
+    /// Encode token ids (`--input FILE.json`) or text (`--text`, `--text-file`) and write
+    /// `last_hidden_state`. Without --model: the bundled tiny model; without --input, --text or
+    /// --text-file: its `example.json`.
     Encode(Forward),
     /// Turn a WikiHop JSON file into model inputs (`--data FILE.json --tokenizer DIR --out FILE.jsonl`).
     Prepare(Forward),
@@ -171,9 +172,9 @@ fn backend(forward: &Forward, runs_a_model: bool) -> Result<Backend, String> {
 }
 
 /// Arguments added before the user's: `encode` takes the bundled tiny model unless given
-/// `--model`, and encodes its example unless given `--input` or `--text` (paths from the
-/// checkout, whatever the current folder), so that `cargo xtask encode -- --dtype bf16` works as
-/// `cargo xtask encode` does.
+/// `--model`, and encodes its example unless given `--input`, `--text` or `--text-file` (paths
+/// from the checkout, whatever the current folder), so that `cargo xtask encode -- --dtype bf16`
+/// works as `cargo xtask encode` does.
 fn defaults(command: &str, args: &[String]) -> Vec<std::ffi::OsString> {
     let given = |flag: &str| flag_value(args, flag).is_some();
     let mut added = Vec::new();
@@ -184,7 +185,7 @@ fn defaults(command: &str, args: &[String]) -> Vec<std::ffi::OsString> {
     if !given("--model") {
         added.extend(["--model".into(), tiny.clone().into_os_string()]);
     }
-    if !given("--input") && !given("--text") {
+    if !["--input", "--text", "--text-file"].into_iter().any(given) {
         added.extend(["--input".into(), tiny.join("example.json").into_os_string()]);
     }
     added
@@ -362,7 +363,11 @@ mod tests {
         assert!(path(&added[1]).join("config.json").is_file());
         assert!(path(&added[3]).is_file());
         // Text or an input file of one's own: the bundled model still, no bundled input.
-        for own in [&["--text", "hi"][..], &["--input", "ids.json"]] {
+        for own in [
+            &["--text", "hi"][..],
+            &["--input", "ids.json"],
+            &["--text-file", "-"],
+        ] {
             let added = defaults("encode", &args(own));
             assert_eq!(added.len(), 2);
             assert_eq!(added[0], "--model");
