@@ -218,6 +218,34 @@ impl LongformerInput {
         self.input_ids.dims()
     }
 
+    /// The input of rows `start .. start + rows` (ids, masks and token types), at the same
+    /// sequence length: each row's outputs are those it gets in the whole batch, so a large
+    /// batch can be encoded a few rows at a time. The dropout seed is kept.
+    ///
+    /// # Shapes
+    /// - output: `[rows, seq_length]`
+    ///
+    /// # Panics
+    /// If the rows are not within the batch.
+    pub fn narrow_rows(&self, start: usize, rows: usize) -> Self {
+        Self {
+            input_ids: self.input_ids.clone().narrow(0, start, rows),
+            attention_mask: self
+                .attention_mask
+                .clone()
+                .map(|m| m.narrow(0, start, rows)),
+            global_attention_mask: self
+                .global_attention_mask
+                .clone()
+                .map(|m| m.narrow(0, start, rows)),
+            token_type_ids: self
+                .token_type_ids
+                .clone()
+                .map(|t| t.narrow(0, start, rows)),
+            dropout_seed: self.dropout_seed,
+        }
+    }
+
     /// Checks mask shapes and that the batch is non-empty.
     pub(crate) fn check_shapes(&self) -> Result<(), InputError> {
         let expected = self.dims();

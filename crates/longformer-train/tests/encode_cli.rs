@@ -587,7 +587,8 @@ fn a_device_failure_is_an_error_not_a_panic() {
 }
 
 /// Runs `encode` with `flags` on the inputs of the fixture `case` (its `expected.safetensors`
-/// ids and masks, written as an `--input` file), and returns the fixture's tensors, the
+/// ids and masks, written as an `--input` file; `[examples, choices, seq]` ones as consecutive
+/// rows), and returns the fixture's tensors, the
 /// output's, and the input file (in a fresh `dir` the caller removes).
 fn encode_fixture(case: &str, dir: &Path, flags: &[&str]) -> (Tensors, Tensors, PathBuf) {
     let fixture = repo_root().join("tests/fixtures").join(case);
@@ -596,7 +597,7 @@ fn encode_fixture(case: &str, dir: &Path, flags: &[&str]) -> (Tensors, Tensors, 
     let rows = |name: &str| -> Vec<Vec<i64>> {
         let (shape, values) = &expected[name];
         values
-            .chunks(shape[1])
+            .chunks(shape[shape.len() - 1])
             .map(|row| row.iter().map(|&v| v as i64).collect())
             .collect()
     };
@@ -688,4 +689,72 @@ fn attentions_are_hf_s() {
         let (global_shape, _) = &got[&format!("global_attentions_{layer}")];
         assert_eq!(global_shape[..3], [batch, 4, seq], "layer {layer}");
     }
+}
+
+/// `--batch-size` encodes a few rows (or, for multiple choice, examples) at a time, and every
+/// output is still HF's for the whole batch (within 1e-4): the base model with its hidden states
+/// and the heads, batch by batch; `--attentions` wants all rows in one batch.
+#[test]
+fn batches_of_rows_give_what_one_batch_gives() {
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "hidden_states",
+            &["--hidden-states", "--batch-size", "2"],
+            &[
+                "last_hidden_state",
+                "pooler_output",
+                "hidden_state_0",
+                "hidden_state_3",
+            ],
+        ),
+        (
+            "head_sequence_classification",
+            &["--head", "sequence-classification", "--batch-size", "1"],
+            &["logits"],
+        ),
+        (
+            "head_question_answering",
+            &["--head", "question-answering", "--batch-size", "2"],
+            &["start_logits", "end_logits"],
+        ),
+        (
+            "head_multiple_choice",
+            &[
+                "--head",
+                "multiple-choice",
+                "--num-choices",
+                "3",
+                "--batch-size",
+                "1",
+            ],
+            &["logits"],
+        ),
+    ];
+    for (case, flags, names) in cases {
+        let dir = std::env::temp_dir().join(format!("lf-batches-{case}-{}", std::process::id()));
+        let (expected, got, _) = encode_fixture(case, &dir, flags);
+        std::fs::remove_dir_all(&dir).unwrap();
+        for name in names {
+            let (want_shape, want) = &expected[*name];
+            let (shape, values) = &got[*name];
+            assert_eq!(shape, want_shape, "{case}: {name}");
+            let most = max_diff(values, want);
+            assert!(most < 1e-4, "{case}: {name} differs from HF's by {most}");
+        }
+    }
+    let input = repo_root().join("assets/tiny-longformer/example.json");
+    let out = encode(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--attentions",
+        "--batch-size",
+        "1",
+        "--output",
+        "/dev/null",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("2 rows need --batch-size 2"),
+        "{err}"
+    );
 }

@@ -77,6 +77,12 @@ pub struct EncodeArgs {
     /// longformer-base at 4,096 tokens. Not with `--head`.
     #[arg(long, conflicts_with = "head")]
     pub attentions: bool,
+    /// Rows per forward pass: more rows are encoded this many at a time, at the length of the
+    /// longest (each row's outputs are what it gets in one batch; memory grows with this). With
+    /// `--head multiple-choice`, whole examples (`--num-choices` rows each), at least one.
+    /// `--attentions` takes all rows in one batch.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
     /// Cut rows longer than the model takes (`max_position_embeddings - pad_token_id - 1`
     /// tokens other than padding) instead of refusing them: a `--text` keeps its closing `</s>`
     /// (as HF's tokenizer truncates), `--input` rows lose their last tokens (with their masks
@@ -192,6 +198,13 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         input.token_type_ids = Some(token_types(types, input.dims(), &device));
     }
     let [batch, seq] = input.dims();
+    let batch_size = args.batch_size as usize;
+    if args.attentions && batch > batch_size {
+        bail!(
+            "--attentions encodes all rows in one batch: {batch} rows need --batch-size {batch} \
+             (or more)"
+        );
+    }
     note(&format!(
         "encoding {batch} row(s) of {seq} tokens on {:?} in {}",
         args.backend,
@@ -206,17 +219,23 @@ pub fn run(args: EncodeArgs) -> Result<()> {
             let options = OutputOptions::default()
                 .with_hidden_states(args.hidden_states)
                 .with_attentions(args.attentions);
-            let out = model
-                .try_forward_with(input, options)
+            let parts = batches(&input, batch_size)
+                .map(|rows| model.try_forward_with(rows, options))
+                .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("encoding {source}"))?;
-            let mut outputs = vec![host("last_hidden_state", out.last_hidden_state)?];
-            if let Some(pooled) = out.pooler_output {
-                outputs.push(host("pooler_output", pooled)?);
+            let last = parts.iter().map(|p| p.last_hidden_state.clone()).collect();
+            let mut outputs = vec![host("last_hidden_state", Tensor::cat(last, 0))?];
+            if parts[0].pooler_output.is_some() {
+                let pooled = parts.iter().filter_map(|p| p.pooler_output.clone());
+                outputs.push(host("pooler_output", Tensor::cat(pooled.collect(), 0))?);
             }
-            for (i, hidden) in out.hidden_states.into_iter().enumerate() {
-                outputs.push(host(&format!("hidden_state_{i}"), hidden)?);
+            for i in 0..parts[0].hidden_states.len() {
+                let hidden = parts.iter().map(|p| p.hidden_states[i].clone()).collect();
+                outputs.push(host(&format!("hidden_state_{i}"), Tensor::cat(hidden, 0))?);
             }
-            for (i, probs) in out.attentions.into_iter().enumerate() {
+            // One batch (checked above): the global slots are the whole input's.
+            let attentions = parts.into_iter().flat_map(|p| p.attentions);
+            for (i, probs) in attentions.enumerate() {
                 outputs.push(host(&format!("attentions_{i}"), probs.local)?);
                 if let Some(global) = probs.global {
                     outputs.push(host(&format!("global_attentions_{i}"), global)?);
@@ -224,8 +243,15 @@ pub fn run(args: EncodeArgs) -> Result<()> {
             }
             (outputs, Vec::new())
         }
-        Some(head) => run_head(head, &args, input, &rows.input_ids, tokenizer.as_ref())
-            .with_context(|| format!("encoding {source}"))?,
+        Some(head) => run_head(
+            head,
+            &args,
+            input,
+            batch_size,
+            &rows.input_ids,
+            tokenizer.as_ref(),
+        )
+        .with_context(|| format!("encoding {source}"))?,
     };
     let elapsed = start.elapsed();
     // The file first: a reader that closes stdout early (`| head`) must not cost it.
@@ -340,6 +366,7 @@ fn run_head(
     head: Head,
     args: &EncodeArgs,
     input: LongformerInput,
+    batch_size: usize,
     ids_rows: &[Vec<i64>],
     tokenizer: Option<&TextTokenizer>,
 ) -> Result<(Vec<Output>, Vec<String>)> {
@@ -365,7 +392,7 @@ fn run_head(
                      {mask_id}{cut})"
                 );
             }
-            let logits = model.forward(input)?;
+            let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
             let output = host("logits", logits.clone())?;
             if let (Some(mask_id), Some(tokenizer)) = (mask_id, tokenizer) {
                 for (n, fill) in mask_fills(logits.clone(), &ids, mask_id, args.top_k.into())?
@@ -391,20 +418,25 @@ fn run_head(
         }
         Head::SequenceClassification => {
             let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
-            let logits = model.forward(input)?;
+            let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
             let output = host("logits", logits.clone())?;
             summary.extend(best_of_rows("row", &logits, |i| head_config.label(i)));
             vec![output]
         }
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
-            let out = model.forward(input)?;
+            let parts = batches(&input, batch_size)
+                .map(|rows| model.forward(rows))
+                .collect::<Result<Vec<_>, _>>()?;
+            let start_logits =
+                Tensor::cat(parts.iter().map(|p| p.start_logits.clone()).collect(), 0);
+            let end_logits = Tensor::cat(parts.iter().map(|p| p.end_logits.clone()).collect(), 0);
             let outputs = vec![
-                host("start_logits", out.start_logits.clone())?,
-                host("end_logits", out.end_logits.clone())?,
+                host("start_logits", start_logits.clone())?,
+                host("end_logits", end_logits.clone())?,
             ];
             let lengths: Vec<usize> = ids_rows.iter().map(Vec::len).collect();
-            for (row, (start, end)) in best_spans(&out.start_logits, &out.end_logits, &lengths)
+            for (row, (start, end)) in best_spans(&start_logits, &end_logits, &lengths)
                 .into_iter()
                 .enumerate()
             {
@@ -414,7 +446,7 @@ fn run_head(
         }
         Head::TokenClassification => {
             let model: LongformerForTokenClassification = load_head_as(head, args, &device)?;
-            let logits = model.forward(input)?;
+            let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
             let output = host("logits", logits.clone())?;
             let [batch, seq, labels] = logits.dims();
             let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
@@ -431,14 +463,40 @@ fn run_head(
         Head::MultipleChoice => {
             let model: LongformerForMultipleChoice = load_head_as(head, args, &device)?;
             let [rows, _] = input.dims();
-            let choices = MultipleChoiceInput::new(input, args.num_choices.unwrap_or(rows))?;
-            let logits = model.forward(choices)?;
+            let per_example = args.num_choices.unwrap_or(rows);
+            // Checks that the rows make whole examples; then whole examples per batch.
+            MultipleChoiceInput::new(input.clone(), per_example)?;
+            let rows_per_batch = (batch_size / per_example).max(1) * per_example;
+            let logits = in_batches(&input, rows_per_batch, |rows| {
+                Ok(model.forward(MultipleChoiceInput::new(rows, per_example)?)?)
+            })?;
             let output = host("logits", logits.clone())?;
             summary.extend(best_of_rows("example", &logits, |i| format!("choice {i}")));
             vec![output]
         }
     };
     Ok((outputs, summary))
+}
+
+/// `input` in batches of at most `rows` rows, in order, each at the input's length.
+fn batches(input: &LongformerInput, rows: usize) -> impl Iterator<Item = LongformerInput> + '_ {
+    let [batch, _] = input.dims();
+    (0..batch)
+        .step_by(rows)
+        .map(move |start| input.narrow_rows(start, rows.min(batch - start)))
+}
+
+/// `forward` of each of [`batches`], its outputs concatenated along the first axis (rows, or
+/// examples).
+fn in_batches<const D: usize>(
+    input: &LongformerInput,
+    rows: usize,
+    forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
+) -> Result<Tensor<D>> {
+    let parts = batches(input, rows)
+        .map(forward)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(parts, 0))
 }
 
 /// `head`'s model from `args.model` (a checkpoint of that head, as HF's `save_pretrained` writes
