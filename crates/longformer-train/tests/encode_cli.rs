@@ -758,3 +758,50 @@ fn batches_of_rows_give_what_one_batch_gives() {
         "{err}"
     );
 }
+
+/// `--pool mean` writes the mean of HF's last hidden states over each row's real tokens, and
+/// `--pool first` its hidden state at position 0, `[batch, hidden]` each, batch by batch, in
+/// place of `last_hidden_state`; in f32 (within 1e-4), and from a bf16 model (F32 values within
+/// bf16's error of HF's f32 ones).
+#[test]
+fn pooled_rows_are_the_mean_or_the_first_of_hf_s_hidden_states() {
+    for (pool, dtype, tolerance) in [
+        ("mean", "f32", 1e-4),
+        ("first", "f32", 1e-4),
+        ("mean", "bf16", 5e-2),
+    ] {
+        let dir =
+            std::env::temp_dir().join(format!("lf-pool-{pool}-{dtype}-{}", std::process::id()));
+        let flags = ["--pool", pool, "--batch-size", "2", "--dtype", dtype];
+        let (expected, got, _) = encode_fixture("hidden_states", &dir, &flags);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (shape, hidden) = &expected["last_hidden_state"];
+        let (_, real) = &expected["attention_mask"];
+        let [rows, seq, width] = [shape[0], shape[1], shape[2]];
+        let mut want = vec![0.0; rows * width];
+        for r in 0..rows {
+            let tokens: Vec<usize> = match pool {
+                "mean" => (0..seq).filter(|&t| real[r * seq + t] > 0.5).collect(),
+                _ => vec![0],
+            };
+            for &t in &tokens {
+                for c in 0..width {
+                    want[r * width + c] += hidden[(r * seq + t) * width + c] / tokens.len() as f64;
+                }
+            }
+        }
+        let name = if pool == "mean" {
+            "mean_pooled"
+        } else {
+            "first_token"
+        };
+        assert!(!got.contains_key("last_hidden_state"), "{pool}");
+        let (got_shape, values) = &got[name];
+        assert_eq!(got_shape, &vec![rows, width], "{pool}");
+        let most = max_diff(values, &want);
+        assert!(
+            most < tolerance,
+            "{name} in {dtype} differs from HF's by {most}"
+        );
+    }
+}

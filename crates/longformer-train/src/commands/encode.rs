@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use longformer_data::TextTokenizer;
 use longformer_model::heads::{MultipleChoiceInput, mask_fills};
+use longformer_model::precision::to_f32;
 use longformer_model::{
     LongformerConfig, LongformerForMaskedLM, LongformerForMultipleChoice,
     LongformerForQuestionAnswering, LongformerForSequenceClassification,
@@ -83,6 +84,13 @@ pub struct EncodeArgs {
     /// `--attentions` takes all rows in one batch.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    /// One vector per row instead of `last_hidden_state`: `mean` writes `mean_pooled`, the mean
+    /// of the last hidden states over the row's real tokens (attention mask 1), `first` writes
+    /// `first_token`, the hidden state at position 0 (`<s>`, where HF's pooler and
+    /// classification heads read), each F32 `[batch, hidden]`, computed batch by batch (a large
+    /// corpus needs memory for its vectors only). Not with `--head`.
+    #[arg(long, value_enum, conflicts_with = "head")]
+    pub pool: Option<Pool>,
     /// Cut rows longer than the model takes (`max_position_embeddings - pad_token_id - 1`
     /// tokens other than padding) instead of refusing them: a `--text` keeps its closing `</s>`
     /// (as HF's tokenizer truncates), `--input` rows lose their last tokens (with their masks
@@ -96,6 +104,47 @@ pub struct EncodeArgs {
     /// core computes in f32 either way and the output file holds F32.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub dtype: Precision,
+}
+
+/// How `--pool` makes one vector of a row's last hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pool {
+    /// The mean over the row's real tokens (`mean_pooled`).
+    Mean,
+    /// The hidden state at position 0, `<s>` (`first_token`).
+    First,
+}
+
+impl Pool {
+    /// The name of the pooled output in the file.
+    fn output_name(self) -> &'static str {
+        match self {
+            Self::Mean => "mean_pooled",
+            Self::First => "first_token",
+        }
+    }
+
+    /// `[rows, hidden]` from `hidden` (`[rows, seq, hidden]`), in f32 whatever the model's
+    /// dtype; `real` marks the real tokens (all, when `None`).
+    fn apply(self, hidden: Tensor<3>, real: Option<Tensor<2, Bool>>) -> Tensor<2> {
+        let hidden = to_f32(hidden);
+        let [rows, seq, width] = hidden.dims();
+        match self {
+            Self::First => hidden.narrow(1, 0, 1).reshape([rows, width]),
+            Self::Mean => {
+                let weights = match real {
+                    Some(real) => real.float(),
+                    None => Tensor::ones([rows, seq], &hidden.device()),
+                };
+                // A row without real tokens (a mask of zeros) gets zeros, not 0 / 0.
+                let count = weights.clone().sum_dim(1).clamp_min(1.0); // [rows, 1]
+                let sum = (hidden * weights.unsqueeze_dim(2))
+                    .sum_dim(1)
+                    .reshape([rows, width]);
+                sum / count
+            }
+        }
+    }
 }
 
 /// A HuggingFace Longformer task head (`--head`).
@@ -219,23 +268,35 @@ pub fn run(args: EncodeArgs) -> Result<()> {
             let options = OutputOptions::default()
                 .with_hidden_states(args.hidden_states)
                 .with_attentions(args.attentions);
-            let parts = batches(&input, batch_size)
-                .map(|rows| model.try_forward_with(rows, options))
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("encoding {source}"))?;
-            let last = parts.iter().map(|p| p.last_hidden_state.clone()).collect();
-            let mut outputs = vec![host("last_hidden_state", Tensor::cat(last, 0))?];
-            if parts[0].pooler_output.is_some() {
-                let pooled = parts.iter().filter_map(|p| p.pooler_output.clone());
-                outputs.push(host("pooler_output", Tensor::cat(pooled.collect(), 0))?);
+            // Batch by batch; with `--pool`, only `[rows, hidden]` of each batch is kept.
+            let (mut last, mut pooled, mut pooler, mut hidden, mut attentions) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for rows in batches(&input, batch_size) {
+                let real = rows.attention_mask.clone();
+                let out = model
+                    .try_forward_with(rows, options)
+                    .with_context(|| format!("encoding {source}"))?;
+                match args.pool {
+                    Some(pool) => pooled.push(pool.apply(out.last_hidden_state, real)),
+                    None => last.push(out.last_hidden_state),
+                }
+                pooler.extend(out.pooler_output);
+                hidden.push(out.hidden_states);
+                attentions.extend(out.attentions);
             }
-            for i in 0..parts[0].hidden_states.len() {
-                let hidden = parts.iter().map(|p| p.hidden_states[i].clone()).collect();
-                outputs.push(host(&format!("hidden_state_{i}"), Tensor::cat(hidden, 0))?);
+            let mut outputs = vec![match args.pool {
+                Some(pool) => host(pool.output_name(), Tensor::cat(pooled, 0))?,
+                None => host("last_hidden_state", Tensor::cat(last, 0))?,
+            }];
+            if !pooler.is_empty() {
+                outputs.push(host("pooler_output", Tensor::cat(pooler, 0))?);
+            }
+            for i in 0..hidden[0].len() {
+                let layer = hidden.iter().map(|h| h[i].clone()).collect();
+                outputs.push(host(&format!("hidden_state_{i}"), Tensor::cat(layer, 0))?);
             }
             // One batch (checked above): the global slots are the whole input's.
-            let attentions = parts.into_iter().flat_map(|p| p.attentions);
-            for (i, probs) in attentions.enumerate() {
+            for (i, probs) in attentions.into_iter().enumerate() {
                 outputs.push(host(&format!("attentions_{i}"), probs.local)?);
                 if let Some(global) = probs.global {
                     outputs.push(host(&format!("global_attentions_{i}"), global)?);
