@@ -17,6 +17,7 @@ attention.
     python scripts/parity_sweep.py --heads --cases 40
     python scripts/parity_sweep.py --long --cases 20       # up to 2,048 tokens, windows to 512
     python scripts/parity_sweep.py --dtype bf16 --backends flex --cases 40
+    python scripts/parity_sweep.py --heads --encode-args "--batch-size 1"  # row by row
     python scripts/parity_sweep.py --seed 7 --cases 1 --keep /tmp/case7   # one case, kept
 
 Exit status 1 if any case differs by more than --tol (default 1e-4), printing each failing
@@ -130,7 +131,7 @@ def draw_batch(r, config, head):
     return ids, mask, glob, types
 
 
-def run_case(seed, backends, binary, keep, tol, log, long, heads, dtype):
+def run_case(seed, backends, binary, keep, tol, log, long, heads, dtype, extra):
     r = random.Random(seed)
     config = draw_config(r, long)
     head = r.choice(list(HEADS)) if heads else None
@@ -189,6 +190,7 @@ def run_case(seed, backends, binary, keep, tol, log, long, heads, dtype):
             cmd += ["--head", head]
         if dtype != "f32":
             cmd += ["--dtype", dtype]
+        cmd += extra
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if p.returncode != 0:
             failures.append(f"{backend}: exit {p.returncode}: {p.stderr.strip()[-400:]}")
@@ -236,6 +238,8 @@ def main():
                          "tolerance becomes 1.5x HF's own distance between its runs in this dtype "
                          "and in f32, or 4 units of the dtype's rounding at the outputs' largest "
                          "magnitude, whichever is larger")
+    ap.add_argument("--encode-args", default="",
+                    help="more flags for `longformer encode`, e.g. \"--batch-size 1\"")
     ap.add_argument("--long", action="store_true",
                     help="sequences up to 2,048 tokens, windows of 64-512, heads up to 64 wide")
     args = ap.parse_args()
@@ -243,7 +247,7 @@ def main():
         ap.error("--keep takes one case (--cases 1)")
     backends = args.backends.split(",")
     results = [run_case(args.seed + i, backends, args.binary, args.keep, args.tol, sys.stdout,
-                        args.long, args.heads, args.dtype)
+                        args.long, args.heads, args.dtype, args.encode_args.split())
                for i in range(args.cases)]
     ok, failed = results.count(True), results.count(False)
     within = f"{args.tol}" if args.dtype == "f32" else f"each case's {args.dtype} tolerance"
