@@ -507,7 +507,7 @@ fn mlm_head_without_a_mask_in_the_text_is_a_clear_error() {
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--text has no <mask> token"), "{err}");
+    assert!(err.contains("the text has no <mask> token"), "{err}");
 }
 
 #[test]

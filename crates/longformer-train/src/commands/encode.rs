@@ -449,7 +449,7 @@ fn run_head(
                     ""
                 };
                 bail!(
-                    "--text has no <mask> token to fill (the tokenizer's <mask> is id \
+                    "the text has no <mask> token to fill (the tokenizer's <mask> is id \
                      {mask_id}{cut})"
                 );
             }
