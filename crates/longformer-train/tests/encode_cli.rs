@@ -307,7 +307,7 @@ fn repeated_texts_are_a_batch_of_what_each_encodes_alone() {
 }
 
 /// `--text-file` encodes a file's content exactly as `--text` encodes the same string (the same
-/// output file, byte for byte), from a path or from standard input (`-`), and repeated, a batch
+/// output tensors, bit for bit), from a path or from standard input (`-`), and repeated, a batch
 /// as repeated `--text`s; a missing file and one that is not UTF-8 are errors naming it.
 #[test]
 fn text_file_encodes_what_text_encodes() {
@@ -339,7 +339,13 @@ fn text_file_encodes_what_text_encodes() {
         drop(child.stdin.take());
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).to_string();
-        (out.status.success(), err, std::fs::read(&out_file).ok())
+        // The tensors: the header's metadata names the files the rows came from.
+        let tensors = out_file.exists().then(|| {
+            let mut all: Vec<_> = read_tensors(&out_file).into_iter().collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        });
+        (out.status.success(), err, tensors)
     };
     let (ok, err, from_text) = run("text", &["--text", text], None);
     assert!(ok, "{err}");
@@ -804,4 +810,49 @@ fn pooled_rows_are_the_mean_or_the_first_of_hf_s_hidden_states() {
             "{name} in {dtype} differs from HF's by {most}"
         );
     }
+}
+
+/// `--text-file DIR` encodes the directory's files (not hidden ones, not sub-directories) in
+/// name order, as the same files given one by one do, and the output's metadata `rows` names
+/// each row's file; an empty directory is an error naming it.
+#[test]
+fn a_text_file_directory_is_its_files_in_name_order() {
+    let dir = std::env::temp_dir().join(format!("lf-text-dir-{}", std::process::id()));
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(docs.join("nested")).unwrap();
+    std::fs::write(docs.join("b.txt"), "she wrote the first program.").unwrap();
+    std::fs::write(docs.join("a.txt"), "ada was born in paris.").unwrap();
+    std::fs::write(docs.join(".hidden"), "not a document").unwrap();
+    std::fs::write(docs.join("nested/c.txt"), "not this one either").unwrap();
+    let run = |tag: &str, sources: &[&Path]| {
+        let out_file = dir.join(format!("{tag}.safetensors"));
+        let mut args = vec!["--output".to_string(), out_file.display().to_string()];
+        for source in sources {
+            args.extend(["--text-file".to_string(), source.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = encode(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), err, std::fs::read(&out_file).ok())
+    };
+    let (ok, err, from_dir) = run("dir", &[&docs]);
+    assert!(ok, "{err}");
+    let (ok, err, one_by_one) = run("files", &[&docs.join("a.txt"), &docs.join("b.txt")]);
+    assert!(ok, "{err}");
+    assert_eq!(from_dir, one_by_one);
+    let bytes = from_dir.unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let rows: Vec<String> =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["rows"]).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| &r[r.len() - 5..]).collect();
+    assert_eq!(names, ["a.txt", "b.txt"]);
+
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, err, _) = run("empty", &[&empty]);
+    assert!(
+        !ok && err.contains("empty is a directory without files"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -43,7 +43,9 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub text: Vec<String>,
     /// A file whose whole content (UTF-8) is a text, as `--text` takes it (`-`: standard
-    /// input): for documents too long to pass on the command line. Repeat it for a batch.
+    /// input): for documents too long to pass on the command line. Repeat it for a batch; a
+    /// directory stands for its files (not hidden ones or sub-directories), in name order. The
+    /// output's metadata `rows` names the file of each row.
     #[arg(long, conflicts_with_all = ["text", "input"])]
     pub text_file: Vec<PathBuf>,
     /// Where to write `last_hidden_state` (F32, `[batch, seq, hidden]`; with `pooler_output`,
@@ -202,10 +204,11 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     {
         bail!("--text-file - (standard input) can be given once");
     }
-    let texts = if args.text_file.is_empty() {
+    let files = text_files(&args.text_file)?;
+    let texts = if files.is_empty() {
         args.text.clone()
     } else {
-        args.text_file
+        files
             .iter()
             .map(|path| read_text_file(path))
             .collect::<Result<_>>()?
@@ -218,7 +221,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         }
         _ => bail!("give --input FILE.json, --text \"...\" or --text-file FILE"),
     };
-    let source = match (&args.input, args.text_file.as_slice()) {
+    let source = match (&args.input, files.as_slice()) {
         (Some(path), _) => path.display().to_string(),
         (None, [path]) => format!("the tokenized {}", path.display()),
         (None, []) => "the tokenized --text".to_string(),
@@ -316,7 +319,13 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     };
     let elapsed = start.elapsed();
     // The file first: a reader that closes stdout early (`| head`) must not cost it.
-    write_output(&args.output, &outputs)?;
+    // Which file each row came from, when rows are files.
+    let metadata = (!files.is_empty()).then(|| {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        let rows = serde_json::to_string(&names).expect("strings serialize");
+        std::collections::HashMap::from([("rows".to_string(), rows)])
+    });
+    write_output(&args.output, &outputs, metadata)?;
     for (name, _, dims) in &outputs {
         note(&format!(
             "wrote {name} {dims:?} to {}",
@@ -331,6 +340,38 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The files `--text-file` names, a directory standing for its files (not hidden, not in
+/// sub-directories) in name order; an empty directory is an error.
+fn text_files(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in given {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let listing = || format!("listing --text-file {}", path.display());
+        let mut inside = Vec::new();
+        for entry in std::fs::read_dir(path).with_context(listing)? {
+            let file = entry.with_context(listing)?.path();
+            let hidden = file
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if file.is_file() && !hidden {
+                inside.push(file);
+            }
+        }
+        if inside.is_empty() {
+            bail!(
+                "--text-file {} is a directory without files",
+                path.display()
+            );
+        }
+        inside.sort();
+        files.extend(inside);
+    }
+    Ok(files)
 }
 
 /// The whole content of `path` (`-`: standard input) as text, or an error naming the file.
@@ -749,12 +790,17 @@ fn tokenize(
     ))
 }
 
-fn write_output(path: &Path, outputs: &[Output]) -> Result<()> {
+/// Writes `outputs` to `path` as safetensors, with `metadata` in its header.
+fn write_output(
+    path: &Path,
+    outputs: &[Output],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let tensors: Vec<(&str, &[f32], Vec<usize>)> = outputs
         .iter()
         .map(|(name, values, dims)| (name.as_str(), values.as_slice(), dims.clone()))
         .collect();
-    let file = crate::output::f32_safetensors(&tensors, None)?;
+    let file = crate::output::f32_safetensors(&tensors, metadata)?;
     crate::output::write_file(path, &file).with_context(|| format!("writing {}", path.display()))
 }
 
