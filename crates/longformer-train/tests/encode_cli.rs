@@ -645,6 +645,18 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Asserts that `got` has `want`'s shape and its values within `tolerance`; `what` names it.
+fn assert_close(
+    got: &(Vec<usize>, Vec<f64>),
+    want: &(Vec<usize>, Vec<f64>),
+    tolerance: f64,
+    what: &str,
+) {
+    assert_eq!(got.0, want.0, "{what}: shape");
+    let most = max_diff(&got.1, &want.1);
+    assert!(most < tolerance, "{what} differs from HF's by {most}");
+}
+
 /// `--hidden-states` writes HF's `hidden_states` next to `last_hidden_state`, and a checkpoint
 /// with a pooler gets `pooler_output`: all as HF computed them for
 /// `tests/fixtures/hidden_states` (ragged rows, global tokens), within 1e-4. Not with `--head`.
@@ -657,11 +669,7 @@ fn hidden_states_and_the_pooler_output_are_hf_s() {
     names.extend(["last_hidden_state".into(), "pooler_output".into()]);
     assert_eq!(got.len(), names.len(), "{:?}", got.keys());
     for name in &names {
-        let (want_shape, want) = &expected[name];
-        let (shape, values) = &got[name];
-        assert_eq!(shape, want_shape, "{name}");
-        let most = max_diff(values, want);
-        assert!(most < 1e-4, "{name} differs from HF's by {most}");
+        assert_close(&got[name], &expected[name], 1e-4, name);
     }
     let with_head = encode(&[
         "--input",
@@ -684,13 +692,12 @@ fn attentions_are_hf_s() {
     std::fs::remove_dir_all(&dir).unwrap();
     let (batch, seq) = (expected["input_ids"].0[0], expected["input_ids"].0[1]);
     for layer in 0..2 {
-        let (want_shape, want) = &expected[&format!("local_{layer}")];
-        let (shape, values) = &got[&format!("attentions_{layer}")];
-        assert_eq!(shape, want_shape, "layer {layer}");
-        let most = max_diff(values, want);
-        assert!(
-            most < 1e-4,
-            "layer {layer}: attentions differ from HF's by {most}"
+        let name = format!("attentions_{layer}");
+        assert_close(
+            &got[&name],
+            &expected[&format!("local_{layer}")],
+            1e-4,
+            &name,
         );
         let (global_shape, _) = &got[&format!("global_attentions_{layer}")];
         assert_eq!(global_shape[..3], [batch, 4, seq], "layer {layer}");
@@ -741,11 +748,12 @@ fn batches_of_rows_give_what_one_batch_gives() {
         let (expected, got, _) = encode_fixture(case, &dir, flags);
         std::fs::remove_dir_all(&dir).unwrap();
         for name in names {
-            let (want_shape, want) = &expected[*name];
-            let (shape, values) = &got[*name];
-            assert_eq!(shape, want_shape, "{case}: {name}");
-            let most = max_diff(values, want);
-            assert!(most < 1e-4, "{case}: {name} differs from HF's by {most}");
+            assert_close(
+                &got[*name],
+                &expected[*name],
+                1e-4,
+                &format!("{case}: {name}"),
+            );
         }
     }
     let input = repo_root().join("assets/tiny-longformer/example.json");
@@ -802,13 +810,8 @@ fn pooled_rows_are_the_mean_or_the_first_of_hf_s_hidden_states() {
             "first_token"
         };
         assert!(!got.contains_key("last_hidden_state"), "{pool}");
-        let (got_shape, values) = &got[name];
-        assert_eq!(got_shape, &vec![rows, width], "{pool}");
-        let most = max_diff(values, &want);
-        assert!(
-            most < tolerance,
-            "{name} in {dtype} differs from HF's by {most}"
-        );
+        let what = format!("{name} in {dtype}");
+        assert_close(&got[name], &(vec![rows, width], want), tolerance, &what);
     }
 }
 
