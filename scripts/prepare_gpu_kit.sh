@@ -21,6 +21,7 @@ if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
   (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
 
+started=$(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')
 cargo build -p longformer-train --bin longformer --features vulkan,autotune
 mkdir -p .devbin
 gzip -c "$CARGO_TARGET_DIR/debug/longformer" > .devbin/longformer-gpu.gz
@@ -28,5 +29,8 @@ anchor=../shared/tools/anchor_bench.py
 if [ -f "$anchor" ]; then cp "$anchor" .devbin/; else echo "warning: no $anchor" >&2; fi
 # The device call carries at most 64 MiB in all.
 du -ch .gl .devbin | tail -1
-echo "built at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')" \
+now=$(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')
+# Cargo reads each crate's sources when it compiles it: a checkout that moved during the build
+# may have given the binary sources of both commits.
+if [ "$started" = "$now" ]; then echo "built at $now"; else echo "built from $started to $now: rebuild"; fi \
   | tee .devbin/BUILT
