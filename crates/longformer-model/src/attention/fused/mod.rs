@@ -52,6 +52,7 @@ pub enum LocalAttentionKernel {
 /// Whether `device` has the fused op: every backend this crate is built with (CubeCL devices
 /// run GPU kernels, flex and ndarray blocked CPU products), with or without autodiff.
 pub fn fused_available(device: &Device) -> bool {
+    #[allow(unused_imports)] // no backend of this crate's: no arm names a variant
     use burn::backend::DispatchDevice as D;
     #[allow(unreachable_patterns)]
     match device.clone().without_autodiff().as_dispatch() {

@@ -2,6 +2,17 @@
 
 // The extension names the ndarray backend, which Burn 0.22 deprecates but still supports.
 #![allow(deprecated)]
+// Built with no backend at all (`--no-default-features` alone), the generated dispatch has no
+// arm to pass the scalar arguments to.
+#![cfg_attr(
+    not(any(
+        feature = "flex",
+        feature = "ndarray",
+        feature = "wgpu",
+        feature = "vulkan"
+    )),
+    allow(unused_variables)
+)]
 
 use burn::backend::{
     Backend, backend_extension,
