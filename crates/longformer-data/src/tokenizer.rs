@@ -226,6 +226,14 @@ impl TextTokenizer {
             .unwrap_or_else(|| format!("<{id}?>"))
     }
 
+    /// The text of a run of ids, special tokens included, as HF's `tokenizer.decode(ids)` gives
+    /// it; ids the tokenizer does not know are shown as `<id?>`.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer
+            .decode(ids, false)
+            .unwrap_or_else(|_| ids.iter().map(|&id| self.token_text(id)).collect())
+    }
+
     /// Where the tokenizer was loaded from.
     pub fn source(&self) -> &Path {
         &self.source

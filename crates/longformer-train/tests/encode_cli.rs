@@ -859,3 +859,73 @@ fn a_text_file_directory_is_its_files_in_name_order() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With text, the question-answering summary quotes its best span's text, and the
+/// token-classification summary puts each tag after its token: heads made from the bundled
+/// model (new, random) with its tokenizer.
+#[test]
+fn head_summaries_of_text_quote_the_tokens() {
+    use burn::tensor::Device;
+    use longformer_model::{
+        LongformerForQuestionAnswering, LongformerForTokenClassification, LongformerHeadConfig,
+        load_with_new_head, save_head,
+    };
+
+    let tiny = repo_root().join("assets/tiny-longformer");
+    let dir = std::env::temp_dir().join(format!("lf-head-text-{}", std::process::id()));
+    let config = LongformerHeadConfig::from_json_file(tiny.join("config.json")).unwrap();
+    let device = Device::flex();
+    let qa_dir = dir.join("qa");
+    let qa: LongformerForQuestionAnswering = load_with_new_head(&tiny, &device).unwrap();
+    save_head(&qa, &config, &qa_dir).unwrap();
+    let tags_dir = dir.join("tags");
+    let tags: LongformerForTokenClassification = load_with_new_head(&tiny, &device).unwrap();
+    save_head(&tags, &config, &tags_dir).unwrap();
+    for head_dir in [&qa_dir, &tags_dir] {
+        std::fs::copy(tiny.join("tokenizer.json"), head_dir.join("tokenizer.json")).unwrap();
+    }
+    let tokenizer = longformer_data::TextTokenizer::from_dir(&tiny).unwrap();
+    let run = |model: &Path, head: &str, text: &str| {
+        let out = encode(&[
+            "--model",
+            model.to_str().unwrap(),
+            "--head",
+            head,
+            "--text",
+            text,
+            "--output",
+            dir.join("out.safetensors").to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let text = "who was born in paris? </s></s> ada was born in paris.";
+    let ids = tokenizer.encode(text).unwrap();
+    let line = run(&qa_dir, "question-answering", text);
+    // "row 0: best span S..=E: \"...\""
+    let span = line.trim().strip_prefix("row 0: best span ").unwrap();
+    let (range, quoted) = span.split_once(": ").unwrap();
+    let (start, end) = range.split_once("..=").unwrap();
+    let (start, end): (usize, usize) = (start.parse().unwrap(), end.parse().unwrap());
+    assert_eq!(quoted, format!("{:?}", tokenizer.decode(&ids[start..=end])));
+
+    let text = "ada was born in paris.";
+    let ids = tokenizer.encode(text).unwrap();
+    let line = run(&tags_dir, "token-classification", text);
+    // Each token quoted, then its tag (LABEL_0 or LABEL_1), the pairs separated by spaces.
+    let mut rest = line.trim().strip_prefix("row 0: ").unwrap();
+    for &id in &ids {
+        let token = format!("{:?}/LABEL_", tokenizer.token_text(id));
+        rest = rest
+            .strip_prefix(&token)
+            .unwrap_or_else(|| panic!("{token} expected at {rest:?} in {line}"));
+        rest = rest[1..].strip_prefix(' ').unwrap_or(&rest[1..]);
+    }
+    assert!(rest.is_empty(), "{line}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -542,7 +542,15 @@ fn run_head(
                 .into_iter()
                 .enumerate()
             {
-                summary.push(format!("row {row}: best span {start}..={end}"));
+                let text = tokenizer.map(|t| {
+                    let span: Vec<u32> = ids_rows[row][start..=end]
+                        .iter()
+                        .map(|&id| id as u32)
+                        .collect();
+                    format!(": {:?}", t.decode(&span))
+                });
+                let text = text.unwrap_or_default();
+                summary.push(format!("row {row}: best span {start}..={end}{text}"));
             }
             outputs
         }
@@ -553,10 +561,17 @@ fn run_head(
             let [batch, seq, labels] = logits.dims();
             let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
             for (row, (tags, ids)) in best.chunks(seq).zip(ids_rows).enumerate() {
-                // The row's own tokens, not the padding of a shorter row.
+                // The row's own tokens, not the padding of a shorter row; with text, each tag
+                // after its token.
                 let tags: Vec<String> = tags[..ids.len()]
                     .iter()
-                    .map(|&i| head_config.label(i))
+                    .zip(ids)
+                    .map(|(&i, &id)| match tokenizer {
+                        Some(t) => {
+                            format!("{:?}/{}", t.token_text(id as u32), head_config.label(i))
+                        }
+                        None => head_config.label(i),
+                    })
                     .collect();
                 summary.push(format!("row {row}: {}", tags.join(" ")));
             }
