@@ -22,6 +22,7 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
     python scripts/gen_fixtures.py half_precision  # only tests/fixtures/half_precision
     python scripts/gen_fixtures.py hidden_states   # only tests/fixtures/hidden_states
     python scripts/gen_fixtures.py half_checkpoints  # only tests/fixtures/half_checkpoint_*
+    python scripts/gen_fixtures.py masked_rows       # only tests/fixtures/masked_rows
 """
 import copy
 import json
@@ -318,6 +319,26 @@ def half_checkpoints():
         stored.config.to_json_file(os.path.join(out, "config.json"))
 
 
+def masked_rows():
+    """tests/fixtures/masked_rows: attention masks HF takes that are not plain padding, found by
+    scripts/parity_sweep.py's edge cases: a row whose mask is all zeros (its global flag
+    ignored), a row whose only unmasked tokens are its two global ones, pad ids left unmasked
+    inside a row, and masked-out tokens inside a row, next to an ordinary row."""
+    m = perturb(LongformerModel(tiny_config(4)), 19)
+    g = torch.Generator().manual_seed(20)
+    L = 12
+    ids = torch.tensor([random_row(g, L) for _ in range(5)])
+    ids[3, 4:7] = PAD
+    mask = torch.ones((5, L), dtype=torch.long)
+    mask[1] = 0
+    mask[2, 1:L - 1] = 0
+    mask[4, [2, 5, 6, 9]] = 0
+    glob = torch.zeros((5, L), dtype=torch.long)
+    glob[:, 0] = 1
+    glob[2, L - 1] = 1
+    save_case("masked_rows", m, ids, mask, glob, attentions=True)
+
+
 def hidden_states():
     """tests/fixtures/hidden_states: HF's output_hidden_states (embedding output + every layer)
     on a ragged, right-padded batch with global tokens, 3 layers, window 8 and length 27 (not a
@@ -348,7 +369,7 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion,
              "half_precision": half_precision, "hidden_states": hidden_states,
-             "half_checkpoints": half_checkpoints}
+             "half_checkpoints": half_checkpoints, "masked_rows": masked_rows}
     if len(sys.argv) == 2 and sys.argv[1] in parts:
         parts[sys.argv[1]]()
     elif sys.argv[1:]:
@@ -361,4 +382,5 @@ if __name__ == "__main__":
         half_precision()
         hidden_states()
         half_checkpoints()
+        masked_rows()
         bundled_tiny_model()

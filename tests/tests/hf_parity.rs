@@ -121,6 +121,13 @@ fn left_padding() {
     check_case("left_padding");
 }
 
+/// Masks that are not plain padding: a row masked whole (its global flag ignored, as HF ignores
+/// it), a row whose only unmasked tokens are global, pad ids left unmasked, holes in a row.
+#[test]
+fn rows_masked_whole_or_in_part() {
+    check_case("masked_rows");
+}
+
 #[test]
 fn mlm_checkpoint_without_pooler_ignores_head_weights() {
     check_case("mlm_checkpoint");
