@@ -78,15 +78,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let data = args.data.clone().unwrap_or_else(|| record.dev.clone());
     let options = record.prepare_options();
     // Records without an answer are predicted, not scored (see `unlabeled`); a file where every
-    // record has one takes the pipeline's cached path.
-    let filled = std::fs::read(&data)
-        .ok()
-        .and_then(|bytes| fill_missing_answers(&bytes));
-    let (set, read) = match &filled {
-        None => (
-            load_examples(&data, &tokenizer, &options)?,
-            read_wikihop(&data, false),
-        ),
+    // record has one takes the pipeline's cached path. A file that cannot be read is left for
+    // the pipeline to report.
+    let bytes = std::fs::read(&data).ok();
+    let filled = bytes.as_deref().and_then(fill_missing_answers);
+    let set = match &filled {
+        None => load_examples(&data, &tokenizer, &options)?,
         Some(filled) => {
             let (chunks, summary) = prepare_bytes(
                 &filled.bytes,
@@ -96,11 +93,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 options.progress,
             )
             .with_context(|| format!("preparing {}", data.display()))?;
-            (
-                example_set(&data, chunks, &summary, &tokenizer)?,
-                parse_wikihop(&filled.bytes, &data, false),
-            )
+            example_set(&data, chunks, &summary, &tokenizer)?
         }
+    };
+    // The records' candidates, from the bytes the examples were prepared from.
+    let read = match filled.as_ref().map(|f| &f.bytes).or(bytes.as_ref()) {
+        Some(bytes) => parse_wikihop(bytes, &data, false),
+        None => read_wikihop(&data, false),
     };
     let unlabeled = filled.map(|f| f.unlabeled).unwrap_or_default();
     let evaluation = evaluate(
