@@ -709,7 +709,7 @@ fn apply_file<M: ModuleSnapshot>(
     if is_safetensors(path) {
         let mut store = SafetensorsStore::from_file(path)
             .remap(remapper(remaps))
-            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+            .with_from_adapter(from_hf())
             .validate(false)
             .allow_partial(true);
         module
@@ -726,9 +726,14 @@ fn apply_file<M: ModuleSnapshot>(
             .values()
             .cloned()
             .collect();
-        let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
-        Ok(module.apply(tensors, None, Some(Box::new(adapter)), false))
+        Ok(module.apply(tensors, None, Some(Box::new(from_hf())), false))
     }
+}
+
+/// HF tensors to this crate's parameters: PyTorch's layout to Burn's, then float32 (a
+/// checkpoint may hold float16 or bfloat16).
+fn from_hf() -> impl ModuleAdapter + 'static {
+    PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
 }
 
 /// The prefix the file's embeddings carry (`""`, `"longformer."` or `"roberta."`); other keys
