@@ -308,15 +308,9 @@ def half_checkpoints():
                                            ("half_checkpoint_safetensors", torch.bfloat16, "safetensors", "", 18)):
         stored = perturb(LongformerModel(tiny_config(8)), seed).to(dtype)
         upcast = copy.deepcopy(stored).float()
-        save_case(name, upcast, ids, mask, glob, prefix=prefix, fmt=fmt)
-        out = os.path.join(ROOT, name)
-        state = {prefix + k: v.contiguous() for k, v in stored.state_dict().items()}
-        if fmt == "bin":
-            torch.save(state, os.path.join(out, "pytorch_model.bin"))
-        else:
-            save_file(state, os.path.join(out, "model.safetensors"))
-        stored.config.dtype = dtype  # "dtype": "float16", as save_pretrained of a half model writes
-        stored.config.to_json_file(os.path.join(out, "config.json"))
+        upcast.config.dtype = dtype  # "dtype": "float16", as save_pretrained of a half model writes
+        # The half weights in the file; HF's outputs (and config.json) from the upcast model.
+        save_case(name, stored, ids, mask, glob, prefix=prefix, fmt=fmt, base=upcast)
 
 
 def masked_rows():
