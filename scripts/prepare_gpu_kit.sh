@@ -21,7 +21,9 @@ if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
   (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
 
-started=$(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')
+# The commit of the checkout, and whether it has uncommitted changes.
+checkout() { echo "$(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"; }
+started=$(checkout)
 cargo build -p longformer-train --bin longformer --features vulkan,autotune
 mkdir -p .devbin
 gzip -c "$CARGO_TARGET_DIR/debug/longformer" > .devbin/longformer-gpu.gz
@@ -29,7 +31,7 @@ anchor=../shared/tools/anchor_bench.py
 if [ -f "$anchor" ]; then cp "$anchor" .devbin/; else echo "warning: no $anchor" >&2; fi
 # The device call carries at most 64 MiB in all.
 du -ch .gl .devbin | tail -1
-now=$(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')
+now=$(checkout)
 # Cargo reads each crate's sources when it compiles it: a checkout that moved during the build
 # may have given the binary sources of both commits.
 if [ "$started" = "$now" ]; then echo "built at $now"; else echo "built from $started to $now: rebuild"; fi \
