@@ -34,7 +34,7 @@ pub(super) fn run_head(
             let mask_id = tokenizer.map(mask_token_id).transpose()?;
             let ids = input.input_ids.clone();
             if let Some(mask_id) = mask_id
-                && !rows_contain(&ids, mask_id)
+                && !ids_rows.iter().flatten().any(|&id| id == mask_id)
             {
                 let cut = if args.truncate {
                     ", or --truncate cut it off"
@@ -73,8 +73,8 @@ pub(super) fn run_head(
         Head::SequenceClassification => {
             let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
             let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
-            let output = host("logits", logits.clone())?;
-            summary.extend(best_of_rows("row", &logits, |i| head_config.label(i)));
+            let output = host("logits", logits)?;
+            summary.extend(best_of_rows("row", &output, |i| head_config.label(i)));
             vec![output]
         }
         Head::QuestionAnswering => {
@@ -86,11 +86,11 @@ pub(super) fn run_head(
                 Tensor::cat(parts.iter().map(|p| p.start_logits.clone()).collect(), 0);
             let end_logits = Tensor::cat(parts.iter().map(|p| p.end_logits.clone()).collect(), 0);
             let outputs = vec![
-                host("start_logits", start_logits.clone())?,
-                host("end_logits", end_logits.clone())?,
+                host("start_logits", start_logits)?,
+                host("end_logits", end_logits)?,
             ];
             let lengths: Vec<usize> = ids_rows.iter().map(Vec::len).collect();
-            for (row, (start, end)) in best_spans(&start_logits, &end_logits, &lengths)
+            for (row, (start, end)) in best_spans(&outputs[0], &outputs[1], &lengths)
                 .into_iter()
                 .enumerate()
             {
@@ -109,9 +109,9 @@ pub(super) fn run_head(
         Head::TokenClassification => {
             let model: LongformerForTokenClassification = load_head_as(head, args, &device)?;
             let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
-            let output = host("logits", logits.clone())?;
-            let [batch, seq, labels] = logits.dims();
-            let best = argmax_rows(&logits.clone().reshape([batch * seq, labels]));
+            let output = host("logits", logits)?;
+            let (seq, labels) = (output.2[1], output.2[2]); // [batch, seq, labels]
+            let best = argmax_rows(&output.1, labels);
             for (row, (tags, ids)) in best.chunks(seq).zip(ids_rows).enumerate() {
                 // The row's own tokens, not the padding of a shorter row; with text, each tag
                 // after its token.
@@ -139,8 +139,8 @@ pub(super) fn run_head(
             let logits = in_batches(&input, rows_per_batch, |rows| {
                 Ok(model.forward(MultipleChoiceInput::new(rows, per_example)?)?)
             })?;
-            let output = host("logits", logits.clone())?;
-            summary.extend(best_of_rows("example", &logits, |i| format!("choice {i}")));
+            let output = host("logits", logits)?;
+            summary.extend(best_of_rows("example", &output, |i| format!("choice {i}")));
             vec![output]
         }
     };
@@ -177,14 +177,8 @@ pub(super) fn mask_token_id(tokenizer: &TextTokenizer) -> Result<i64> {
         })
 }
 
-pub(super) fn rows_contain(ids: &Tensor<2, burn::tensor::Int>, id: i64) -> bool {
-    ids.clone().into_data().iter::<i64>().any(|t| t == id)
-}
-
-/// The index of the largest value of every row.
-pub(super) fn argmax_rows(scores: &Tensor<2>) -> Vec<usize> {
-    let [_, width] = scores.dims();
-    let values: Vec<f32> = scores.clone().into_data().iter::<f32>().collect();
+/// The index of the largest of every `width` values (the earliest of ties).
+pub(super) fn argmax_rows(values: &[f32], width: usize) -> Vec<usize> {
     values
         .chunks(width)
         .map(|row| {
@@ -195,24 +189,22 @@ pub(super) fn argmax_rows(scores: &Tensor<2>) -> Vec<usize> {
         .collect()
 }
 
-/// The best column of every row of `logits` with its softmax probability, a line per row.
+/// The best column of every row of `logits` (`[rows, columns]`) with its softmax probability,
+/// a line per row.
 pub(super) fn best_of_rows(
     what: &str,
-    logits: &Tensor<2>,
+    logits: &Output,
     name: impl Fn(usize) -> String,
 ) -> Vec<String> {
-    let probs = burn::tensor::activation::softmax(logits.clone(), 1);
-    let [_, width] = probs.dims();
-    let values: Vec<f32> = probs.clone().into_data().iter::<f32>().collect();
-    argmax_rows(&probs)
+    let (_, values, dims) = logits;
+    argmax_rows(values, dims[1])
         .into_iter()
+        .zip(values.chunks(dims[1]))
         .enumerate()
-        .map(|(row, best)| {
-            format!(
-                "{what} {row}: {} (p = {:.4})",
-                name(best),
-                values[row * width + best]
-            )
+        .map(|(row, (best, logits))| {
+            // softmax at the best column: 1 / sum(exp(l - l_best))
+            let sum: f32 = logits.iter().map(|&l| (l - logits[best]).exp()).sum();
+            format!("{what} {row}: {} (p = {:.4})", name(best), 1.0 / sum)
         })
         .collect()
 }
@@ -222,16 +214,15 @@ pub(super) fn best_of_rows(
 /// `start_logits[start] + end_logits[end]` (`[batch, seq]` each), as HF's question-answering
 /// pipeline picks it (without its length limit).
 pub(super) fn best_spans(
-    start_logits: &Tensor<2>,
-    end_logits: &Tensor<2>,
+    start_logits: &Output,
+    end_logits: &Output,
     lengths: &[usize],
 ) -> Vec<(usize, usize)> {
-    let [_, seq] = start_logits.dims();
-    let starts: Vec<f32> = start_logits.clone().into_data().iter::<f32>().collect();
-    let ends: Vec<f32> = end_logits.clone().into_data().iter::<f32>().collect();
-    starts
+    let seq = start_logits.2[1];
+    start_logits
+        .1
         .chunks(seq)
-        .zip(ends.chunks(seq))
+        .zip(end_logits.1.chunks(seq))
         .zip(lengths)
         .map(|((starts, ends), &len)| best_span(&starts[..len], &ends[..len]))
         .collect()
