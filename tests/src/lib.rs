@@ -2,6 +2,7 @@
 //! a dense (`n × n`) reference of Longformer attention that only tests use.
 
 pub mod dense_reference;
+pub mod gradients;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

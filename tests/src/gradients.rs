@@ -1,0 +1,160 @@
+//! Parameter gradients read back from a backward pass, by module path, and PyTorch's layout of
+//! them: what the gradient comparisons against HF (fixtures and `scripts/grad_sweep.py`) and
+//! between passes share.
+
+use std::collections::{BTreeSet, HashMap};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Gradients, Tensor};
+
+use crate::HostTensor;
+
+/// One float parameter's gradient.
+#[derive(Debug, Clone)]
+pub struct ParamGradient {
+    /// The parameter's module path (`encoder.layer.0.attention.self_attn.query.weight`).
+    pub path: String,
+    /// The parameter's shape, in Burn's layout (`Linear` weights `[in, out]`).
+    pub shape: Vec<usize>,
+    /// The gradient as f32, row-major; zeros where the backward pass left none.
+    pub values: Vec<f32>,
+    /// Whether the backward pass gave this parameter a gradient.
+    pub present: bool,
+}
+
+/// Every float parameter's gradient in `grads`, in the module's visiting order.
+pub fn param_gradients<M: Module>(module: &M, grads: &Gradients) -> Vec<ParamGradient> {
+    struct Collect<'a> {
+        grads: &'a Gradients,
+        path: Vec<String>,
+        out: Vec<ParamGradient>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let shape = param.val().dims().to_vec();
+            let (values, present) = match param.grad(self.grads) {
+                Some(grad) => (
+                    grad.into_data().convert::<f32>().iter::<f32>().collect(),
+                    true,
+                ),
+                None => (vec![0.0; shape.iter().product()], false),
+            };
+            self.out.push(ParamGradient {
+                path: self.path.join("."),
+                shape,
+                values,
+                present,
+            });
+        }
+    }
+    let mut collect = Collect {
+        grads,
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut collect);
+    collect.out
+}
+
+/// A gradient in PyTorch's layout under its HF `name`: Burn stores `Linear` weights as
+/// `[in, out]`, PyTorch as `[out, in]`; embeddings, biases and norms agree.
+pub fn to_hf_layout(name: &str, shape: &[usize], values: Vec<f32>) -> (Vec<usize>, Vec<f32>) {
+    let is_linear_weight =
+        shape.len() == 2 && name.ends_with(".weight") && !name.ends_with("_embeddings.weight");
+    if !is_linear_weight {
+        return (shape.to_vec(), values);
+    }
+    let (rows, cols) = (shape[0], shape[1]);
+    let transposed = (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| (r, c)))
+        .map(|(r, c)| values[r * cols + c])
+        .collect();
+    (vec![cols, rows], transposed)
+}
+
+/// One gradient tensor compared with HF's.
+#[derive(Debug, Clone)]
+pub struct GradientComparison {
+    /// The HF parameter name.
+    pub name: String,
+    /// `max |ours - hf|` (infinite where ours is NaN).
+    pub abs_err: f64,
+    /// `max |hf|`.
+    pub hf_max: f64,
+    /// `abs_err` over the tensor's scale (see [`compare_with_hf`]).
+    pub rel_err: f64,
+}
+
+impl GradientComparison {
+    /// One line for a report.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: relative {:.2e} (max abs err {:.2e}, max |hf| {:.2e})",
+            self.name, self.rel_err, self.abs_err, self.hf_max
+        )
+    }
+}
+
+/// Our gradients against HF's (by HF name, in PyTorch's layout), worst first.
+///
+/// `hf_name` gives a module path's HF name. A tensor's scale is its largest HF magnitude, but at
+/// least `scale_floor` times the largest HF gradient of the whole model: some gradients are zero
+/// in exact arithmetic and hold only float32 round-off in both frameworks (the biases of `key`
+/// and `key_global`, since softmax is invariant to a shift of a query's scores), which would
+/// otherwise be compared with itself.
+///
+/// # Panics
+/// Naming `what`: when a parameter has no HF gradient or the other way round, or a shape
+/// differs, or HF's gradients are all zero.
+pub fn compare_with_hf(
+    what: &str,
+    ours: &[ParamGradient],
+    hf_name: impl Fn(&str) -> String,
+    hf: &HashMap<String, HostTensor>,
+    scale_floor: f64,
+) -> Vec<GradientComparison> {
+    let model_scale = hf
+        .values()
+        .flat_map(|t| t.values.iter())
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(model_scale > 0.0, "{what}: HF's gradients are all zero");
+    let ours_keys: BTreeSet<String> = ours.iter().map(|g| hf_name(&g.path)).collect();
+    let hf_keys: BTreeSet<String> = hf.keys().cloned().collect();
+    let never_compared: Vec<&String> = hf_keys.difference(&ours_keys).collect();
+    let not_in_hf: Vec<&String> = ours_keys.difference(&hf_keys).collect();
+    assert!(
+        never_compared.is_empty() && not_in_hf.is_empty(),
+        "{what}: HF gradients with no parameter here: {never_compared:?}; \
+         parameters with no HF gradient: {not_in_hf:?}"
+    );
+    let mut comparisons: Vec<GradientComparison> = ours
+        .iter()
+        .map(|grad| {
+            let name = hf_name(&grad.path);
+            let expected = &hf[&name];
+            let (shape, values) = to_hf_layout(&name, &grad.shape, grad.values.clone());
+            assert_eq!(shape, expected.shape, "{what}: {name} shape");
+            let hf_max = expected.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let abs_err = values
+                .iter()
+                .zip(&expected.values)
+                .map(|(&a, &e)| (f64::from(a) - e).abs())
+                .map(|d| if d.is_nan() { f64::INFINITY } else { d })
+                .fold(0.0, f64::max);
+            GradientComparison {
+                rel_err: abs_err / hf_max.max(scale_floor * model_scale).max(1e-12),
+                name,
+                abs_err,
+                hf_max,
+            }
+        })
+        .collect();
+    comparisons.sort_by(|a, b| b.rel_err.total_cmp(&a.rel_err));
+    comparisons
+}
