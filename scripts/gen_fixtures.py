@@ -23,6 +23,7 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
     python scripts/gen_fixtures.py hidden_states   # only tests/fixtures/hidden_states
     python scripts/gen_fixtures.py half_checkpoints  # only tests/fixtures/half_checkpoint_*
     python scripts/gen_fixtures.py masked_rows       # only tests/fixtures/masked_rows
+    python scripts/gen_fixtures.py padding_grads     # only tests/fixtures/padding_grads
 """
 import copy
 import json
@@ -333,6 +334,53 @@ def masked_rows():
     save_case("masked_rows", m, ids, mask, glob, attentions=True)
 
 
+def padding_grads():
+    """tests/fixtures/padding_grads: the gradient of sum(last_hidden_state * cotangent) w.r.t.
+    every parameter of a base model (dropout 0, two token types), with the cotangent on every
+    position, padding included: HF's word and position embeddings are nn.Embedding with
+    padding_idx, so the rows a padding token reads (word `pad_token_id`, position
+    `pad_token_id`) get no gradient, even from a pad id left unmasked inside a row. Rows: right
+    padding, left padding, pad ids inside a row, a masked-out token; global tokens in three of
+    them. Files: config.json, model.safetensors, case.safetensors (the ids, masks, token types
+    and cotangent, as scripts/grad_sweep.py writes them), expected.safetensors
+    (last_hidden_state) and grads.safetensors (HF names)."""
+    config = tiny_config([4, 8])
+    config.type_vocab_size = 2
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    m = perturb(LongformerModel(config, add_pooling_layer=False), 21)
+    g = torch.Generator().manual_seed(22)
+    L = 19
+    ids = torch.full((4, L), PAD, dtype=torch.long)
+    mask = torch.zeros((4, L), dtype=torch.long)
+    for b, (start, n) in enumerate([(0, 13), (L - 11, 11), (0, L), (0, 16)]):
+        ids[b, start:start + n] = torch.tensor(random_row(g, n))
+        mask[b, start:start + n] = 1
+    ids[2, 5:8] = PAD  # pad ids inside a row, attended as any token
+    mask[3, 6] = 0  # a masked-out token inside a row
+    glob = torch.zeros((4, L), dtype=torch.long)
+    glob[0, 0] = glob[1, L - 11] = glob[2, [0, 6, 12]] = 1
+    types = torch.randint(0, 2, (4, L), generator=g) * mask
+    cotangent = torch.randn(4, L, config.hidden_size, generator=g)
+    hidden = m(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
+               token_type_ids=types).last_hidden_state
+    (hidden * cotangent).sum().backward()
+    grads = {n: p.grad.contiguous() for n, p in m.named_parameters()}
+    for table in ("word", "position"):
+        assert grads[f"embeddings.{table}_embeddings.weight"][PAD].abs().max() == 0
+    out = os.path.join(ROOT, "padding_grads")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    m.save_pretrained(out)
+    save_file({"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
+               "token_type_ids": types, "cotangent": cotangent},
+              os.path.join(out, "case.safetensors"))
+    save_file({"last_hidden_state": hidden.detach().contiguous()},
+              os.path.join(out, "expected.safetensors"))
+    save_file(grads, os.path.join(out, "grads.safetensors"))
+    print(f"padding_grads: ids {tuple(ids.shape)}, real {mask.sum(1).tolist()}, "
+          f"globals per row {glob.sum(1).tolist()}")
+
+
 def hidden_states():
     """tests/fixtures/hidden_states: HF's output_hidden_states (embedding output + every layer)
     on a ragged, right-padded batch with global tokens, 3 layers, window 8 and length 27 (not a
@@ -363,7 +411,8 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion,
              "half_precision": half_precision, "hidden_states": hidden_states,
-             "half_checkpoints": half_checkpoints, "masked_rows": masked_rows}
+             "half_checkpoints": half_checkpoints, "masked_rows": masked_rows,
+             "padding_grads": padding_grads}
     if len(sys.argv) == 2 and sys.argv[1] in parts:
         parts[sys.argv[1]]()
     elif sys.argv[1:]:
@@ -377,4 +426,5 @@ if __name__ == "__main__":
         hidden_states()
         half_checkpoints()
         masked_rows()
+        padding_grads()
         bundled_tiny_model()

@@ -5,7 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Gradients, Tensor};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+use longformer_model::LongformerInput;
 
 use crate::HostTensor;
 
@@ -157,4 +158,41 @@ pub fn compare_with_hf(
         .collect();
     comparisons.sort_by(|a, b| b.rel_err.total_cmp(&a.rel_err));
     comparisons
+}
+
+/// The ids, masks and token types of a gradient case (`case.safetensors` of
+/// `scripts/grad_sweep.py` and of the `padding_grads` fixture: I64 `[batch, seq]`, HF's 0/1
+/// masks) as an input, and its `cotangent` (`[batch, seq, hidden]`): the loss is
+/// `sum(last_hidden_state * cotangent)`.
+///
+/// # Panics
+/// When a tensor is missing or the input is invalid.
+pub fn gradient_case(
+    case: &HashMap<String, HostTensor>,
+    pad_token_id: i64,
+    device: &Device,
+) -> (LongformerInput, Tensor<3>) {
+    let get = |name: &str| {
+        case.get(name)
+            .unwrap_or_else(|| panic!("the case has no {name}"))
+    };
+    let types = get("token_type_ids");
+    let types: Vec<i64> = types.values.iter().map(|&v| v as i64).collect();
+    let [batch, seq] = [get("input_ids").shape[0], get("input_ids").shape[1]];
+    let input = LongformerInput::try_from_rows(
+        &get("input_ids").rows_i64(),
+        Some(&get("attention_mask").rows_i64()),
+        Some(&get("global_attention_mask").rows_i64()),
+        pad_token_id,
+        device,
+    )
+    .unwrap_or_else(|e| panic!("the case's input: {e}"))
+    .with_token_type_ids(Tensor::<2, Int>::from_data(
+        TensorData::new(types, [batch, seq]),
+        device,
+    ));
+    let cotangent = get("cotangent");
+    let values: Vec<f32> = cotangent.values.iter().map(|&v| v as f32).collect();
+    let cotangent = Tensor::from_data(TensorData::new(values, cotangent.shape.clone()), device);
+    (input, cotangent)
 }

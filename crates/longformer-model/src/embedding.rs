@@ -93,11 +93,35 @@ impl LongformerEmbeddings {
         seed: DropoutSeed,
     ) -> Tensor<3> {
         let token_type_ids = token_type_ids.unwrap_or_else(|| input_ids.zeros_like());
-        let x = self.word_embeddings.forward(input_ids)
-            + self.position_embeddings.forward(position_ids)
+        let x = lookup_padding_frozen(&self.word_embeddings, input_ids, self.pad_token_id)
+            + lookup_padding_frozen(&self.position_embeddings, position_ids, self.pad_token_id)
             + self.token_type_embeddings.forward(token_type_ids);
         seeded_dropout(&self.dropout, self.layer_norm.forward(x), seed)
     }
+}
+
+/// `embedding.forward(ids)` with row `padding_idx` frozen as PyTorch's `nn.Embedding(...,
+/// padding_idx)` freezes it, which HF's word and position embeddings are: the positions that read
+/// that row pass it no gradient (other rows get theirs as usual). The values are the lookup's;
+/// outside a recorded pass it is the plain lookup.
+///
+/// # Shapes
+/// - ids: `[batch_size, seq_length]`
+/// - output: `[batch_size, seq_length, d_model]`
+fn lookup_padding_frozen(
+    embedding: &Embedding,
+    ids: Tensor<2, Int>,
+    padding_idx: usize,
+) -> Tensor<3> {
+    let out = embedding.forward(ids.clone());
+    if !embedding.weight.val().is_require_grad() {
+        return out;
+    }
+    let reads_padding_row = ids
+        .equal_elem(padding_idx as i64)
+        .unsqueeze_dim::<3>(2)
+        .expand(out.dims());
+    out.clone().mask_where(reads_padding_row, out.detach())
 }
 
 /// RoBERTa position ids: real tokens count from `pad_token_id + 1` in order, padding tokens get
