@@ -1,26 +1,38 @@
 //! The Rust side of `scripts/grad_sweep.py` (a dev tool, not a test): the gradients of a
-//! HuggingFace-layout Longformer for one batch, under HF's parameter names, to compare with
-//! PyTorch's.
+//! HuggingFace-layout Longformer or task head for one batch, under HF's parameter names, to
+//! compare with PyTorch's.
 //!
 //! ```sh
 //! cargo run -p longformer-tests --example grad_case -- DIR [--backend flex|ndarray|wgpu]
-//!     [--kernel auto|fused|reference] [--checkpointed]
+//!     [--kernel auto|fused|reference] [--checkpointed] [--head NAME]
 //! ```
 //!
-//! `DIR` holds a base model as `save_pretrained` writes it (`config.json`, `model.safetensors`;
-//! its dropout should be 0) and `case.safetensors`: `input_ids`, `attention_mask`,
-//! `global_attention_mask`, `token_type_ids` (I64, `[batch, seq]`, HF's 0/1 masks) and
-//! `cotangent` (F32, `[batch, seq, hidden]`). The loss is `sum(last_hidden_state * cotangent)`;
-//! its gradient with respect to every parameter (PyTorch's `[out, in]` for linear weights) and
-//! `last_hidden_state` go to `DIR/grads-<backend>[-<kernel>][-checkpointed].safetensors`.
+//! `DIR` holds a model as `save_pretrained` writes it (`config.json`, `model.safetensors`; its
+//! dropout should be 0), a base model or, with `--head`, one of the five heads (`mlm`,
+//! `sequence-classification`, `question-answering`, `token-classification`,
+//! `multiple-choice`, whose rows are the choices of one example), and `case.safetensors`:
+//! `input_ids`, `attention_mask`, `global_attention_mask`, `token_type_ids` (I64,
+//! `[batch, seq]`, HF's 0/1 masks) and a cotangent per output (`cotangent` for
+//! `last_hidden_state`, `cotangent_<output>` for a head's). The loss is the sum over the outputs
+//! of `sum(output * cotangent)`; its gradient with respect to every parameter (PyTorch's
+//! `[out, in]` for linear weights) and the outputs go to
+//! `DIR/grads-<backend>[-<kernel>][-checkpointed].safetensors`.
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
-use longformer_model::loader::{hf_key, weights_file};
-use longformer_model::{LocalAttentionKernel, LongformerConfig, load_weights};
-use longformer_tests::gradients::{gradient_case, param_gradients, to_hf_layout};
-use longformer_tests::read_safetensors;
+use std::collections::HashMap;
+
+use burn::module::Module;
+use burn::tensor::{Device, Gradients, Tensor};
+use longformer_model::loader::{head_hf_key, hf_key, load_head, weights_file};
+use longformer_model::{
+    CheckpointedPass, LocalAttentionKernel, LongformerConfig, LongformerForMaskedLM,
+    LongformerForMultipleChoice, LongformerForQuestionAnswering,
+    LongformerForSequenceClassification, LongformerForTokenClassification, LongformerInput,
+    LongformerModel, MultipleChoiceInput, load_weights,
+};
+use longformer_tests::gradients::{case_cotangent, case_input, param_gradients, to_hf_layout};
+use longformer_tests::{HostTensor, read_safetensors};
 use safetensors::tensor::{Dtype, TensorView};
 
 /// The command line: the case directory and the run's choices.
@@ -29,6 +41,7 @@ struct Args {
     backend: String,
     kernel: Option<String>,
     checkpointed: bool,
+    head: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,21 +50,25 @@ fn parse_args() -> Result<Args, String> {
     let mut backend = "flex".to_string();
     let mut kernel = None;
     let mut checkpointed = false;
+    let mut head = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--backend" => backend = args.next().ok_or("--backend needs a value")?,
             "--kernel" => kernel = Some(args.next().ok_or("--kernel needs a value")?),
             "--checkpointed" => checkpointed = true,
+            "--head" => head = Some(args.next().ok_or("--head needs a value")?),
             _ if dir.is_none() && !arg.starts_with("--") => dir = Some(PathBuf::from(arg)),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
-    let dir = dir.ok_or("usage: grad_case DIR [--backend B] [--kernel K] [--checkpointed]")?;
+    let dir = dir
+        .ok_or("usage: grad_case DIR [--backend B] [--kernel K] [--checkpointed] [--head NAME]")?;
     Ok(Args {
         dir,
         backend,
         kernel,
         checkpointed,
+        head,
     })
 }
 
@@ -74,35 +91,178 @@ fn kernel(name: Option<&str>) -> Result<LocalAttentionKernel, String> {
     }
 }
 
+/// A pass's outputs by name (`last_hidden_state`, `logits`, ...), each flattened, with its shape.
+type Outputs = Vec<(&'static str, Vec<usize>, Tensor<1>)>;
+
+fn flat<const D: usize>(name: &'static str, t: Tensor<D>) -> (&'static str, Vec<usize>, Tensor<1>) {
+    (name, t.dims().to_vec(), t.flatten(0, D - 1))
+}
+
+/// Host tensors to write: HF name, shape, values.
+type HostTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// Back-propagates the sum of `outputs` times their cotangents (through `pass`, when the
+/// encoder ran checkpointed) and returns the outputs and every parameter's gradient of `module`
+/// under HF names.
+fn backward<M: Module>(
+    module: &M,
+    encoder: &LongformerModel,
+    outputs: Outputs,
+    pass: Option<CheckpointedPass>,
+    case: &HashMap<String, HostTensor>,
+    hf_name: impl Fn(&str) -> String,
+) -> HostTensors {
+    let device = encoder.devices()[0].clone();
+    let mut loss: Option<Tensor<1>> = None;
+    let mut written = Vec::new();
+    for (name, shape, output) in outputs {
+        let (cotangent, cotangent_shape) = case_cotangent(case, name, &device);
+        assert_eq!(shape, cotangent_shape, "{name}: the cotangent's shape");
+        let term = (output.clone() * cotangent).sum();
+        loss = Some(match loss {
+            Some(sum) => sum + term,
+            None => term,
+        });
+        written.push((
+            name.to_string(),
+            shape,
+            output.detach().into_data().iter::<f32>().collect(),
+        ));
+    }
+    let loss = loss.expect("a pass has outputs");
+    let grads: Gradients = match pass {
+        Some(pass) => pass.backward(encoder, loss.backward()),
+        None => loss.backward(),
+    };
+    for grad in param_gradients(module, &grads) {
+        let name = hf_name(&grad.path);
+        let (shape, values) = to_hf_layout(&name, &grad.shape, grad.values);
+        written.push((name, shape, values));
+    }
+    written
+}
+
+/// A task head's pass: its outputs and, when checkpointed, the encoder's pass.
+fn head_pass<H, O>(
+    head: &H,
+    input: LongformerInput,
+    checkpointed: bool,
+    forward: impl Fn(&H, LongformerInput) -> Result<O, longformer_model::InputError>,
+    forward_checkpointed: impl Fn(
+        &H,
+        LongformerInput,
+    ) -> Result<(O, CheckpointedPass), longformer_model::InputError>,
+    outputs: impl Fn(O) -> Outputs,
+) -> Result<(Outputs, Option<CheckpointedPass>), longformer_model::InputError> {
+    Ok(if checkpointed {
+        let (out, pass) = forward_checkpointed(head, input)?;
+        (outputs(out), Some(pass))
+    } else {
+        (outputs(forward(head, input)?), None)
+    })
+}
+
+/// Sets every layer's local-attention implementation.
+fn set_kernel(encoder: &mut LongformerModel, kernel: LocalAttentionKernel) {
+    for layer in &mut encoder.encoder.layer {
+        layer.attention.self_attn.kernel = kernel;
+    }
+}
+
 fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let device = device(&args.backend)?.autodiff();
-    let config = LongformerConfig::from_json_file(args.dir.join("config.json"))?
-        .with_local_attention_kernel(kernel(args.kernel.as_deref())?);
-    let model = load_weights(&config, weights_file(&args.dir)?, &device)?;
-
+    let kernel = kernel(args.kernel.as_deref())?;
+    let config = LongformerConfig::from_json_file(args.dir.join("config.json"))?;
     let case = read_safetensors(&args.dir.join("case.safetensors"));
-    let (input, cotangent) = gradient_case(&case, config.pad_token_id as i64, &device);
+    let input = case_input(&case, config.pad_token_id as i64, &device);
+    let head_name = |path: &str| head_hf_key(path, "longformer.");
+    let checkpointed = args.checkpointed;
 
-    let (hidden, grads) = if args.checkpointed {
-        let pass = model.try_forward_checkpointed(input)?;
-        let hidden = pass.last_hidden_state.clone();
-        let loss = (hidden.clone() * cotangent).sum();
-        (hidden, pass.backward(&model, loss.backward()))
-    } else {
-        let hidden = model.try_forward(input)?.last_hidden_state;
-        let loss = (hidden.clone() * cotangent).sum();
-        (hidden.clone(), loss.backward())
+    let tensors = match args.head.as_deref() {
+        None => {
+            let config = config.with_local_attention_kernel(kernel);
+            let model = load_weights(&config, weights_file(&args.dir)?, &device)?;
+            let (hidden, pass) = if checkpointed {
+                let pass = model.try_forward_checkpointed(input)?;
+                (pass.last_hidden_state.clone(), Some(pass))
+            } else {
+                (model.try_forward(input)?.last_hidden_state, None)
+            };
+            let outputs = vec![flat("last_hidden_state", hidden)];
+            backward(&model, &model, outputs, pass, &case, |p| hf_key(p, ""))
+        }
+        Some("mlm") => {
+            let mut head: LongformerForMaskedLM = load_head(&args.dir, &device)?;
+            set_kernel(&mut head.longformer, kernel);
+            let (outputs, pass) = head_pass(
+                &head,
+                input,
+                checkpointed,
+                LongformerForMaskedLM::forward,
+                LongformerForMaskedLM::forward_checkpointed,
+                |logits| vec![flat("logits", logits)],
+            )?;
+            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+        }
+        Some("sequence-classification") => {
+            let mut head: LongformerForSequenceClassification = load_head(&args.dir, &device)?;
+            set_kernel(&mut head.longformer, kernel);
+            let (outputs, pass) = head_pass(
+                &head,
+                input,
+                checkpointed,
+                LongformerForSequenceClassification::forward,
+                LongformerForSequenceClassification::forward_checkpointed,
+                |logits| vec![flat("logits", logits)],
+            )?;
+            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+        }
+        Some("question-answering") => {
+            let mut head: LongformerForQuestionAnswering = load_head(&args.dir, &device)?;
+            set_kernel(&mut head.longformer, kernel);
+            let (outputs, pass) = head_pass(
+                &head,
+                input,
+                checkpointed,
+                LongformerForQuestionAnswering::forward,
+                LongformerForQuestionAnswering::forward_checkpointed,
+                |out| {
+                    vec![
+                        flat("start_logits", out.start_logits),
+                        flat("end_logits", out.end_logits),
+                    ]
+                },
+            )?;
+            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+        }
+        Some("token-classification") => {
+            let mut head: LongformerForTokenClassification = load_head(&args.dir, &device)?;
+            set_kernel(&mut head.longformer, kernel);
+            let (outputs, pass) = head_pass(
+                &head,
+                input,
+                checkpointed,
+                LongformerForTokenClassification::forward,
+                LongformerForTokenClassification::forward_checkpointed,
+                |logits| vec![flat("logits", logits)],
+            )?;
+            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+        }
+        Some("multiple-choice") => {
+            let mut head: LongformerForMultipleChoice = load_head(&args.dir, &device)?;
+            set_kernel(&mut head.longformer, kernel);
+            let choices = input.input_ids.dims()[0];
+            let input = MultipleChoiceInput::new(input, choices)?;
+            let (outputs, pass) = if checkpointed {
+                let (logits, pass) = head.forward_checkpointed(input)?;
+                (vec![flat("logits", logits)], Some(pass))
+            } else {
+                (vec![flat("logits", head.forward(input)?)], None)
+            };
+            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+        }
+        Some(other) => return Err(format!("unknown head {other:?}").into()),
     };
-
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for grad in param_gradients(&model, &grads) {
-        let name = hf_key(&grad.path, "");
-        let (shape, values) = to_hf_layout(&name, &grad.shape, grad.values);
-        tensors.push((name, shape, values));
-    }
-    let hidden_shape = hidden.dims().to_vec();
-    let hidden: Vec<f32> = hidden.into_data().iter::<f32>().collect();
-    tensors.push(("last_hidden_state".into(), hidden_shape, hidden));
 
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()

@@ -172,17 +172,30 @@ pub fn gradient_case(
     pad_token_id: i64,
     device: &Device,
 ) -> (LongformerInput, Tensor<3>) {
-    let get = |name: &str| {
-        case.get(name)
-            .unwrap_or_else(|| panic!("the case has no {name}"))
-    };
-    let types = get("token_type_ids");
+    let (cotangent, shape) = case_cotangent(case, "last_hidden_state", device);
+    let shape: [usize; 3] = shape.try_into().expect("a [batch, seq, hidden] cotangent");
+    (
+        case_input(case, pad_token_id, device),
+        cotangent.reshape(shape),
+    )
+}
+
+/// The input of a gradient case (see [`gradient_case`]).
+///
+/// # Panics
+/// When a tensor is missing or the input is invalid.
+pub fn case_input(
+    case: &HashMap<String, HostTensor>,
+    pad_token_id: i64,
+    device: &Device,
+) -> LongformerInput {
+    let types = case_tensor(case, "token_type_ids");
+    let [batch, seq] = [types.shape[0], types.shape[1]];
     let types: Vec<i64> = types.values.iter().map(|&v| v as i64).collect();
-    let [batch, seq] = [get("input_ids").shape[0], get("input_ids").shape[1]];
-    let input = LongformerInput::try_from_rows(
-        &get("input_ids").rows_i64(),
-        Some(&get("attention_mask").rows_i64()),
-        Some(&get("global_attention_mask").rows_i64()),
+    LongformerInput::try_from_rows(
+        &case_tensor(case, "input_ids").rows_i64(),
+        Some(&case_tensor(case, "attention_mask").rows_i64()),
+        Some(&case_tensor(case, "global_attention_mask").rows_i64()),
         pad_token_id,
         device,
     )
@@ -190,9 +203,33 @@ pub fn gradient_case(
     .with_token_type_ids(Tensor::<2, Int>::from_data(
         TensorData::new(types, [batch, seq]),
         device,
-    ));
-    let cotangent = get("cotangent");
+    ))
+}
+
+/// The cotangent of a gradient case's `output`, flattened, and its shape: `cotangent` for
+/// `last_hidden_state`, `cotangent_<output>` for a head's outputs (`logits`, `start_logits`).
+///
+/// # Panics
+/// When the case has no such cotangent.
+pub fn case_cotangent(
+    case: &HashMap<String, HostTensor>,
+    output: &str,
+    device: &Device,
+) -> (Tensor<1>, Vec<usize>) {
+    let name = match output {
+        "last_hidden_state" => "cotangent".to_string(),
+        _ => format!("cotangent_{output}"),
+    };
+    let cotangent = case_tensor(case, &name);
     let values: Vec<f32> = cotangent.values.iter().map(|&v| v as f32).collect();
-    let cotangent = Tensor::from_data(TensorData::new(values, cotangent.shape.clone()), device);
-    (input, cotangent)
+    let len = values.len();
+    (
+        Tensor::from_data(TensorData::new(values, [len]), device),
+        cotangent.shape.clone(),
+    )
+}
+
+fn case_tensor<'a>(case: &'a HashMap<String, HostTensor>, name: &str) -> &'a HostTensor {
+    case.get(name)
+        .unwrap_or_else(|| panic!("the case has no {name}"))
 }
