@@ -68,6 +68,8 @@ def run_case(seed, runs, binary, keep, tol, long, heads, log):
     cls, names = HEADS[head]
     if head == "question-answering":
         config.num_labels = 2  # start and end
+    if head == "mlm" and r.random() < 0.4:  # the decoder's own weights, not the embeddings'
+        config.tie_word_embeddings = False
     torch.manual_seed(seed)
     model = perturb(cls(config) if cls else LongformerModel(config, add_pooling_layer=False), seed)
     ids, mask, glob, types = draw_batch(r, config, head)
@@ -116,7 +118,7 @@ def run_case(seed, runs, binary, keep, tol, long, heads, log):
     case.update({cotangent_name(n): c.contiguous() for n, c in cotangents.items()})
     save_file(case, os.path.join(d, "case.safetensors"))
     save_file(want, os.path.join(d, "hf_grads.safetensors"))
-    shape = (f"seed {seed}: {head or 'base'} heads {config.num_attention_heads}"
+    shape = (f"seed {seed}: {head or 'base'}{' untied' if not config.tie_word_embeddings else ''} heads {config.num_attention_heads}"
              f"x{config.hidden_size // config.num_attention_heads} layers {config.num_hidden_layers}"
              f" window {config.attention_window} ids {tuple(ids.shape)} real {mask.sum(1).tolist()}"
              f" global {glob.sum(1).tolist()} cotangent on {'real tokens' if real_only else 'every position'}")
