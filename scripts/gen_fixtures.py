@@ -23,7 +23,7 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
     python scripts/gen_fixtures.py hidden_states   # only tests/fixtures/hidden_states
     python scripts/gen_fixtures.py half_checkpoints  # only tests/fixtures/half_checkpoint_*
     python scripts/gen_fixtures.py masked_rows       # only tests/fixtures/masked_rows
-    python scripts/gen_fixtures.py padding_grads     # only tests/fixtures/padding_grads
+    python scripts/gen_fixtures.py padding_grads     # only tests/fixtures/padding_grads*
 """
 import copy
 import json
@@ -335,19 +335,20 @@ def masked_rows():
 
 
 def padding_grads():
-    """tests/fixtures/padding_grads: the gradient of sum(last_hidden_state * cotangent) w.r.t.
-    every parameter of a base model (dropout 0, two token types), with the cotangent on every
-    position, padding included: HF's word and position embeddings are nn.Embedding with
+    """tests/fixtures/padding_grads and padding_grads_mlm: the gradient of the sum of the outputs
+    times a cotangent w.r.t. every parameter, of a base model (last_hidden_state) and of a
+    masked-LM head with tied word embeddings (logits), dropout 0, two token types, the cotangent
+    on every position, padding included. HF's word and position embeddings are nn.Embedding with
     padding_idx, so the rows a padding token reads (word `pad_token_id`, position
-    `pad_token_id`) get no gradient, even from a pad id left unmasked inside a row. Rows: right
-    padding, left padding, pad ids inside a row, a masked-out token; global tokens in three of
-    them. Files: config.json, model.safetensors, case.safetensors (the ids, masks, token types
-    and cotangent, as scripts/grad_sweep.py writes them), expected.safetensors
-    (last_hidden_state) and grads.safetensors (HF names)."""
+    `pad_token_id`) get no gradient from the lookup, even for a pad id left unmasked inside a
+    row; the tied decoder still gives the word row its share. Rows: right padding, left padding,
+    pad ids inside a row, a masked-out token; global tokens in three of them. Files:
+    config.json, model.safetensors, case.safetensors (the ids, masks, token types and
+    cotangents, as scripts/grad_sweep.py writes them), expected.safetensors (the outputs) and
+    grads.safetensors (HF names)."""
     config = tiny_config([4, 8])
     config.type_vocab_size = 2
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-    m = perturb(LongformerModel(config, add_pooling_layer=False), 21)
     g = torch.Generator().manual_seed(22)
     L = 19
     ids = torch.full((4, L), PAD, dtype=torch.long)
@@ -360,25 +361,42 @@ def padding_grads():
     glob = torch.zeros((4, L), dtype=torch.long)
     glob[0, 0] = glob[1, L - 11] = glob[2, [0, 6, 12]] = 1
     types = torch.randint(0, 2, (4, L), generator=g) * mask
+    feed = dict(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
+                token_type_ids=types)
+    base = perturb(LongformerModel(config, add_pooling_layer=False), 21)
     cotangent = torch.randn(4, L, config.hidden_size, generator=g)
-    hidden = m(input_ids=ids, attention_mask=mask, global_attention_mask=glob,
-               token_type_ids=types).last_hidden_state
-    (hidden * cotangent).sum().backward()
-    grads = {n: p.grad.contiguous() for n, p in m.named_parameters()}
+    grads = save_grad_case("padding_grads", base, feed, {"last_hidden_state": cotangent})
     for table in ("word", "position"):
         assert grads[f"embeddings.{table}_embeddings.weight"][PAD].abs().max() == 0
-    out = os.path.join(ROOT, "padding_grads")
+    mlm = perturb(LongformerForMaskedLM(config), 23)
+    cotangent = torch.randn(4, L, config.vocab_size, generator=torch.Generator().manual_seed(24))
+    grads = save_grad_case("padding_grads_mlm", mlm, feed, {"logits": cotangent})
+    assert grads["longformer.embeddings.position_embeddings.weight"][PAD].abs().max() == 0
+    assert grads["longformer.embeddings.word_embeddings.weight"][PAD].abs().max() > 0  # decoder
+
+
+def save_grad_case(name, model, feed, cotangents):
+    """A model, its inputs and cotangents, its outputs and its parameters' gradients of
+    sum(output * cotangent) (see padding_grads)."""
+    res = model(**feed)
+    outputs = {n: getattr(res, n) for n in cotangents}
+    sum((outputs[n] * c).sum() for n, c in cotangents.items()).backward()
+    grads = {n: p.grad.contiguous() for n, p in model.named_parameters()}
+    out = os.path.join(ROOT, name)
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    m.save_pretrained(out)
-    save_file({"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
-               "token_type_ids": types, "cotangent": cotangent},
-              os.path.join(out, "case.safetensors"))
-    save_file({"last_hidden_state": hidden.detach().contiguous()},
+    model.save_pretrained(out)
+    case = dict(feed)
+    case.update({("cotangent" if n == "last_hidden_state" else f"cotangent_{n}"): c
+                 for n, c in cotangents.items()})
+    save_file(case, os.path.join(out, "case.safetensors"))
+    save_file({n: o.detach().contiguous() for n, o in outputs.items()},
               os.path.join(out, "expected.safetensors"))
     save_file(grads, os.path.join(out, "grads.safetensors"))
-    print(f"padding_grads: ids {tuple(ids.shape)}, real {mask.sum(1).tolist()}, "
-          f"globals per row {glob.sum(1).tolist()}")
+    print(f"{name}: ids {tuple(feed['input_ids'].shape)}, real "
+          f"{feed['attention_mask'].sum(1).tolist()}, globals per row "
+          f"{feed['global_attention_mask'].sum(1).tolist()}, outputs {list(outputs)}")
+    return grads
 
 
 def hidden_states():
