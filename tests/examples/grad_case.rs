@@ -162,13 +162,6 @@ fn head_pass<H, O>(
     })
 }
 
-/// Sets every layer's local-attention implementation.
-fn set_kernel(encoder: &mut LongformerModel, kernel: LocalAttentionKernel) {
-    for layer in &mut encoder.encoder.layer {
-        layer.attention.self_attn.kernel = kernel;
-    }
-}
-
 fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let device = device(&args.backend)?.autodiff();
     let kernel = kernel(args.kernel.as_deref())?;
@@ -193,7 +186,7 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
         }
         Some("mlm") => {
             let mut head: LongformerForMaskedLM = load_head(&args.dir, &device)?;
-            set_kernel(&mut head.longformer, kernel);
+            head.longformer = head.longformer.with_local_attention_kernel(kernel);
             let (outputs, pass) = head_pass(
                 &head,
                 input,
@@ -206,7 +199,7 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
         }
         Some("sequence-classification") => {
             let mut head: LongformerForSequenceClassification = load_head(&args.dir, &device)?;
-            set_kernel(&mut head.longformer, kernel);
+            head.longformer = head.longformer.with_local_attention_kernel(kernel);
             let (outputs, pass) = head_pass(
                 &head,
                 input,
@@ -219,7 +212,7 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
         }
         Some("question-answering") => {
             let mut head: LongformerForQuestionAnswering = load_head(&args.dir, &device)?;
-            set_kernel(&mut head.longformer, kernel);
+            head.longformer = head.longformer.with_local_attention_kernel(kernel);
             let (outputs, pass) = head_pass(
                 &head,
                 input,
@@ -237,7 +230,7 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
         }
         Some("token-classification") => {
             let mut head: LongformerForTokenClassification = load_head(&args.dir, &device)?;
-            set_kernel(&mut head.longformer, kernel);
+            head.longformer = head.longformer.with_local_attention_kernel(kernel);
             let (outputs, pass) = head_pass(
                 &head,
                 input,
@@ -250,7 +243,7 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
         }
         Some("multiple-choice") => {
             let mut head: LongformerForMultipleChoice = load_head(&args.dir, &device)?;
-            set_kernel(&mut head.longformer, kernel);
+            head.longformer = head.longformer.with_local_attention_kernel(kernel);
             let choices = input.input_ids.dims()[0];
             let input = MultipleChoiceInput::new(input, choices)?;
             let (outputs, pass) = if checkpointed {

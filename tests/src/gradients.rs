@@ -161,26 +161,9 @@ pub fn compare_with_hf(
 }
 
 /// The ids, masks and token types of a gradient case (`case.safetensors` of
-/// `scripts/grad_sweep.py` and of the `padding_grads` fixture: I64 `[batch, seq]`, HF's 0/1
-/// masks) as an input, and its `cotangent` (`[batch, seq, hidden]`): the loss is
-/// `sum(last_hidden_state * cotangent)`.
-///
-/// # Panics
-/// When a tensor is missing or the input is invalid.
-pub fn gradient_case(
-    case: &HashMap<String, HostTensor>,
-    pad_token_id: i64,
-    device: &Device,
-) -> (LongformerInput, Tensor<3>) {
-    let (cotangent, shape) = case_cotangent(case, "last_hidden_state", device);
-    let shape: [usize; 3] = shape.try_into().expect("a [batch, seq, hidden] cotangent");
-    (
-        case_input(case, pad_token_id, device),
-        cotangent.reshape(shape),
-    )
-}
-
-/// The input of a gradient case (see [`gradient_case`]).
+/// `scripts/grad_sweep.py` and of the `padding_grads` fixtures: I64 `[batch, seq]`, HF's 0/1
+/// masks) as an input; the loss is the sum over the outputs of `sum(output * cotangent)` (see
+/// [`case_cotangent`]).
 ///
 /// # Panics
 /// When a tensor is missing or the input is invalid.

@@ -17,16 +17,13 @@ use longformer_tests::{devices, two_row_input};
 fn model(kernel: LocalAttentionKernel) -> LongformerModel {
     let host = Device::flex().autodiff();
     host.seed(5);
-    let mut model = LongformerConfig::tiny(100)
+    LongformerConfig::tiny(100)
         .with_num_hidden_layers(3)
         .with_attention_window(AttentionWindow::PerLayer(vec![8, 12, 8]))
         .with_hidden_dropout_prob(0.2)
         .with_attention_probs_dropout_prob(0.3)
-        .init_with_pooler(false, &host); // no loss here reads a pooler
-    for layer in &mut model.encoder.layer {
-        layer.attention.self_attn.kernel = kernel;
-    }
-    model
+        .init_with_pooler(false, &host) // no loss here reads a pooler
+        .with_local_attention_kernel(kernel)
 }
 
 /// Two rows, the second padded; global tokens in the first; a fixed dropout seed.

@@ -48,11 +48,7 @@ fn wgpu_tests_run_through_burn_fusion() {
 
 /// The same model (same weights) with the local attention computed by `kernel`.
 fn with_kernel(model: &LongformerModel, kernel: LocalAttentionKernel) -> LongformerModel {
-    let mut model = model.clone();
-    for layer in &mut model.encoder.layer {
-        layer.attention.self_attn.kernel = kernel;
-    }
-    model
+    model.clone().with_local_attention_kernel(kernel)
 }
 
 /// Rows of different lengths (right padding), global tokens at varied places; one row without

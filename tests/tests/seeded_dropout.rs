@@ -31,11 +31,7 @@ fn config() -> LongformerConfig {
 fn model(kernel: LocalAttentionKernel) -> LongformerModel {
     let host = Device::flex().autodiff();
     host.seed(5);
-    let mut model = config().init(&host);
-    for layer in &mut model.encoder.layer {
-        layer.attention.self_attn.kernel = kernel;
-    }
-    model
+    config().init(&host).with_local_attention_kernel(kernel)
 }
 
 /// The hidden states of a training pass with `seed`, and the gradient of a weighted sum of them

@@ -170,6 +170,28 @@ const ENCODER_SITE: u64 = 1;
 pub(crate) const HEAD_DROPOUT_SITE: u64 = 2;
 
 impl LongformerModel {
+    /// The same model (the same parameters) with every layer's local attention computed by
+    /// `kernel` (see [`LocalAttentionKernel`]): for a model already built or loaded, what
+    /// [`LongformerConfig::with_local_attention_kernel`] chooses before. A task head's encoder
+    /// is its `longformer` field.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use burn::tensor::Device;
+    /// use longformer_model::{LocalAttentionKernel, load_pretrained};
+    ///
+    /// let model = load_pretrained("path/to/longformer-base-4096", &Device::flex())?
+    ///     .with_local_attention_kernel(LocalAttentionKernel::Reference); // the band path
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_local_attention_kernel(mut self, kernel: LocalAttentionKernel) -> Self {
+        for layer in &mut self.encoder.layer {
+            layer.attention.self_attn.kernel = kernel;
+        }
+        self
+    }
+
     /// Encodes a batch.
     ///
     /// # Shapes
