@@ -24,6 +24,7 @@ that loss w.r.t. every encoder parameter and the head weight, under HF names (gr
     python scripts/gen_fixtures.py half_checkpoints  # only tests/fixtures/half_checkpoint_*
     python scripts/gen_fixtures.py masked_rows       # only tests/fixtures/masked_rows
     python scripts/gen_fixtures.py padding_grads     # only tests/fixtures/padding_grads*
+    python scripts/gen_fixtures.py head_losses       # only tests/fixtures/head_*/losses.safetensors
 """
 import copy
 import json
@@ -399,6 +400,102 @@ def save_grad_case(name, model, feed, cotangents):
     return grads
 
 
+def head_losses():
+    """losses.safetensors in each tests/fixtures/head_* case: HF's loss for labels (the heads'
+    `labels=`, `start_positions=`/`end_positions=`), on the case's own model and inputs (the
+    given global mask), with the labels that exercise HF's rules: -100 ignored (masked LM,
+    token and sequence classification, multiple choice), answer positions clamped to
+    0..=seq_length and seq_length ignored (question answering), and the three problem types of
+    sequence classification (single-label, regression, multi-label). The models are read back
+    from the case's files and must give the case's logits first."""
+    from safetensors.torch import load_file
+    from transformers import (LongformerForMultipleChoice, LongformerForQuestionAnswering,
+                              LongformerForSequenceClassification,
+                              LongformerForTokenClassification)
+    g = torch.Generator().manual_seed(40)
+
+    def load(name, cls):
+        d = os.path.join(ROOT, name)
+        config = LongformerConfig.from_pretrained(d)
+        model = cls(config).eval()
+        path = os.path.join(d, "model.safetensors")
+        state = load_file(path) if os.path.exists(path) else torch.load(
+            os.path.join(d, "pytorch_model.bin"), weights_only=True)
+        state = {("longformer." + k[len("roberta."):] if k.startswith("roberta.") else k): v
+                 for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not [k for k in missing if "decoder" not in k], missing
+        model.tie_weights()
+        expected = load_file(os.path.join(d, "expected.safetensors"))
+        feed = {k: expected[k] for k in ("input_ids", "attention_mask", "global_attention_mask")}
+        return d, model, feed, expected
+
+    def save(d, tensors):
+        save_file({k: v.contiguous() for k, v in tensors.items()},
+                  os.path.join(d, "losses.safetensors"))
+        print(f"{os.path.basename(d)}/losses.safetensors: "
+              + ", ".join(f"{k} {v.item():.4f}" for k, v in tensors.items() if k.endswith("loss")))
+
+    def check(out, expected, key="logits"):
+        diff = (getattr(out, key) - expected[key]).abs().max().item()
+        assert diff < 1e-5, f"the model read back differs from the case's {key} by {diff}"
+
+    with torch.no_grad():
+        # Masked LM: a few positions with labels, the rest (and padding) -100.
+        d, m, feed, expected = load("head_mlm", LongformerForMaskedLM)
+        labels = torch.full(feed["input_ids"].shape, -100, dtype=torch.long)
+        for row, length in enumerate(feed["attention_mask"].sum(1).tolist()):
+            for col in torch.randperm(length, generator=g)[:4].tolist():
+                labels[row, col] = torch.randint(0, m.config.vocab_size, (1,), generator=g).item()
+        out = m(**feed, labels=labels)
+        check(out, expected)
+        save(d, {"labels": labels, "loss": out.loss.reshape(1)})
+
+        # Token classification: every real token labelled, padding -100.
+        d, m, feed, expected = load("head_token_classification", LongformerForTokenClassification)
+        labels = torch.randint(0, m.config.num_labels, feed["input_ids"].shape, generator=g)
+        labels[feed["attention_mask"] == 0] = -100
+        out = m(**feed, labels=labels)
+        check(out, expected)
+        save(d, {"labels": labels, "loss": out.loss.reshape(1)})
+
+        # Sequence classification: the three problem types on the same logits.
+        d, m, feed, expected = load("head_sequence_classification",
+                                    LongformerForSequenceClassification)
+        n, k = feed["input_ids"].shape[0], m.config.num_labels
+        labels = torch.tensor([2, -100, 0])
+        assert len(labels) == n
+        out = m(**feed, labels=labels)
+        check(out, expected)
+        single = out.loss
+        targets = torch.randn(n, k, generator=g)
+        m.config.problem_type = "regression"
+        regression = m(**feed, labels=targets).loss
+        multi = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.5, 1.0, 0.0]])
+        m.config.problem_type = "multi_label_classification"
+        multi_label = m(**feed, labels=multi).loss
+        save(d, {"labels": labels, "loss": single.reshape(1),
+                 "regression_targets": targets, "regression_loss": regression.reshape(1),
+                 "multi_label_targets": multi, "multi_label_loss": multi_label.reshape(1)})
+
+        # Question answering: an ordinary span, a negative start (clamped to 0) and an end past
+        # the sequence (ignored), per row.
+        d, m, feed, expected = load("head_question_answering", LongformerForQuestionAnswering)
+        seq = feed["input_ids"].shape[1]
+        starts = torch.tensor([7, -3, 12])
+        ends = torch.tensor([9, 4, seq + 5])
+        out = m(**feed, start_positions=starts, end_positions=ends)
+        check(out, expected, "start_logits")
+        save(d, {"start_positions": starts, "end_positions": ends, "loss": out.loss.reshape(1)})
+
+        # Multiple choice: one label per example.
+        d, m, feed, expected = load("head_multiple_choice", LongformerForMultipleChoice)
+        labels = torch.tensor([2, 0])
+        out = m(**feed, labels=labels)
+        check(out, expected)
+        save(d, {"labels": labels, "loss": out.loss.reshape(1)})
+
+
 def hidden_states():
     """tests/fixtures/hidden_states: HF's output_hidden_states (embedding output + every layer)
     on a ragged, right-padded batch with global tokens, 3 layers, window 8 and length 27 (not a
@@ -430,7 +527,7 @@ if __name__ == "__main__":
     parts = {"wikihop_grad": wikihop_grad, "heads": heads, "conversion": conversion,
              "half_precision": half_precision, "hidden_states": hidden_states,
              "half_checkpoints": half_checkpoints, "masked_rows": masked_rows,
-             "padding_grads": padding_grads}
+             "padding_grads": padding_grads, "head_losses": head_losses}
     if len(sys.argv) == 2 and sys.argv[1] in parts:
         parts[sys.argv[1]]()
     elif sys.argv[1:]:
@@ -439,6 +536,7 @@ if __name__ == "__main__":
         main()
         wikihop_grad()
         heads()
+        head_losses()
         conversion()
         half_precision()
         hidden_states()

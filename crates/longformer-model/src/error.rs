@@ -218,6 +218,34 @@ pub enum InputError {
         /// The device.
         device: String,
     },
+    /// A class label (or answer position) outside the head's classes that is not the ignored
+    /// value.
+    #[error(
+        "{what} labels[{index}] is {label}; labels must be in 0..{classes}, or {ignore_index} \
+         (ignored)"
+    )]
+    LabelOutOfRange {
+        /// The head and loss (`"sequence classification"`, `"masked LM"`, ...).
+        what: &'static str,
+        /// The label's place in the flattened labels.
+        index: usize,
+        /// The offending label.
+        label: i64,
+        /// How many classes the logits have.
+        classes: usize,
+        /// The label value that is ignored.
+        ignore_index: i64,
+    },
+    /// Labels (or targets) whose shape does not fit the logits.
+    #[error("{what} labels have shape {found:?} but the loss needs {expected:?}")]
+    LabelShape {
+        /// The head and loss.
+        what: &'static str,
+        /// The shape the logits call for.
+        expected: Vec<usize>,
+        /// The labels' shape.
+        found: Vec<usize>,
+    },
     /// A multiple-choice batch whose rows do not split into whole examples.
     #[error("{rows} row(s) do not split into examples of {n_choices} choice(s)")]
     ChoiceCount {

@@ -10,11 +10,14 @@
 //! | [`LongformerForMultipleChoice`] | pooler, `classifier` → one score per choice | `[batch_size, n_choices]` |
 //!
 //! Without a `global_attention_mask`, each head puts global attention where HF does (see
-//! [`global`]).
+//! [`global`]). Each head's `loss` (and `regression_loss`, `multi_label_loss` for sequence
+//! classification) computes what HF's `forward(..., labels=...)` does, with HF's ignored label
+//! `-100` ([`IGNORE_INDEX`]; see [`loss`]).
 
 pub mod config;
 pub mod fill_mask;
 pub mod global;
+pub mod loss;
 pub mod masked_lm;
 pub mod multiple_choice;
 pub mod question_answering;
@@ -23,6 +26,7 @@ pub mod token_classification;
 
 pub use config::{LongformerHeadConfig, TaskHead};
 pub use fill_mask::{MaskFill, mask_fills};
+pub use loss::IGNORE_INDEX;
 pub use masked_lm::{LongformerForMaskedLM, LongformerLmHead};
 pub use multiple_choice::{LongformerForMultipleChoice, MultipleChoiceInput};
 pub use question_answering::{LongformerForQuestionAnswering, QuestionAnsweringOutput};
