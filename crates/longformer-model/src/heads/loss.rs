@@ -179,7 +179,8 @@ fn per_token_cross_entropy(
 }
 
 /// Mean cross-entropy of `logits` against class `labels`, over the labels that are not
-/// `ignore_index`; NaN when every label is ignored (0 / 0, as PyTorch).
+/// `ignore_index`; when every label is ignored, NaN with a zero gradient (as PyTorch: 0 / 0,
+/// and no label to learn from).
 ///
 /// # Shapes
 /// - logits: `[n, classes]`
@@ -228,6 +229,11 @@ pub(crate) fn cross_entropy(
     let kept = Tensor::<1>::from_data(TensorData::new(kept, [n]), &device);
     let log_probs = log_softmax(logits.cast(DType::F32), 1).gather(1, picked);
     let nll = -(log_probs.reshape([n]) * kept).sum();
+    if counted == 0.0 {
+        // PyTorch's loss is 0 / 0 = NaN, but its gradient is 0: a batch without a label
+        // must not put NaN into the parameters.
+        return Ok((nll * 0.0).add_scalar(f32::NAN));
+    }
     Ok(nll / counted)
 }
 
@@ -335,6 +341,17 @@ mod tests {
         assert!((only_first - a).abs() < 1e-6, "{only_first}");
         let none = value(cross_entropy("test", logits(&device), vec![-100, -100], -100).unwrap());
         assert!(none.is_nan(), "PyTorch's 0 / 0: {none}");
+    }
+
+    /// No label, no gradient: PyTorch's NaN loss back-propagates zeros.
+    #[test]
+    fn a_batch_without_labels_has_a_zero_gradient() {
+        let device = Device::default().autodiff();
+        let x = logits(&device).require_grad();
+        let loss = cross_entropy("test", x.clone(), vec![-100, -100], -100).unwrap();
+        let grads = loss.backward();
+        let grad: Vec<f32> = x.grad(&grads).unwrap().into_data().iter::<f32>().collect();
+        assert!(grad.iter().all(|&g| g == 0.0), "{grad:?}");
     }
 
     #[test]
