@@ -15,6 +15,7 @@ and on flex also with activation checkpointing.
     cargo build -p longformer-tests --example grad_case
     python scripts/grad_sweep.py --cases 40 --backends flex,ndarray,wgpu
     python scripts/grad_sweep.py --heads --cases 40    # the five task heads too
+    python scripts/grad_sweep.py --losses --cases 40   # the heads' losses for random labels
     python scripts/grad_sweep.py --long --cases 10     # up to 2,048 tokens, windows to 512
     python scripts/grad_sweep.py --seed 7 --cases 1 --keep /tmp/grad7   # one case, kept
 
@@ -60,11 +61,41 @@ def cotangent_name(output):
     return "cotangent" if output == "last_hidden_state" else f"cotangent_{output}"
 
 
-def run_case(seed, runs, binary, keep, tol, long, heads, log):
+def draw_labels(r, config, head, ids, mask):
+    """Labels for a head's loss, as HF takes them (`labels=`, or the positions), covering HF's
+    rules: -100 ignored, answer positions outside the sequence, the three problem types of
+    sequence classification (set on the config)."""
+    batch, seq = ids.shape
+    if head in ("mlm", "token-classification"):
+        classes = config.vocab_size if head == "mlm" else config.num_labels
+        labels = torch.tensor([[r.randrange(classes) for _ in range(seq)] for _ in range(batch)])
+        share = r.choice([0.0, 0.5, 0.9])  # the part of the real tokens ignored
+        ignored = torch.tensor([[r.random() < share for _ in range(seq)] for _ in range(batch)])
+        labels[ignored | (mask == 0)] = -100
+        return {"labels": labels}
+    if head == "question-answering":
+        draw = lambda: torch.tensor([r.randint(-3, seq + 3) for _ in range(batch)])
+        return {"start_positions": draw(), "end_positions": draw()}
+    if head == "multiple-choice":
+        return {"labels": torch.tensor([r.randrange(batch)])}
+    # sequence classification
+    problem = r.choice(["single_label_classification", "regression", "multi_label_classification"])
+    config.problem_type = problem
+    if problem == "single_label_classification":
+        labels = torch.tensor([r.randrange(config.num_labels) if r.random() < 0.8 else -100
+                               for _ in range(batch)])
+        return {"labels": labels}
+    if problem == "regression":
+        return {"regression_targets": torch.randn(batch, config.num_labels)}
+    return {"multi_label_targets": torch.tensor(
+        [[r.choice([0.0, 1.0, 0.3]) for _ in range(config.num_labels)] for _ in range(batch)])}
+
+
+def run_case(seed, runs, binary, keep, tol, long, heads, losses, log):
     r = random.Random(seed)
     config = draw_config(r, long)
     config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
-    head = r.choice(list(HEADS)) if heads else None
+    head = r.choice([h for h in HEADS if h or not losses]) if heads or losses else None
     cls, names = HEADS[head]
     if head == "question-answering":
         config.num_labels = 2  # start and end
@@ -78,13 +109,21 @@ def run_case(seed, runs, binary, keep, tol, long, heads, log):
         feed = {k: v[None] for k, v in feed.items()}
     real_only = r.random() < 0.5
     g = torch.Generator().manual_seed(seed)
+    labels = draw_labels(r, config, head, ids, mask) if losses else {}
+    if losses:
+        names = ["loss"]
 
     def run_hf(m, cotangents=None):
-        res = m(**feed)
-        outs = {name: getattr(res, name) for name in names}
+        hf_labels = {"regression_targets": "labels", "multi_label_targets": "labels"}
+        dtype = next(m.parameters()).dtype
+        res = m(**feed, **{hf_labels.get(k, k): v.to(dtype) if v.is_floating_point() else v
+                           for k, v in labels.items()})
+        outs = {name: getattr(res, name).reshape(-1) if name == "loss" else getattr(res, name)
+                for name in names}
         if cotangents is None:
             cotangents = {name: torch.randn(out.shape, generator=g) for name, out in outs.items()}
-            if real_only and head in (None, "mlm", "token-classification", "question-answering"):
+            if real_only and not losses and head in (None, "mlm", "token-classification",
+                                                     "question-answering"):
                 for name, out in outs.items():  # per-token outputs: real tokens only
                     m_ = mask.float().reshape(mask.shape + (1,) * (out.dim() - 2))
                     cotangents[name] = cotangents[name] * m_
@@ -116,9 +155,10 @@ def run_case(seed, runs, binary, keep, tol, long, heads, log):
     case = {"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob,
             "token_type_ids": types}
     case.update({cotangent_name(n): c.contiguous() for n, c in cotangents.items()})
+    case.update({k: v.contiguous() for k, v in labels.items()})
     save_file(case, os.path.join(d, "case.safetensors"))
     save_file(want, os.path.join(d, "hf_grads.safetensors"))
-    shape = (f"seed {seed}: {head or 'base'}{' untied' if not config.tie_word_embeddings else ''} heads {config.num_attention_heads}"
+    shape = (f"seed {seed}: {head or 'base'}{' loss ' + ','.join(labels) if losses else ''}{' untied' if not config.tie_word_embeddings else ''} heads {config.num_attention_heads}"
              f"x{config.hidden_size // config.num_attention_heads} layers {config.num_hidden_layers}"
              f" window {config.attention_window} ids {tuple(ids.shape)} real {mask.sum(1).tolist()}"
              f" global {glob.sum(1).tolist()} cotangent on {'real tokens' if real_only else 'every position'}")
@@ -133,8 +173,10 @@ def run_case(seed, runs, binary, keep, tol, long, heads, log):
             failures.append(f"{label}: exit {p.returncode}: {p.stderr.strip()[-400:]}")
             continue
         got = load_file(p.stdout.strip())
-        for name in names:
-            diff = (got[name] - outs[name].detach().reshape(got[name].shape)).abs().max().item()
+        for name in names:  # a loss without labels is NaN on both sides
+            want_out = outs[name].detach().reshape(got[name].shape)
+            both_nan = got[name].isnan() & want_out.isnan()
+            diff = (got[name] - want_out).abs().masked_fill(both_nan, 0).max().item()
             if not diff <= 1e-4:
                 failures.append(f"{label}: {name} differs by {diff:.3g}")
         missing = sorted(set(want) ^ (set(got) - set(names)))
@@ -184,6 +226,10 @@ def main():
     ap.add_argument("--heads", action="store_true",
                     help="each case is one of HF's five task heads (or the base model), the "
                          "loss the sum of its outputs times random cotangents")
+    ap.add_argument("--losses", action="store_true",
+                    help="each case is a task head and its loss for random labels (HF's "
+                         "`labels=`: -100 ignored, answers past the sequence, the problem types "
+                         "of sequence classification), the loss's value and gradients compared")
     ap.add_argument("--long", action="store_true",
                     help="sequences up to 2,048 tokens, windows of 64-512, heads up to 64 wide")
     args = ap.parse_args()
@@ -197,7 +243,7 @@ def main():
         if backend == "flex":
             runs.append((backend, ["--checkpointed"]))
     results = [run_case(args.seed + i, runs, args.binary, args.keep, args.tol, args.long,
-                        args.heads, sys.stdout) for i in range(args.cases)]
+                        args.heads, args.losses, sys.stdout) for i in range(args.cases)]
     ok, failed = results.count(True), results.count(False)
     print(f"{ok} cases agree within {args.tol} (relative), {failed} differ, "
           f"{results.count(None)} skipped (HF failed)")

@@ -14,7 +14,9 @@
 //! `input_ids`, `attention_mask`, `global_attention_mask`, `token_type_ids` (I64,
 //! `[batch, seq]`, HF's 0/1 masks) and a cotangent per output (`cotangent` for
 //! `last_hidden_state`, `cotangent_<output>` for a head's). The loss is the sum over the outputs
-//! of `sum(output * cotangent)`; its gradient with respect to every parameter (PyTorch's
+//! of `sum(output * cotangent)`. With `cotangent_loss` in the case, a head's output is instead
+//! its own loss (`loss`, HF's for the labels in the case: `labels`, `start_positions` and
+//! `end_positions`, `regression_targets` or `multi_label_targets`); its gradient with respect to every parameter (PyTorch's
 //! `[out, in]` for linear weights) and the outputs go to
 //! `DIR/grads-<backend>[-<kernel>][-checkpointed].safetensors`.
 
@@ -23,7 +25,7 @@ use std::path::PathBuf;
 use std::collections::HashMap;
 
 use burn::module::Module;
-use burn::tensor::{Device, Gradients, Tensor};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use longformer_model::loader::{head_hf_key, hf_key, load_head, weights_file};
 use longformer_model::{
     CheckpointedPass, LocalAttentionKernel, LongformerConfig, LongformerForMaskedLM,
@@ -152,14 +154,33 @@ fn head_pass<H, O>(
         &H,
         LongformerInput,
     ) -> Result<(O, CheckpointedPass), longformer_model::InputError>,
-    outputs: impl Fn(O) -> Outputs,
+    outputs: impl Fn(O) -> Result<Outputs, longformer_model::InputError>,
 ) -> Result<(Outputs, Option<CheckpointedPass>), longformer_model::InputError> {
     Ok(if checkpointed {
         let (out, pass) = forward_checkpointed(head, input)?;
-        (outputs(out), Some(pass))
+        (outputs(out)?, Some(pass))
     } else {
-        (outputs(forward(head, input)?), None)
+        (outputs(forward(head, input)?)?, None)
     })
+}
+
+/// A tensor of the case file on `device`.
+fn case_ints<const D: usize>(
+    case: &HashMap<String, HostTensor>,
+    name: &str,
+    device: &Device,
+) -> Tensor<D, Int> {
+    let t = &case[name];
+    let values: Vec<i64> = t.values.iter().map(|&v| v as i64).collect();
+    let shape: [usize; D] = t.shape.clone().try_into().expect("the label's rank");
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn case_floats(case: &HashMap<String, HostTensor>, name: &str, device: &Device) -> Tensor<2> {
+    let t = &case[name];
+    let values: Vec<f32> = t.values.iter().map(|&v| v as f32).collect();
+    let shape: [usize; 2] = t.shape.clone().try_into().expect("[batch, labels] targets");
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
@@ -170,6 +191,10 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let input = case_input(&case, config.pad_token_id as i64, &device);
     let head_name = |path: &str| head_hf_key(path, "longformer.");
     let checkpointed = args.checkpointed;
+    // With labels in the case, the output is the head's loss (its cotangent is 1).
+    let with_loss = case.contains_key("cotangent_loss");
+    let ints1 = |name: &str| case_ints::<1>(&case, name, &device);
+    let ints2 = |name: &str| case_ints::<2>(&case, name, &device);
 
     let tensors = match args.head.as_deref() {
         None => {
@@ -193,7 +218,13 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
                 checkpointed,
                 LongformerForMaskedLM::forward,
                 LongformerForMaskedLM::forward_checkpointed,
-                |logits| vec![flat("logits", logits)],
+                |logits| {
+                    Ok(if with_loss {
+                        vec![flat("loss", head.loss(logits, ints2("labels"))?)]
+                    } else {
+                        vec![flat("logits", logits)]
+                    })
+                },
             )?;
             backward(&head, &head.longformer, outputs, pass, &case, head_name)
         }
@@ -206,7 +237,21 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
                 checkpointed,
                 LongformerForSequenceClassification::forward,
                 LongformerForSequenceClassification::forward_checkpointed,
-                |logits| vec![flat("logits", logits)],
+                |logits| {
+                    if !with_loss {
+                        return Ok(vec![flat("logits", logits)]);
+                    }
+                    let loss = if case.contains_key("labels") {
+                        head.loss(logits, ints1("labels"))?
+                    } else if case.contains_key("regression_targets") {
+                        let targets = case_floats(&case, "regression_targets", &device);
+                        head.regression_loss(logits, targets)?
+                    } else {
+                        let targets = case_floats(&case, "multi_label_targets", &device);
+                        head.multi_label_loss(logits, targets)?
+                    };
+                    Ok(vec![flat("loss", loss)])
+                },
             )?;
             backward(&head, &head.longformer, outputs, pass, &case, head_name)
         }
@@ -220,10 +265,18 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
                 LongformerForQuestionAnswering::forward,
                 LongformerForQuestionAnswering::forward_checkpointed,
                 |out| {
-                    vec![
-                        flat("start_logits", out.start_logits),
-                        flat("end_logits", out.end_logits),
-                    ]
+                    Ok(if with_loss {
+                        let starts = ints1("start_positions");
+                        vec![flat(
+                            "loss",
+                            head.loss(out, starts, ints1("end_positions"))?,
+                        )]
+                    } else {
+                        vec![
+                            flat("start_logits", out.start_logits),
+                            flat("end_logits", out.end_logits),
+                        ]
+                    })
                 },
             )?;
             backward(&head, &head.longformer, outputs, pass, &case, head_name)
@@ -237,7 +290,13 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
                 checkpointed,
                 LongformerForTokenClassification::forward,
                 LongformerForTokenClassification::forward_checkpointed,
-                |logits| vec![flat("logits", logits)],
+                |logits| {
+                    Ok(if with_loss {
+                        vec![flat("loss", head.loss(logits, ints2("labels"))?)]
+                    } else {
+                        vec![flat("logits", logits)]
+                    })
+                },
             )?;
             backward(&head, &head.longformer, outputs, pass, &case, head_name)
         }
@@ -246,11 +305,16 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
             head.longformer = head.longformer.with_local_attention_kernel(kernel);
             let choices = input.input_ids.dims()[0];
             let input = MultipleChoiceInput::new(input, choices)?;
-            let (outputs, pass) = if checkpointed {
+            let (logits, pass) = if checkpointed {
                 let (logits, pass) = head.forward_checkpointed(input)?;
-                (vec![flat("logits", logits)], Some(pass))
+                (logits, Some(pass))
             } else {
-                (vec![flat("logits", head.forward(input)?)], None)
+                (head.forward(input)?, None)
+            };
+            let outputs = if with_loss {
+                vec![flat("loss", head.loss(logits, ints1("labels"))?)]
+            } else {
+                vec![flat("logits", logits)]
             };
             backward(&head, &head.longformer, outputs, pass, &case, head_name)
         }
