@@ -37,22 +37,19 @@ embeddings and the multiple-choice pooler included. Exit status 1 if any case di
 shapes and the worst tensors.
 """
 
-import argparse
 import copy
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 
 import torch
-import transformers
 from safetensors.torch import load_file, save_file
 from transformers import LongformerModel
 
 from gen_fixtures import perturb
-from parity_sweep import HEADS, ROOT, draw_batch, draw_config
+from parity_sweep import HEADS, draw_batch, draw_config, report_case, sweep_arguments
 
 
 # How many times HF float32's own error (against float64) a gradient may be off
@@ -208,28 +205,11 @@ def run_case(seed, runs, binary, keep, tol, long, heads, losses, log):
         for score, name, err, rel in bad[:4]:
             failures.append(f"{label}: {name} relative {rel:.3g} (abs {err:.3g}; HF float32's "
                             f"own {hf_noise[name]:.3g})")
-    print(f"{shape}  worst {worst_all:.2g}" + ("  ok" if not failures else "  FAIL"),
-          file=log, flush=True)
-    for f in failures:
-        print("    " + f, file=log, flush=True)
-    if not keep and not failures:
-        shutil.rmtree(d)
-    elif failures:
-        print(f"    kept in {d}", file=log, flush=True)
-    return not failures
+    return report_case(log, f"{shape}  worst {worst_all:.2g}", failures, keep, d)
 
 
 def main():
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0, help="first case's seed; case i uses seed + i")
-    ap.add_argument("--backends", default="flex,ndarray,wgpu")
-    ap.add_argument("--binary", default=os.path.join(
-        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "examples",
-        "grad_case"))
-    ap.add_argument("--keep", help="directory for the case's files (one case)")
+    ap = sweep_arguments(__doc__, ["examples", "grad_case"])
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--heads", action="store_true",
                     help="each case is one of HF's five task heads (or the base model), the "

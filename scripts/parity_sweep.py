@@ -209,7 +209,13 @@ def run_case(seed, backends, binary, keep, tol, log, long, heads, dtype, extra):
                 failures.append(f"{backend}: {name} max diff {worst:.3g} at {at}")
     if dtype != "f32":
         shape += f" {dtype} tol {tol:.2g}"
-    print(shape + ("  ok" if not failures else "  FAIL"), file=log, flush=True)
+    return report_case(log, shape, failures, keep, d)
+
+
+def report_case(log, line, failures, keep, d):
+    """Prints a case's line and failures, and removes its directory unless it is kept or the
+    case failed; whether the case passed."""
+    print(line + ("  ok" if not failures else "  FAIL"), file=log, flush=True)
     for f in failures:
         print("    " + f, file=log, flush=True)
     if not keep and not failures:
@@ -219,16 +225,24 @@ def run_case(seed, backends, binary, keep, tol, log, long, heads, dtype, extra):
     return not failures
 
 
-def main():
+def sweep_arguments(description, binary):
+    """The sweeps' command line: cases, seed, backends, the binary under test (a path under the
+    target directory), a directory to keep one case in; transformers quiet."""
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0, help="first case's seed; case i uses seed + i")
     ap.add_argument("--backends", default="flex,ndarray,wgpu")
     ap.add_argument("--binary", default=os.path.join(
-        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "longformer"))
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", *binary))
     ap.add_argument("--keep", help="directory for the case's files (one case)")
+    return ap
+
+
+def main():
+    ap = sweep_arguments(__doc__, ["longformer"])
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--heads", action="store_true",
                     help="each case runs one of HF's five task heads (or the base model), with "

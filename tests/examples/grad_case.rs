@@ -196,6 +196,29 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let ints1 = |name: &str| case_ints::<1>(&case, name, &device);
     let ints2 = |name: &str| case_ints::<2>(&case, name, &device);
 
+    // The masked-LM and token-classification arms: logits per token, a loss per token.
+    macro_rules! per_token_head {
+        ($head:ty) => {{
+            let mut head: $head = load_head(&args.dir, &device)?;
+            head.longformer = head.longformer.with_local_attention_kernel(kernel);
+            let (outputs, pass) = head_pass(
+                &head,
+                input,
+                checkpointed,
+                <$head>::forward,
+                <$head>::forward_checkpointed,
+                |logits| {
+                    Ok(if with_loss {
+                        vec![flat("loss", head.loss(logits, ints2("labels"))?)]
+                    } else {
+                        vec![flat("logits", logits)]
+                    })
+                },
+            )?;
+            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+        }};
+    }
+
     let tensors = match args.head.as_deref() {
         None => {
             let config = config.with_local_attention_kernel(kernel);
@@ -210,23 +233,7 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
             backward(&model, &model, outputs, pass, &case, |p| hf_key(p, ""))
         }
         Some("mlm") => {
-            let mut head: LongformerForMaskedLM = load_head(&args.dir, &device)?;
-            head.longformer = head.longformer.with_local_attention_kernel(kernel);
-            let (outputs, pass) = head_pass(
-                &head,
-                input,
-                checkpointed,
-                LongformerForMaskedLM::forward,
-                LongformerForMaskedLM::forward_checkpointed,
-                |logits| {
-                    Ok(if with_loss {
-                        vec![flat("loss", head.loss(logits, ints2("labels"))?)]
-                    } else {
-                        vec![flat("logits", logits)]
-                    })
-                },
-            )?;
-            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+            per_token_head!(LongformerForMaskedLM)
         }
         Some("sequence-classification") => {
             let mut head: LongformerForSequenceClassification = load_head(&args.dir, &device)?;
@@ -282,23 +289,7 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
             backward(&head, &head.longformer, outputs, pass, &case, head_name)
         }
         Some("token-classification") => {
-            let mut head: LongformerForTokenClassification = load_head(&args.dir, &device)?;
-            head.longformer = head.longformer.with_local_attention_kernel(kernel);
-            let (outputs, pass) = head_pass(
-                &head,
-                input,
-                checkpointed,
-                LongformerForTokenClassification::forward,
-                LongformerForTokenClassification::forward_checkpointed,
-                |logits| {
-                    Ok(if with_loss {
-                        vec![flat("loss", head.loss(logits, ints2("labels"))?)]
-                    } else {
-                        vec![flat("logits", logits)]
-                    })
-                },
-            )?;
-            backward(&head, &head.longformer, outputs, pass, &case, head_name)
+            per_token_head!(LongformerForTokenClassification)
         }
         Some("multiple-choice") => {
             let mut head: LongformerForMultipleChoice = load_head(&args.dir, &device)?;

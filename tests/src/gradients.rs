@@ -160,6 +160,20 @@ pub fn compare_with_hf(
     comparisons
 }
 
+/// Fails, listing them, when any of `comparisons` is off by more than `tolerance` (relative).
+pub fn assert_within(what: &str, comparisons: &[GradientComparison], tolerance: f64) {
+    let failures: Vec<String> = comparisons
+        .iter()
+        .filter(|c| c.rel_err > tolerance)
+        .map(GradientComparison::describe)
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{what}: gradients differ from PyTorch's:\n{}",
+        failures.join("\n")
+    );
+}
+
 /// The ids, masks and token types of a gradient case (`case.safetensors` of
 /// `scripts/grad_sweep.py` and of the `padding_grads` fixtures: I64 `[batch, seq]`, HF's 0/1
 /// masks) as an input; the loss is the sum over the outputs of `sum(output * cotangent)` (see

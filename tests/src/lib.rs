@@ -3,6 +3,7 @@
 
 pub mod dense_reference;
 pub mod gradients;
+pub mod head_fixture;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

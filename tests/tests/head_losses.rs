@@ -5,61 +5,37 @@
 //! of sequence classification) and HF's loss. Bad labels are errors naming them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use longformer_model::heads::MultipleChoiceInput;
 use longformer_model::{
     InputError, LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
-    LongformerForSequenceClassification, LongformerForTokenClassification, LongformerInput,
-    TaskHead, load_head,
+    LongformerForSequenceClassification, LongformerForTokenClassification,
 };
-use longformer_tests::{HostTensor, devices, fixtures_dir, read_safetensors};
+use longformer_tests::head_fixture::HeadFixture;
+use longformer_tests::{HostTensor, devices, read_safetensors};
 
 /// Largest accepted difference from HF's loss, relative to its size (at least 1).
 const LOSS_TOLERANCE: f32 = 1e-4;
 
-/// A head fixture: its inputs, and the labels and losses of `losses.safetensors`.
+/// A head fixture, and the labels and losses of its `losses.safetensors`.
 struct Case {
-    dir: PathBuf,
-    expected: HashMap<String, HostTensor>,
+    fixture: HeadFixture,
     losses: HashMap<String, HostTensor>,
+}
+
+impl std::ops::Deref for Case {
+    type Target = HeadFixture;
+    fn deref(&self) -> &HeadFixture {
+        &self.fixture
+    }
 }
 
 impl Case {
     fn new(name: &str) -> Self {
-        let dir = fixtures_dir().join(name);
-        Self {
-            expected: read_safetensors(&dir.join("expected.safetensors")),
-            losses: read_safetensors(&dir.join("losses.safetensors")),
-            dir,
-        }
-    }
-
-    /// Rows of an int tensor of `expected.safetensors` (3-D flattened to `[batch * choices,
-    /// seq]`).
-    fn rows(&self, key: &str) -> Vec<Vec<i64>> {
-        let t = &self.expected[key];
-        let width = *t.shape.last().unwrap();
-        t.values
-            .chunks(width)
-            .map(|r| r.iter().map(|v| *v as i64).collect())
-            .collect()
-    }
-
-    /// The fixture's input with its global mask.
-    fn input(&self, device: &Device) -> LongformerInput {
-        LongformerInput::from_rows(
-            &self.rows("input_ids"),
-            Some(&self.rows("attention_mask")),
-            Some(&self.rows("global_attention_mask")),
-            1,
-            device,
-        )
-    }
-
-    fn load<H: TaskHead>(&self, device: &Device) -> H {
-        load_head(&self.dir, device).unwrap_or_else(|e| panic!("{}: {e}", self.dir.display()))
+        let fixture = HeadFixture::new(name);
+        let losses = read_safetensors(&fixture.dir.join("losses.safetensors"));
+        Self { fixture, losses }
     }
 
     /// An int tensor of `losses.safetensors`.
@@ -96,7 +72,7 @@ fn masked_lm_loss_matches_hf() {
     let case = Case::new("head_mlm");
     for (backend, device) in devices() {
         let model: LongformerForMaskedLM = case.load(&device);
-        let logits = model.forward(case.input(&device)).unwrap();
+        let logits = model.forward(case.input(true, &device)).unwrap();
         let loss = model.loss(logits, case.ints("labels", &device)).unwrap();
         case.check(&format!("masked LM on {backend}"), loss, "loss");
     }
@@ -107,7 +83,7 @@ fn token_classification_loss_matches_hf() {
     let case = Case::new("head_token_classification");
     for (backend, device) in devices() {
         let model: LongformerForTokenClassification = case.load(&device);
-        let logits = model.forward(case.input(&device)).unwrap();
+        let logits = model.forward(case.input(true, &device)).unwrap();
         let loss = model.loss(logits, case.ints("labels", &device)).unwrap();
         case.check(&format!("token classification on {backend}"), loss, "loss");
     }
@@ -118,7 +94,7 @@ fn sequence_classification_losses_match_hf() {
     let case = Case::new("head_sequence_classification");
     for (backend, device) in devices() {
         let model: LongformerForSequenceClassification = case.load(&device);
-        let logits = model.forward(case.input(&device)).unwrap();
+        let logits = model.forward(case.input(true, &device)).unwrap();
         let what = format!("sequence classification on {backend}");
         let labels = case.ints("labels", &device);
         case.check(&what, model.loss(logits.clone(), labels).unwrap(), "loss");
@@ -136,7 +112,7 @@ fn question_answering_loss_matches_hf() {
     let case = Case::new("head_question_answering");
     for (backend, device) in devices() {
         let model: LongformerForQuestionAnswering = case.load(&device);
-        let out = model.forward(case.input(&device)).unwrap();
+        let out = model.forward(case.input(true, &device)).unwrap();
         let loss = model
             .loss(
                 out,
@@ -154,7 +130,7 @@ fn multiple_choice_loss_matches_hf() {
     let choices = case.expected["input_ids"].shape[1];
     for (backend, device) in devices() {
         let model: LongformerForMultipleChoice = case.load(&device);
-        let input = MultipleChoiceInput::new(case.input(&device), choices).unwrap();
+        let input = MultipleChoiceInput::new(case.input(true, &device), choices).unwrap();
         let logits = model.forward(input).unwrap();
         let loss = model.loss(logits, case.ints("labels", &device)).unwrap();
         case.check(&format!("multiple choice on {backend}"), loss, "loss");
@@ -167,7 +143,7 @@ fn a_loss_back_propagates_to_the_head_and_the_encoder() {
     let case = Case::new("head_sequence_classification");
     let device = Device::flex().autodiff();
     let model: LongformerForSequenceClassification = case.load(&device);
-    let logits = model.forward(case.input(&device)).unwrap();
+    let logits = model.forward(case.input(true, &device)).unwrap();
     let grads = model
         .loss(logits, case.ints("labels", &device))
         .unwrap()
@@ -189,7 +165,7 @@ fn bad_labels_are_errors_naming_them() {
     let device = Device::flex();
     let case = Case::new("head_sequence_classification");
     let model: LongformerForSequenceClassification = case.load(&device);
-    let logits = model.forward(case.input(&device)).unwrap();
+    let logits = model.forward(case.input(true, &device)).unwrap();
     let labels = |values: Vec<i64>| {
         let n = values.len();
         Tensor::<1, Int>::from_data(TensorData::new(values, [n]), &device)

@@ -3,61 +3,35 @@
 //! errors of head loading and of the default global attention. Regenerate the fixtures with
 //! `python scripts/gen_head_fixtures.py`.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use longformer_model::heads::MultipleChoiceInput;
 use longformer_model::{
     InputError, LoadError, LongformerForMaskedLM, LongformerForMultipleChoice,
     LongformerForQuestionAnswering, LongformerForSequenceClassification,
-    LongformerForTokenClassification, LongformerInput, TaskHead, load_head, load_pretrained,
+    LongformerForTokenClassification, LongformerInput, load_head, load_pretrained,
     load_with_new_head,
 };
+use longformer_tests::head_fixture::HeadFixture;
 use longformer_tests::{
-    HostTensor, PARITY_TOLERANCE, devices, fixtures_dir, max_abs_diff, max_abs_diff_tensors,
-    read_safetensors, scratch_copy,
+    PARITY_TOLERANCE, devices, fixtures_dir, max_abs_diff, max_abs_diff_tensors, read_safetensors,
+    scratch_copy,
 };
 
-/// A fixture's inputs and HF outputs.
-struct Case {
-    dir: PathBuf,
-    expected: HashMap<String, HostTensor>,
+/// A head fixture, and its comparison with HF's outputs.
+struct Case(HeadFixture);
+
+impl std::ops::Deref for Case {
+    type Target = HeadFixture;
+    fn deref(&self) -> &HeadFixture {
+        &self.0
+    }
 }
 
 impl Case {
     fn new(name: &str) -> Self {
-        let dir = fixtures_dir().join(name);
-        let expected = read_safetensors(&dir.join("expected.safetensors"));
-        Self { dir, expected }
-    }
-
-    /// Rows of a 2-D or 3-D int tensor (3-D flattened to `[batch * choices, seq]`).
-    fn rows(&self, key: &str) -> Vec<Vec<i64>> {
-        let t = &self.expected[key];
-        let width = *t.shape.last().unwrap();
-        t.values
-            .chunks(width)
-            .map(|r| r.iter().map(|v| *v as i64).collect())
-            .collect()
-    }
-
-    /// The fixture's input, with its global mask or with none (the head's default).
-    fn input(&self, with_global: bool, device: &Device) -> LongformerInput {
-        let ids = self.rows("input_ids");
-        let mask = self.rows("attention_mask");
-        let global = self.rows("global_attention_mask");
-        LongformerInput::from_rows(
-            &ids,
-            Some(&mask),
-            with_global.then_some(global.as_slice()),
-            1,
-            device,
-        )
-    }
-
-    fn load<H: TaskHead>(&self, device: &Device) -> H {
-        load_head(&self.dir, device).unwrap_or_else(|e| panic!("{}: {e}", self.dir.display()))
+        Self(HeadFixture::new(name))
     }
 
     /// Compares `actual` with HF's `key`, failing above the tolerance.

@@ -14,7 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use longformer_data::{WikiHopBatcher, WikiHopChunk};
 use longformer_model::loader::hf_key;
 use longformer_model::{LongformerConfig, load_weights};
-use longformer_tests::gradients::{GradientComparison, compare_with_hf, param_gradients};
+use longformer_tests::gradients::{assert_within, compare_with_hf, param_gradients};
 use longformer_tests::{
     HostTensor, PARITY_TOLERANCE, devices, fixtures_dir, max_abs_diff, read_safetensors,
 };
@@ -176,16 +176,7 @@ fn wikihop_head_gradients_match_pytorch() {
             for c in &comparisons[..3] {
                 println!("  {}", c.describe());
             }
-            let failures: Vec<String> = comparisons
-                .iter()
-                .filter(|c| c.rel_err > GRAD_TOLERANCE)
-                .map(GradientComparison::describe)
-                .collect();
-            assert!(
-                failures.is_empty(),
-                "{backend}: gradients differ from PyTorch's:\n{}",
-                failures.join("\n")
-            );
+            assert_within(&backend, &comparisons, GRAD_TOLERANCE);
         }
     }
 }
