@@ -204,16 +204,15 @@ pub(crate) fn cross_entropy(
             found: vec![labels.len()],
         });
     }
-    let mut picked = Vec::with_capacity(n);
-    let mut kept = Vec::with_capacity(n);
+    // The rows with a label, and their labels: only those rows' log-softmax is computed (a
+    // masked-LM batch labels some 15% of its tokens; the others get a zero gradient either way).
+    let mut rows = Vec::with_capacity(n);
+    let mut targets = Vec::with_capacity(n);
     for (index, &label) in labels.iter().enumerate() {
         if label == ignore_index {
-            picked.push(0i64);
-            kept.push(0.0f32);
-        } else if (0..classes as i64).contains(&label) {
-            picked.push(label);
-            kept.push(1.0);
-        } else {
+            continue;
+        }
+        if !(0..classes as i64).contains(&label) {
             return Err(InputError::LabelOutOfRange {
                 what,
                 index,
@@ -222,19 +221,21 @@ pub(crate) fn cross_entropy(
                 ignore_index,
             });
         }
+        rows.push(index as i64);
+        targets.push(label);
     }
-    let counted: f32 = kept.iter().sum();
-    let device = logits.device();
-    let picked = Tensor::<2, Int>::from_data(TensorData::new(picked, [n, 1]), &device);
-    let kept = Tensor::<1>::from_data(TensorData::new(kept, [n]), &device);
-    let log_probs = log_softmax(logits.cast(DType::F32), 1).gather(1, picked);
-    let nll = -(log_probs.reshape([n]) * kept).sum();
-    if counted == 0.0 {
+    let counted = rows.len();
+    if counted == 0 {
         // PyTorch's loss is 0 / 0 = NaN, but its gradient is 0: a batch without a label
         // must not put NaN into the parameters.
-        return Ok((nll * 0.0).add_scalar(f32::NAN));
+        return Ok((logits.cast(DType::F32).sum() * 0.0).add_scalar(f32::NAN));
     }
-    Ok(nll / counted)
+    let device = logits.device();
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [counted]), &device);
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [counted, 1]), &device);
+    let labelled = logits.cast(DType::F32).select(0, rows);
+    let log_probs = log_softmax(labelled, 1).gather(1, targets);
+    Ok(-log_probs.sum() / counted as f32)
 }
 
 /// Mean squared error, over every element.
