@@ -50,7 +50,9 @@ pub fn key_span(x: Tensor<4>, window: usize, causal: bool) -> Tensor<5> {
 /// [`key_span`] with the global tokens' keys (or values) first in every block's span, so one
 /// product gives a block's scores against the global keys and its band, in HF's column order.
 ///
-/// Built with one `select` of whole rows from `[globals, zeros, x, zeros]`.
+/// Built from views: the sequence padded with a block of zeros on each side and cut into
+/// blocks, its span blocks as shifted narrows side by side, and the global rows broadcast to
+/// every block, so the backward pass is slices and sums, no scatter.
 ///
 /// # Shapes
 /// - x: `[batch_size, n_heads, padded_length, d_head]`
@@ -65,28 +67,21 @@ pub fn key_span_with_globals(
     let [b, h, lp, d] = x.dims();
     let device = x.device();
     let nb = lp / window;
-    let g = globals.as_ref().map_or(0, |t| t.dims()[2]);
-    let span = span_blocks(causal) * window;
+    let spans = span_blocks(causal);
     let zeros = Tensor::<4>::zeros([b, h, window, d], &device);
-    let mut parts: Vec<Tensor<4>> = globals.into_iter().collect();
-    parts.push(zeros.clone());
-    parts.push(x);
+    let mut rows = vec![zeros.clone(), x];
     if !causal {
-        parts.push(zeros);
+        rows.push(zeros);
     }
-    // Row `g + window + t` of the source is position `t`; block k's span starts at position
-    // (k - 1)·window, source row g + k·window.
-    let idx: Vec<i64> = (0..nb)
-        .flat_map(|blk| {
-            (0..g)
-                .map(|j| j as i64)
-                .chain((0..span).map(move |s| (g + blk * window + s) as i64))
-        })
-        .collect();
-    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [nb * (g + span)]), &device);
-    Tensor::cat(parts, 2)
-        .select(2, idx)
-        .reshape([b, h, nb, g + span, d])
+    // Block j of `blocks` is sequence block j - 1; block k's span is blocks k .. k + spans.
+    let blocks = Tensor::cat(rows, 2).reshape([b, h, nb + spans - 1, window, d]);
+    let mut parts: Vec<Tensor<5>> = Vec::with_capacity(spans + 1);
+    if let Some(globals) = globals {
+        let g = globals.dims()[2];
+        parts.push(globals.unsqueeze_dim::<5>(2).expand([b, h, nb, g, d]));
+    }
+    parts.extend((0..spans).map(|s| blocks.clone().narrow(2, s, nb)));
+    Tensor::cat(parts, 3)
 }
 
 /// Band scores of every query block against its span.
