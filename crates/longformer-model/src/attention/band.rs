@@ -50,9 +50,9 @@ pub fn key_span(x: Tensor<4>, window: usize, causal: bool) -> Tensor<5> {
 /// [`key_span`] with the global tokens' keys (or values) first in every block's span, so one
 /// product gives a block's scores against the global keys and its band, in HF's column order.
 ///
-/// Built from views: the sequence padded with a block of zeros on each side and cut into
-/// blocks, its span blocks as shifted narrows side by side, and the global rows broadcast to
-/// every block, so the backward pass is slices and sums, no scatter.
+/// Built from views: the sequence padded with a block of zeros before it (and, unless causal,
+/// after it) and cut into blocks, its span blocks as shifted narrows side by side, and the
+/// global rows broadcast to every block, so the backward pass is slices and sums, no scatter.
 ///
 /// # Shapes
 /// - x: `[batch_size, n_heads, padded_length, d_head]`
