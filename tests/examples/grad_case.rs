@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::collections::HashMap;
 
 use burn::module::Module;
-use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Tensor};
 use longformer_model::loader::{head_hf_key, hf_key, load_head, weights_file};
 use longformer_model::{
     CheckpointedPass, LocalAttentionKernel, LongformerConfig, LongformerForMaskedLM,
@@ -164,25 +164,6 @@ fn head_pass<H, O>(
     })
 }
 
-/// A tensor of the case file on `device`.
-fn case_ints<const D: usize>(
-    case: &HashMap<String, HostTensor>,
-    name: &str,
-    device: &Device,
-) -> Tensor<D, Int> {
-    let t = &case[name];
-    let values: Vec<i64> = t.values.iter().map(|&v| v as i64).collect();
-    let shape: [usize; D] = t.shape.clone().try_into().expect("the label's rank");
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-fn case_floats(case: &HashMap<String, HostTensor>, name: &str, device: &Device) -> Tensor<2> {
-    let t = &case[name];
-    let values: Vec<f32> = t.values.iter().map(|&v| v as f32).collect();
-    let shape: [usize; 2] = t.shape.clone().try_into().expect("[batch, labels] targets");
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
 fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let device = device(&args.backend)?.autodiff();
     let kernel = kernel(args.kernel.as_deref())?;
@@ -193,8 +174,8 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let checkpointed = args.checkpointed;
     // With labels in the case, the output is the head's loss (its cotangent is 1).
     let with_loss = case.contains_key("cotangent_loss");
-    let ints1 = |name: &str| case_ints::<1>(&case, name, &device);
-    let ints2 = |name: &str| case_ints::<2>(&case, name, &device);
+    let ints1 = |name: &str| case[name].int_tensor::<1>(&device);
+    let ints2 = |name: &str| case[name].int_tensor::<2>(&device);
 
     // The masked-LM and token-classification arms: logits per token, a loss per token.
     macro_rules! per_token_head {
@@ -251,10 +232,10 @@ fn run(args: &Args) -> Result<PathBuf, Box<dyn std::error::Error>> {
                     let loss = if case.contains_key("labels") {
                         head.loss(logits, ints1("labels"))?
                     } else if case.contains_key("regression_targets") {
-                        let targets = case_floats(&case, "regression_targets", &device);
+                        let targets = case["regression_targets"].float_tensor(&device);
                         head.regression_loss(logits, targets)?
                     } else {
-                        let targets = case_floats(&case, "multi_label_targets", &device);
+                        let targets = case["multi_label_targets"].float_tensor(&device);
                         head.multi_label_loss(logits, targets)?
                     };
                     Ok(vec![flat("loss", loss)])

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use longformer_model::LongformerInput;
 
 use crate::HostTensor;
@@ -186,9 +186,6 @@ pub fn case_input(
     pad_token_id: i64,
     device: &Device,
 ) -> LongformerInput {
-    let types = case_tensor(case, "token_type_ids");
-    let [batch, seq] = [types.shape[0], types.shape[1]];
-    let types: Vec<i64> = types.values.iter().map(|&v| v as i64).collect();
     LongformerInput::try_from_rows(
         &case_tensor(case, "input_ids").rows_i64(),
         Some(&case_tensor(case, "attention_mask").rows_i64()),
@@ -197,10 +194,7 @@ pub fn case_input(
         device,
     )
     .unwrap_or_else(|e| panic!("the case's input: {e}"))
-    .with_token_type_ids(Tensor::<2, Int>::from_data(
-        TensorData::new(types, [batch, seq]),
-        device,
-    ))
+    .with_token_type_ids(case_tensor(case, "token_type_ids").int_tensor(device))
 }
 
 /// The cotangent of a gradient case's `output`, flattened, and its shape: `cotangent` for

@@ -27,12 +27,7 @@ impl HeadFixture {
 
     /// Rows of a 2-D or 3-D int tensor (3-D flattened to `[batch * choices, seq]`).
     pub fn rows(&self, key: &str) -> Vec<Vec<i64>> {
-        let t = &self.expected[key];
-        let width = *t.shape.last().unwrap();
-        t.values
-            .chunks(width)
-            .map(|r| r.iter().map(|v| *v as i64).collect())
-            .collect()
+        self.expected[key].rows_i64()
     }
 
     /// The fixture's input, with its global mask or with none (the head's default).

@@ -8,7 +8,7 @@ pub mod head_fixture;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Largest absolute difference accepted against HF float32 outputs.
 pub const PARITY_TOLERANCE: f32 = 1e-4;
@@ -62,12 +62,39 @@ pub struct HostTensor {
 }
 
 impl HostTensor {
-    /// Rows of a 2-D integer tensor.
+    /// Rows of an integer tensor: its last dimension's (a 3-D tensor flattened to
+    /// `[batch * choices, seq]`).
     pub fn rows_i64(&self) -> Vec<Vec<i64>> {
+        let width = *self.shape.last().expect("a tensor with rows");
         self.values
-            .chunks(self.shape[1])
+            .chunks(width)
             .map(|r| r.iter().map(|v| *v as i64).collect())
             .collect()
+    }
+
+    /// The values as a float tensor of this shape on `device`.
+    ///
+    /// # Panics
+    /// When the shape has another rank than `D`.
+    pub fn float_tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
+        let values: Vec<f32> = self.values.iter().map(|&v| v as f32).collect();
+        Tensor::from_data(TensorData::new(values, self.dims::<D>()), device)
+    }
+
+    /// The values as an integer tensor of this shape on `device`.
+    ///
+    /// # Panics
+    /// When the shape has another rank than `D`.
+    pub fn int_tensor<const D: usize>(&self, device: &Device) -> Tensor<D, Int> {
+        let values: Vec<i64> = self.values.iter().map(|&v| v as i64).collect();
+        Tensor::from_data(TensorData::new(values, self.dims::<D>()), device)
+    }
+
+    fn dims<const D: usize>(&self) -> [usize; D] {
+        self.shape
+            .clone()
+            .try_into()
+            .unwrap_or_else(|shape| panic!("shape {shape:?} is not of rank {D}"))
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Device, Tensor, activation};
 use longformer_model::{LongformerInput, load_pretrained};
 use longformer_tests::{
     HostTensor, PARITY_TOLERANCE, devices, fixtures_dir, max_abs_diff, read_safetensors,
@@ -63,11 +63,6 @@ fn raw_tensors(path: &Path) -> BTreeMap<String, (safetensors::Dtype, Vec<usize>,
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn tensor<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
-    let values: Vec<f32> = t.values.iter().map(|v| *v as f32).collect();
-    Tensor::from_data(TensorData::new(values, t.shape.clone()), device)
 }
 
 #[test]
@@ -137,8 +132,8 @@ fn tensors_config_and_tokenizer_match_the_reference() {
 /// The MLM head of HF's RoBERTa/Longformer on host tensors: dense, gelu, LayerNorm, then the
 /// decoder tied to the word embedding, plus `lm_head.bias`.
 fn mlm_logits(hidden: Tensor<3>, w: &HashMap<String, HostTensor>, device: &Device) -> Tensor<3> {
-    let t2 = |k: &str| tensor::<2>(&w[k], device);
-    let t1 = |k: &str| tensor::<1>(&w[k], device);
+    let t2 = |k: &str| w[k].float_tensor::<2>(device);
+    let t1 = |k: &str| w[k].float_tensor::<1>(device);
     let [batch, seq, d_model] = hidden.dims();
     let x = hidden.reshape([batch * seq, d_model]);
     let x = x.matmul(t2("lm_head.dense.weight").transpose()) + t1("lm_head.dense.bias").unsqueeze();

@@ -40,18 +40,12 @@ impl Case {
 
     /// An int tensor of `losses.safetensors`.
     fn ints<const D: usize>(&self, key: &str, device: &Device) -> Tensor<D, Int> {
-        let t = &self.losses[key];
-        let values: Vec<i64> = t.values.iter().map(|&v| v as i64).collect();
-        let shape: [usize; D] = t.shape.clone().try_into().unwrap();
-        Tensor::from_data(TensorData::new(values, shape), device)
+        self.losses[key].int_tensor(device)
     }
 
     /// A float tensor of `losses.safetensors`.
     fn floats(&self, key: &str, device: &Device) -> Tensor<2> {
-        let t = &self.losses[key];
-        let values: Vec<f32> = t.values.iter().map(|&v| v as f32).collect();
-        let shape: [usize; 2] = t.shape.clone().try_into().unwrap();
-        Tensor::from_data(TensorData::new(values, shape), device)
+        self.losses[key].float_tensor(device)
     }
 
     /// `loss` against HF's `key`.
