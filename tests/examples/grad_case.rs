@@ -34,7 +34,7 @@ use longformer_model::{
     LongformerModel, MultipleChoiceInput, load_weights,
 };
 use longformer_tests::gradients::{case_cotangent, case_input, param_gradients, to_hf_layout};
-use longformer_tests::{HostTensor, read_safetensors};
+use longformer_tests::{HostTensor, devices, read_safetensors};
 use safetensors::tensor::{Dtype, TensorView};
 
 /// The command line: the case directory and the run's choices.
@@ -74,23 +74,21 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-#[allow(deprecated)] // ndarray is deprecated in Burn 0.22 but still a supported backend here
-fn device(backend: &str) -> Result<Device, String> {
-    match backend {
-        "flex" => Ok(Device::flex()),
-        "ndarray" => Ok(Device::ndarray()),
-        "wgpu" => Ok(Device::wgpu(Default::default())),
-        other => Err(format!("unknown backend {other:?} (flex, ndarray, wgpu)")),
-    }
+/// The backend named `name`, as the tests run it ([`devices`]).
+fn device(name: &str) -> Result<Device, String> {
+    devices()
+        .into_iter()
+        .find(|(backend, _)| *backend == name)
+        .map(|(_, device)| device)
+        .ok_or_else(|| format!("unknown backend {name:?} (flex, ndarray, wgpu)"))
 }
 
+/// `--kernel`, by the names `config.json` gives [`LocalAttentionKernel`] (`auto`, `fused`,
+/// `reference`).
 fn kernel(name: Option<&str>) -> Result<LocalAttentionKernel, String> {
-    match name {
-        None | Some("auto") => Ok(LocalAttentionKernel::Auto),
-        Some("fused") => Ok(LocalAttentionKernel::Fused),
-        Some("reference") => Ok(LocalAttentionKernel::Reference),
-        Some(other) => Err(format!("unknown kernel {other:?} (auto, fused, reference)")),
-    }
+    let name = name.unwrap_or("auto");
+    serde_json::from_value(serde_json::Value::from(name))
+        .map_err(|e| format!("unknown kernel {name:?}: {e}"))
 }
 
 /// A pass's outputs by name (`last_hidden_state`, `logits`, ...), each flattened, with its shape.
