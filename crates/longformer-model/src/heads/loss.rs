@@ -64,9 +64,7 @@ impl LongformerForSequenceClassification {
     /// # Errors
     /// Labels of another shape, or a label outside the classes other than -100, naming it.
     pub fn loss(&self, logits: Tensor<2>, labels: Tensor<1, Int>) -> Result<Tensor<1>, InputError> {
-        const WHAT: &str = "sequence classification";
-        let labels = host_labels(WHAT, labels, [logits.dims()[0]])?;
-        cross_entropy(WHAT, logits, labels, IGNORE_INDEX)
+        per_row_cross_entropy("sequence classification", logits, labels)
     }
 
     /// HF's regression loss (`problem_type: "regression"`, the default with one label): the
@@ -156,10 +154,18 @@ impl LongformerForMultipleChoice {
     /// # Errors
     /// Labels of another shape, or a label outside the choices other than -100, naming it.
     pub fn loss(&self, logits: Tensor<2>, labels: Tensor<1, Int>) -> Result<Tensor<1>, InputError> {
-        const WHAT: &str = "multiple choice";
-        let labels = host_labels(WHAT, labels, [logits.dims()[0]])?;
-        cross_entropy(WHAT, logits, labels, IGNORE_INDEX)
+        per_row_cross_entropy("multiple choice", logits, labels)
     }
+}
+
+/// Cross-entropy over the rows of `[rows, classes]` logits, one label per row, -100 ignored.
+fn per_row_cross_entropy(
+    what: &'static str,
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+) -> Result<Tensor<1>, InputError> {
+    let labels = host_labels(what, labels, [logits.dims()[0]])?;
+    cross_entropy(what, logits, labels, IGNORE_INDEX)
 }
 
 /// Cross-entropy over every token of `[batch, seq, classes]` logits, -100 ignored.
