@@ -10,7 +10,6 @@
 //! comparison on random models, batches and heads.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Gradients, Tensor};
@@ -98,10 +97,6 @@ impl Fixture {
         assert_within(what, &comparisons, GRAD_TOLERANCE);
         println!("{what}: worst {}", comparisons[0].describe());
     }
-
-    fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// A host tensor as one flat row.
@@ -121,7 +116,7 @@ fn gradients_with_padding_match_pytorch() {
         for kernel in [LocalAttentionKernel::Auto, LocalAttentionKernel::Reference] {
             let config = fixture.config.clone().with_local_attention_kernel(kernel);
             let model =
-                load_weights(&config, weights_file(fixture.dir()).unwrap(), &device).unwrap();
+                load_weights(&config, weights_file(&fixture.dir).unwrap(), &device).unwrap();
             for checkpointed in [false, true] {
                 let what = format!("{backend}, {kernel:?} kernel, checkpointed: {checkpointed}");
                 let input = case_input(&fixture.case, pad, &device);
@@ -148,7 +143,7 @@ fn masked_lm_gradients_with_padding_match_pytorch() {
     for (backend, device) in devices() {
         let device = device.autodiff();
         for kernel in [LocalAttentionKernel::Auto, LocalAttentionKernel::Reference] {
-            let mut head: LongformerForMaskedLM = load_head(fixture.dir(), &device).unwrap();
+            let mut head: LongformerForMaskedLM = load_head(&fixture.dir, &device).unwrap();
             head.longformer = head.longformer.with_local_attention_kernel(kernel);
             assert!(head.lm_head.decoder.is_none(), "the decoder is tied");
             for checkpointed in [false, true] {
