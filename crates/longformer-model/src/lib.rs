@@ -65,7 +65,7 @@ pub use error::{ConfigError, InputError, LoadError, SaveError};
 pub use heads::{
     LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
     LongformerForSequenceClassification, LongformerForTokenClassification, LongformerHeadConfig,
-    MaskFill, MultipleChoiceInput, QuestionAnsweringOutput, TaskHead,
+    MaskFill, MultipleChoiceInput, ProblemType, QuestionAnsweringOutput, TaskHead,
 };
 pub use input::{AttentionLayout, LongformerInput};
 pub use loader::{

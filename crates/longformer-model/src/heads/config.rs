@@ -1,5 +1,6 @@
 //! [`LongformerHeadConfig`]: the encoder's [`LongformerConfig`] plus the `config.json` keys the
-//! task heads read (`num_labels` / `id2label`, `sep_token_id`, `tie_word_embeddings`), and
+//! task heads read (`num_labels` / `id2label`, `problem_type`, `sep_token_id`,
+//! `tie_word_embeddings`), and
 //! [`TaskHead`], what every head model implements so that the loader and
 //! [`LongformerHeadConfig::init`] can build it and the saver can write it.
 
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 use crate::config::LongformerConfig;
 use crate::error::ConfigError;
+use crate::heads::problem_type::{ProblemType, ScoreFunction};
 use crate::init::hf_initialization;
 use crate::model::LongformerModel;
 use crate::pooler::LongformerPooler;
@@ -21,8 +23,8 @@ use crate::pooler::LongformerPooler;
 ///
 /// Read one from a HuggingFace `config.json` with [`from_json_file`](Self::from_json_file): the
 /// encoder part through [`LongformerConfig`], the head part from `num_labels`, or else the length
-/// of `id2label` (HF's default: 2 labels), `sep_token_id` (default 2) and `tie_word_embeddings`
-/// (HF's default: `true`).
+/// of `id2label` (HF's default: 2 labels), `problem_type` (none by default), `sep_token_id`
+/// (default 2) and `tie_word_embeddings` (HF's default: `true`).
 ///
 /// The `load` and `save` that Burn's [`Config`] derive adds read and write Burn's own JSON, not
 /// HF's: read a HuggingFace `config.json` with [`from_json_file`](Self::from_json_file) and write
@@ -38,6 +40,11 @@ pub struct LongformerHeadConfig {
     /// Label names in id order (HF `id2label`), when the checkpoint names them.
     #[config(default = "None")]
     pub id2label: Option<Vec<String>>,
+    /// What a sequence classifier's outputs mean (HF `problem_type`), when the checkpoint says:
+    /// its loss, and how [`score_function`](Self::score_function) reads its scores. Without one,
+    /// HF infers it from the labels ([`ProblemType::for_labels`]).
+    #[config(default = "None")]
+    pub problem_type: Option<ProblemType>,
     /// The separator id whose positions give the default global attention of question answering
     /// and multiple choice.
     #[config(default = 2)]
@@ -53,6 +60,7 @@ pub struct LongformerHeadConfig {
 struct HeadKeysJson {
     num_labels: Option<usize>,
     id2label: Option<BTreeMap<String, String>>,
+    problem_type: Option<String>,
     sep_token_id: Option<usize>,
     tie_word_embeddings: Option<bool>,
 }
@@ -89,6 +97,7 @@ impl LongformerHeadConfig {
             model,
             num_labels,
             id2label,
+            problem_type: keys.problem_type.as_deref().map(str::parse).transpose()?,
             sep_token_id: keys.sep_token_id.unwrap_or(2),
             tie_word_embeddings: keys.tie_word_embeddings.unwrap_or(true),
         };
@@ -96,11 +105,20 @@ impl LongformerHeadConfig {
         Ok(config)
     }
 
-    /// Checks the encoder config and that there is at least one label.
+    /// Checks the encoder config, that there is at least one label, and two for single-label
+    /// classification (as HF checks).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.model.validate()?;
         if self.num_labels == 0 {
             return Err(ConfigError::Invalid("num_labels must be positive".into()));
+        }
+        if self.problem_type == Some(ProblemType::SingleLabelClassification) && self.num_labels == 1
+        {
+            return Err(ConfigError::Invalid(
+                "problem_type \"single_label_classification\" needs num_labels > 1 (use 2 for \
+                 binary classification, or \"regression\" for a single output)"
+                    .into(),
+            ));
         }
         if let Some(labels) = &self.id2label
             && labels.len() != self.num_labels
@@ -133,6 +151,13 @@ impl LongformerHeadConfig {
             .unwrap_or_else(|| format!("LABEL_{id}"))
     }
 
+    /// How a sequence classifier's scores read as probabilities, as HF's text-classification
+    /// pipeline reads them: none for regression, a sigmoid for multi-label classification or a
+    /// single label, else a softmax ([`ScoreFunction::for_problem`]).
+    pub fn score_function(&self) -> ScoreFunction {
+        ScoreFunction::for_problem(self.problem_type, self.num_labels)
+    }
+
     /// Builds a head model with random weights drawn as HF's `_init_weights` draws them.
     pub fn init<H: TaskHead>(&self, device: &Device) -> Result<H, ConfigError> {
         self.validate()?;
@@ -141,9 +166,10 @@ impl LongformerHeadConfig {
 
     /// This configuration as the `config.json` HF's `save_pretrained` writes for the head `H`:
     /// the encoder's keys ([`LongformerConfig::to_hf_json`]) with `architectures` `[H::HF_CLASS]`,
-    /// `sep_token_id`, `tie_word_embeddings`, and the labels as `id2label` / `label2id` (left
-    /// out, as HF leaves them out, when they are HF's default `LABEL_0`, `LABEL_1`). Readable by
-    /// [`from_json_file`](Self::from_json_file) and by `transformers.AutoConfig`.
+    /// `sep_token_id`, `tie_word_embeddings`, `problem_type` when set, and the labels as
+    /// `id2label` / `label2id` (left out, as HF leaves them out, when they are HF's default
+    /// `LABEL_0`, `LABEL_1`). Readable by [`from_json_file`](Self::from_json_file) and by
+    /// `transformers.AutoConfig`.
     pub fn to_hf_json<H: TaskHead>(&self) -> String {
         serde_json::to_string_pretty(&self.to_hf_value(H::HF_CLASS))
             .expect("a JSON value serializes")
@@ -156,6 +182,9 @@ impl LongformerHeadConfig {
         json["architectures"] = serde_json::json!([architecture]);
         json["sep_token_id"] = self.sep_token_id.into();
         json["tie_word_embeddings"] = self.tie_word_embeddings.into();
+        if let Some(problem) = self.problem_type {
+            json["problem_type"] = problem.hf_name().into();
+        }
         let labels: Vec<String> = (0..self.num_labels).map(|i| self.label(i)).collect();
         if labels != ["LABEL_0", "LABEL_1"] {
             let id2label: serde_json::Map<String, serde_json::Value> = labels
@@ -321,7 +350,8 @@ mod tests {
             .unwrap()
             .with_labels(["O", "B-PER", "I-PER"])
             .with_sep_token_id(5)
-            .with_tie_word_embeddings(false);
+            .with_tie_word_embeddings(false)
+            .with_problem_type(Some(ProblemType::MultiLabelClassification));
         let json = config.to_hf_json::<LongformerForTokenClassification>();
         let back = LongformerHeadConfig::from_json_str(&json).unwrap();
         assert_eq!(back.to_string(), config.to_string());
@@ -332,6 +362,51 @@ mod tests {
         );
         assert_eq!(value["id2label"]["2"], "I-PER");
         assert_eq!(value["label2id"]["B-PER"], 1);
+        assert_eq!(value["problem_type"], "multi_label_classification");
+        let plain = LongformerHeadConfig::from_json_str(BASE).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&plain.to_hf_json::<LongformerForTokenClassification>()).unwrap();
+        assert!(value.get("problem_type").is_none(), "{value}");
+    }
+
+    #[test]
+    fn reads_problem_type_and_how_scores_read() {
+        let read = |json: &str| LongformerHeadConfig::from_json_str(json).unwrap();
+        assert_eq!(read(BASE).problem_type, None);
+        assert_eq!(read(&with("problem_type", "null")).problem_type, None);
+        assert_eq!(read(BASE).score_function(), ScoreFunction::Softmax);
+        let regression = read(&with("problem_type", r#""regression""#));
+        assert_eq!(regression.problem_type, Some(ProblemType::Regression));
+        assert_eq!(regression.score_function(), ScoreFunction::Identity);
+        let multi = read(&with("problem_type", r#""multi_label_classification""#));
+        assert_eq!(multi.score_function(), ScoreFunction::Sigmoid);
+        // HF's pipeline reads a single output through a sigmoid.
+        assert_eq!(
+            read(&with("num_labels", "1")).score_function(),
+            ScoreFunction::Sigmoid
+        );
+    }
+
+    #[test]
+    fn unknown_problem_type_is_an_error() {
+        let err = LongformerHeadConfig::from_json_str(&with("problem_type", r#""multi""#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"problem_type "multi" is not one of"#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn single_label_classification_needs_two_labels() {
+        let mut json: serde_json::Value = serde_json::from_str(BASE).unwrap();
+        json["problem_type"] = "single_label_classification".into();
+        json["num_labels"] = 1.into();
+        let err = LongformerHeadConfig::from_json_str(&json.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs num_labels > 1"), "{err}");
     }
 
     #[test]

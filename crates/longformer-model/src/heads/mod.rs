@@ -12,7 +12,8 @@
 //! Without a `global_attention_mask`, each head puts global attention where HF does (see
 //! [`global`]). Each head's `loss` (and `regression_loss`, `multi_label_loss` for sequence
 //! classification) computes what HF's `forward(..., labels=...)` does, with HF's ignored label
-//! `-100` ([`IGNORE_INDEX`]; see [`loss`]).
+//! `-100` ([`IGNORE_INDEX`]; see [`loss`]). Which of the three fits a sequence classifier is its
+//! config's [`ProblemType`].
 
 pub mod config;
 pub mod fill_mask;
@@ -20,6 +21,7 @@ pub mod global;
 pub mod loss;
 pub mod masked_lm;
 pub mod multiple_choice;
+pub mod problem_type;
 pub mod question_answering;
 pub mod sequence_classification;
 pub mod token_classification;
@@ -29,6 +31,7 @@ pub use fill_mask::{MaskFill, mask_fills};
 pub use loss::IGNORE_INDEX;
 pub use masked_lm::{LongformerForMaskedLM, LongformerLmHead};
 pub use multiple_choice::{LongformerForMultipleChoice, MultipleChoiceInput};
+pub use problem_type::{ProblemType, ScoreFunction};
 pub use question_answering::{LongformerForQuestionAnswering, QuestionAnsweringOutput};
 pub use sequence_classification::{
     LongformerClassificationHead, LongformerForSequenceClassification,

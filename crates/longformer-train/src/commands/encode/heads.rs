@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use longformer_data::TextTokenizer;
-use longformer_model::heads::{MultipleChoiceInput, mask_fills};
+use longformer_model::heads::{MultipleChoiceInput, ScoreFunction, mask_fills};
 use longformer_model::{
     LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
     LongformerForSequenceClassification, LongformerForTokenClassification, LongformerHeadConfig,
@@ -74,7 +74,7 @@ pub(super) fn run_head(
             let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
             let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
             let output = host("logits", logits)?;
-            summary.extend(best_of_rows("row", &output, |i| head_config.label(i)));
+            summary.extend(classified_rows(&output, &head_config));
             vec![output]
         }
         Head::QuestionAnswering => {
@@ -209,6 +209,49 @@ pub(super) fn best_of_rows(
         .collect()
 }
 
+/// A line per row of a sequence classifier's `logits` (`[rows, labels]`), read as HF's
+/// text-classification pipeline reads them ([`LongformerHeadConfig::score_function`]): the best
+/// label and its softmax probability; for multi-label classification (or a single label) every
+/// label whose sigmoid reaches 0.5, most probable first; for regression every output's value.
+pub(super) fn classified_rows(logits: &Output, config: &LongformerHeadConfig) -> Vec<String> {
+    let (_, values, dims) = logits;
+    match config.score_function() {
+        ScoreFunction::Softmax => best_of_rows("row", logits, |i| config.label(i)),
+        ScoreFunction::Identity => values
+            .chunks(dims[1])
+            .enumerate()
+            .map(|(row, outputs)| {
+                let outputs: Vec<String> = outputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| format!("{} = {v:.4}", config.label(i)))
+                    .collect();
+                format!("row {row}: {}", outputs.join(", "))
+            })
+            .collect(),
+        ScoreFunction::Sigmoid => values
+            .chunks(dims[1])
+            .enumerate()
+            .map(|(row, logits)| {
+                let p = ScoreFunction::Sigmoid.apply(logits);
+                let mut order: Vec<usize> = (0..p.len()).collect();
+                order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+                let label = |i: usize| format!("{} (p = {:.4})", config.label(i), p[i]);
+                let chosen: Vec<String> = order
+                    .iter()
+                    .take_while(|&&i| p[i] >= 0.5)
+                    .map(|&i| label(i))
+                    .collect();
+                if chosen.is_empty() {
+                    format!("row {row}: no label (best: {})", label(order[0]))
+                } else {
+                    format!("row {row}: {}", chosen.join(", "))
+                }
+            })
+            .collect(),
+    }
+}
+
 /// For every row, the answer span `(start, end)` with `start <= end` inside the row's own
 /// `lengths[row]` tokens (not the padding of a shorter row) that maximises
 /// `start_logits[start] + end_logits[end]` (`[batch, seq]` each), as HF's question-answering
@@ -246,7 +289,54 @@ pub(super) fn best_span(starts: &[f32], ends: &[f32]) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use longformer_model::ProblemType;
+
     use super::*;
+
+    fn logits(rows: usize, values: &[f32]) -> Output {
+        let labels = values.len() / rows;
+        ("logits".into(), values.to_vec(), vec![rows, labels])
+    }
+
+    fn config(problem: Option<ProblemType>, labels: &[&str]) -> LongformerHeadConfig {
+        let json = r#"{"attention_window": 4, "hidden_size": 8, "num_attention_heads": 2,
+            "num_hidden_layers": 1, "intermediate_size": 16, "max_position_embeddings": 20,
+            "vocab_size": 10, "pad_token_id": 1}"#;
+        LongformerHeadConfig::from_json_str(json)
+            .unwrap()
+            .with_labels(labels.iter().copied())
+            .with_problem_type(problem)
+    }
+
+    /// A classifier's rows read by its problem type: the softmax's best label, the labels a
+    /// sigmoid picks (or none), or the regression values.
+    #[test]
+    fn classified_rows_follow_the_problem_type() {
+        let scores = logits(2, &[2.0, 0.0, -1.0, -3.0, -2.0, -0.5]);
+        let labels = ["a", "b", "c"];
+        assert_eq!(
+            classified_rows(&scores, &config(None, &labels)),
+            ["row 0: a (p = 0.8438)", "row 1: c (p = 0.7662)"]
+        );
+        let multi = config(Some(ProblemType::MultiLabelClassification), &labels);
+        assert_eq!(
+            classified_rows(&scores, &multi),
+            [
+                "row 0: a (p = 0.8808), b (p = 0.5000)",
+                "row 1: no label (best: c (p = 0.3775))"
+            ]
+        );
+        let regression = config(Some(ProblemType::Regression), &["score"]);
+        assert_eq!(
+            classified_rows(&logits(2, &[0.25, -1.5]), &regression),
+            ["row 0: score = 0.2500", "row 1: score = -1.5000"]
+        );
+        // One label without a problem type: a sigmoid, as HF's pipeline reads it.
+        assert_eq!(
+            classified_rows(&logits(1, &[1.0]), &config(None, &["yes"])),
+            ["row 0: yes (p = 0.7311)"]
+        );
+    }
 
     /// The best span never ends before it starts, even where the best end alone lies before
     /// the best start alone.
