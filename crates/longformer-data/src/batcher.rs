@@ -3,6 +3,7 @@
 use burn::data::dataloader::batcher::Batcher;
 use burn::prelude::{Bool, Device, Int, Tensor, TensorData};
 
+use crate::error::DataError;
 use crate::layout::WikiHopChunk;
 
 /// Chunks padded to a common length, still on the host; [`WikiHopBatcher`] turns it into tensors.
@@ -34,21 +35,39 @@ pub struct PaddedBatch {
 impl PaddedBatch {
     /// Pads `chunks` with `pad_id`.
     ///
-    /// # Panics
-    /// If `chunks` is empty, or a chunk is inconsistent (as a hand-built one can be, never one
-    /// of [`layout`](crate::layout())): its `answer_index` is not one of its candidates, a
-    /// `predicted_indices` position or its `global_len` lies beyond its tokens. The message
-    /// names the chunk.
-    pub fn new(chunks: &[WikiHopChunk], pad_id: u32) -> Self {
-        assert!(!chunks.is_empty(), "PaddedBatch::new: no chunks to batch");
-        for chunk in chunks {
-            if let Some(problem) = inconsistency(chunk) {
-                panic!(
-                    "PaddedBatch::new: chunk {} of example {:?}: {problem}",
-                    chunk.chunk, chunk.id
-                );
-            }
+    /// # Errors
+    /// [`DataError::EmptyBatch`] if `chunks` is empty; [`DataError::BadChunk`], naming the
+    /// chunk, if one is inconsistent (as a hand-built one can be, never one of
+    /// [`layout`](crate::layout())): its `answer_index` is not one of its candidates, a
+    /// `predicted_indices` position or its `global_len` lies beyond its tokens.
+    pub fn try_new(chunks: &[WikiHopChunk], pad_id: u32) -> Result<Self, DataError> {
+        if chunks.is_empty() {
+            return Err(DataError::EmptyBatch);
         }
+        if let Some((chunk, problem)) = chunks
+            .iter()
+            .find_map(|c| inconsistency(c).map(|problem| (c, problem)))
+        {
+            return Err(DataError::BadChunk {
+                id: chunk.id.clone(),
+                chunk: chunk.chunk,
+                problem,
+            });
+        }
+        Ok(Self::pad(chunks, pad_id))
+    }
+
+    /// [`try_new`](Self::try_new) for chunks known to be good, as [`WikiHopBatcher`] gets them
+    /// from Burn's data loader (whose `Batcher` cannot return an error).
+    ///
+    /// # Panics
+    /// Where [`try_new`](Self::try_new) returns an error, with its message.
+    pub fn new(chunks: &[WikiHopChunk], pad_id: u32) -> Self {
+        Self::try_new(chunks, pad_id).unwrap_or_else(|e| panic!("PaddedBatch::new: {e}"))
+    }
+
+    /// Pads consistent, non-empty `chunks`.
+    fn pad(chunks: &[WikiHopChunk], pad_id: u32) -> Self {
         let batch_size = chunks.len();
         let seq_length = chunks.iter().map(|c| c.input_ids.len()).max().unwrap_or(0);
         let max_candidates = chunks
@@ -149,7 +168,7 @@ impl WikiHopBatcher {
 
 impl Batcher<WikiHopChunk, WikiHopBatch> for WikiHopBatcher {
     /// # Panics
-    /// If `items` is empty or a chunk is inconsistent (see [`PaddedBatch::new`]).
+    /// If `items` is empty or a chunk is inconsistent (see [`PaddedBatch::try_new`]).
     fn batch(&self, items: Vec<WikiHopChunk>, device: &Device) -> WikiHopBatch {
         let padded = PaddedBatch::new(&items, self.pad_id);
         let tokens = [padded.batch_size, padded.seq_length];
@@ -242,8 +261,14 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "no chunks to batch")]
-    fn empty_batch_panics() {
+    fn empty_batch_is_an_error() {
+        let error = PaddedBatch::try_new(&[], 1).unwrap_err();
+        assert!(matches!(error, DataError::EmptyBatch), "{error}");
+    }
+
+    #[test]
+    #[should_panic(expected = "PaddedBatch::new: no chunks to batch")]
+    fn new_panics_with_the_error() {
         PaddedBatch::new(&[], 1);
     }
 
@@ -284,9 +309,9 @@ mod tests {
             ),
         ] {
             let batch = vec![two_chunks()[0].clone(), chunk];
-            let panic = std::panic::catch_unwind(|| PaddedBatch::new(&batch, 1)).unwrap_err();
-            let message = panic.downcast_ref::<String>().unwrap();
-            assert!(message.contains(expected), "{message}");
+            let error = PaddedBatch::try_new(&batch, 1).unwrap_err();
+            assert!(matches!(error, DataError::BadChunk { .. }), "{error:?}");
+            assert!(error.to_string().contains(expected), "{error}");
         }
     }
 

@@ -79,6 +79,21 @@ pub enum DataError {
     /// Invalid settings (e.g. `max_len` 0).
     #[error("invalid settings: {0}")]
     Settings(String),
+    /// A batch of no chunks.
+    #[error("no chunks to batch")]
+    EmptyBatch,
+    /// A chunk whose parts do not fit together (as a hand-built one can be, never one of
+    /// [`layout`](crate::layout())): its answer is not among its candidates, or a candidate
+    /// position or its global part lies beyond its tokens.
+    #[error("chunk {chunk} of example {id:?}: {problem}")]
+    BadChunk {
+        /// The chunk's example id.
+        id: String,
+        /// The chunk's number within its example.
+        chunk: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// Why one record was skipped (or, under `strict`, why the run stopped).
