@@ -1,5 +1,6 @@
 //! Properties that need no oracle: the banded attention equals a dense masked reference (values
-//! and gradients) on random shapes and layouts, and a padded batch equals its rows one by one.
+//! and gradients) on random shapes and layouts, and a padded batch equals its rows one by one
+//! and its rows selected and cut to their longest.
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use longformer_model::attention::{
@@ -317,6 +318,22 @@ fn batched_equals_one_by_one(
             assert!(
                 diff < 1e-5,
                 "{name}: row {b} differs from its batched self by {diff}"
+            );
+        }
+        // Rows 2 and 1, in that order, cut to the longer one's 16 tokens: their real tokens'
+        // outputs are what they are in the whole batch.
+        let input = LongformerInput::from_rows(&rows, None, Some(&globals), 1, &device);
+        let selected = model
+            .forward(input.select_rows(&[2, 1], 16))
+            .last_hidden_state;
+        for (i, b) in [2, 1].into_iter().enumerate() {
+            let diff = max_abs_diff_tensors(
+                selected.clone().narrow(0, i, 1).narrow(1, 0, lens[b]),
+                batched.clone().narrow(0, b, 1).narrow(1, 0, lens[b]),
+            );
+            assert!(
+                diff < 1e-5,
+                "{name}: row {b} selected differs from its batched self by {diff}"
             );
         }
     }

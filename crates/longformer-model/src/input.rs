@@ -246,6 +246,49 @@ impl LongformerInput {
         }
     }
 
+    /// The input of `rows`, in that order, cut to its first `seq_length` positions (ids, masks
+    /// and token types). Cutting only padding off (every row's real and global tokens lie
+    /// before `seq_length`) leaves each row's outputs at its real tokens what they are in the
+    /// whole batch, up to float rounding: batches of rows of similar lengths, each cut to its
+    /// longest row, encode a corpus of mixed lengths with little padding. The dropout seed is
+    /// kept.
+    ///
+    /// # Shapes
+    /// - output: `[rows.len(), seq_length]`
+    ///
+    /// # Panics
+    /// If a row is not within the batch, `rows` is empty, or `seq_length` is 0 or longer than
+    /// the input.
+    pub fn select_rows(&self, rows: &[usize], seq_length: usize) -> Self {
+        let [batch_size, _] = self.dims();
+        assert!(
+            !rows.is_empty() && rows.iter().all(|&r| r < batch_size),
+            "select_rows: rows {rows:?} of a batch of {batch_size}"
+        );
+        let device = self.input_ids.device();
+        let indices = Tensor::<1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect(), [rows.len()]),
+            &device,
+        );
+        let pick_int = |t: &Tensor<2, Int>| {
+            t.clone()
+                .select(0, indices.clone())
+                .narrow(1, 0, seq_length)
+        };
+        let pick_bool = |t: &Tensor<2, Bool>| {
+            t.clone()
+                .select(0, indices.clone())
+                .narrow(1, 0, seq_length)
+        };
+        Self {
+            input_ids: pick_int(&self.input_ids),
+            attention_mask: self.attention_mask.as_ref().map(pick_bool),
+            global_attention_mask: self.global_attention_mask.as_ref().map(pick_bool),
+            token_type_ids: self.token_type_ids.as_ref().map(pick_int),
+            dropout_seed: self.dropout_seed,
+        }
+    }
+
     /// Checks mask shapes and that the batch is non-empty.
     pub(crate) fn check_shapes(&self) -> Result<(), InputError> {
         let expected = self.dims();
