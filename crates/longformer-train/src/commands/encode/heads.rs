@@ -11,17 +11,20 @@ use longformer_model::{
     LongformerInput, TaskHead, load_head,
 };
 
-use super::output::{Output, batches, host, in_batches};
+use super::output::{Output, batches, host, in_batches, in_length_sorted_batches};
 use super::{EncodeArgs, Head};
 
 /// Loads `head` from the model directory and runs it: its outputs, and a short summary to
-/// print (`ids`: the unpadded rows, for per-token summaries).
+/// print (`ids_rows`: the unpadded rows, for per-token summaries; `lengths`: each row's tokens
+/// before its trailing padding, by which sequence classification, whose labels read the first
+/// token only, batches its rows, see
+/// [`length_sorted_batches`](super::output::length_sorted_batches)).
 pub(super) fn run_head(
     head: Head,
     args: &EncodeArgs,
     input: LongformerInput,
     batch_size: usize,
-    ids_rows: &[Vec<i64>],
+    (ids_rows, lengths): (&[Vec<i64>], &[usize]),
     tokenizer: Option<&TextTokenizer>,
 ) -> Result<(Vec<Output>, Vec<String>)> {
     let mut summary = Vec::new();
@@ -72,7 +75,9 @@ pub(super) fn run_head(
         }
         Head::SequenceClassification => {
             let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
-            let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
+            let logits = in_length_sorted_batches(&input, lengths, batch_size, |rows| {
+                Ok(model.forward(rows)?)
+            })?;
             let output = host("logits", logits)?;
             summary.extend(classified_rows(&output, &head_config));
             vec![output]

@@ -18,6 +18,21 @@ pub(super) struct InputJson {
     pub(super) token_type_ids: Option<Vec<Vec<i64>>>,
 }
 
+impl InputJson {
+    /// Each row's tokens before its trailing padding: up to its last real token (attention mask
+    /// 1), at least one; the whole row without a mask. What the row's outputs at its real
+    /// tokens depend on.
+    pub(super) fn real_lengths(&self) -> Vec<usize> {
+        match &self.attention_mask {
+            None => self.input_ids.iter().map(Vec::len).collect(),
+            Some(mask) => mask
+                .iter()
+                .map(|row| row.iter().rposition(|&m| m != 0).map_or(1, |last| last + 1))
+                .collect(),
+        }
+    }
+}
+
 pub(super) fn read_input(path: &Path) -> Result<InputJson> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -230,6 +245,31 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
+
+    /// A row's real length ends at its last real token: trailing padding is not counted, padding
+    /// inside (left padding, masked-out tokens) is; a row of padding alone counts one.
+    #[test]
+    fn real_lengths_end_at_the_last_real_token() {
+        let mut rows = InputJson {
+            input_ids: vec![
+                vec![0, 5, 2, 1],
+                vec![1, 0, 5, 2],
+                vec![0, 1, 2],
+                vec![1, 1],
+            ],
+            attention_mask: Some(vec![
+                vec![1, 1, 1, 0],
+                vec![0, 1, 1, 1],
+                vec![1, 0, 1],
+                vec![0, 0],
+            ]),
+            global_attention_mask: None,
+            token_type_ids: None,
+        };
+        assert_eq!(rows.real_lengths(), [3, 4, 3, 1]);
+        rows.attention_mask = None;
+        assert_eq!(rows.real_lengths(), [4, 4, 3, 2]);
+    }
 
     /// Rows over the limit keep their first `limit` ids other than padding (and their closing
     /// id with `keep_last`), masks alike; shorter rows and explicit padding are untouched.

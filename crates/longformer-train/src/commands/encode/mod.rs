@@ -24,7 +24,7 @@ use crate::progress::note;
 use heads::run_head;
 use input::{read_input, read_text_file, text_files, token_types, tokenize, truncate_rows};
 pub use output::Pool;
-use output::{Output, batches, host, write_output};
+use output::{Output, batches, host, length_sorted_batches, unsort, write_output};
 
 /// Arguments of `longformer encode`.
 #[derive(Args, Debug)]
@@ -85,7 +85,10 @@ pub struct EncodeArgs {
     /// Rows per forward pass: more rows are encoded this many at a time, at the length of the
     /// longest (each row's outputs are what it gets in one batch; memory grows with this). With
     /// `--head multiple-choice`, whole examples (`--num-choices` rows each), at least one.
-    /// `--attentions` takes all rows in one batch.
+    /// `--attentions` takes all rows in one batch. Where only a row's real tokens are written
+    /// (`--pool` without `--hidden-states`, `--head sequence-classification`), rows of similar
+    /// lengths go together, longest first, each batch at the length of its own longest row, and
+    /// the output keeps the input's order.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
     /// One vector per row instead of `last_hidden_state`: `mean` writes `mean_pooled`, the mean
@@ -201,6 +204,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     if let Some(types) = &rows.token_type_ids {
         input.token_type_ids = Some(token_types(types, input.dims(), &device));
     }
+    let lengths = rows.real_lengths();
     let [batch, seq] = input.dims();
     let batch_size = args.batch_size as usize;
     if args.attentions && batch > batch_size {
@@ -216,13 +220,16 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     ));
     let start = Instant::now();
     let (outputs, summary) = match args.head {
-        None => (encode_rows(&args, &input, batch_size, &source)?, Vec::new()),
+        None => (
+            encode_rows(&args, &input, &lengths, batch_size, &source)?,
+            Vec::new(),
+        ),
         Some(head) => run_head(
             head,
             &args,
             input,
             batch_size,
-            &rows.input_ids,
+            (&rows.input_ids, &lengths),
             tokenizer.as_ref(),
         )
         .with_context(|| format!("encoding {source}"))?,
@@ -255,10 +262,13 @@ pub fn run(args: EncodeArgs) -> Result<()> {
 /// The base model's outputs for the rows of `input` (`source` names them in errors), encoded
 /// `batch_size` rows at a time: `last_hidden_state` or, with `--pool`, the pooled rows; the
 /// pooler's output when the checkpoint has a pooler; the hidden states and attentions when
-/// asked.
+/// asked. With `--pool` alone (outputs of a row's real tokens only), the rows go longest first,
+/// each batch cut to its longest row (`lengths`, see [`length_sorted_batches`]), and come back
+/// in order.
 fn encode_rows(
     args: &EncodeArgs,
     input: &LongformerInput,
+    lengths: &[usize],
     batch_size: usize,
     source: &str,
 ) -> Result<Vec<Output>> {
@@ -272,7 +282,15 @@ fn encode_rows(
     // Batch by batch; with `--pool`, only `[rows, hidden]` of each batch is kept.
     let (mut last, mut pooled, mut pooler, mut hidden, mut attentions) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for rows in batches(input, batch_size) {
+    let by_length = args.pool.is_some() && !args.hidden_states && !args.attentions;
+    let planned: Box<dyn Iterator<Item = (Vec<usize>, LongformerInput)>> = if by_length {
+        Box::new(length_sorted_batches(input, lengths, batch_size))
+    } else {
+        Box::new(batches(input, batch_size).map(|rows| (Vec::new(), rows)))
+    };
+    let mut order = Vec::new();
+    for (held, rows) in planned {
+        order.extend(held);
         let real = rows.attention_mask.clone();
         let out = model
             .try_forward_with(rows, options)
@@ -285,12 +303,20 @@ fn encode_rows(
         hidden.push(out.hidden_states);
         attentions.extend(out.attentions);
     }
+    let in_order = |parts: Vec<Tensor<2>>| {
+        let rows = Tensor::cat(parts, 0);
+        if by_length {
+            unsort(rows, &order)
+        } else {
+            rows
+        }
+    };
     let mut outputs = vec![match args.pool {
-        Some(pool) => host(pool.output_name(), Tensor::cat(pooled, 0))?,
+        Some(pool) => host(pool.output_name(), in_order(pooled))?,
         None => host("last_hidden_state", Tensor::cat(last, 0))?,
     }];
     if !pooler.is_empty() {
-        outputs.push(host("pooler_output", Tensor::cat(pooler, 0))?);
+        outputs.push(host("pooler_output", in_order(pooler))?);
     }
     for i in 0..hidden[0].len() {
         let layer = hidden.iter().map(|h| h[i].clone()).collect();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Tensor, TensorData};
 use clap::ValueEnum;
 use longformer_model::LongformerInput;
 use longformer_model::precision::to_f32;
@@ -74,6 +74,54 @@ pub(super) fn batches(
         .map(move |start| input.narrow_rows(start, rows.min(batch - start)))
 }
 
+/// `input` in batches of at most `rows` rows taken longest first, each cut to its longest row,
+/// with the rows each holds (`lengths[r]`: row `r`'s tokens before its trailing padding, see
+/// [`LongformerInput::select_rows`]). For outputs of a row's real tokens (pooled vectors, the
+/// first token's labels), which the cut padding does not change: a corpus of mixed lengths is
+/// encoded with little padding, where [`batches`] pads every row to the longest of all.
+pub(super) fn length_sorted_batches<'a>(
+    input: &'a LongformerInput,
+    lengths: &'a [usize],
+    rows: usize,
+) -> impl Iterator<Item = (Vec<usize>, LongformerInput)> + 'a {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(lengths[r]));
+    let batches: Vec<Vec<usize>> = order.chunks(rows).map(<[usize]>::to_vec).collect();
+    batches.into_iter().map(move |batch| {
+        let longest = batch.iter().map(|&r| lengths[r]).max().unwrap_or(1);
+        let selected = input.select_rows(&batch, longest.max(1));
+        (batch, selected)
+    })
+}
+
+/// Rows of `sorted` (along the first axis) back in the input's order: row `i` of `sorted` is
+/// row `order[i]` of the input.
+pub(super) fn unsort<const D: usize>(sorted: Tensor<D>, order: &[usize]) -> Tensor<D> {
+    let mut position = vec![0i64; order.len()];
+    for (i, &row) in order.iter().enumerate() {
+        position[row] = i as i64;
+    }
+    let indices = Tensor::from_data(TensorData::new(position, [order.len()]), &sorted.device());
+    sorted.select(0, indices)
+}
+
+/// `forward` of each of [`length_sorted_batches`] (outputs of one row each, along the first
+/// axis), back in the input's order.
+pub(super) fn in_length_sorted_batches<const D: usize>(
+    input: &LongformerInput,
+    lengths: &[usize],
+    rows: usize,
+    mut forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
+) -> Result<Tensor<D>> {
+    let mut order = Vec::new();
+    let mut parts = Vec::new();
+    for (batch, selected) in length_sorted_batches(input, lengths, rows) {
+        order.extend(batch);
+        parts.push(forward(selected)?);
+    }
+    Ok(unsort(Tensor::cat(parts, 0), &order))
+}
+
 /// `forward` of each of [`batches`], its outputs concatenated along the first axis (rows, or
 /// examples).
 pub(super) fn in_batches<const D: usize>(
@@ -99,4 +147,59 @@ pub(super) fn write_output(
         .collect();
     let file = crate::output::f32_safetensors(&tensors, metadata)?;
     crate::output::write_file(path, &file).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+
+    /// Rows of 2, 5, 1, 4 and 3 tokens (ids = row number * 10 + position), padded to 5.
+    fn ragged() -> (LongformerInput, Vec<usize>) {
+        let lengths = vec![2, 5, 1, 4, 3];
+        let rows: Vec<Vec<i64>> = lengths
+            .iter()
+            .enumerate()
+            .map(|(r, &n)| (0..n as i64).map(|t| r as i64 * 10 + t).collect())
+            .collect();
+        let input = LongformerInput::from_rows(&rows, None, None, 1, &Device::flex());
+        (input, lengths)
+    }
+
+    fn ids(input: &LongformerInput) -> Vec<i64> {
+        input.input_ids.clone().into_data().iter::<i64>().collect()
+    }
+
+    /// Batches take the longest rows first and are as long as their longest row; every row is
+    /// in exactly one.
+    #[test]
+    fn length_sorted_batches_group_rows_of_similar_lengths() {
+        let (input, lengths) = ragged();
+        let batches: Vec<_> = length_sorted_batches(&input, &lengths, 2).collect();
+        let held: Vec<&[usize]> = batches.iter().map(|(rows, _)| rows.as_slice()).collect();
+        assert_eq!(held, [&[1, 3][..], &[4, 0], &[2]]);
+        let dims: Vec<[usize; 2]> = batches.iter().map(|(_, b)| b.dims()).collect();
+        assert_eq!(dims, [[2, 5], [2, 3], [1, 1]]);
+        // Row 4's three tokens, then row 0's two and a padding id.
+        assert_eq!(ids(&batches[1].1), [40, 41, 42, 0, 1, 1]);
+        assert_eq!(ids(&batches[2].1), [20]);
+    }
+
+    /// Per-row outputs of the batches, concatenated, come back in the input's order.
+    #[test]
+    fn in_length_sorted_batches_returns_rows_in_order() {
+        let (input, lengths) = ragged();
+        let first = in_length_sorted_batches(&input, &lengths, 2, |rows| {
+            let [n, _] = rows.dims();
+            Ok(rows.input_ids.narrow(1, 0, 1).reshape([n]).float())
+        })
+        .unwrap();
+        let first: Vec<f32> = first.into_data().iter::<f32>().collect();
+        assert_eq!(first, [0.0, 10.0, 20.0, 30.0, 40.0]);
+        let order = [3, 0, 2, 1];
+        let sorted = Tensor::<1>::from_data([30.0, 0.0, 20.0, 10.0], &Device::flex());
+        let back: Vec<f32> = unsort(sorted, &order).into_data().iter::<f32>().collect();
+        assert_eq!(back, [0.0, 10.0, 20.0, 30.0]);
+    }
 }
