@@ -85,7 +85,8 @@ pub fn predictions(
     Ok((predictions, loss))
 }
 
-/// Runs `model` (in inference mode: pass `model.valid()`) over `set` in file order, or
+/// Runs `model` (in inference mode: pass `model.valid()`) over `set`, in batches of examples
+/// of similar lengths ([`ExampleSet::longest_first`]), its predictions in file order; or
 /// returns the encoder's error for the first batch it cannot take (an [`InputError`], see
 /// [`WikiHopModel::try_forward`]) or the device's failure to compute one.
 pub fn evaluate(
@@ -97,7 +98,7 @@ pub fn evaluate(
 ) -> anyhow::Result<Evaluation> {
     let mut all = Vec::with_capacity(set.len());
     let mut loss_sum = 0.0;
-    for indices in set.in_order(batch_size) {
+    for indices in set.longest_first(batch_size) {
         let batch = set.batch(&indices, device);
         let output = model
             .try_forward(&batch, combine)
@@ -108,8 +109,10 @@ pub fn evaluate(
             .collect();
         let (predictions, loss) = predictions(&output, &candidates)?;
         loss_sum += loss * indices.len() as f64;
-        all.extend(predictions);
+        all.extend(indices.into_iter().zip(predictions));
     }
+    all.sort_by_key(|(index, _)| *index);
+    let all: Vec<Prediction> = all.into_iter().map(|(_, p)| p).collect();
     let n = all.len().max(1) as f64;
     let correct = all
         .iter()

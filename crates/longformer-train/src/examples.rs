@@ -141,10 +141,15 @@ impl ExampleSet {
         SplitMix64::for_key(seed, &format!("epoch-{epoch}")).permutation(self.len())
     }
 
-    /// Example indices in file order, cut into batches of `batch_size` examples.
-    pub fn in_order(&self, batch_size: usize) -> Vec<Vec<usize>> {
-        let all: Vec<usize> = (0..self.len()).collect();
-        all.chunks(batch_size.max(1))
+    /// Example indices in batches of `batch_size` examples, those with the longest chunks
+    /// first (ties in file order): a batch is padded to its longest chunk, so examples of
+    /// similar lengths together leave little padding to compute.
+    pub fn longest_first(&self, batch_size: usize) -> Vec<Vec<usize>> {
+        let longest = |e: &Example| e.chunks.iter().map(|c| c.input_ids.len()).max();
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(longest(&self.examples[i])));
+        order
+            .chunks(batch_size.max(1))
             .map(<[usize]>::to_vec)
             .collect()
     }
@@ -184,6 +189,27 @@ mod tests {
         assert_eq!(set.len(), 2);
         assert_eq!(set.examples[0].chunks.len(), 2);
         assert!((set.chance_accuracy() - 0.375).abs() < 1e-12);
+    }
+
+    /// Batches hold the examples with the longest chunks first, every example once.
+    #[test]
+    fn longest_first_batches_examples_of_similar_lengths() {
+        let with_tokens = |id: &str, part: usize, tokens: usize| WikiHopChunk {
+            input_ids: vec![5; tokens],
+            ..chunk(id, part, 2)
+        };
+        let set = ExampleSet::new(
+            vec![
+                with_tokens("a", 0, 3),
+                with_tokens("b", 0, 9),
+                with_tokens("c", 0, 4),
+                with_tokens("c", 1, 12),
+                with_tokens("d", 0, 9),
+            ],
+            1,
+        );
+        assert_eq!(set.longest_first(2), [vec![2, 1], vec![3, 0]]);
+        assert_eq!(set.longest_first(0), [vec![2], vec![1], vec![3], vec![0]]);
     }
 
     #[test]
