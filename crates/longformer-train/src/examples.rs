@@ -7,6 +7,7 @@ use longformer_data::rng::SplitMix64;
 use longformer_data::{WikiHopBatch, WikiHopBatcher, WikiHopChunk};
 use serde::{Deserialize, Serialize};
 
+use crate::length_order;
 use crate::model::consecutive_runs;
 
 /// The chunks of one example (consecutive in the prepared file, one or more).
@@ -145,13 +146,18 @@ impl ExampleSet {
     /// first (ties in file order): a batch is padded to its longest chunk, so examples of
     /// similar lengths together leave little padding to compute.
     pub fn longest_first(&self, batch_size: usize) -> Vec<Vec<usize>> {
-        let longest = |e: &Example| e.chunks.iter().map(|c| c.input_ids.len()).max();
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(longest(&self.examples[i])));
-        order
-            .chunks(batch_size.max(1))
-            .map(<[usize]>::to_vec)
-            .collect()
+        let longest: Vec<usize> = self
+            .examples
+            .iter()
+            .map(|e| {
+                e.chunks
+                    .iter()
+                    .map(|c| c.input_ids.len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        length_order::longest_first(&longest, batch_size)
     }
 
     /// The batch of these examples (all their chunks, consecutive per example).

@@ -10,6 +10,7 @@ use clap::ValueEnum;
 use longformer_model::LongformerInput;
 use longformer_model::precision::to_f32;
 
+use crate::length_order::longest_first;
 use crate::readback::read_back;
 
 /// How `--pool` makes one vector of a row's last hidden states.
@@ -84,10 +85,7 @@ pub(super) fn length_sorted_batches<'a>(
     lengths: &'a [usize],
     rows: usize,
 ) -> impl Iterator<Item = (Vec<usize>, LongformerInput)> + 'a {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by_key(|&r| std::cmp::Reverse(lengths[r]));
-    let batches: Vec<Vec<usize>> = order.chunks(rows).map(<[usize]>::to_vec).collect();
-    batches.into_iter().map(move |batch| {
+    longest_first(lengths, rows).into_iter().map(move |batch| {
         let longest = batch.iter().map(|&r| lengths[r]).max().unwrap_or(1);
         let selected = input.select_rows(&batch, longest.max(1));
         (batch, selected)
