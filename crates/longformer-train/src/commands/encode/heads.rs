@@ -207,9 +207,8 @@ pub(super) fn best_of_rows(
         .zip(values.chunks(dims[1]))
         .enumerate()
         .map(|(row, (best, logits))| {
-            // softmax at the best column: 1 / sum(exp(l - l_best))
-            let sum: f32 = logits.iter().map(|&l| (l - logits[best]).exp()).sum();
-            format!("{what} {row}: {} (p = {:.4})", name(best), 1.0 / sum)
+            let p = ScoreFunction::Softmax.apply(logits)[best];
+            format!("{what} {row}: {} (p = {p:.4})", name(best))
         })
         .collect()
 }
