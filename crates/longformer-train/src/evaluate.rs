@@ -7,6 +7,7 @@ use longformer_model::InputError;
 use serde::Serialize;
 
 use crate::examples::ExampleSet;
+use crate::length_order::BatchLimit;
 use crate::model::{Combine, WikiHopModel, WikiHopOutput};
 use crate::readback::{read_back, read_scalar};
 
@@ -85,20 +86,21 @@ pub fn predictions(
     Ok((predictions, loss))
 }
 
-/// Runs `model` (in inference mode: pass `model.valid()`) over `set`, in batches of examples
-/// of similar lengths ([`ExampleSet::longest_first`]), its predictions in file order; or
+/// Runs `model` (in inference mode: pass `model.valid()`) over `set`, in batches within `limit`
+/// of examples of similar lengths ([`ExampleSet::longest_first`]), its predictions in file
+/// order; or
 /// returns the encoder's error for the first batch it cannot take (an [`InputError`], see
 /// [`WikiHopModel::try_forward`]) or the device's failure to compute one.
 pub fn evaluate(
     model: &WikiHopModel,
     set: &ExampleSet,
-    batch_size: usize,
+    limit: BatchLimit,
     combine: Combine,
     device: &Device,
 ) -> anyhow::Result<Evaluation> {
     let mut all = Vec::with_capacity(set.len());
     let mut loss_sum = 0.0;
-    for indices in set.longest_first(batch_size) {
+    for indices in set.longest_first(limit) {
         let batch = set.batch(&indices, device);
         let output = model
             .try_forward(&batch, combine)

@@ -7,7 +7,7 @@ use longformer_data::rng::SplitMix64;
 use longformer_data::{WikiHopBatch, WikiHopBatcher, WikiHopChunk};
 use serde::{Deserialize, Serialize};
 
-use crate::length_order;
+use crate::length_order::{self, BatchLimit, ItemSize};
 use crate::model::consecutive_runs;
 
 /// The chunks of one example (consecutive in the prepared file, one or more).
@@ -142,22 +142,25 @@ impl ExampleSet {
         SplitMix64::for_key(seed, &format!("epoch-{epoch}")).permutation(self.len())
     }
 
-    /// Example indices in batches of `batch_size` examples, those with the longest chunks
-    /// first (ties in file order): a batch is padded to its longest chunk, so examples of
-    /// similar lengths together leave little padding to compute.
-    pub fn longest_first(&self, batch_size: usize) -> Vec<Vec<usize>> {
-        let longest: Vec<usize> = self
+    /// Example indices in batches within `limit` (examples, and padded tokens: an example's
+    /// chunks × the batch's longest chunk), those with the longest chunks first (ties in file
+    /// order): a batch is padded to its longest chunk, so examples of similar lengths together
+    /// leave little padding to compute.
+    pub fn longest_first(&self, limit: BatchLimit) -> Vec<Vec<usize>> {
+        let sizes: Vec<ItemSize> = self
             .examples
             .iter()
-            .map(|e| {
-                e.chunks
+            .map(|e| ItemSize {
+                length: e
+                    .chunks
                     .iter()
                     .map(|c| c.input_ids.len())
                     .max()
-                    .unwrap_or(0)
+                    .unwrap_or(0),
+                rows: e.chunks.len(),
             })
             .collect();
-        length_order::longest_first(&longest, batch_size)
+        length_order::longest_first(&sizes, limit)
     }
 
     /// The batch of these examples (all their chunks, consecutive per example).
@@ -214,8 +217,20 @@ mod tests {
             ],
             1,
         );
-        assert_eq!(set.longest_first(2), [vec![2, 1], vec![3, 0]]);
-        assert_eq!(set.longest_first(0), [vec![2], vec![1], vec![3], vec![0]]);
+        assert_eq!(
+            set.longest_first(BatchLimit::items(2)),
+            [vec![2, 1], vec![3, 0]]
+        );
+        assert_eq!(
+            set.longest_first(BatchLimit::items(0)),
+            [vec![2], vec![1], vec![3], vec![0]]
+        );
+        // A budget of 30 tokens: c's two chunks of 12 take 24, and b would make 3 × 12 = 36;
+        // b, d and a then fit in 3 × 9 = 27.
+        assert_eq!(
+            set.longest_first(BatchLimit::items(8).with_tokens(Some(30))),
+            [vec![2], vec![1, 3, 0]]
+        );
     }
 
     #[test]

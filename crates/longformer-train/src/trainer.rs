@@ -27,6 +27,7 @@ use crate::checkpoint::{self, BestDev, TrainState};
 use crate::curve::training_curve_svg;
 use crate::evaluate::{Evaluation, evaluate, predictions};
 use crate::examples::{DataFingerprint, ExampleSet};
+use crate::length_order::BatchLimit;
 use crate::metrics::DevPoint;
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::{OptimizerSettings, clip_global_norm};
@@ -631,7 +632,7 @@ impl Run<'_> {
         evaluate(
             &model.valid(),
             self.dev,
-            self.settings.eval_batch_size,
+            BatchLimit::items(self.settings.eval_batch_size),
             self.settings.combine,
             device,
         )

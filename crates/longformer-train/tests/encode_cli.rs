@@ -704,12 +704,35 @@ fn attentions_are_hf_s() {
     }
 }
 
-/// `--batch-size` encodes a few rows (or, for multiple choice, examples) at a time, and every
-/// output is still HF's for the whole batch (within 1e-4): the base model with its hidden states
-/// and the heads, batch by batch; `--attentions` wants all rows in one batch.
+/// `--batch-size` (and `--max-tokens`, a budget of padded tokens) encodes a few rows (or, for
+/// multiple choice, examples) at a time, and every output is still HF's for the whole batch
+/// (within 1e-4): the base model with its hidden states and the heads, batch by batch;
+/// `--attentions` wants all rows in one batch.
 #[test]
 fn batches_of_rows_give_what_one_batch_gives() {
-    let cases: [(&str, &[&str], &[&str]); 4] = [
+    let cases: [(&str, &[&str], &[&str]); 7] = [
+        (
+            "hidden_states",
+            &["--hidden-states", "--max-tokens", "1"],
+            &["last_hidden_state", "hidden_state_3"],
+        ),
+        (
+            "head_sequence_classification",
+            &["--head", "sequence-classification", "--max-tokens", "1"],
+            &["logits"],
+        ),
+        (
+            "head_multiple_choice",
+            &[
+                "--head",
+                "multiple-choice",
+                "--num-choices",
+                "3",
+                "--max-tokens",
+                "1",
+            ],
+            &["logits"],
+        ),
         (
             "hidden_states",
             &["--hidden-states", "--batch-size", "2"],
@@ -771,6 +794,17 @@ fn batches_of_rows_give_what_one_batch_gives() {
         !out.status.success() && err.contains("2 rows need --batch-size 2"),
         "{err}"
     );
+    for flags in [
+        &["--max-tokens", "0"][..],
+        &["--attentions", "--max-tokens", "9"],
+    ] {
+        let out = encode(&[&["--input", input.to_str().unwrap()], flags].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("--max-tokens"),
+            "{err}"
+        );
+    }
 }
 
 /// `--pool mean` writes the mean of HF's last hidden states over each row's real tokens, and
@@ -786,7 +820,17 @@ fn pooled_rows_are_the_mean_or_the_first_of_hf_s_hidden_states() {
     ] {
         let dir =
             std::env::temp_dir().join(format!("lf-pool-{pool}-{dtype}-{}", std::process::id()));
-        let flags = ["--pool", pool, "--batch-size", "2", "--dtype", dtype];
+        let flags = [
+            "--pool",
+            pool,
+            "--batch-size",
+            "2",
+            // Rows of 27, 22 and 13 tokens: the first alone, then two in 2 × 22 = 44.
+            "--max-tokens",
+            "50",
+            "--dtype",
+            dtype,
+        ];
         let (expected, got, _) = encode_fixture("hidden_states", &dir, &flags);
         std::fs::remove_dir_all(&dir).unwrap();
         let (shape, hidden) = &expected["last_hidden_state"];

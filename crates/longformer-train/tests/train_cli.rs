@@ -130,6 +130,33 @@ fn trains_checkpoints_summarizes_and_evaluates() {
     let predictions = json(&run.join("predictions.json"));
     let predictions = predictions.as_object().unwrap();
     assert_eq!(predictions.len(), 12);
+    // A token budget of one: an example per batch, the same predictions.
+    let alone = run.join("alone.json");
+    let eval = longformer(&[
+        "eval",
+        "--run",
+        run_s,
+        "--weights",
+        "final",
+        "--max-tokens",
+        "1",
+        "--out",
+        alone.to_str().unwrap(),
+    ]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    for (id, p) in json(&alone).as_object().unwrap() {
+        let q = &predictions[id];
+        assert_eq!(p["predicted_index"], q["predicted_index"], "{id}");
+        for (a, b) in p["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(q["scores"].as_array().unwrap())
+        {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{id}: {a} vs {b}");
+        }
+    }
     let records: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(data).unwrap()).unwrap();
     for record in &records {
@@ -188,6 +215,9 @@ fn bad_inputs_are_clear_errors() {
     let out = longformer(&["eval", "--run", dir.join("nothing").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("run.json"), "{}", stderr(&out));
+    let out = longformer(&["eval", "--run", dir.to_str().unwrap(), "--max-tokens", "0"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--max-tokens"), "{}", stderr(&out));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -15,6 +15,7 @@ use crate::backend::Backend;
 use crate::checkpoint::write_json;
 use crate::commands::train::{TrainedRun, example_set, load_examples};
 use crate::evaluate::{Prediction, evaluate};
+use crate::length_order::BatchLimit;
 use crate::unlabeled::fill_missing_answers;
 
 /// Flags of `longformer eval`.
@@ -35,9 +36,16 @@ pub struct EvalArgs {
     /// Where to write the predictions [default: RUN_DIR/predictions.json].
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
-    /// Examples per batch.
+    /// Examples per batch: examples of similar lengths go together, the longest first, each
+    /// batch padded to its own longest chunk.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Also at most this many tokens per batch, padding counted (the batch's chunks × its
+    /// longest chunk): batches of long examples hold fewer of them, which bounds memory, and
+    /// batches of short ones up to `--batch-size`. An example over it alone is a batch of its
+    /// own [default: no limit].
+    #[arg(long, value_name = "TOKENS")]
+    pub max_tokens: Option<usize>,
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
@@ -61,6 +69,9 @@ struct PredictionJson {
 pub fn run(args: EvalArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    if args.max_tokens == Some(0) {
+        bail!("--max-tokens must be at least 1");
     }
     let out = args
         .out
@@ -105,7 +116,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let evaluation = evaluate(
         &model,
         &set,
-        args.batch_size,
+        BatchLimit::items(args.batch_size).with_tokens(args.max_tokens),
         record.settings.combine,
         &device,
     )

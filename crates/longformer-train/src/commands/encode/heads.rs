@@ -11,6 +11,8 @@ use longformer_model::{
     LongformerInput, TaskHead, load_head,
 };
 
+use crate::length_order::BatchLimit;
+
 use super::output::{Output, batches, host, in_batches, in_length_sorted_batches};
 use super::{EncodeArgs, Head};
 
@@ -23,7 +25,7 @@ pub(super) fn run_head(
     head: Head,
     args: &EncodeArgs,
     input: LongformerInput,
-    batch_size: usize,
+    limit: BatchLimit,
     (ids_rows, lengths): (&[Vec<i64>], &[usize]),
     tokenizer: Option<&TextTokenizer>,
 ) -> Result<(Vec<Output>, Vec<String>)> {
@@ -49,7 +51,7 @@ pub(super) fn run_head(
                      {mask_id}{cut})"
                 );
             }
-            let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
+            let logits = in_batches(&input, limit, |rows| Ok(model.forward(rows)?))?;
             let output = host("logits", logits.clone())?;
             if let (Some(mask_id), Some(tokenizer)) = (mask_id, tokenizer) {
                 for (n, fill) in mask_fills(logits.clone(), &ids, mask_id, args.top_k.into())?
@@ -75,16 +77,15 @@ pub(super) fn run_head(
         }
         Head::SequenceClassification => {
             let model: LongformerForSequenceClassification = load_head_as(head, args, &device)?;
-            let logits = in_length_sorted_batches(&input, lengths, batch_size, |rows| {
-                Ok(model.forward(rows)?)
-            })?;
+            let logits =
+                in_length_sorted_batches(&input, lengths, limit, |rows| Ok(model.forward(rows)?))?;
             let output = host("logits", logits)?;
             summary.extend(classified_rows(&output, &head_config));
             vec![output]
         }
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
-            let parts = batches(&input, batch_size)
+            let parts = batches(&input, limit)
                 .map(|rows| model.forward(rows))
                 .collect::<Result<Vec<_>, _>>()?;
             let start_logits =
@@ -113,7 +114,7 @@ pub(super) fn run_head(
         }
         Head::TokenClassification => {
             let model: LongformerForTokenClassification = load_head_as(head, args, &device)?;
-            let logits = in_batches(&input, batch_size, |rows| Ok(model.forward(rows)?))?;
+            let logits = in_batches(&input, limit, |rows| Ok(model.forward(rows)?))?;
             let output = host("logits", logits)?;
             let (seq, labels) = (output.2[1], output.2[2]); // [batch, seq, labels]
             let best = argmax_rows(&output.1, labels);
@@ -140,7 +141,11 @@ pub(super) fn run_head(
             let per_example = args.num_choices.unwrap_or(rows);
             // Checks that the rows make whole examples; then whole examples per batch.
             MultipleChoiceInput::new(input.clone(), per_example)?;
-            let rows_per_batch = (batch_size / per_example).max(1) * per_example;
+            let [_, seq] = input.dims();
+            let examples = BatchLimit::items(limit.items / per_example.max(1))
+                .with_tokens(limit.tokens)
+                .items_at(per_example, seq);
+            let rows_per_batch = BatchLimit::items(examples * per_example);
             let logits = in_batches(&input, rows_per_batch, |rows| {
                 Ok(model.forward(MultipleChoiceInput::new(rows, per_example)?)?)
             })?;

@@ -20,6 +20,7 @@ use longformer_model::{
 };
 
 use crate::backend::{Backend, Precision};
+use crate::length_order::BatchLimit;
 use crate::progress::note;
 use heads::run_head;
 use input::{read_input, read_text_file, text_files, token_types, tokenize, truncate_rows};
@@ -91,6 +92,13 @@ pub struct EncodeArgs {
     /// the output keeps the input's order.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    /// Also at most this many tokens per forward pass, padding counted (rows × the batch's
+    /// length): long rows go a few at a time, which bounds memory, short ones up to
+    /// `--batch-size`. A row over it alone is a batch of its own; nothing is cut. With
+    /// `--head multiple-choice`, whole examples, at least one [default: no limit].
+    #[arg(long, value_name = "TOKENS", conflicts_with = "attentions",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
     /// One vector per row instead of `last_hidden_state`: `mean` writes `mean_pooled`, the mean
     /// of the last hidden states over the row's real tokens (attention mask 1), `first` writes
     /// `first_token`, the hidden state at position 0 (`<s>`, where HF's pooler and
@@ -207,6 +215,10 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let lengths = rows.real_lengths();
     let [batch, seq] = input.dims();
     let batch_size = args.batch_size as usize;
+    let limit = BatchLimit::items(batch_size).with_tokens(
+        args.max_tokens
+            .map(|t| usize::try_from(t).unwrap_or(usize::MAX)),
+    );
     if args.attentions && batch > batch_size {
         bail!(
             "--attentions encodes all rows in one batch: {batch} rows need --batch-size {batch} \
@@ -221,14 +233,14 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let start = Instant::now();
     let (outputs, summary) = match args.head {
         None => (
-            encode_rows(&args, &input, &lengths, batch_size, &source)?,
+            encode_rows(&args, &input, &lengths, limit, &source)?,
             Vec::new(),
         ),
         Some(head) => run_head(
             head,
             &args,
             input,
-            batch_size,
+            limit,
             (&rows.input_ids, &lengths),
             tokenizer.as_ref(),
         )
@@ -260,7 +272,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
 }
 
 /// The base model's outputs for the rows of `input` (`source` names them in errors), encoded
-/// `batch_size` rows at a time: `last_hidden_state` or, with `--pool`, the pooled rows; the
+/// batches within `limit`: `last_hidden_state` or, with `--pool`, the pooled rows; the
 /// pooler's output when the checkpoint has a pooler; the hidden states and attentions when
 /// asked. With `--pool` alone (outputs of a row's real tokens only), the rows go longest first,
 /// each batch cut to its longest row (`lengths`, see [`length_sorted_batches`]), and come back
@@ -269,7 +281,7 @@ fn encode_rows(
     args: &EncodeArgs,
     input: &LongformerInput,
     lengths: &[usize],
-    batch_size: usize,
+    limit: BatchLimit,
     source: &str,
 ) -> Result<Vec<Output>> {
     let device = input.input_ids.device();
@@ -284,9 +296,9 @@ fn encode_rows(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let by_length = args.pool.is_some() && !args.hidden_states && !args.attentions;
     let planned: Box<dyn Iterator<Item = (Vec<usize>, LongformerInput)>> = if by_length {
-        Box::new(length_sorted_batches(input, lengths, batch_size))
+        Box::new(length_sorted_batches(input, lengths, limit))
     } else {
-        Box::new(batches(input, batch_size).map(|rows| (Vec::new(), rows)))
+        Box::new(batches(input, limit).map(|rows| (Vec::new(), rows)))
     };
     let mut order = Vec::new();
     for (held, rows) in planned {

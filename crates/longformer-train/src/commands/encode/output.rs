@@ -10,7 +10,7 @@ use clap::ValueEnum;
 use longformer_model::LongformerInput;
 use longformer_model::precision::to_f32;
 
-use crate::length_order::longest_first;
+use crate::length_order::{BatchLimit, ItemSize, longest_first};
 use crate::readback::read_back;
 
 /// How `--pool` makes one vector of a row's last hidden states.
@@ -64,28 +64,31 @@ pub(super) fn host<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Outp
     Ok((name.to_string(), data.iter::<f32>().collect(), dims))
 }
 
-/// `input` in batches of at most `rows` rows, in order, each at the input's length.
+/// `input` in batches within `limit` (rows, and padded tokens), in order, each at the input's
+/// length.
 pub(super) fn batches(
     input: &LongformerInput,
-    rows: usize,
+    limit: BatchLimit,
 ) -> impl Iterator<Item = LongformerInput> + '_ {
-    let [batch, _] = input.dims();
+    let [batch, seq] = input.dims();
+    let rows = limit.items_at(1, seq);
     (0..batch)
         .step_by(rows)
         .map(move |start| input.narrow_rows(start, rows.min(batch - start)))
 }
 
-/// `input` in batches of at most `rows` rows taken longest first, each cut to its longest row,
-/// with the rows each holds (`lengths[r]`: row `r`'s tokens before its trailing padding, see
+/// `input` in batches within `limit` (rows, and tokens counting each batch's padding) taken
+/// longest first, each cut to its longest row, with the rows each holds (`lengths[r]`: row `r`'s tokens before its trailing padding, see
 /// [`LongformerInput::select_rows`]). For outputs of a row's real tokens (pooled vectors, the
 /// first token's labels), which the cut padding does not change: a corpus of mixed lengths is
 /// encoded with little padding, where [`batches`] pads every row to the longest of all.
 pub(super) fn length_sorted_batches<'a>(
     input: &'a LongformerInput,
     lengths: &'a [usize],
-    rows: usize,
+    limit: BatchLimit,
 ) -> impl Iterator<Item = (Vec<usize>, LongformerInput)> + 'a {
-    longest_first(lengths, rows).into_iter().map(move |batch| {
+    let sizes = ItemSize::rows_of(lengths);
+    longest_first(&sizes, limit).into_iter().map(move |batch| {
         let longest = batch.iter().map(|&r| lengths[r]).max().unwrap_or(1);
         let selected = input.select_rows(&batch, longest.max(1));
         (batch, selected)
@@ -108,12 +111,12 @@ pub(super) fn unsort<const D: usize>(sorted: Tensor<D>, order: &[usize]) -> Tens
 pub(super) fn in_length_sorted_batches<const D: usize>(
     input: &LongformerInput,
     lengths: &[usize],
-    rows: usize,
+    limit: BatchLimit,
     mut forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
 ) -> Result<Tensor<D>> {
     let mut order = Vec::new();
     let mut parts = Vec::new();
-    for (batch, selected) in length_sorted_batches(input, lengths, rows) {
+    for (batch, selected) in length_sorted_batches(input, lengths, limit) {
         order.extend(batch);
         parts.push(forward(selected)?);
     }
@@ -124,10 +127,10 @@ pub(super) fn in_length_sorted_batches<const D: usize>(
 /// examples).
 pub(super) fn in_batches<const D: usize>(
     input: &LongformerInput,
-    rows: usize,
+    limit: BatchLimit,
     forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
 ) -> Result<Tensor<D>> {
-    let parts = batches(input, rows)
+    let parts = batches(input, limit)
         .map(forward)
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(parts, 0))
@@ -174,7 +177,8 @@ mod tests {
     #[test]
     fn length_sorted_batches_group_rows_of_similar_lengths() {
         let (input, lengths) = ragged();
-        let batches: Vec<_> = length_sorted_batches(&input, &lengths, 2).collect();
+        let batches: Vec<_> =
+            length_sorted_batches(&input, &lengths, BatchLimit::items(2)).collect();
         let held: Vec<&[usize]> = batches.iter().map(|(rows, _)| rows.as_slice()).collect();
         assert_eq!(held, [&[1, 3][..], &[4, 0], &[2]]);
         let dims: Vec<[usize; 2]> = batches.iter().map(|(_, b)| b.dims()).collect();
@@ -184,11 +188,27 @@ mod tests {
         assert_eq!(ids(&batches[2].1), [20]);
     }
 
+    /// A token budget (padding counted) sizes the batches: the longest row alone, then rows as
+    /// many as fit at their batch's length; batches of the input's length hold as many rows as
+    /// fit at it.
+    #[test]
+    fn a_token_budget_sizes_the_batches() {
+        let (input, lengths) = ragged();
+        let limit = BatchLimit::items(8).with_tokens(Some(8));
+        let held: Vec<Vec<usize>> = length_sorted_batches(&input, &lengths, limit)
+            .map(|(rows, _)| rows)
+            .collect();
+        assert_eq!(held, [vec![1], vec![3, 4], vec![0, 2]]);
+        let limit = BatchLimit::items(8).with_tokens(Some(10));
+        let dims: Vec<[usize; 2]> = batches(&input, limit).map(|b| b.dims()).collect();
+        assert_eq!(dims, [[2, 5], [2, 5], [1, 5]]);
+    }
+
     /// Per-row outputs of the batches, concatenated, come back in the input's order.
     #[test]
     fn in_length_sorted_batches_returns_rows_in_order() {
         let (input, lengths) = ragged();
-        let first = in_length_sorted_batches(&input, &lengths, 2, |rows| {
+        let first = in_length_sorted_batches(&input, &lengths, BatchLimit::items(2), |rows| {
             let [n, _] = rows.dims();
             Ok(rows.input_ids.narrow(1, 0, 1).reshape([n]).float())
         })
