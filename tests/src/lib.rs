@@ -34,16 +34,42 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 /// A scratch copy of the fixture directory `case`, which a test may change; `tag` names it
-/// (unique per test), the process id keeps parallel runs apart.
-pub fn scratch_copy(case: &str, tag: &str) -> PathBuf {
+/// (unique per test), the process id keeps parallel runs apart. Removed when dropped.
+pub fn scratch_copy(case: &str, tag: &str) -> ScratchDir {
     let dir = std::env::temp_dir().join(format!("longformer-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir(dir);
     for entry in std::fs::read_dir(fixtures_dir().join(case)).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
     }
     dir
+}
+
+/// A test's directory under the system's temp dir, removed with what it holds when dropped (at
+/// the end of the test, passed or failed), so test runs leave nothing behind.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn manifest_dir() -> PathBuf {

@@ -567,5 +567,6 @@ mod tests {
         let missing = LongformerConfig::from_json_file(dir.join("absent.json")).unwrap_err();
         assert!(missing.to_string().contains("absent.json"), "{missing}");
         assert!(std::error::Error::source(&missing).is_none(), "{missing:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1083,9 +1083,10 @@ mod tests {
 
     #[test]
     fn directory_without_weights_is_an_error() {
-        let dir = std::env::temp_dir().join("longformer-no-weights");
+        let dir = scratch("no-weights");
         std::fs::create_dir_all(&dir).unwrap();
         let err = weights_file(&dir).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             err.contains("no model.safetensors or pytorch_model.bin"),
             "{err}"

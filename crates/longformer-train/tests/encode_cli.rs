@@ -33,6 +33,7 @@ fn encode_ok(tag: &str, args: &[&str]) -> Vec<usize> {
         String::from_utf8_lossy(&out.stderr)
     );
     let bytes = std::fs::read(&out_file).unwrap();
+    std::fs::remove_file(&out_file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let hidden = st.tensor("last_hidden_state").unwrap();
     assert_eq!(hidden.dtype(), safetensors::Dtype::F32);
@@ -86,6 +87,7 @@ fn mask_rows_of_the_wrong_length_are_reported() {
     )
     .unwrap();
     let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
+    std::fs::remove_file(&input).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("attention_mask row 0 has 2 entries"), "{err}");
@@ -110,6 +112,7 @@ fn mask_values_and_ids_out_of_range_are_reported() {
         let input = std::env::temp_dir().join(format!("lf-{tag}-{}.json", std::process::id()));
         std::fs::write(&input, json).unwrap();
         let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
+        std::fs::remove_file(&input).unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{tag}: {err}");
         assert!(
@@ -147,6 +150,7 @@ fn malformed_json_names_the_file() {
     let input = std::env::temp_dir().join(format!("lf-malformed-{}.json", std::process::id()));
     std::fs::write(&input, "{\"input_ids\": [[0, 5").unwrap();
     let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
+    std::fs::remove_file(&input).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -161,6 +165,7 @@ fn too_long_input_is_a_clear_error() {
     let ids: Vec<String> = (0..200).map(|_| "5".to_string()).collect();
     std::fs::write(&input, format!("{{\"input_ids\": [[{}]]}}", ids.join(","))).unwrap();
     let out = encode(&["--input", input.to_str().unwrap(), "--output", "/dev/null"]);
+    std::fs::remove_file(&input).unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -488,6 +493,7 @@ fn mlm_head_fills_every_mask_as_hf_does() {
 
     // The written logits: [1, seq, vocab], HF's values at the masks.
     let written = read_tensors(&out_file);
+    std::fs::remove_file(&out_file).unwrap();
     let (shape, logits) = &written["logits"];
     assert_eq!(shape, &vec![1, ids_shape[1], vocab]);
     for (n, &position) in positions.iter().enumerate() {
