@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod attention;
+pub mod batching;
 pub mod checkpointing;
 pub mod config;
 #[cfg(any(feature = "flex", feature = "ndarray"))]

@@ -7,9 +7,9 @@ use longformer_model::InputError;
 use serde::Serialize;
 
 use crate::examples::ExampleSet;
-use crate::length_order::BatchLimit;
 use crate::model::{Combine, WikiHopModel, WikiHopOutput};
 use crate::readback::{read_back, read_scalar};
+use longformer_model::batching::BatchLimit;
 
 /// The scores the model gave one example.
 #[derive(Debug, Clone, PartialEq, Serialize)]

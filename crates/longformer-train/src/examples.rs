@@ -7,8 +7,8 @@ use longformer_data::rng::SplitMix64;
 use longformer_data::{WikiHopBatch, WikiHopBatcher, WikiHopChunk};
 use serde::{Deserialize, Serialize};
 
-use crate::length_order::{self, BatchLimit, ItemSize};
 use crate::model::consecutive_runs;
+use longformer_model::batching::{self, BatchLimit, ItemSize};
 
 /// The chunks of one example (consecutive in the prepared file, one or more).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl ExampleSet {
                 rows: e.chunks.len(),
             })
             .collect();
-        length_order::longest_first(&sizes, limit)
+        batching::longest_first(&sizes, limit)
     }
 
     /// The batch of these examples (all their chunks, consecutive per example).

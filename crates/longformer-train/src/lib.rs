@@ -15,7 +15,6 @@ pub mod curve;
 pub mod evaluate;
 pub mod examples;
 pub mod init;
-pub mod length_order;
 pub mod metrics;
 pub mod model;
 pub mod optimization;

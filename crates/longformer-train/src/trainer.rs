@@ -27,11 +27,11 @@ use crate::checkpoint::{self, BestDev, TrainState};
 use crate::curve::training_curve_svg;
 use crate::evaluate::{Evaluation, evaluate, predictions};
 use crate::examples::{DataFingerprint, ExampleSet};
-use crate::length_order::BatchLimit;
 use crate::metrics::DevPoint;
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::{OptimizerSettings, clip_global_norm};
 use crate::progress::TrainProgress;
+use longformer_model::batching::BatchLimit;
 
 /// How to train (saved under `settings` in the run directory's `run.json`, which `--resume`
 /// reads back; each checkpoint's `state.json` keeps a copy to detect later edits).

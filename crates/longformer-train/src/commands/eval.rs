@@ -15,8 +15,8 @@ use crate::backend::Backend;
 use crate::checkpoint::write_json;
 use crate::commands::train::{TrainedRun, example_set, load_examples};
 use crate::evaluate::{Prediction, evaluate};
-use crate::length_order::BatchLimit;
 use crate::unlabeled::fill_missing_answers;
+use longformer_model::batching::BatchLimit;
 
 /// Flags of `longformer eval`.
 #[derive(Args, Debug)]

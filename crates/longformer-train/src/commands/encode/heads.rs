@@ -11,7 +11,7 @@ use longformer_model::{
     LongformerInput, TaskHead, load_head,
 };
 
-use crate::length_order::BatchLimit;
+use longformer_model::batching::BatchLimit;
 
 use super::output::{Output, batches, host, in_batches, in_length_sorted_batches};
 use super::{EncodeArgs, Head};

@@ -20,10 +20,10 @@ use longformer_model::{
 };
 
 use crate::backend::{Backend, Precision};
-use crate::length_order::BatchLimit;
 use crate::progress::note;
 use heads::run_head;
 use input::{read_input, read_text_file, text_files, token_types, tokenize, truncate_rows};
+use longformer_model::batching::BatchLimit;
 pub use output::Pool;
 use output::{Output, batches, host, length_sorted_batches, unsort, write_output};
 

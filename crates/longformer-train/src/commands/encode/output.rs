@@ -10,8 +10,8 @@ use clap::ValueEnum;
 use longformer_model::LongformerInput;
 use longformer_model::precision::to_f32;
 
-use crate::length_order::{BatchLimit, ItemSize, longest_first};
 use crate::readback::read_back;
+use longformer_model::batching::{BatchLimit, ItemSize, longest_first};
 
 /// How `--pool` makes one vector of a row's last hidden states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,30 @@
-//! Batching items of mixed lengths with little padding: the longest first, neighbours in length
-//! together, so each batch is padded only to its own longest item; and how many items a batch
-//! may hold ([`BatchLimit`]: rows, and optionally tokens counting padding).
+//! Batching sequences of mixed lengths with little padding: the longest first, neighbours in
+//! length together, so each batch is padded only to its own longest item; and how many items a
+//! batch may hold ([`BatchLimit`]: rows, and optionally tokens counting padding, which bounds a
+//! batch's memory).
+//!
+//! # Example
+//! Encoding a corpus of mixed lengths in batches of at most 8 rows and 8,192 padded tokens, each
+//! cut to its longest row ([`LongformerInput::select_rows`](crate::LongformerInput::select_rows)):
+//! ```
+//! use burn::tensor::Device;
+//! use longformer_model::LongformerInput;
+//! use longformer_model::batching::{BatchLimit, ItemSize, longest_first};
+//!
+//! let device = Device::flex();
+//! let lengths = [4000, 120, 600, 4000, 350];
+//! let rows: Vec<Vec<i64>> = lengths.iter().map(|&n| vec![5; n]).collect();
+//! let input = LongformerInput::from_rows(&rows, None, None, 1, &device);
+//! let limit = BatchLimit::items(8).with_tokens(Some(8192));
+//! let batches = longest_first(&ItemSize::rows_of(&lengths), limit);
+//! assert_eq!(batches, [vec![0, 3], vec![2, 4, 1]]);
+//! for held in batches {
+//!     let longest = held.iter().map(|&r| lengths[r]).max().unwrap();
+//!     let batch = input.select_rows(&held, longest); // [held.len(), longest]
+//!     // model.try_forward(batch)?: row `i` of its outputs is input row `held[i]`.
+//! #   assert_eq!(batch.dims(), [held.len(), longest]);
+//! }
+//! ```
 
 /// How much one batch may hold: at most `items` items (rows, or examples) and, with `tokens`, at
 /// most that many tokens once padded (rows × the batch's padded length: the cost in compute and
