@@ -63,6 +63,10 @@ pub struct TrainSettings {
     pub keep_checkpoints: usize,
     /// Examples per batch when evaluating.
     pub eval_batch_size: usize,
+    /// Padded tokens per batch when evaluating, if limited (runs saved before this setting
+    /// existed read as unlimited).
+    #[serde(default)]
+    pub eval_max_tokens: Option<usize>,
     /// Dtype of the forward and backward passes. The weights, the optimizer and the gradients
     /// the optimizer sees stay f32 (master weights): each pass runs on a cast copy, and its
     /// gradients are cast back to f32. Runs saved before this setting existed read as f32.
@@ -86,6 +90,7 @@ impl Default for TrainSettings {
             checkpoint_every: 200,
             keep_checkpoints: 2,
             eval_batch_size: 8,
+            eval_max_tokens: None,
             precision: Precision::F32,
         }
     }
@@ -103,7 +108,8 @@ impl TrainSettings {
             ("--eval-every", self.eval_every),
             ("--checkpoint-every", self.checkpoint_every),
             ("--keep-checkpoints", self.keep_checkpoints),
-            ("eval_batch_size", self.eval_batch_size),
+            ("--eval-batch-size", self.eval_batch_size),
+            ("--eval-max-tokens", self.eval_max_tokens.unwrap_or(1)),
         ] {
             if value == 0 {
                 bail!("{flag} must be at least 1");
@@ -131,12 +137,13 @@ impl TrainSettings {
     /// The settings that differ from `earlier`'s among those that change the trained weights
     /// (everything but the logging, evaluation and checkpoint cadence), as `name: old → new`.
     pub fn changes_from(&self, earlier: &TrainSettings) -> Vec<String> {
-        const CADENCE: [&str; 5] = [
+        const CADENCE: [&str; 6] = [
             "log_every",
             "eval_every",
             "checkpoint_every",
             "keep_checkpoints",
             "eval_batch_size",
+            "eval_max_tokens",
         ];
         let (now, then) = (flat_json(self), flat_json(earlier));
         now.iter()
@@ -632,7 +639,8 @@ impl Run<'_> {
         evaluate(
             &model.valid(),
             self.dev,
-            BatchLimit::items(self.settings.eval_batch_size),
+            BatchLimit::items(self.settings.eval_batch_size)
+                .with_tokens(self.settings.eval_max_tokens),
             self.settings.combine,
             device,
         )

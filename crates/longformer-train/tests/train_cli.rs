@@ -221,6 +221,37 @@ fn bad_inputs_are_clear_errors() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `--eval-batch-size` and `--eval-max-tokens` change how the dev set is batched, not what it
+/// scores: a run with an example per evaluation batch ends at the dev loss and accuracy of one
+/// with the defaults (within float rounding), and its run.json records both settings.
+#[test]
+fn eval_batch_limits_change_batching_not_scores() {
+    let dir = temp_dir("eval-limits");
+    let data = small_wikihop(&dir, 12);
+    let data = data.to_str().unwrap();
+    let (plain, limited) = (dir.join("plain"), dir.join("limited"));
+    let out = longformer(&short_run(data, plain.to_str().unwrap(), &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let extra = ["--eval-batch-size", "2", "--eval-max-tokens", "1"];
+    let out = longformer(&short_run(data, limited.to_str().unwrap(), &extra));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (
+        json(&plain.join("summary.json")),
+        json(&limited.join("summary.json")),
+    );
+    assert_eq!(a["dev_accuracy"], b["dev_accuracy"]);
+    let (la, lb) = (
+        a["dev_loss"].as_f64().unwrap(),
+        b["dev_loss"].as_f64().unwrap(),
+    );
+    assert!((la - lb).abs() <= 1e-5 * (1.0 + la.abs()), "{la} vs {lb}");
+    let settings = &json(&limited.join("run.json"))["settings"];
+    assert_eq!(settings["eval_batch_size"], 2);
+    assert_eq!(settings["eval_max_tokens"], 1);
+    assert!(json(&plain.join("run.json"))["settings"]["eval_max_tokens"].is_null());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// A failed run: exit status 1 (an error, not a panic), and its stderr.
 fn failure(out: &Output) -> String {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
@@ -564,6 +595,14 @@ fn bad_settings_and_empty_sets_are_refused_before_the_run_directory_is_made() {
         (
             &["--keep-checkpoints", "0"],
             "--keep-checkpoints must be at least 1",
+        ),
+        (
+            &["--eval-max-tokens", "0"],
+            "--eval-max-tokens must be at least 1",
+        ),
+        (
+            &["--eval-batch-size", "0"],
+            "--eval-batch-size must be at least 1",
         ),
         (&["--beta1", "1.5"], "--beta1 must be in [0, 1)"),
         (&["--beta2=-1"], "--beta2 must be in [0, 1)"),

@@ -131,6 +131,14 @@ pub struct TrainArgs {
     /// Newest checkpoints kept, at least 1 [2].
     #[arg(long)]
     pub keep_checkpoints: Option<usize>,
+    /// Examples per batch of the dev evaluations (examples of similar lengths together) [8].
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+    /// Also at most this many tokens per dev-evaluation batch, padding counted (its chunks × its
+    /// longest chunk), which bounds the evaluation's memory; an example over it is a batch of
+    /// its own [no limit].
+    #[arg(long, value_name = "TOKENS")]
+    pub eval_max_tokens: Option<usize>,
     /// Longest chunk in tokens; longer examples are split [4096, at most the model's positions].
     #[arg(long)]
     pub max_len: Option<usize>,
@@ -553,7 +561,8 @@ fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
         checkpoint_every: args.checkpoint_every.unwrap_or(base.checkpoint_every),
         keep_checkpoints: args.keep_checkpoints.unwrap_or(base.keep_checkpoints),
         precision: args.dtype.unwrap_or(base.precision),
-        eval_batch_size: base.eval_batch_size,
+        eval_batch_size: args.eval_batch_size.unwrap_or(base.eval_batch_size),
+        eval_max_tokens: args.eval_max_tokens.or(base.eval_max_tokens),
     }
 }
 
@@ -600,6 +609,8 @@ fn settings_flag_given(args: &TrainArgs) -> Option<&'static str> {
         ("--eval-every", args.eval_every.is_some()),
         ("--checkpoint-every", args.checkpoint_every.is_some()),
         ("--keep-checkpoints", args.keep_checkpoints.is_some()),
+        ("--eval-batch-size", args.eval_batch_size.is_some()),
+        ("--eval-max-tokens", args.eval_max_tokens.is_some()),
         ("--dtype", args.dtype.is_some()),
         ("--max-len", args.max_len.is_some()),
         ("--truncate", args.truncate),
