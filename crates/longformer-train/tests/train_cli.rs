@@ -230,11 +230,9 @@ fn eval_batch_limits_change_batching_not_scores() {
     let data = small_wikihop(&dir, 12);
     let data = data.to_str().unwrap();
     let (plain, limited) = (dir.join("plain"), dir.join("limited"));
-    let out = longformer(&short_run(data, plain.to_str().unwrap(), &[]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    short_run_ok(data, plain.to_str().unwrap(), &[]);
     let extra = ["--eval-batch-size", "2", "--eval-max-tokens", "1"];
-    let out = longformer(&short_run(data, limited.to_str().unwrap(), &extra));
-    assert!(out.status.success(), "{}", stderr(&out));
+    short_run_ok(data, limited.to_str().unwrap(), &extra);
     let (a, b) = (
         json(&plain.join("summary.json")),
         json(&limited.join("summary.json")),
@@ -293,15 +291,13 @@ fn gradient_checkpointing_trains_the_same_run() {
     };
     let plain = dir.join("plain");
     let args = ["--quiet", "--log-every", "1"];
-    let out = longformer(&short_run(data, plain.to_str().unwrap(), &args));
-    assert!(out.status.success(), "{}", stderr(&out));
+    short_run_ok(data, plain.to_str().unwrap(), &args);
     let expected = outcome(&plain);
     assert_eq!(expected.len(), 4 * 4 + 1, "{expected:?}");
     let recomputed = dir.join("recomputed");
     let run_s = recomputed.to_str().unwrap();
     let checkpointed = [&args[..], &["--gradient-checkpointing"]].concat();
-    let out = longformer(&short_run(data, run_s, &checkpointed));
-    assert!(out.status.success(), "{}", stderr(&out));
+    short_run_ok(data, run_s, &checkpointed);
     let got = outcome(&recomputed);
     assert!(same(&got, &expected), "{got:?}\nagainst\n{expected:?}");
     assert_eq!(
@@ -366,18 +362,19 @@ fn short_run<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str>
     args
 }
 
+/// Runs [`short_run`]`(data, run, extra)`, which must succeed.
+fn short_run_ok(data: &str, run: &str, extra: &[&str]) {
+    let out = longformer(&short_run(data, run, extra));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 /// A short run ([`short_run`]) on the first `records` dev records, in a fresh temp dir: the dir
 /// and the run directory in it.
 fn trained_run(tag: &str, records: usize) -> (PathBuf, PathBuf) {
     let dir = temp_dir(tag);
     let data = small_wikihop(&dir, records);
     let run = dir.join("run");
-    let out = longformer(&short_run(
-        data.to_str().unwrap(),
-        run.to_str().unwrap(),
-        &[],
-    ));
-    assert!(out.status.success(), "{}", stderr(&out));
+    short_run_ok(data.to_str().unwrap(), run.to_str().unwrap(), &[]);
     (dir, run)
 }
 
@@ -549,8 +546,7 @@ fn training_survives_closed_stderr_and_stdout() {
     let data = data.to_str().unwrap();
     // A first run fills the preparation cache, whose progress lines are not this crate's.
     let warm = dir.join("warm");
-    let out = longformer(&short_run(data, warm.to_str().unwrap(), &["--quiet"]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    short_run_ok(data, warm.to_str().unwrap(), &["--quiet"]);
 
     let run = dir.join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_longformer"))
@@ -656,8 +652,7 @@ fn resume_refuses_changed_training_data_or_settings() {
     let data = small_wikihop(&dir, 12);
     let run = dir.join("run");
     let run_s = run.to_str().unwrap();
-    let out = longformer(&short_run(data.to_str().unwrap(), run_s, &["--quiet"]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    short_run_ok(data.to_str().unwrap(), run_s, &["--quiet"]);
 
     let original = std::fs::read_to_string(&data).unwrap();
     let mut records: Vec<serde_json::Value> = serde_json::from_str(&original).unwrap();
