@@ -813,6 +813,30 @@ fn batches_of_rows_give_what_one_batch_gives() {
     }
 }
 
+/// An input of several batches reports its progress on stderr (a line at each tenth of the way
+/// when stderr is not a terminal, as here); one batch reports none.
+#[test]
+fn progress_is_reported_batch_by_batch() {
+    let output = std::env::temp_dir().join(format!("lf-progress-{}.st", std::process::id()));
+    let stderr_of = |flags: &[&str]| {
+        let input = ["--input", "assets/tiny-longformer/example.json"];
+        let out = encode(&[&input, &["--output", output.to_str().unwrap()], flags].concat());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let err = stderr_of(&["--batch-size", "1"]);
+    assert!(
+        err.contains("encoded 1/2 rows (") && err.contains("encoded 2/2 rows ("),
+        "{err}"
+    );
+    let err = stderr_of(&["--pool", "mean", "--batch-size", "1"]);
+    assert!(err.contains("encoded 2/2 rows ("), "{err}");
+    let err = stderr_of(&[]);
+    assert!(!err.contains("encoded "), "{err}");
+    std::fs::remove_file(&output).unwrap();
+}
+
 /// `--pool mean` writes the mean of HF's last hidden states over each row's real tokens, and
 /// `--pool first` its hidden state at position 0, `[batch, hidden]` each, batch by batch, in
 /// place of `last_hidden_state`; in f32 (within 1e-4), and from a bf16 model (F32 values within

@@ -14,6 +14,7 @@ use longformer_model::{
 use longformer_model::batching::BatchLimit;
 
 use super::output::{Output, batches, host, in_batches, in_length_sorted_batches};
+use super::progress::RowProgress;
 use super::{EncodeArgs, Head};
 
 /// Loads `head` from the model directory and runs it: its outputs, and a short summary to
@@ -85,9 +86,13 @@ pub(super) fn run_head(
         }
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
-            let parts = batches(&input, limit)
-                .map(|rows| model.forward(rows))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut progress = RowProgress::new(input.dims()[0], &device);
+            let mut parts = Vec::new();
+            for rows in batches(&input, limit) {
+                let [n, _] = rows.dims();
+                parts.push(model.forward(rows)?);
+                progress.advance(n);
+            }
             let start_logits =
                 Tensor::cat(parts.iter().map(|p| p.start_logits.clone()).collect(), 0);
             let end_logits = Tensor::cat(parts.iter().map(|p| p.end_logits.clone()).collect(), 0);

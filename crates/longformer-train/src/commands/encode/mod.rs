@@ -5,6 +5,7 @@
 mod heads;
 mod input;
 mod output;
+mod progress;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use input::{read_input, read_text_file, text_files, token_types, tokenize, trunc
 use longformer_model::batching::BatchLimit;
 pub use output::Pool;
 use output::{Output, batches, host, length_sorted_batches, unsort, write_output};
+use progress::RowProgress;
 
 /// Arguments of `longformer encode`.
 #[derive(Args, Debug)]
@@ -301,7 +303,9 @@ fn encode_rows(
         Box::new(batches(input, limit).map(|rows| (Vec::new(), rows)))
     };
     let mut order = Vec::new();
+    let mut progress = RowProgress::new(lengths.len(), &device);
     for (held, rows) in planned {
+        let [n, _] = rows.dims();
         order.extend(held);
         let real = rows.attention_mask.clone();
         let out = model
@@ -314,6 +318,7 @@ fn encode_rows(
         pooler.extend(out.pooler_output);
         hidden.push(out.hidden_states);
         attentions.extend(out.attentions);
+        progress.advance(n);
     }
     let in_order = |parts: Vec<Tensor<2>>| {
         let rows = Tensor::cat(parts, 0);

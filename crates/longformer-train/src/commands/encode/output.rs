@@ -10,6 +10,7 @@ use clap::ValueEnum;
 use longformer_model::LongformerInput;
 use longformer_model::precision::to_f32;
 
+use super::progress::RowProgress;
 use crate::readback::read_back;
 use longformer_model::batching::{BatchLimit, ItemSize, longest_first};
 
@@ -116,9 +117,12 @@ pub(super) fn in_length_sorted_batches<const D: usize>(
 ) -> Result<Tensor<D>> {
     let mut order = Vec::new();
     let mut parts = Vec::new();
+    let mut progress = RowProgress::new(lengths.len(), &input.input_ids.device());
     for (batch, selected) in length_sorted_batches(input, lengths, limit) {
+        let rows = batch.len();
         order.extend(batch);
         parts.push(forward(selected)?);
+        progress.advance(rows);
     }
     Ok(unsort(Tensor::cat(parts, 0), &order))
 }
@@ -128,11 +132,15 @@ pub(super) fn in_length_sorted_batches<const D: usize>(
 pub(super) fn in_batches<const D: usize>(
     input: &LongformerInput,
     limit: BatchLimit,
-    forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
+    mut forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
 ) -> Result<Tensor<D>> {
-    let parts = batches(input, limit)
-        .map(forward)
-        .collect::<Result<Vec<_>>>()?;
+    let mut progress = RowProgress::new(input.dims()[0], &input.input_ids.device());
+    let mut parts = Vec::new();
+    for rows in batches(input, limit) {
+        let [n, _] = rows.dims();
+        parts.push(forward(rows)?);
+        progress.advance(n);
+    }
     Ok(Tensor::cat(parts, 0))
 }
 
