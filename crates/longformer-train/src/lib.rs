@@ -7,6 +7,7 @@
 //!                                   AdamW, warmup + linear decay, clipping ◄─────┘
 //! ```
 
+pub mod adamw;
 pub mod backend;
 pub mod checkpoint;
 pub mod commands;

@@ -3,10 +3,11 @@
 //! Burn's own clipping works tensor by tensor).
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::adamw::OnePassAdamW;
 use crate::readback::read_scalar;
 
 /// Optimizer and schedule settings.
@@ -72,14 +73,15 @@ impl OptimizerSettings {
         Ok(())
     }
 
-    /// The AdamW optimizer (clipping is applied separately by [`clip_global_norm`]).
+    /// The AdamW optimizer (clipping is applied separately by [`clip_global_norm`]): Burn's
+    /// `AdamW`'s update and state, in one pass per parameter on the CPU ([`OnePassAdamW`]).
     pub fn optimizer(&self) -> ModuleOptimizer {
-        AdamWConfig::new()
-            .with_beta_1(self.beta1)
-            .with_beta_2(self.beta2)
-            .with_epsilon(self.epsilon)
-            .with_weight_decay(self.weight_decay)
-            .init()
+        ModuleOptimizer::from(OnePassAdamW {
+            beta_1: self.beta1,
+            beta_2: self.beta2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+        })
     }
 
     /// Learning rate of optimizer step `step` (0-based) out of `total_steps`: rises linearly
