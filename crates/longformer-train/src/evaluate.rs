@@ -4,12 +4,12 @@ use anyhow::Context;
 use burn::tensor::Device;
 #[cfg(doc)]
 use longformer_model::InputError;
+use longformer_model::batching::BatchLimit;
 use serde::Serialize;
 
 use crate::examples::ExampleSet;
 use crate::model::{Combine, WikiHopModel, WikiHopOutput};
 use crate::readback::{read_back, read_scalar};
-use longformer_model::batching::BatchLimit;
 
 /// The scores the model gave one example.
 #[derive(Debug, Clone, PartialEq, Serialize)]

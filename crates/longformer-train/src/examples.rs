@@ -5,10 +5,10 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Device;
 use longformer_data::rng::SplitMix64;
 use longformer_data::{WikiHopBatch, WikiHopBatcher, WikiHopChunk};
+use longformer_model::batching::{self, BatchLimit, ItemSize};
 use serde::{Deserialize, Serialize};
 
 use crate::model::consecutive_runs;
-use longformer_model::batching::{self, BatchLimit, ItemSize};
 
 /// The chunks of one example (consecutive in the prepared file, one or more).
 #[derive(Debug, Clone, PartialEq, Eq)]

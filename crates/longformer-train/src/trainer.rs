@@ -19,6 +19,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, FloatDType, Tensor};
 use longformer_model::DropoutSeed;
+use longformer_model::batching::BatchLimit;
 use longformer_model::precision::check_float_dtype;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,6 @@ use crate::metrics::DevPoint;
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::{OptimizerSettings, clip_global_norm};
 use crate::progress::TrainProgress;
-use longformer_model::batching::BatchLimit;
 
 /// How to train (saved under `settings` in the run directory's `run.json`, which `--resume`
 /// reads back; each checkpoint's `state.json` keeps a copy to detect later edits).

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use longformer_data::wikihop::parse_wikihop;
 use longformer_data::{prepare_bytes, read_wikihop};
+use longformer_model::batching::BatchLimit;
 use serde::Serialize;
 
 use crate::backend::Backend;
@@ -16,7 +17,6 @@ use crate::checkpoint::write_json;
 use crate::commands::train::{TrainedRun, example_set, load_examples};
 use crate::evaluate::{Prediction, evaluate};
 use crate::unlabeled::fill_missing_answers;
-use longformer_model::batching::BatchLimit;
 
 /// Flags of `longformer eval`.
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use longformer_data::TextTokenizer;
+use longformer_model::batching::BatchLimit;
 use longformer_model::heads::{MultipleChoiceInput, ScoreFunction, mask_fills};
 use longformer_model::{
     LongformerForMaskedLM, LongformerForMultipleChoice, LongformerForQuestionAnswering,
@@ -11,10 +12,7 @@ use longformer_model::{
     LongformerInput, TaskHead, load_head,
 };
 
-use longformer_model::batching::BatchLimit;
-
-use super::output::{Output, batches, host, in_batches, in_length_sorted_batches};
-use super::progress::RowProgress;
+use super::output::{Output, each_batch, host, in_batches, in_length_sorted_batches};
 use super::{EncodeArgs, Head};
 
 /// Loads `head` from the model directory and runs it: its outputs, and a short summary to
@@ -86,13 +84,7 @@ pub(super) fn run_head(
         }
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
-            let mut progress = RowProgress::new(input.dims()[0], &device);
-            let mut parts = Vec::new();
-            for rows in batches(&input, limit) {
-                let [n, _] = rows.dims();
-                parts.push(model.forward(rows)?);
-                progress.advance(n);
-            }
+            let parts = each_batch(&input, limit, |rows| Ok(model.forward(rows)?))?;
             let start_logits =
                 Tensor::cat(parts.iter().map(|p| p.start_logits.clone()).collect(), 0);
             let end_logits = Tensor::cat(parts.iter().map(|p| p.end_logits.clone()).collect(), 0);

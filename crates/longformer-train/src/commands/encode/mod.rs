@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Tensor;
 use clap::{Args, ValueEnum};
+use longformer_model::batching::BatchLimit;
 use longformer_model::{
     LongformerConfig, LongformerForMaskedLM, LongformerForMultipleChoice,
     LongformerForQuestionAnswering, LongformerForSequenceClassification,
@@ -24,7 +25,6 @@ use crate::backend::{Backend, Precision};
 use crate::progress::note;
 use heads::run_head;
 use input::{read_input, read_text_file, text_files, token_types, tokenize, truncate_rows};
-use longformer_model::batching::BatchLimit;
 pub use output::Pool;
 use output::{Output, batches, host, length_sorted_batches, unsort, write_output};
 use progress::RowProgress;

@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use burn::tensor::{Bool, Tensor, TensorData};
 use clap::ValueEnum;
 use longformer_model::LongformerInput;
+use longformer_model::batching::{BatchLimit, ItemSize, longest_first};
 use longformer_model::precision::to_f32;
 
 use super::progress::RowProgress;
 use crate::readback::read_back;
-use longformer_model::batching::{BatchLimit, ItemSize, longest_first};
 
 /// How `--pool` makes one vector of a row's last hidden states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,8 +79,8 @@ pub(super) fn batches(
 }
 
 /// `input` in batches within `limit` (rows, and tokens counting each batch's padding) taken
-/// longest first, each cut to its longest row, with the rows each holds (`lengths[r]`: row `r`'s tokens before its trailing padding, see
-/// [`LongformerInput::select_rows`]). For outputs of a row's real tokens (pooled vectors, the
+/// longest first, each cut to its longest row, with the rows each holds (`lengths[r]`: row
+/// `r`'s tokens before its trailing padding, see [`LongformerInput::select_rows`]). For outputs of a row's real tokens (pooled vectors, the
 /// first token's labels), which the cut padding does not change: a corpus of mixed lengths is
 /// encoded with little padding, where [`batches`] pads every row to the longest of all.
 pub(super) fn length_sorted_batches<'a>(
@@ -132,8 +132,17 @@ pub(super) fn in_length_sorted_batches<const D: usize>(
 pub(super) fn in_batches<const D: usize>(
     input: &LongformerInput,
     limit: BatchLimit,
-    mut forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
+    forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
 ) -> Result<Tensor<D>> {
+    Ok(Tensor::cat(each_batch(input, limit, forward)?, 0))
+}
+
+/// `forward` of each of [`batches`], in order, with the progress on stderr.
+pub(super) fn each_batch<T>(
+    input: &LongformerInput,
+    limit: BatchLimit,
+    mut forward: impl FnMut(LongformerInput) -> Result<T>,
+) -> Result<Vec<T>> {
     let mut progress = RowProgress::new(input.dims()[0], &input.input_ids.device());
     let mut parts = Vec::new();
     for rows in batches(input, limit) {
@@ -141,7 +150,7 @@ pub(super) fn in_batches<const D: usize>(
         parts.push(forward(rows)?);
         progress.advance(n);
     }
-    Ok(Tensor::cat(parts, 0))
+    Ok(parts)
 }
 
 /// Writes `outputs` to `path` as safetensors, with `metadata` in its header.
