@@ -813,8 +813,8 @@ fn batches_of_rows_give_what_one_batch_gives() {
     }
 }
 
-/// An input of several batches reports its progress on stderr (a line at each tenth of the way
-/// when stderr is not a terminal, as here); one batch reports none.
+/// An input of several batches reports its progress on stderr (a line at each tenth of the way,
+/// with the time left, when stderr is not a terminal, as here); one batch reports none.
 #[test]
 fn progress_is_reported_batch_by_batch() {
     let output = std::env::temp_dir().join(format!("lf-progress-{}.st", std::process::id()));
@@ -827,7 +827,9 @@ fn progress_is_reported_batch_by_batch() {
     };
     let err = stderr_of(&["--batch-size", "1"]);
     assert!(
-        err.contains("encoded 1/2 rows (") && err.contains("encoded 2/2 rows ("),
+        err.contains("encoded 1/2 rows (")
+            && err.contains(" s left)")
+            && err.contains("encoded 2/2 rows ("),
         "{err}"
     );
     let err = stderr_of(&["--pool", "mean", "--batch-size", "1"]);

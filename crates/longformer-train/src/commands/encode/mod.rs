@@ -303,9 +303,17 @@ fn encode_rows(
         Box::new(batches(input, limit).map(|rows| (Vec::new(), rows)))
     };
     let mut order = Vec::new();
-    let mut progress = RowProgress::new(lengths.len(), &device);
+    // Work in tokens: each row's own when batches are cut to their rows, else the input's length.
+    let [total, seq] = input.dims();
+    let row_work = |r: usize| if by_length { lengths[r] } else { seq };
+    let mut progress = RowProgress::new(total, (0..total).map(row_work).sum(), &device);
     for (held, rows) in planned {
         let [n, _] = rows.dims();
+        let work = if by_length {
+            held.iter().map(|&r| row_work(r)).sum()
+        } else {
+            n * seq
+        };
         order.extend(held);
         let real = rows.attention_mask.clone();
         let out = model
@@ -318,7 +326,7 @@ fn encode_rows(
         pooler.extend(out.pooler_output);
         hidden.push(out.hidden_states);
         attentions.extend(out.attentions);
-        progress.advance(n);
+        progress.advance(n, work);
     }
     let in_order = |parts: Vec<Tensor<2>>| {
         let rows = Tensor::cat(parts, 0);

@@ -117,12 +117,13 @@ pub(super) fn in_length_sorted_batches<const D: usize>(
 ) -> Result<Tensor<D>> {
     let mut order = Vec::new();
     let mut parts = Vec::new();
-    let mut progress = RowProgress::new(lengths.len(), &input.input_ids.device());
+    let total_work = lengths.iter().sum();
+    let mut progress = RowProgress::new(lengths.len(), total_work, &input.input_ids.device());
     for (batch, selected) in length_sorted_batches(input, lengths, limit) {
-        let rows = batch.len();
+        let (rows, work) = (batch.len(), batch.iter().map(|&r| lengths[r]).sum());
         order.extend(batch);
         parts.push(forward(selected)?);
-        progress.advance(rows);
+        progress.advance(rows, work);
     }
     Ok(unsort(Tensor::cat(parts, 0), &order))
 }
@@ -143,12 +144,13 @@ pub(super) fn each_batch<T>(
     limit: BatchLimit,
     mut forward: impl FnMut(LongformerInput) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let mut progress = RowProgress::new(input.dims()[0], &input.input_ids.device());
+    let [total, seq] = input.dims();
+    let mut progress = RowProgress::new(total, total * seq, &input.input_ids.device());
     let mut parts = Vec::new();
     for rows in batches(input, limit) {
         let [n, _] = rows.dims();
         parts.push(forward(rows)?);
-        progress.advance(n);
+        progress.advance(n, n * seq);
     }
     Ok(parts)
 }
