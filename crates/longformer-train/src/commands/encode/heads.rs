@@ -12,7 +12,7 @@ use longformer_model::{
     LongformerInput, TaskHead, load_head,
 };
 
-use super::output::{Output, each_batch, host, in_batches, in_length_sorted_batches};
+use super::output::{Batching, Output, host, in_batches, in_length_sorted_batches, run_batches};
 use super::{EncodeArgs, Head};
 
 /// Loads `head` from the model directory and runs it: its outputs, and a short summary to
@@ -84,7 +84,9 @@ pub(super) fn run_head(
         }
         Head::QuestionAnswering => {
             let model: LongformerForQuestionAnswering = load_head_as(head, args, &device)?;
-            let parts = each_batch(&input, limit, |rows| Ok(model.forward(rows)?))?;
+            let (parts, _) = run_batches(&input, limit, Batching::InOrder, |rows| {
+                Ok(model.forward(rows)?)
+            })?;
             let start_logits =
                 Tensor::cat(parts.iter().map(|p| p.start_logits.clone()).collect(), 0);
             let end_logits = Tensor::cat(parts.iter().map(|p| p.end_logits.clone()).collect(), 0);

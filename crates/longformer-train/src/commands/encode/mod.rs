@@ -26,8 +26,7 @@ use crate::progress::note;
 use heads::run_head;
 use input::{read_input, read_text_file, text_files, token_types, tokenize, truncate_rows};
 pub use output::Pool;
-use output::{Output, batches, host, length_sorted_batches, unsort, write_output};
-use progress::RowProgress;
+use output::{Batching, Output, host, run_batches, unsort, write_output};
 
 /// Arguments of `longformer encode`.
 #[derive(Args, Debug)]
@@ -274,11 +273,11 @@ pub fn run(args: EncodeArgs) -> Result<()> {
 }
 
 /// The base model's outputs for the rows of `input` (`source` names them in errors), encoded
-/// batches within `limit`: `last_hidden_state` or, with `--pool`, the pooled rows; the
+/// in batches within `limit`: `last_hidden_state` or, with `--pool`, the pooled rows; the
 /// pooler's output when the checkpoint has a pooler; the hidden states and attentions when
 /// asked. With `--pool` alone (outputs of a row's real tokens only), the rows go longest first,
-/// each batch cut to its longest row (`lengths`, see [`length_sorted_batches`]), and come back
-/// in order.
+/// each batch cut to its longest row (`lengths`, see [`Batching::ByLength`]), and come back in
+/// order.
 fn encode_rows(
     args: &EncodeArgs,
     input: &LongformerInput,
@@ -297,24 +296,12 @@ fn encode_rows(
     let (mut last, mut pooled, mut pooler, mut hidden, mut attentions) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let by_length = args.pool.is_some() && !args.hidden_states && !args.attentions;
-    let planned: Box<dyn Iterator<Item = (Vec<usize>, LongformerInput)>> = if by_length {
-        Box::new(length_sorted_batches(input, lengths, limit))
+    let batching = if by_length {
+        Batching::ByLength(lengths)
     } else {
-        Box::new(batches(input, limit).map(|rows| (Vec::new(), rows)))
+        Batching::InOrder
     };
-    let mut order = Vec::new();
-    // Work in tokens: each row's own when batches are cut to their rows, else the input's length.
-    let [total, seq] = input.dims();
-    let row_work = |r: usize| if by_length { lengths[r] } else { seq };
-    let mut progress = RowProgress::new(total, (0..total).map(row_work).sum(), &device);
-    for (held, rows) in planned {
-        let [n, _] = rows.dims();
-        let work = if by_length {
-            held.iter().map(|&r| row_work(r)).sum()
-        } else {
-            n * seq
-        };
-        order.extend(held);
+    let (_, order) = run_batches(input, limit, batching, |rows| {
         let real = rows.attention_mask.clone();
         let out = model
             .try_forward_with(rows, options)
@@ -326,8 +313,8 @@ fn encode_rows(
         pooler.extend(out.pooler_output);
         hidden.push(out.hidden_states);
         attentions.extend(out.attentions);
-        progress.advance(n, work);
-    }
+        Ok(())
+    })?;
     let in_order = |parts: Vec<Tensor<2>>| {
         let rows = Tensor::cat(parts, 0);
         if by_length {

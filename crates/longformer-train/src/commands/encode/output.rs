@@ -66,23 +66,25 @@ pub(super) fn host<const D: usize>(name: &str, tensor: Tensor<D>) -> Result<Outp
 }
 
 /// `input` in batches within `limit` (rows, and padded tokens), in order, each at the input's
-/// length.
+/// length, with the rows each holds.
 pub(super) fn batches(
     input: &LongformerInput,
     limit: BatchLimit,
-) -> impl Iterator<Item = LongformerInput> + '_ {
+) -> impl Iterator<Item = (Vec<usize>, LongformerInput)> + '_ {
     let [batch, seq] = input.dims();
     let rows = limit.items_at(1, seq);
-    (0..batch)
-        .step_by(rows)
-        .map(move |start| input.narrow_rows(start, rows.min(batch - start)))
+    (0..batch).step_by(rows).map(move |start| {
+        let n = rows.min(batch - start);
+        ((start..start + n).collect(), input.narrow_rows(start, n))
+    })
 }
 
 /// `input` in batches within `limit` (rows, and tokens counting each batch's padding) taken
 /// longest first, each cut to its longest row, with the rows each holds (`lengths[r]`: row
-/// `r`'s tokens before its trailing padding, see [`LongformerInput::select_rows`]). For outputs of a row's real tokens (pooled vectors, the
-/// first token's labels), which the cut padding does not change: a corpus of mixed lengths is
-/// encoded with little padding, where [`batches`] pads every row to the longest of all.
+/// `r`'s tokens before its trailing padding, see [`LongformerInput::select_rows`]). For outputs
+/// of a row's real tokens (pooled vectors, the first token's labels), which the cut padding does
+/// not change: a corpus of mixed lengths is encoded with little padding, where [`batches`] pads
+/// every row to the longest of all.
 pub(super) fn length_sorted_batches<'a>(
     input: &'a LongformerInput,
     lengths: &'a [usize],
@@ -94,6 +96,45 @@ pub(super) fn length_sorted_batches<'a>(
         let selected = input.select_rows(&batch, longest.max(1));
         (batch, selected)
     })
+}
+
+/// How `encode` cuts its rows into batches.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Batching<'a> {
+    /// In order, each batch at the input's length ([`batches`]).
+    InOrder,
+    /// Longest first, each batch cut to its longest row ([`length_sorted_batches`], with each
+    /// row's tokens before its trailing padding): for outputs of a row's real tokens only.
+    ByLength(&'a [usize]),
+}
+
+/// `forward` of each batch of `input` within `limit`, cut as `batching` says, with the progress
+/// on stderr: the outputs in the batches' order, and the input row of each output row.
+pub(super) fn run_batches<T>(
+    input: &LongformerInput,
+    limit: BatchLimit,
+    batching: Batching,
+    mut forward: impl FnMut(LongformerInput) -> Result<T>,
+) -> Result<(Vec<T>, Vec<usize>)> {
+    let [total, seq] = input.dims();
+    // The tokens a row's batch computes for it: its own when batches are cut to their rows.
+    let work = |row: usize| match batching {
+        Batching::InOrder => seq,
+        Batching::ByLength(lengths) => lengths[row],
+    };
+    let device = input.input_ids.device();
+    let mut progress = RowProgress::new(total, (0..total).map(work).sum(), &device);
+    let plan: Box<dyn Iterator<Item = (Vec<usize>, LongformerInput)>> = match batching {
+        Batching::InOrder => Box::new(batches(input, limit)),
+        Batching::ByLength(lengths) => Box::new(length_sorted_batches(input, lengths, limit)),
+    };
+    let (mut parts, mut order) = (Vec::new(), Vec::new());
+    for (rows, batch) in plan {
+        parts.push(forward(batch)?);
+        progress.advance(rows.len(), rows.iter().map(|&r| work(r)).sum());
+        order.extend(rows);
+    }
+    Ok((parts, order))
 }
 
 /// Rows of `sorted` (along the first axis) back in the input's order: row `i` of `sorted` is
@@ -113,18 +154,9 @@ pub(super) fn in_length_sorted_batches<const D: usize>(
     input: &LongformerInput,
     lengths: &[usize],
     limit: BatchLimit,
-    mut forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
+    forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
 ) -> Result<Tensor<D>> {
-    let mut order = Vec::new();
-    let mut parts = Vec::new();
-    let total_work = lengths.iter().sum();
-    let mut progress = RowProgress::new(lengths.len(), total_work, &input.input_ids.device());
-    for (batch, selected) in length_sorted_batches(input, lengths, limit) {
-        let (rows, work) = (batch.len(), batch.iter().map(|&r| lengths[r]).sum());
-        order.extend(batch);
-        parts.push(forward(selected)?);
-        progress.advance(rows, work);
-    }
+    let (parts, order) = run_batches(input, limit, Batching::ByLength(lengths), forward)?;
     Ok(unsort(Tensor::cat(parts, 0), &order))
 }
 
@@ -135,24 +167,8 @@ pub(super) fn in_batches<const D: usize>(
     limit: BatchLimit,
     forward: impl FnMut(LongformerInput) -> Result<Tensor<D>>,
 ) -> Result<Tensor<D>> {
-    Ok(Tensor::cat(each_batch(input, limit, forward)?, 0))
-}
-
-/// `forward` of each of [`batches`], in order, with the progress on stderr.
-pub(super) fn each_batch<T>(
-    input: &LongformerInput,
-    limit: BatchLimit,
-    mut forward: impl FnMut(LongformerInput) -> Result<T>,
-) -> Result<Vec<T>> {
-    let [total, seq] = input.dims();
-    let mut progress = RowProgress::new(total, total * seq, &input.input_ids.device());
-    let mut parts = Vec::new();
-    for rows in batches(input, limit) {
-        let [n, _] = rows.dims();
-        parts.push(forward(rows)?);
-        progress.advance(n, n * seq);
-    }
-    Ok(parts)
+    let (parts, _) = run_batches(input, limit, Batching::InOrder, forward)?;
+    Ok(Tensor::cat(parts, 0))
 }
 
 /// Writes `outputs` to `path` as safetensors, with `metadata` in its header.
@@ -219,7 +235,7 @@ mod tests {
             .collect();
         assert_eq!(held, [vec![1], vec![3, 4], vec![0, 2]]);
         let limit = BatchLimit::items(8).with_tokens(Some(10));
-        let dims: Vec<[usize; 2]> = batches(&input, limit).map(|b| b.dims()).collect();
+        let dims: Vec<[usize; 2]> = batches(&input, limit).map(|(_, b)| b.dims()).collect();
         assert_eq!(dims, [[2, 5], [2, 5], [1, 5]]);
     }
 
