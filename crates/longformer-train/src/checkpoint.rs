@@ -22,6 +22,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::examples::DataFingerprint;
+use crate::loss_scale::LossScaler;
 use crate::metrics::{History, Interval};
 use crate::model::WikiHopModel;
 use crate::trainer::TrainSettings;
@@ -55,6 +56,12 @@ pub struct TrainState {
     /// only the steps after the resume in its next line).
     #[serde(default)]
     pub interval: Interval,
+    /// The loss scale of a run with f16 passes (absent in other runs).
+    #[serde(default)]
+    pub loss_scaler: Option<LossScaler>,
+    /// Optimizer steps skipped so far because their f16 gradients overflowed.
+    #[serde(default)]
+    pub skipped_steps: usize,
 }
 
 /// The best dev evaluation.

@@ -217,6 +217,8 @@ mod tests {
                     lr: 1e-3,
                     examples_per_s: 1.0,
                     grad_norm: 1.0,
+                    skipped_steps: 0,
+                    loss_scale: None,
                 })
                 .collect(),
             dev: vec![DevPoint {

@@ -16,6 +16,7 @@ pub mod curve;
 pub mod evaluate;
 pub mod examples;
 pub mod init;
+pub mod loss_scale;
 pub mod metrics;
 pub mod model;
 pub mod optimization;
@@ -29,6 +30,7 @@ pub mod unlabeled;
 
 pub use backend::Precision;
 pub use examples::ExampleSet;
+pub use loss_scale::LossScaling;
 pub use model::{Combine, WikiHopModel, WikiHopOutput};
 pub use optimization::OptimizerSettings;
 pub use trainer::{Run, RunSummary, Start, TrainSettings};

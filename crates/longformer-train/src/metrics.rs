@@ -17,8 +17,19 @@ pub struct TrainPoint {
     pub lr: f64,
     /// Training throughput.
     pub examples_per_s: f64,
-    /// Global gradient norm before clipping, mean over the interval.
+    /// Global gradient norm before clipping, mean over the interval's applied steps.
     pub grad_norm: f64,
+    /// Steps of the interval skipped because their f16 gradients overflowed (see
+    /// [`crate::loss_scale`]); absent when none were.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_steps: usize,
+    /// The loss scale at the end of the interval, in runs with f16 passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f32>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A dev evaluation.
@@ -51,6 +62,9 @@ pub struct Interval {
     examples: usize,
     grad_norm_sum: f64,
     steps: usize,
+    /// Steps skipped for overflowing f16 gradients (absent in older checkpoints).
+    #[serde(default)]
+    skipped: usize,
     /// Seconds the interval ran before the current session (see [`Interval::paused`]).
     #[serde(default)]
     seconds: f64,
@@ -70,7 +84,13 @@ impl Interval {
         self.steps += 1;
     }
 
-    /// Optimizer steps in the interval.
+    /// Counts a step whose optimizer update was skipped (its f16 gradients overflowed): its
+    /// batches count, its gradient norm does not.
+    pub fn add_skipped(&mut self) {
+        self.skipped += 1;
+    }
+
+    /// Optimizer steps in the interval (applied ones; see [`add_skipped`](Self::add_skipped)).
     pub fn steps(&self) -> usize {
         self.steps
     }
@@ -101,6 +121,8 @@ impl Interval {
             lr,
             examples_per_s: self.examples as f64 / seconds.max(1e-9),
             grad_norm: self.grad_norm_sum / self.steps.max(1) as f64,
+            skipped_steps: self.skipped,
+            loss_scale: None,
         };
         *self = Self::default();
         point

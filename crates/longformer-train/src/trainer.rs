@@ -28,6 +28,7 @@ use crate::checkpoint::{self, BestDev, TrainState};
 use crate::curve::training_curve_svg;
 use crate::evaluate::{Evaluation, evaluate, predictions};
 use crate::examples::{DataFingerprint, ExampleSet};
+use crate::loss_scale::{LossScaler, LossScaling, ScaledStep};
 use crate::metrics::DevPoint;
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::{OptimizerSettings, clip_global_norm};
@@ -72,6 +73,10 @@ pub struct TrainSettings {
     /// gradients are cast back to f32. Runs saved before this setting existed read as f32.
     #[serde(default)]
     pub precision: Precision,
+    /// Dynamic loss scaling of f16 passes: required with them, refused with the other dtypes
+    /// (see [`crate::loss_scale`]). Runs saved before this setting existed read as none.
+    #[serde(default)]
+    pub loss_scaling: Option<LossScaling>,
 }
 
 impl Default for TrainSettings {
@@ -92,6 +97,7 @@ impl Default for TrainSettings {
             eval_batch_size: 8,
             eval_max_tokens: None,
             precision: Precision::F32,
+            loss_scaling: None,
         }
     }
 }
@@ -116,11 +122,17 @@ impl TrainSettings {
             }
         }
         self.optimizer.validate()?;
-        if self.precision == Precision::F16 {
-            bail!(
-                "training in f16 needs loss scaling, which this loop does not do (gradients below \
-                 f16's range would vanish): train in bf16 or f32"
-            );
+        match (self.precision, &self.loss_scaling) {
+            (Precision::F16, Some(scaling)) => scaling.validate()?,
+            (Precision::F16, None) => bail!(
+                "training with f16 passes needs loss scaling (gradients below f16's range would \
+                 vanish): set loss_scaling, as `longformer train --dtype f16` does"
+            ),
+            (other, Some(_)) => bail!(
+                "--loss-scale and --loss-scale-growth-interval apply to --dtype f16 only, not {}",
+                other.name()
+            ),
+            (_, None) => {}
         }
         Ok(())
     }
@@ -222,9 +234,16 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     /// Backend name.
     pub backend: String,
-    /// Dtype of the forward and backward passes (`f32`, `bf16`).
+    /// Dtype of the forward and backward passes (`f32`, `f16`, `bf16`).
     #[serde(default)]
     pub precision: Precision,
+    /// Optimizer steps skipped because their f16 gradients overflowed (counted in
+    /// `optimizer_steps`: the schedule and the data moved on, the weights did not).
+    #[serde(default)]
+    pub skipped_steps: usize,
+    /// The loss scale at the end, in runs with f16 passes.
+    #[serde(default)]
+    pub loss_scale: Option<f32>,
     /// Whether the (last session of the) run used activation checkpointing.
     #[serde(default)]
     pub gradient_checkpointing: bool,
@@ -343,6 +362,11 @@ impl Run<'_> {
         };
         state.data = Some(data);
         state.settings = Some(settings.clone());
+        if let Some(scaling) = &settings.loss_scaling {
+            state
+                .loss_scaler
+                .get_or_insert_with(|| LossScaler::new(scaling));
+        }
         let total_steps = settings.total_steps(self.train.len());
         let batches_per_epoch = settings.batches_per_epoch(self.train.len());
         let mut metrics_log = self.metrics_log(state.optimizer_step)?;
@@ -382,12 +406,17 @@ impl Run<'_> {
                 })
                 .collect();
             let seed = DropoutSeed::new(settings.seed).child(state.optimizer_step as u64);
-            let shares = self.gradients(&model, &batches, &devices, seed)?;
+            let loss_scale = state.loss_scaler.map_or(1.0, |s| s.scale);
+            let shares = self.gradients(&model, &batches, &devices, seed, loss_scale)?;
             let mut last_loss = 0.0;
+            let mut overflowed_loss = None;
             for (grads, stats) in shares {
                 accumulator.accumulate(&model, grads.to_device(&devices[0], &model));
                 for (loss, correct, examples) in stats {
                     last_loss = loss;
+                    if !loss.is_finite() {
+                        overflowed_loss = Some(loss);
+                    }
                     interval.add_batch(loss, correct, examples);
                     state.examples_seen += examples;
                 }
@@ -397,15 +426,36 @@ impl Run<'_> {
                 accumulator.grads(),
                 settings.optimizer.max_grad_norm,
             )?;
-            if !norm.is_finite() {
-                bail!(
+            let outcome = match (&mut state.loss_scaler, &settings.loss_scaling) {
+                (Some(scaler), Some(scaling)) => {
+                    if let Some(loss) = overflowed_loss {
+                        bail!(
+                            "the loss is {loss} at step {}: the forward pass left f16's range \
+                             (largest value 65,504), which no loss scale changes; train in f32",
+                            state.optimizer_step
+                        );
+                    }
+                    scaler.update(norm, scaling)?
+                }
+                _ if !norm.is_finite() => bail!(
                     "the gradient norm is {norm} at step {}: training diverged (lower --lr?)",
                     state.optimizer_step
-                );
-            }
+                ),
+                _ => ScaledStep::Apply,
+            };
             let lr = settings.optimizer.lr_at(state.optimizer_step, total_steps);
-            model = optimizer.step(lr, model, grads);
-            interval.add_step(norm);
+            if outcome == ScaledStep::Apply {
+                model = optimizer.step(lr, model, grads);
+                interval.add_step(norm);
+            } else {
+                interval.add_skipped();
+                state.skipped_steps += 1;
+                progress.line(&format!(
+                    "step {}: the f16 gradients overflowed at loss scale {loss_scale}; the step \
+                     is skipped and the scale halved",
+                    state.optimizer_step + 1
+                ));
+            }
             state.optimizer_step += 1;
             state.batches_done = last;
             if last == batches_per_epoch {
@@ -417,11 +467,19 @@ impl Run<'_> {
             progress.step(step, last_loss);
             if step % settings.log_every == 0 || finished {
                 let epoch = state.examples_seen as f64 / self.train.len() as f64;
-                let point =
+                let mut point =
                     interval.finish(step, epoch, lr, interval_start.elapsed().as_secs_f64());
+                point.loss_scale = state.loss_scaler.map(|s| s.scale);
                 interval_start = Instant::now();
+                let mut scaling = String::new();
+                if let Some(scale) = point.loss_scale {
+                    scaling = format!("  scale {scale}");
+                }
+                if point.skipped_steps > 0 {
+                    scaling += &format!("  skipped {}", point.skipped_steps);
+                }
                 progress.line(&format!(
-                    "step {step:>6}/{total_steps}  epoch {epoch:6.2}  loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} ex/s  |grad| {:.3}",
+                    "step {step:>6}/{total_steps}  epoch {epoch:6.2}  loss {:.4}  acc {:.3}  lr {:.2e}  {:.1} ex/s  |grad| {:.3}{scaling}",
                     point.loss, point.accuracy, point.lr, point.examples_per_s, point.grad_norm
                 ));
                 log_line(&mut metrics_log, &serde_json::json!({"train": &point}))?;
@@ -500,6 +558,8 @@ impl Run<'_> {
             wall_seconds: state.wall_seconds,
             backend: self.backend.to_string(),
             precision: settings.precision,
+            skipped_steps: state.skipped_steps,
+            loss_scale: state.loss_scaler.map(|s| s.scale),
             gradient_checkpointing: self.gradient_checkpointing,
             train_examples: self.train.len(),
             dev_examples: self.dev.len(),
@@ -533,13 +593,15 @@ impl Run<'_> {
     /// The gradients of `batches` (their losses divided by the number of batches), dealt
     /// round-robin over `devices`, one thread per device, each with `(loss, correct, examples)`
     /// of its batches. Batch `i` of the step takes its dropout masks from `seed.child(i)`,
-    /// whichever device runs it.
+    /// whichever device runs it. `loss_scale` multiplies the losses back-propagated and
+    /// divides the gradients (in f32) again.
     fn gradients(
         &self,
         model: &WikiHopModel,
         batches: &[&[usize]],
         devices: &[Device],
         seed: DropoutSeed,
+        loss_scale: f32,
     ) -> Result<Vec<DeviceGradients>> {
         let share = |d: usize| -> Vec<(DropoutSeed, &[usize])> {
             batches
@@ -556,7 +618,7 @@ impl Run<'_> {
                 model,
                 &share(0),
                 &devices[0],
-                scale,
+                (scale, loss_scale),
             )?]);
         }
         std::thread::scope(|scope| {
@@ -567,7 +629,9 @@ impl Run<'_> {
                 .map(|(d, device)| {
                     let mine = share(d);
                     let local = model.clone().fork(device);
-                    scope.spawn(move || self.device_gradients(&local, &mine, device, scale))
+                    scope.spawn(move || {
+                        self.device_gradients(&local, &mine, device, (scale, loss_scale))
+                    })
                 })
                 .collect();
             handles
@@ -580,14 +644,15 @@ impl Run<'_> {
         })
     }
 
-    /// Summed gradients of `batches` on one device (each loss divided by `scale`), each batch
-    /// with the seed of its dropout masks.
+    /// Summed gradients of `batches` on one device (each loss divided by `passes` and
+    /// multiplied by `loss_scale` for the backward pass, the gradients divided by `loss_scale`
+    /// again in f32), each batch with the seed of its dropout masks.
     fn device_gradients(
         &self,
         model: &WikiHopModel,
         batches: &[(DropoutSeed, &[usize])],
         device: &Device,
-        scale: f32,
+        (passes, loss_scale): (f32, f32),
     ) -> Result<DeviceGradients> {
         let precision = self.settings.precision;
         // The pass runs on a copy in the compute dtype (the same parameter ids); `model` keeps
@@ -604,21 +669,21 @@ impl Run<'_> {
                 let (output, pass) = compute
                     .try_forward_checkpointed(&batch, combine, Some(seed))
                     .context("a training batch does not fit the model")?;
-                let grads = output.loss.clone().div_scalar(scale).backward();
+                let grads = backward_loss(output.loss.clone(), passes, loss_scale).backward();
                 let grads = pass.backward(&compute.longformer, grads);
                 (output, grads)
             } else {
                 let output = compute
                     .try_forward_seeded(&batch, combine, Some(seed))
                     .context("a training batch does not fit the model")?;
-                let grads = output.loss.clone().div_scalar(scale).backward();
+                let grads = backward_loss(output.loss.clone(), passes, loss_scale).backward();
                 (output, grads)
             };
             let grads = GradientsParams::from_grads(grads, &compute);
             let grads = if precision == Precision::F32 {
                 grads
             } else {
-                grads_to_f32(model, grads)
+                grads_to_f32(model, grads, 1.0 / loss_scale)
             };
             accumulator.accumulate(model, grads);
             let candidates: Vec<usize> = indices
@@ -748,16 +813,34 @@ fn log_line(file: &mut File, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-/// `grads` with every parameter's gradient in f32 (the master weights' dtype).
-fn grads_to_f32(model: &WikiHopModel, mut grads: GradientsParams) -> GradientsParams {
-    struct ToF32<'a>(&'a mut GradientsParams);
+/// What a pass back-propagates: its loss divided by the step's number of passes, times the
+/// loss scale (1 but for f16 passes; a power of two by default, so that the scaling is exact).
+fn backward_loss<const D: usize>(loss: Tensor<D>, passes: f32, loss_scale: f32) -> Tensor<D> {
+    let loss = loss.div_scalar(passes);
+    if loss_scale == 1.0 {
+        loss
+    } else {
+        loss.mul_scalar(loss_scale)
+    }
+}
+
+/// `grads` with every parameter's gradient in f32 (the master weights' dtype), times `unscale`
+/// (the inverse of the pass's loss scale).
+fn grads_to_f32(model: &WikiHopModel, mut grads: GradientsParams, unscale: f32) -> GradientsParams {
+    struct ToF32<'a>(&'a mut GradientsParams, f32);
     impl ModuleVisitor for ToF32<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(grad) = self.0.remove::<D>(param.id) {
-                self.0.register(param.id, grad.cast(FloatDType::F32));
+                let grad = grad.cast(FloatDType::F32);
+                let grad = if self.1 == 1.0 {
+                    grad
+                } else {
+                    grad.mul_scalar(self.1)
+                };
+                self.0.register(param.id, grad);
             }
         }
     }
-    model.visit(&mut ToF32(&mut grads));
+    model.visit(&mut ToF32(&mut grads, unscale));
     grads
 }

@@ -320,6 +320,58 @@ fn gradient_checkpointing_trains_the_same_run() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `--dtype f16` scales the loss: the scaling's settings go to run.json, the scale to each log
+/// line and the summary; a resumed run keeps them (and refuses the flags).
+#[test]
+fn f16_training_scales_the_loss_and_records_it() {
+    let dir = temp_dir("f16");
+    let data = small_wikihop(&dir, 12);
+    let data = data.to_str().unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let args = ["--quiet", "--log-every", "1", "--dtype", "f16"];
+    short_run_ok(
+        data,
+        run_s,
+        &[&args[..], &["--loss-scale", "1024"]].concat(),
+    );
+    let record = json(&run.join("run.json"));
+    assert_eq!(
+        record["settings"]["loss_scaling"],
+        serde_json::json!({"init_scale": 1024.0, "growth_interval": 2000})
+    );
+    let summary = json(&run.join("summary.json"));
+    assert_eq!(summary["precision"], "f16");
+    assert_eq!(summary["loss_scale"], 1024.0);
+    assert_eq!(summary["skipped_steps"], 0);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let scales: Vec<_> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("train").map(|t| t["loss_scale"].clone()))
+        .collect();
+    assert_eq!(scales, vec![serde_json::json!(1024.0); 4]);
+    let message = failure(&longformer(&[
+        "train",
+        "--resume",
+        run_s,
+        "--loss-scale",
+        "8",
+    ]));
+    assert!(message.contains("drop --loss-scale"), "{message}");
+    // Without the flag, PyTorch's first scale, 2^16.
+    let default = dir.join("default");
+    short_run_ok(data, default.to_str().unwrap(), &args);
+    let record = json(&default.join("run.json"));
+    assert_eq!(record["settings"]["loss_scaling"]["init_scale"], 65536.0);
+    // An f32 run records none.
+    let plain = dir.join("plain");
+    short_run_ok(data, plain.to_str().unwrap(), &["--quiet"]);
+    assert!(json(&plain.join("run.json"))["settings"]["loss_scaling"].is_null());
+    assert!(json(&plain.join("summary.json"))["loss_scale"].is_null());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// `bench` refuses `--gradient-checkpointing` where it would not apply, rather than report rows
 /// that say it did.
 #[test]
@@ -614,6 +666,22 @@ fn bad_settings_and_empty_sets_are_refused_before_the_run_directory_is_made() {
         (
             &["--dtype", "bf16", "--backend", "ndarray"],
             "cannot compute in BF16",
+        ),
+        (
+            &["--loss-scale", "1024"],
+            "apply to --dtype f16 only, not f32",
+        ),
+        (
+            &["--dtype", "bf16", "--loss-scale-growth-interval", "10"],
+            "apply to --dtype f16 only, not bf16",
+        ),
+        (
+            &["--dtype", "f16", "--loss-scale", "0"],
+            "--loss-scale must be a finite number",
+        ),
+        (
+            &["--dtype", "f16", "--loss-scale-growth-interval", "0"],
+            "--loss-scale-growth-interval must be at least 1",
         ),
     ] {
         let message = failure(&longformer(&short_run(data, run_s, extra)));

@@ -14,7 +14,8 @@ use longformer_train::checkpoint::checkpoints;
 use longformer_train::metrics::TrainPoint;
 use longformer_train::trainer::{Interrupted, Trained};
 use longformer_train::{
-    Combine, ExampleSet, OptimizerSettings, Precision, Run, Start, TrainSettings, WikiHopModel,
+    Combine, ExampleSet, LossScaling, OptimizerSettings, Precision, Run, Start, TrainSettings,
+    WikiHopModel,
 };
 
 fn sample(examples: usize) -> (ExampleSet, usize) {
@@ -107,7 +108,35 @@ fn a_few_steps_lower_the_loss_on_a_fixed_batch() {
 #[test]
 fn resuming_from_a_checkpoint_continues_exactly() {
     let _serial = serial();
-    check_resume(Device::flex(), "flex", 0.0);
+    check_resume(Device::flex(), "flex", 0.0, settings());
+}
+
+/// With f16 passes, the loss scale and its count of steps without overflow continue from the
+/// checkpoint. Per step (the loss's own gradient is 2^k / 2 passes for a scale of 2^k, past
+/// f16's 65,504 from 2^17; here the third step's gradients overflow at 2^16 too):
+/// - from 2^17, doubled after two steps without overflow: skip, apply, skip, apply; a run
+///   restarted at its first scale would skip the third step at 2^17 and apply the fourth at 2^16;
+/// - from 2^15, doubled after three: four steps applied, the scale doubled after the third; a
+///   run restarted with a count of 0 would not double it.
+#[test]
+fn resuming_with_f16_passes_continues_the_loss_scale() {
+    let _serial = serial();
+    for (init_scale, growth_interval, skipped, last_scale) in [
+        (2f32.powi(17), 2, 2, 2f32.powi(15)),
+        (2f32.powi(15), 3, 0, 2f32.powi(16)),
+    ] {
+        let scaling = LossScaling {
+            init_scale,
+            growth_interval,
+        };
+        let full = check_resume(Device::flex(), "flex-f16", 0.0, f16_settings(scaling, 4));
+        assert_eq!(full.summary.skipped_steps, skipped, "from {init_scale}");
+        assert_eq!(
+            full.summary.loss_scale,
+            Some(last_scale),
+            "from {init_scale}"
+        );
+    }
 }
 
 /// On the software GPU too, through Burn's kernel fusion, which may order a resumed process's
@@ -119,19 +148,25 @@ fn resuming_on_the_software_gpu_continues_with_the_same_dropout() {
         return;
     }
     let _serial = serial();
-    check_resume(Device::wgpu(Default::default()), "wgpu", 1e-5);
+    check_resume(Device::wgpu(Default::default()), "wgpu", 1e-5, settings());
 }
 
-/// A run of 4 steps against copies of it resumed from its step-2 checkpoint: the same log
-/// lines and dev loss (within 1e-5), and final weights within `weight_tolerance`.
-fn check_resume(device: Device, backend: &'static str, weight_tolerance: f32) {
+/// A run of 4 steps with `settings` (of [`settings`]'s batches and cadence) against copies of
+/// it resumed from its step-2 checkpoint: the same log lines, dev loss (within 1e-5) and
+/// skipped steps, and final weights within `weight_tolerance`. Returns the uninterrupted run.
+fn check_resume(
+    device: Device,
+    backend: &'static str,
+    weight_tolerance: f32,
+    settings: TrainSettings,
+) -> Trained {
     let (train, vocab) = sample(16);
     let (dev, _) = sample(4);
     // 8 batches of 2, 2 per step: 4 steps, checkpoints at 2 and 4, log lines at 3 and 4: the
     // resumed run's line at 3 covers step 1 and 2 too, from the checkpoint's interval.
     let settings = TrainSettings {
         log_every: 3,
-        ..settings()
+        ..settings
     };
     let full_dir = temp_dir(&format!("full-{backend}"));
     fn run<'a>(
@@ -183,6 +218,12 @@ fn check_resume(device: Device, backend: &'static str, weight_tolerance: f32) {
         assert_eq!(resumed_history.len(), 2, "{resumed_history:?}");
         for (a, b) in full_history.iter().zip(&resumed_history) {
             assert_eq!(a.step, b.step);
+            assert_eq!(
+                a.skipped_steps, b.skipped_steps,
+                "{backend}, step {}",
+                a.step
+            );
+            assert_eq!(a.loss_scale, b.loss_scale, "{backend}, step {}", a.step);
             for (what, x, y) in [
                 ("loss", a.loss, b.loss),
                 ("accuracy", a.accuracy, b.accuracy),
@@ -197,6 +238,8 @@ fn check_resume(device: Device, backend: &'static str, weight_tolerance: f32) {
         }
         assert_eq!(resumed.summary.optimizer_steps, 4);
         assert_eq!(resumed.summary.examples_seen, full.summary.examples_seen);
+        assert_eq!(resumed.summary.skipped_steps, full.summary.skipped_steps);
+        assert_eq!(resumed.summary.loss_scale, full.summary.loss_scale);
         assert!((resumed.summary.dev_loss - full.summary.dev_loss).abs() < 1e-5);
         let (a, b) = (weights(&full.model), weights(&resumed.model));
         let apart = max_apart(&a, &b);
@@ -208,6 +251,7 @@ fn check_resume(device: Device, backend: &'static str, weight_tolerance: f32) {
         std::fs::remove_dir_all(resumed_dir).unwrap();
     }
     std::fs::remove_dir_all(full_dir).unwrap();
+    full
 }
 
 #[test]
@@ -372,13 +416,33 @@ fn two_steps_checkpointed(
     let settings = TrainSettings {
         max_steps: Some(2),
         precision,
+        loss_scaling: (precision == Precision::F16).then(LossScaling::default),
         ..settings()
     };
+    train_fresh(
+        dir,
+        (train, dev),
+        (vocab, dropout),
+        &settings,
+        devices,
+        gradient_checkpointing,
+    )
+}
+
+/// A run of [`fresh_model`] (with `dropout`) with `settings` on `devices` in `dir`.
+fn train_fresh(
+    dir: &Path,
+    (train, dev): (&ExampleSet, &ExampleSet),
+    (vocab, dropout): (usize, f64),
+    settings: &TrainSettings,
+    devices: &[Device],
+    gradient_checkpointing: bool,
+) -> anyhow::Result<Trained> {
     Run {
         dir,
         train,
         dev,
-        settings: &settings,
+        settings,
         backend: "flex",
         verbose: false,
         stop: None,
@@ -459,7 +523,7 @@ fn two_devices_train_like_one() {
 
 #[test]
 #[allow(deprecated)] // Device::ndarray: a device without bf16
-fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
+fn half_passes_keep_f32_master_weights_and_follow_the_f32_run() {
     let _serial = serial();
     let (train, vocab) = sample(8);
     let (dev, _) = sample(4);
@@ -467,12 +531,7 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
         two_steps(dir, (&train, &dev), (vocab, 0.0), precision, &[device])
     };
     let f32_dir = temp_dir("f32-passes");
-    let bf16_dir = temp_dir("bf16-passes");
     let full = run(&f32_dir, Precision::F32, Device::flex()).unwrap();
-    let half = run(&bf16_dir, Precision::Bf16, Device::flex()).unwrap();
-    // The master weights stay f32, and move as the f32 run's do.
-    let weight = half.model.answer_score.weight.val();
-    assert_eq!(weight.dtype(), burn::tensor::DType::F32);
     let init = fresh_model(vocab, 0.0, &Device::flex());
     let query = |m: &WikiHopModel| {
         m.longformer.encoder.layer[0]
@@ -482,41 +541,59 @@ fn bf16_passes_keep_f32_master_weights_and_follow_the_f32_run() {
             .weight
             .val()
     };
-    for (start, f, h) in [
-        (
-            init.answer_score.weight.val(),
-            full.model.answer_score.weight.val(),
-            weight,
-        ),
-        (query(&init), query(&full.model), query(&half.model)),
-    ] {
-        let moved = (f.clone() - start.clone()).abs().max().into_scalar::<f32>();
-        let apart = (f - h).abs().max().into_scalar::<f32>();
-        assert!(moved > 0.0);
+    // bf16 passes, and f16 passes with the loss scaled (PyTorch's default scale, 2^16).
+    for precision in [Precision::Bf16, Precision::F16] {
+        let half_dir = temp_dir(&format!("{}-passes", precision.name()));
+        let half = run(&half_dir, precision, Device::flex()).unwrap();
+        // The master weights stay f32, and move as the f32 run's do.
+        let weight = half.model.answer_score.weight.val();
+        assert_eq!(weight.dtype(), burn::tensor::DType::F32);
+        for (start, f, h) in [
+            (
+                init.answer_score.weight.val(),
+                full.model.answer_score.weight.val(),
+                weight,
+            ),
+            (query(&init), query(&full.model), query(&half.model)),
+        ] {
+            let moved = (f.clone() - start.clone()).abs().max().into_scalar::<f32>();
+            let apart = (f - h).abs().max().into_scalar::<f32>();
+            assert!(moved > 0.0);
+            assert!(
+                apart < 0.1 * moved,
+                "the f32 run moved a weight by up to {moved}; {precision:?} passes land {apart} \
+                 from it"
+            );
+        }
+        // Two steps of half passes land where the f32 run does, within the dtype's rounding.
+        let (a, b) = (full.summary.dev_loss, half.summary.dev_loss);
         assert!(
-            apart < 0.1 * moved,
-            "the f32 run moved a weight by up to {moved}; bf16 passes land {apart} from it"
+            (a - b).abs() < 2e-2 * a.abs().max(1.0),
+            "dev loss {a} with f32 passes, {b} with {precision:?} passes"
         );
+        assert_same_losses(&f32_dir, &half_dir, 2e-2);
+        // The gradients AdamW and the clipping see are the unscaled ones.
+        for (a, b) in read_history(&f32_dir).iter().zip(&read_history(&half_dir)) {
+            assert!(
+                (a.grad_norm - b.grad_norm).abs() < 2e-2 * a.grad_norm,
+                "step {}: gradient norm {} with f32 passes, {} with {precision:?} passes",
+                a.step,
+                a.grad_norm,
+                b.grad_norm
+            );
+        }
+        let scale = (precision == Precision::F16).then_some(65536.0);
+        assert_eq!(half.summary.loss_scale, scale);
+        assert_eq!(half.summary.skipped_steps, 0);
+        std::fs::remove_dir_all(half_dir).unwrap();
     }
-    // Two steps of bf16 passes land where the f32 run does, within bf16's rounding.
-    let (a, b) = (full.summary.dev_loss, half.summary.dev_loss);
-    assert!(
-        (a - b).abs() < 2e-2 * a.abs().max(1.0),
-        "dev loss {a} with f32 passes, {b} with bf16 passes"
-    );
-    assert_same_losses(&f32_dir, &bf16_dir, 2e-2);
-    // f16 (no loss scaling) and a device without bf16 are refused, with the reason.
-    let refused = |precision, device| match run(&temp_dir("refused"), precision, device) {
-        Ok(_) => panic!("{precision:?} trained"),
+    // A device without bf16 is refused, with the reason.
+    let err = match run(&temp_dir("refused"), Precision::Bf16, Device::ndarray()) {
+        Ok(_) => panic!("bf16 trained on ndarray"),
         Err(e) => e,
     };
-    let err = refused(Precision::F16, Device::flex());
-    assert!(err.to_string().contains("loss scaling"), "{err}");
-    let err = refused(Precision::Bf16, Device::ndarray());
     assert!(err.to_string().contains("cannot compute in BF16"), "{err}");
-    for dir in [f32_dir, bf16_dir] {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
+    std::fs::remove_dir_all(f32_dir).unwrap();
 }
 
 /// Activation checkpointing recomputes each layer in the backward pass, dropout masks included
@@ -585,4 +662,141 @@ fn gradient_checkpointing_trains_the_same_weights() {
             std::fs::remove_dir_all(dir).unwrap();
         }
     }
+}
+
+/// `settings()` with f16 passes scaled by `scaling`, for `steps` optimizer steps.
+fn f16_settings(scaling: LossScaling, steps: usize) -> TrainSettings {
+    TrainSettings {
+        max_steps: Some(steps),
+        precision: Precision::F16,
+        loss_scaling: Some(scaling),
+        ..settings()
+    }
+}
+
+/// Without loss scaling (a scale of 1), f16 passes lose the gradients below f16's range
+/// (2^-24); with it they keep them. AdamW's first step with ε at 1e-20 moves every weight whose
+/// gradient is not zero by the learning rate, so a weight the f32 run moves and an f16 run
+/// leaves in place lost its gradient.
+#[test]
+fn loss_scaling_keeps_the_gradients_below_f16s_range() {
+    let _serial = serial();
+    let (train, vocab) = sample(8);
+    let (dev, _) = sample(4);
+    let device = Device::flex();
+    let run = |tag: &str, settings: TrainSettings| {
+        let dir = temp_dir(tag);
+        let settings = TrainSettings {
+            optimizer: OptimizerSettings {
+                epsilon: 1e-20,
+                ..settings.optimizer
+            },
+            // One optimizer step of 8 passes: each pass's loss is divided by 8.
+            batch_size: 1,
+            grad_accum: 8,
+            max_steps: Some(1),
+            ..settings
+        };
+        let trained = train_fresh(
+            &dir,
+            (&train, &dev),
+            (vocab, 0.0),
+            &settings,
+            std::slice::from_ref(&device),
+            false,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        weights(&trained.model)
+    };
+    let full = run("f32-sign", settings());
+    let scaled = run("f16-scaled", f16_settings(LossScaling::default(), 1));
+    let unscaled = run(
+        "f16-unscaled",
+        f16_settings(
+            LossScaling {
+                init_scale: 1.0,
+                ..LossScaling::default()
+            },
+            1,
+        ),
+    );
+    let start = weights(&fresh_model(vocab, 0.0, &device));
+    let lost = |half: &[f32]| {
+        (0..start.len())
+            .filter(|&i| full[i] != start[i] && half[i] == start[i])
+            .count()
+    };
+    let (scaled, unscaled) = (lost(&scaled), lost(&unscaled));
+    println!("weights the f32 step moves and f16 passes leave: {scaled} scaled, {unscaled} not");
+    assert!(
+        unscaled >= 50 && scaled * 10 <= unscaled,
+        "f16 passes lost the gradients of {scaled} weights with the loss scaled, of {unscaled} \
+         without"
+    );
+}
+
+/// Gradients past f16's range skip the optimizer step and halve the scale: from 2^40 both steps
+/// of a run overflow, its weights stay where they started, and each log line counts its skip.
+#[test]
+fn overflowing_f16_gradients_skip_the_step_and_halve_the_scale() {
+    let _serial = serial();
+    let (train, vocab) = sample(8);
+    let (dev, _) = sample(4);
+    let device = Device::flex();
+    let dir = temp_dir("f16-overflow");
+    let scaling = LossScaling {
+        init_scale: 2f32.powi(40),
+        ..LossScaling::default()
+    };
+    let trained = train_fresh(
+        &dir,
+        (&train, &dev),
+        (vocab, 0.0),
+        &f16_settings(scaling, 2),
+        std::slice::from_ref(&device),
+        false,
+    )
+    .unwrap();
+    assert_eq!(trained.summary.optimizer_steps, 2);
+    assert_eq!(trained.summary.skipped_steps, 2);
+    assert_eq!(trained.summary.loss_scale, Some(2f32.powi(38)));
+    let start = weights(&fresh_model(vocab, 0.0, &device));
+    assert_eq!(max_apart(&start, &weights(&trained.model)), 0.0);
+    let history = read_history(&dir);
+    let logged: Vec<_> = history
+        .iter()
+        .map(|p| (p.step, p.skipped_steps, p.loss_scale))
+        .collect();
+    assert_eq!(
+        logged,
+        [(1, 1, Some(2f32.powi(39))), (2, 1, Some(2f32.powi(38)))]
+    );
+    assert!(history.iter().all(|p| p.loss.is_finite()));
+    std::fs::remove_dir_all(dir).unwrap();
+
+    // A forward pass past f16's range is an error: no loss scale brings it back. Answer
+    // scores of some 10^5 overflow to infinity in f16.
+    let dir = temp_dir("f16-forward-overflow");
+    let mut model = fresh_model(vocab, 0.0, &device);
+    model.answer_score.weight = model.answer_score.weight.map(|w| w.mul_scalar(1e6));
+    let err = Run {
+        dir: &dir,
+        train: &train,
+        dev: &dev,
+        settings: &f16_settings(LossScaling::default(), 2),
+        backend: "flex",
+        verbose: false,
+        stop: None,
+        gradient_checkpointing: false,
+    }
+    .train(Start::Fresh(model), std::slice::from_ref(&device))
+    .err()
+    .expect("the run fails");
+    assert!(
+        err.to_string()
+            .contains("the forward pass left f16's range"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -26,6 +26,7 @@ use crate::backend::{Backend, Precision};
 use crate::checkpoint::{load_model, read_json, run_weights, write_json};
 use crate::examples::ExampleSet;
 use crate::init::{ConfigChoice, ModelSource, check_tokenizer};
+use crate::loss_scale::LossScaling;
 use crate::model::{Combine, WikiHopModel};
 use crate::optimization::OptimizerSettings;
 use crate::output::write_file;
@@ -65,11 +66,19 @@ pub struct TrainArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
-    /// Dtype of the forward and backward passes: `bf16` runs them on a bf16 copy of the
-    /// weights while the weights, AdamW and the gradients it sees stay f32 [f32]. flex and
-    /// GPUs with bf16; `f16` is refused (it would need loss scaling).
+    /// Dtype of the forward and backward passes: `f16` and `bf16` run them on a half copy of
+    /// the weights while the weights, AdamW and the gradients it sees stay f32 [f32]. `f16`
+    /// scales the loss (--loss-scale), skipping steps whose gradients overflow; it is the half
+    /// type of GPUs reached through Vulkan or WGSL (bf16: flex and Metal).
     #[arg(long, value_enum)]
     pub dtype: Option<Precision>,
+    /// First loss scale of `--dtype f16`: halved (and the step skipped) when the gradients
+    /// overflow, doubled after --loss-scale-growth-interval steps without overflow [65536].
+    #[arg(long, value_name = "SCALE")]
+    pub loss_scale: Option<f32>,
+    /// Optimizer steps without overflow after which `--dtype f16`'s loss scale doubles [2000].
+    #[arg(long, value_name = "STEPS")]
+    pub loss_scale_growth_interval: Option<usize>,
     /// GPUs to train on (wgpu/vulkan): each optimizer step's batches are spread over them
     /// (use --grad-accum ≥ the number of devices).
     #[arg(long, default_value_t = 1)]
@@ -561,9 +570,26 @@ fn settings(args: &TrainArgs, pretrained: bool, seed: u64) -> TrainSettings {
         checkpoint_every: args.checkpoint_every.unwrap_or(base.checkpoint_every),
         keep_checkpoints: args.keep_checkpoints.unwrap_or(base.keep_checkpoints),
         precision: args.dtype.unwrap_or(base.precision),
+        loss_scaling: loss_scaling(args),
         eval_batch_size: args.eval_batch_size.unwrap_or(base.eval_batch_size),
         eval_max_tokens: args.eval_max_tokens.or(base.eval_max_tokens),
     }
+}
+
+/// The loss scaling of `--dtype f16` (its flags, else PyTorch's defaults); none for the other
+/// dtypes unless a loss-scale flag is given, which [`TrainSettings::validate`] then refuses.
+fn loss_scaling(args: &TrainArgs) -> Option<LossScaling> {
+    let flags = args.loss_scale.is_some() || args.loss_scale_growth_interval.is_some();
+    if args.dtype != Some(Precision::F16) && !flags {
+        return None;
+    }
+    let default = LossScaling::default();
+    Some(LossScaling {
+        init_scale: args.loss_scale.unwrap_or(default.init_scale),
+        growth_interval: args
+            .loss_scale_growth_interval
+            .unwrap_or(default.growth_interval),
+    })
 }
 
 /// `error` of a run in `run_dir`, with, when the device failed mid-run (out of memory) after a
@@ -612,6 +638,11 @@ fn settings_flag_given(args: &TrainArgs) -> Option<&'static str> {
         ("--eval-batch-size", args.eval_batch_size.is_some()),
         ("--eval-max-tokens", args.eval_max_tokens.is_some()),
         ("--dtype", args.dtype.is_some()),
+        ("--loss-scale", args.loss_scale.is_some()),
+        (
+            "--loss-scale-growth-interval",
+            args.loss_scale_growth_interval.is_some(),
+        ),
         ("--max-len", args.max_len.is_some()),
         ("--truncate", args.truncate),
     ];
