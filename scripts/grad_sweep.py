@@ -79,8 +79,9 @@ def draw_labels(r, config, head, ids, mask):
         return {"start_positions": draw(), "end_positions": draw()}
     if head == "multiple-choice":
         return {"labels": torch.tensor([r.randrange(batch)])}
-    # sequence classification
-    problem = r.choice(["single_label_classification", "regression", "multi_label_classification"])
+    # sequence classification (single-label with one label is refused: its loss is always 0)
+    problems = ["single_label_classification", "regression", "multi_label_classification"]
+    problem = r.choice(problems if config.num_labels > 1 else problems[1:])
     config.problem_type = problem
     if problem == "single_label_classification":
         labels = torch.tensor([r.randrange(config.num_labels) if r.random() < 0.8 else -100
