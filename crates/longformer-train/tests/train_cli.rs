@@ -157,6 +157,41 @@ fn trains_checkpoints_summarizes_and_evaluates() {
             assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{id}: {a} vs {b}");
         }
     }
+    // In bf16 (the attention core and the answer scores in f32): scores within bf16's
+    // rounding of the f32 ones; ndarray has no bf16.
+    let half = run.join("bf16.json");
+    let half_s = half.to_str().unwrap();
+    let eval = [
+        "eval",
+        "--run",
+        run_s,
+        "--weights",
+        "final",
+        "--out",
+        half_s,
+    ];
+    let out = longformer(&[&eval[..], &["--dtype", "bf16"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut rounded = 0;
+    for (id, p) in json(&half).as_object().unwrap() {
+        for (a, b) in p["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(predictions[id]["scores"].as_array().unwrap())
+        {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() <= 0.05 * (1.0 + b.abs()), "{id}: {a} vs {b}");
+            rounded += usize::from(a != b);
+        }
+    }
+    assert!(
+        rounded > 0,
+        "bf16 scores equal the f32 ones: the model ran in f32"
+    );
+    let refused = [&eval[..], &["--dtype", "bf16", "--backend", "ndarray"]].concat();
+    let message = failure(&longformer(&refused));
+    assert!(message.contains("cannot compute in BF16"), "{message}");
     let records: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(data).unwrap()).unwrap();
     for record in &records {

@@ -12,7 +12,7 @@ use longformer_data::{prepare_bytes, read_wikihop};
 use longformer_model::batching::BatchLimit;
 use serde::Serialize;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Precision};
 use crate::checkpoint::write_json;
 use crate::commands::train::{TrainedRun, example_set, load_examples};
 use crate::evaluate::{Prediction, evaluate};
@@ -49,6 +49,11 @@ pub struct EvalArgs {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex)]
     pub backend: Backend,
+    /// Float dtype to run the model in (`f16`/`bf16`: flex, or a GPU that has it; f16 on
+    /// Vulkan and WGSL GPUs); the attention core and the answer scores compute in f32 either
+    /// way.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub dtype: Precision,
 }
 
 /// One example in `predictions.json`.
@@ -86,6 +91,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         model,
         ..
     } = TrainedRun::load(&args.run, &args.weights, &device)?;
+    let model = args.dtype.apply(model, &device)?;
     let data = args.data.clone().unwrap_or_else(|| record.dev.clone());
     let options = record.prepare_options();
     // Records without an answer are predicted, not scored (see `unlabeled`); a file where every
