@@ -598,7 +598,7 @@ fn half_passes_keep_f32_master_weights_and_follow_the_f32_run() {
 
 /// Activation checkpointing recomputes each layer in the backward pass, dropout masks included
 /// (they come from the batch's seed), so two steps land on the same weights as without it: on
-/// flex (with f32 and with bf16 passes), on two devices, and on the software GPU (with its fused
+/// flex (with f32, bf16 and loss-scaled f16 passes), on two devices, and on the software GPU (with its fused
 /// attention kernel).
 #[test]
 #[allow(deprecated)] // Device::ndarray: a second, distinct device on a CPU-only machine
@@ -609,6 +609,7 @@ fn gradient_checkpointing_trains_the_same_weights() {
     let mut cases = vec![
         ("flex", Precision::F32, vec![Device::flex()]),
         ("flex, bf16 passes", Precision::Bf16, vec![Device::flex()]),
+        ("flex, f16 passes", Precision::F16, vec![Device::flex()]),
         (
             "flex+ndarray",
             Precision::F32,
