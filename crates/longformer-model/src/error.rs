@@ -209,14 +209,17 @@ pub enum InputError {
     },
     /// The device cannot compute in the requested float dtype.
     #[error(
-        "{device} cannot compute in {dtype}: use F32, or a device with that dtype (flex has F16 \
-         and BF16; ndarray has neither)"
+        "{device} cannot compute in {dtype}; of the half types it has {available}. Use F32, a \
+         half type it has, or another device (flex has F16 and BF16, ndarray neither, GPUs \
+         through Vulkan or WGSL at most F16)"
     )]
     UnsupportedDType {
         /// The requested dtype.
         dtype: String,
         /// The device.
         device: String,
+        /// The half types the device has: `F16`, `BF16`, `F16 and BF16` or `neither`.
+        available: String,
     },
     /// A class label (or answer position) outside the head's classes that is not the ignored
     /// value.

@@ -42,13 +42,22 @@ pub fn cast_float_params<M: Module>(
 /// [`InputError::UnsupportedDType`] if it does not.
 pub fn check_float_dtype(dtype: FloatDType, device: &Device) -> Result<(), InputError> {
     if device.supports_dtype(DType::from(dtype)) {
-        Ok(())
-    } else {
-        Err(InputError::UnsupportedDType {
-            dtype: format!("{dtype:?}"),
-            device: format!("{device:?}"),
-        })
+        return Ok(());
     }
+    let halves: Vec<&str> = [(FloatDType::F16, "F16"), (FloatDType::BF16, "BF16")]
+        .into_iter()
+        .filter(|&(half, _)| device.supports_dtype(DType::from(half)))
+        .map(|(_, name)| name)
+        .collect();
+    let available = match halves.as_slice() {
+        [] => "neither".to_string(),
+        names => names.join(" and "),
+    };
+    Err(InputError::UnsupportedDType {
+        dtype: format!("{dtype:?}"),
+        device: format!("{device:?}"),
+        available,
+    })
 }
 
 /// `x` in f32 (itself when it is already): where a half-precision model computes in f32.
