@@ -4,7 +4,9 @@
 
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use longformer_model::attention::global::{GlobalProjections, global_rows, split_heads};
+use longformer_model::attention::global::{
+    GlobalKeys, GlobalProjections, global_rows, split_heads,
+};
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
 use longformer_model::attention::{
     AttentionMasks, LocalAttentionKernel, SlidingWindowAttention, SlidingWindowAttentionConfig,
@@ -109,6 +111,7 @@ impl AttentionCase {
             slots,
             N_HEADS,
             DropoutSeed::new(0),
+            GlobalKeys::Auto,
         );
         context.into_data().num_elements()
     }

@@ -2,8 +2,8 @@
 //! projections (`query_global`, `key_global`, `value_global`), and its output replaces the local one.
 
 use burn::nn::{Dropout, Linear};
-use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
+use burn::tensor::{DType, Tensor};
 
 use crate::dropout::{DropoutSeed, seeded_dropout};
 use crate::precision::to_f32;
@@ -35,10 +35,53 @@ pub struct GlobalProjections<'a> {
     pub dropout: &'a Dropout,
 }
 
+/// How the global rows meet the keys and values of every token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalKeys {
+    /// In an f32 model, whichever of the two takes fewer multiply-adds
+    /// ([`GlobalKeys::choose`]); in a half-precision model, [`Projected`](Self::Projected),
+    /// whose projections run in the half type (a GPU's fast matrix units) where the folded
+    /// products would run in f32.
+    Auto,
+    /// As HF: `key_global` and `value_global` project every token (`2 · seq · d²`), and the
+    /// global queries meet the projected keys and values.
+    Projected,
+    /// The projections folded into the global side: each head's query goes through the
+    /// transposed key projection and meets the hidden states themselves, and the
+    /// probability-weighted hidden states go through the value projection
+    /// (`scores = (q Wkᵀ) · hᵀ + q · bk`, `context = (p · h) Wv + (Σp) bv`, the same numbers up
+    /// to rounding): `2 · heads · n_global · seq · d` multiply-adds, far fewer when a row has
+    /// few global tokens (one `<s>` for classification: 24 × fewer at longformer-base's shape).
+    Folded,
+}
+
+impl GlobalKeys {
+    /// The way for `n_global` global rows over `seq` tokens of width `d` in `heads` heads, of
+    /// a model whose hidden states are `half` precision or not: for [`Auto`](Self::Auto) in
+    /// f32, [`Folded`](Self::Folded) when `heads · n_global · seq · d + n_global · d²` is below
+    /// `seq · d² + n_global · seq · d` (longformer-base: up to 68 global tokens).
+    pub fn choose(self, seq: usize, d: usize, heads: usize, n_global: usize, half: bool) -> Self {
+        match self {
+            Self::Auto if half => Self::Projected,
+            Self::Auto => {
+                let folded = heads * n_global * seq * d + n_global * d * d;
+                let projected = seq * d * d + n_global * seq * d;
+                if folded < projected {
+                    Self::Folded
+                } else {
+                    Self::Projected
+                }
+            }
+            chosen => chosen,
+        }
+    }
+}
+
 /// Attention of the global rows over the whole sequence.
 ///
 /// Returns the context of every slot and the probabilities. `seed` seeds the dropout of the
-/// probabilities.
+/// probabilities. `keys` picks how the rows meet every token's keys and values (the same
+/// result either way, up to rounding).
 ///
 /// # Shapes
 /// - hidden: `[batch_size, seq_length, d_model]`
@@ -50,6 +93,7 @@ pub fn global_rows(
     slots: &GlobalSlots,
     n_heads: usize,
     seed: DropoutSeed,
+    keys: GlobalKeys,
 ) -> (Tensor<3>, Tensor<4>) {
     let [b, l, d] = hidden.dims();
     let g = slots.slot_rows.dims()[0] / b;
@@ -63,11 +107,224 @@ pub fn global_rows(
         to_f32(proj.query.forward(global_tokens.reshape([b, g, d]))),
         n_heads,
     ) * scale;
-    let k = split_heads(to_f32(proj.key.forward(hidden.clone())), n_heads);
-    let v = split_heads(to_f32(proj.value.forward(hidden)), n_heads);
-    let scores = q.matmul(k.swap_dims(2, 3));
+    let half = hidden.dtype() != DType::F32;
+    let keys = keys.choose(l, d, n_heads, g, half);
+    let (scores, values) = match keys {
+        GlobalKeys::Folded => (
+            folded_scores(q, to_f32(hidden.clone()), proj.key),
+            Values::Folded(to_f32(hidden)),
+        ),
+        _ => {
+            let k = split_heads(to_f32(proj.key.forward(hidden.clone())), n_heads);
+            let v = split_heads(to_f32(proj.value.forward(hidden)), n_heads);
+            (q.matmul(k.swap_dims(2, 3)), Values::Projected(v))
+        }
+    };
     let mask = slots.row_mask.clone().expand(scores.dims());
     let probs = softmax(scores.mask_fill(mask, MASKED_SCORE), 3);
-    let context = seeded_dropout(proj.dropout, probs.clone(), seed).matmul(v);
+    let dropped = seeded_dropout(proj.dropout, probs.clone(), seed);
+    let context = match values {
+        Values::Projected(v) => dropped.matmul(v),
+        Values::Folded(hidden) => folded_context(dropped, hidden, proj.value),
+    };
     (merge_heads(context), probs)
+}
+
+/// What the probabilities weigh: the projected values `[batch_size, n_heads, seq_length,
+/// d_head]`, or the hidden states `[batch_size, seq_length, d_model]` (f32) for
+/// [`folded_context`].
+enum Values {
+    Projected(Tensor<4>),
+    Folded(Tensor<3>),
+}
+
+/// `linear`'s weight `[d_model, d_model]` split by output head: `[n_heads, d_model, d_head]`, in
+/// f32.
+fn weight_by_head(linear: &Linear, n_heads: usize) -> Tensor<3> {
+    let weight = to_f32(linear.weight.val());
+    let [d_in, d_out] = weight.dims();
+    weight
+        .reshape([d_in, n_heads, d_out / n_heads])
+        .swap_dims(0, 1)
+}
+
+/// `q · kᵀ` with `k = key(hidden)` split by heads, without projecting the keys:
+/// `(q Wk_hᵀ) · hiddenᵀ + q · bk_h` per head `h`.
+///
+/// # Shapes
+/// - q: `[batch_size, n_heads, n_global, d_head]` (f32)
+/// - hidden: `[batch_size, seq_length, d_model]` (f32)
+/// - output: `[batch_size, n_heads, n_global, seq_length]`
+fn folded_scores(q: Tensor<4>, hidden: Tensor<3>, key: &Linear) -> Tensor<4> {
+    let [b, h, g, dh] = q.dims();
+    let [_, l, d] = hidden.dims();
+    // [h, b·g, dh] x [h, dh, d]: each head's queries in the hidden states' space.
+    let by_head = q.clone().swap_dims(0, 1).reshape([h, b * g, dh]);
+    let lifted = by_head.matmul(weight_by_head(key, h).swap_dims(1, 2));
+    let lifted = lifted
+        .reshape([h, b, g, d])
+        .swap_dims(0, 1)
+        .reshape([b, h * g, d]);
+    let scores = lifted.matmul(hidden.swap_dims(1, 2)).reshape([b, h, g, l]);
+    match &key.bias {
+        // The bias adds `q · bk_h` to a whole row of scores, which the softmax does not see; it
+        // is kept so that the bias takes the gradient HF's does (zero up to rounding).
+        Some(bias) => {
+            let bias = to_f32(bias.val()).reshape([1, h, 1, dh]);
+            scores + (q * bias).sum_dim(3)
+        }
+        None => scores,
+    }
+}
+
+/// `probs · v` with `v = value(hidden)` split by heads, without projecting the values:
+/// `(probs · hidden) Wv_h + (Σ probs) bv_h` per head `h`.
+///
+/// # Shapes
+/// - probs: `[batch_size, n_heads, n_global, seq_length]` (after dropout)
+/// - hidden: `[batch_size, seq_length, d_model]` (f32)
+/// - output: `[batch_size, n_heads, n_global, d_head]`
+fn folded_context(probs: Tensor<4>, hidden: Tensor<3>, value: &Linear) -> Tensor<4> {
+    let [b, h, g, l] = probs.dims();
+    let d = hidden.dims()[2];
+    let weighed = probs.clone().reshape([b, h * g, l]).matmul(hidden);
+    // [h, b·g, d] x [h, d, dh].
+    let by_head = weighed
+        .reshape([b, h, g, d])
+        .swap_dims(0, 1)
+        .reshape([h, b * g, d]);
+    let weight = weight_by_head(value, h);
+    let dh = weight.dims()[2];
+    let context = by_head
+        .matmul(weight)
+        .reshape([h, b, g, dh])
+        .swap_dims(0, 1);
+    match &value.bias {
+        Some(bias) => {
+            let bias = to_f32(bias.val()).reshape([1, h, 1, dh]);
+            context + probs.sum_dim(3) * bias
+        }
+        None => context,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::nn::{DropoutConfig, LinearConfig};
+    use burn::tensor::{Device, Distribution, Gradients};
+
+    use super::*;
+    use crate::attention::masks::AttentionMasks;
+    use crate::input::AttentionLayout;
+    use crate::test_devices::devices;
+
+    /// Two rows of 11 tokens, the second with 3 padding tokens; 3 global tokens in the first
+    /// row, 1 in the second (whose two other slots are empty), one of them on padding.
+    fn slots(device: &Device) -> GlobalSlots {
+        let (b, l) = (2, 11);
+        let is_real: Vec<bool> = (0..b * l).map(|i| i < l || i % l < 8).collect();
+        let is_global: Vec<bool> = (0..b * l).map(|i| [0, 4, 10, l + 2].contains(&i)).collect();
+        let layout = AttentionLayout::new(b, l, is_real, is_global);
+        AttentionMasks::new(layout, device)
+            .global
+            .expect("global tokens")
+    }
+
+    fn linear(d: usize, bias: bool, device: &Device) -> Linear {
+        let mut linear = LinearConfig::new(d, d).with_bias(bias).init(device);
+        linear.weight = Param::from_tensor(Tensor::random(
+            [d, d],
+            Distribution::Normal(0.0, 0.3),
+            device,
+        ));
+        linear
+    }
+
+    /// The folded path gives the projected path's context, probabilities and gradients (of the
+    /// hidden states and of every projection weight and bias), with dropout, padding, empty
+    /// slots and with or without biases, on every backend.
+    #[test]
+    fn folded_projections_give_the_projected_results() {
+        let (d, heads) = (12, 3);
+        for device in devices() {
+            let device = device.autodiff();
+            for bias in [true, false] {
+                let [query, key, value] = [0, 1, 2].map(|_| linear(d, bias, &device));
+                let dropout = DropoutConfig::new(0.25).init();
+                let hidden =
+                    Tensor::<3>::random([2, 11, d], Distribution::Default, &device).require_grad();
+                // A loss that weighs every context element differently: [2 rows, 3 slots, d].
+                let weights = Tensor::<3>::random([2, 3, d], Distribution::Default, &device);
+                let run = |keys: GlobalKeys| {
+                    let proj = GlobalProjections {
+                        query: &query,
+                        key: &key,
+                        value: &value,
+                        dropout: &dropout,
+                    };
+                    let seed = DropoutSeed::new(3);
+                    let (context, probs) =
+                        global_rows(hidden.clone(), proj, &slots(&device), heads, seed, keys);
+                    let grads = (context.clone() * weights.clone()).sum().backward();
+                    (context, probs, grads)
+                };
+                let (a, pa, ga) = run(GlobalKeys::Projected);
+                let (b, pb, gb) = run(GlobalKeys::Folded);
+                let close = |what: &str, x: Tensor<3>, y: Tensor<3>| {
+                    let apart = (x.clone() - y).abs().max().into_scalar::<f32>();
+                    let size = x.abs().max().into_scalar::<f32>();
+                    assert!(size > 0.0, "{what}: all zero");
+                    assert!(
+                        apart <= 1e-5 * size.max(1.0),
+                        "{device:?}, bias {bias}: {what} {apart} apart (largest {size})"
+                    );
+                };
+                close("context", a.inner(), b.inner());
+                let [bb, h, g, l] = pa.dims();
+                close(
+                    "probabilities",
+                    pa.inner().reshape([bb * h, g, l]),
+                    pb.inner().reshape([bb * h, g, l]),
+                );
+                let grad = |grads: &Gradients, x: &Tensor<2>| {
+                    x.grad(grads).expect("a gradient").unsqueeze::<3>()
+                };
+                close(
+                    "hidden gradient",
+                    hidden.grad(&ga).unwrap(),
+                    hidden.grad(&gb).unwrap(),
+                );
+                for (name, linear) in [("query", &query), ("key", &key), ("value", &value)] {
+                    let weight = linear.weight.val();
+                    close(name, grad(&ga, &weight), grad(&gb, &weight));
+                    if let Some(b) = &linear.bias {
+                        let b = b.val();
+                        let (x, y) = (b.grad(&ga).unwrap(), b.grad(&gb).unwrap());
+                        // The key bias shifts whole rows of scores: its gradient is zero up to
+                        // rounding either way.
+                        let apart = (x.clone() - y).abs().max().into_scalar::<f32>();
+                        let size = x.abs().max().into_scalar::<f32>();
+                        assert!(
+                            apart <= 1e-5 * size.max(1.0),
+                            "{device:?}: {name} bias gradients {apart} apart (largest {size})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn auto_folds_in_f32_when_it_takes_fewer_multiply_adds() {
+        let base = |g: usize, half: bool| GlobalKeys::Auto.choose(4096, 768, 12, g, half);
+        assert_eq!(base(1, false), GlobalKeys::Folded);
+        assert_eq!(base(68, false), GlobalKeys::Folded);
+        assert_eq!(base(69, false), GlobalKeys::Projected);
+        assert_eq!(base(1, true), GlobalKeys::Projected);
+        assert_eq!(
+            GlobalKeys::Folded.choose(4096, 768, 12, 500, true),
+            GlobalKeys::Folded
+        );
+    }
 }

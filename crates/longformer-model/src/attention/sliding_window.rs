@@ -15,7 +15,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::fused::LocalAttentionKernel;
-use super::global::{GlobalProjections, global_rows, merge_heads, split_heads};
+use super::global::{GlobalKeys, GlobalProjections, global_rows, merge_heads, split_heads};
 use super::local::{BandPattern, LocalHeads, local_attention};
 use super::masks::AttentionMasks;
 use super::pattern::WindowPattern;
@@ -257,8 +257,14 @@ impl SlidingWindowAttention {
             value: &self.value_global,
             dropout: &self.dropout,
         };
-        let (global_context, global_probs) =
-            global_rows(hidden, projections, slots, h, seed.child(GLOBAL_SITE));
+        let (global_context, global_probs) = global_rows(
+            hidden,
+            projections,
+            slots,
+            h,
+            seed.child(GLOBAL_SITE),
+            GlobalKeys::Auto,
+        );
         // Global rows replace the (already zeroed) local output.
         let g = layout.n_global;
         let filled = global_context
