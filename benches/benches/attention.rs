@@ -4,7 +4,9 @@
 //! - `local`: the band core alone (scores of the 2w+1 band and the global keys, softmax, values;
 //!   no projections);
 //! - `global`: the 64 global rows over the whole sequence (with their projections);
-//! - `layer`: the whole attention of a layer as the model runs it.
+//! - `layer`: the whole attention of a layer as the model runs it;
+//! - `global-keys`: the global rows at n = 4096 on flex with 1, 16 and 64 global tokens, their
+//!   keys and values projected (HF's way) or folded into the global queries.
 //!
 //! `cargo bench --workspace --profile dev --bench attention` (`-- local` to pick one group), which
 //! reuses the test build (`-p longformer-benches` would build Burn with other features). Each
@@ -15,6 +17,7 @@ use std::time::Duration;
 use burn::tensor::Device;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use longformer_benches::AttentionCase;
+use longformer_model::attention::global::GlobalKeys;
 
 const LENGTHS: [usize; 2] = [4096, 16384];
 const N_GLOBAL: usize = 64;
@@ -52,5 +55,26 @@ fn attention(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, attention);
+fn global_keys(c: &mut Criterion) {
+    let mut group = c.benchmark_group("global-keys");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    let device = Device::flex();
+    for n_global in [1, 16, 64] {
+        let case = AttentionCase::new(4096, n_global, &device);
+        for (name, keys) in [
+            ("projected", GlobalKeys::Projected),
+            ("folded", GlobalKeys::Folded),
+        ] {
+            group.bench_with_input(BenchmarkId::new(name, n_global), &case, |b, case| {
+                b.iter(|| case.run_global_with(keys))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, attention, global_keys);
 criterion_main!(benches);

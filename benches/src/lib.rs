@@ -94,6 +94,11 @@ impl AttentionCase {
 
     /// The global rows: every global token over the whole sequence, with its projections.
     pub fn run_global(&self) -> usize {
+        self.run_global_with(GlobalKeys::Auto)
+    }
+
+    /// [`run_global`](Self::run_global) with the keys and values met as `keys` says.
+    pub fn run_global_with(&self, keys: GlobalKeys) -> usize {
         let slots = self
             .masks
             .global
@@ -111,7 +116,7 @@ impl AttentionCase {
             slots,
             N_HEADS,
             DropoutSeed::new(0),
-            GlobalKeys::Auto,
+            keys,
         );
         context.into_data().num_elements()
     }
