@@ -51,7 +51,8 @@ pub enum GlobalKeys {
     /// probability-weighted hidden states go through the value projection
     /// (`scores = (q Wkᵀ) · hᵀ + q · bk`, `context = (p · h) Wv + (Σp) bv`, the same numbers up
     /// to rounding): `2 · heads · n_global · seq · d` multiply-adds, far fewer when a row has
-    /// few global tokens (one `<s>` for classification: 63 × fewer at longformer-base's shape, n = 4096).
+    /// few global tokens (one `<s>` for classification: 63 × fewer at longformer-base's shape
+    /// and n = 4096).
     Folded,
 }
 
