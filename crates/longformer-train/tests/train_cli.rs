@@ -127,8 +127,8 @@ fn trains_checkpoints_summarizes_and_evaluates() {
 
     let eval = longformer(&["eval", "--run", run_s, "--weights", "final"]);
     assert!(eval.status.success(), "{}", stderr(&eval));
-    let predictions = json(&run.join("predictions.json"));
-    let predictions = predictions.as_object().unwrap();
+    let all_predictions = json(&run.join("predictions.json"));
+    let predictions = all_predictions.as_object().unwrap();
     assert_eq!(predictions.len(), 12);
     // A token budget of one: an example per batch, the same predictions.
     let alone = run.join("alone.json");
@@ -144,18 +144,13 @@ fn trains_checkpoints_summarizes_and_evaluates() {
         alone.to_str().unwrap(),
     ]);
     assert!(eval.status.success(), "{}", stderr(&eval));
-    for (id, p) in json(&alone).as_object().unwrap() {
+    let alone = json(&alone);
+    for (id, p) in alone.as_object().unwrap() {
         let q = &predictions[id];
         assert_eq!(p["predicted_index"], q["predicted_index"], "{id}");
-        for (a, b) in p["scores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(q["scores"].as_array().unwrap())
-        {
-            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{id}: {a} vs {b}");
-        }
+    }
+    for (id, a, b) in paired_scores(&alone, &all_predictions) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{id}: {a} vs {b}");
     }
     // In bf16 (the attention core and the answer scores in f32): scores within bf16's
     // rounding of the f32 ones; ndarray has no bf16.
@@ -173,17 +168,9 @@ fn trains_checkpoints_summarizes_and_evaluates() {
     let out = longformer(&[&eval[..], &["--dtype", "bf16"]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let mut rounded = 0;
-    for (id, p) in json(&half).as_object().unwrap() {
-        for (a, b) in p["scores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(predictions[id]["scores"].as_array().unwrap())
-        {
-            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-            assert!((a - b).abs() <= 0.05 * (1.0 + b.abs()), "{id}: {a} vs {b}");
-            rounded += usize::from(a != b);
-        }
+    for (id, a, b) in paired_scores(&json(&half), &all_predictions) {
+        assert!((a - b).abs() <= 0.05 * (1.0 + b.abs()), "{id}: {a} vs {b}");
+        rounded += usize::from(a != b);
     }
     assert!(
         rounded > 0,
@@ -283,6 +270,20 @@ fn eval_batch_limits_change_batching_not_scores() {
     assert_eq!(settings["eval_max_tokens"], 1);
     assert!(json(&plain.join("run.json"))["settings"]["eval_max_tokens"].is_null());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Every candidate's score in two `predictions.json` files, side by side with its record's id
+/// (the records of `a`, looked up in `b`).
+fn paired_scores(a: &serde_json::Value, b: &serde_json::Value) -> Vec<(String, f64, f64)> {
+    let mut pairs = Vec::new();
+    for (id, p) in a.as_object().unwrap() {
+        let theirs = b[id]["scores"].as_array().unwrap();
+        for (x, y) in p["scores"].as_array().unwrap().iter().zip(theirs) {
+            pairs.push((id.clone(), x.as_f64().unwrap(), y.as_f64().unwrap()));
+        }
+        assert_eq!(p["scores"].as_array().unwrap().len(), theirs.len(), "{id}");
+    }
+    pairs
 }
 
 /// A failed run: exit status 1 (an error, not a panic), and its stderr.
