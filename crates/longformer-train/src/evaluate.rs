@@ -88,9 +88,8 @@ pub fn predictions(
 
 /// Runs `model` (in inference mode: pass `model.valid()`) over `set`, in batches within `limit`
 /// of examples of similar lengths ([`ExampleSet::longest_first`]), its predictions in file
-/// order; or
-/// returns the encoder's error for the first batch it cannot take (an [`InputError`], see
-/// [`WikiHopModel::try_forward`]) or the device's failure to compute one.
+/// order; or returns the encoder's error for the first batch it cannot take (an
+/// [`InputError`], see [`WikiHopModel::try_forward`]) or the device's failure to compute one.
 pub fn evaluate(
     model: &WikiHopModel,
     set: &ExampleSet,
