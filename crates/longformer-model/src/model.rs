@@ -1,13 +1,13 @@
 //! [`LongformerModel`]: embeddings, encoder and pooler (HF `LongformerModel`).
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::attention::fused::fused_available;
 use crate::attention::{AttentionMasks, AttentionProbs, LocalAttentionKernel};
 use crate::config::LongformerConfig;
 use crate::dropout::DropoutSeed;
-use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig, position_ids_of};
+use crate::embedding::{LongformerEmbeddings, LongformerEmbeddingsConfig, host_position_ids};
 use crate::encoder::LongformerEncoder;
 use crate::error::InputError;
 use crate::init::hf_initialization;
@@ -145,14 +145,25 @@ impl LongformerConfig {
 pub(crate) struct PreparedInput {
     /// `[batch_size, seq_length]`
     pub(crate) input_ids: Tensor<2, Int>,
-    /// `[batch_size, seq_length]`, counted on the host (see [`position_ids_of`]).
+    /// `[batch_size, seq_length]`, counted on the host (see [`host_position_ids`]).
     pub(crate) position_ids: Tensor<2, Int>,
     /// `[batch_size, seq_length]`, or all zero when absent.
     pub(crate) token_type_ids: Option<Tensor<2, Int>>,
+    /// The three id tensors' values, on the host (the input checks read them there).
+    pub(crate) host: HostIds,
     /// The attention masks of every layer.
     pub(crate) masks: AttentionMasks,
     /// The pass's dropout seed.
     pub(crate) seed: DropoutSeed,
+}
+
+/// Token ids, position ids and token type ids on the host, row-major.
+#[derive(Debug, Clone)]
+pub(crate) struct HostIds {
+    pub(crate) input_ids: Vec<i64>,
+    pub(crate) position_ids: Vec<i64>,
+    /// `None` when the input has none.
+    pub(crate) token_type_ids: Option<Vec<i64>>,
 }
 
 impl PreparedInput {
@@ -266,16 +277,25 @@ impl LongformerModel {
     /// The checked input, its attention masks, position ids and dropout seed: what every
     /// forward pass starts from.
     pub(crate) fn prepare(&self, input: LongformerInput) -> Result<PreparedInput, InputError> {
-        let ids = self.checked_ids(&input)?;
+        let (input_ids, token_type_ids) = self.checked_ids(&input)?;
         let device = input.input_ids.device();
         let masks = AttentionMasks::new(AttentionLayout::from_input(&input), &device);
         let seed = input.dropout_seed_or_draw();
-        let position_ids =
-            position_ids_of(&ids, input.dims(), self.embeddings.pad_token_id, &device);
+        let host_positions =
+            host_position_ids(&input_ids, input.dims(), self.embeddings.pad_token_id);
+        let position_ids = Tensor::from_data(
+            TensorData::new(host_positions.clone(), input.dims()),
+            &device,
+        );
         Ok(PreparedInput {
             input_ids: input.input_ids,
             position_ids,
             token_type_ids: input.token_type_ids,
+            host: HostIds {
+                input_ids,
+                position_ids: host_positions,
+                token_type_ids,
+            },
             masks,
             seed,
         })
@@ -286,10 +306,14 @@ impl LongformerModel {
     /// # Shapes
     /// - output: `[batch_size, seq_length, d_model]`
     pub(crate) fn embed(&self, input: &PreparedInput) -> Tensor<3> {
-        self.embeddings.forward_with_positions(
-            input.input_ids.clone(),
-            input.position_ids.clone(),
-            input.token_type_ids.clone(),
+        let host = &input.host;
+        self.embeddings.forward_with_host_ids(
+            (input.input_ids.clone(), Some(&host.input_ids)),
+            (input.position_ids.clone(), Some(&host.position_ids)),
+            input
+                .token_type_ids
+                .clone()
+                .map(|t| (t, host.token_type_ids.as_deref())),
             input.seed.child(EMBEDDINGS_SITE),
         )
     }
@@ -307,9 +331,13 @@ impl LongformerModel {
         self.checked_ids(input).map(|_| ())
     }
 
-    /// [`check`](Self::check), returning the token ids it read to the host
-    /// (`[batch_size, seq_length]`, row-major).
-    fn checked_ids(&self, input: &LongformerInput) -> Result<Vec<i64>, InputError> {
+    /// [`check`](Self::check), returning the token ids and token type ids (when given) it read
+    /// to the host (`[batch_size, seq_length]`, row-major).
+    #[allow(clippy::type_complexity)]
+    fn checked_ids(
+        &self,
+        input: &LongformerInput,
+    ) -> Result<(Vec<i64>, Option<Vec<i64>>), InputError> {
         input.check_shapes()?;
         let device = input.input_ids.device();
         let forced = self
@@ -347,14 +375,16 @@ impl LongformerModel {
                 vocab_size: self.vocab_size,
             });
         }
-        if let Some(types) = &input.token_type_ids {
+        let types = input
+            .token_type_ids
+            .as_ref()
+            .map(|t| t.clone().into_data().iter::<i64>().collect::<Vec<_>>());
+        if let Some(types) = &types {
             let [type_vocab_size, _] = self.embeddings.token_type_embeddings.weight.dims();
-            if let Some((i, id)) = types
-                .clone()
-                .into_data()
-                .iter::<i64>()
+            if let Some((i, &id)) = types
+                .iter()
                 .enumerate()
-                .find(|(_, id)| *id < 0 || *id as usize >= type_vocab_size)
+                .find(|(_, id)| **id < 0 || **id as usize >= type_vocab_size)
             {
                 return Err(InputError::TokenTypeOutOfRange {
                     row: i / seq_length,
@@ -364,7 +394,7 @@ impl LongformerModel {
                 });
             }
         }
-        Ok(ids)
+        Ok((ids, types))
     }
 }
 

@@ -1,12 +1,29 @@
 //! [`LongformerEmbeddings`]: word + RoBERTa position + token-type embeddings, LayerNorm, dropout
 //! (HF `LongformerEmbeddings`).
+//!
+//! - [`ops`]: [`EmbeddingLookupOps`], the lookup whose backward pass sums the gradient into
+//!   the tables in parallel, by a plan made on the host from the ids (`plan`); `cpu`, `cube`,
+//!   `autodiff`: its implementations.
 
+mod autodiff;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod cpu;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod cube;
+pub mod ops;
+mod plan;
+
+use burn::backend::Dispatch;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::attention::fused::fused_available;
 use crate::dropout::{DropoutSeed, seeded_dropout};
+use plan::RowSumPlan;
+
+pub use ops::EmbeddingLookupOps;
 
 /// Configuration of [`LongformerEmbeddings`].
 #[derive(Config, Debug)]
@@ -81,6 +98,9 @@ impl LongformerEmbeddings {
 
     /// [`forward`](Self::forward) with the position ids given ([`position_ids_of`]).
     ///
+    /// In a recorded pass the ids are read to the host, where the tables' gradients are planned
+    /// (see [`EmbeddingLookupOps`]).
+    ///
     /// # Shapes
     /// - input_ids, position_ids: `[batch_size, seq_length]`
     /// - token_type_ids: `[batch_size, seq_length]` (zeros when `None`)
@@ -92,31 +112,113 @@ impl LongformerEmbeddings {
         token_type_ids: Option<Tensor<2, Int>>,
         seed: DropoutSeed,
     ) -> Tensor<3> {
-        let token_type_ids = token_type_ids.unwrap_or_else(|| input_ids.zeros_like());
-        let x = lookup_padding_frozen(&self.word_embeddings, input_ids, self.pad_token_id)
-            + lookup_padding_frozen(&self.position_embeddings, position_ids, self.pad_token_id)
-            + self.token_type_embeddings.forward(token_type_ids);
+        self.forward_with_host_ids(
+            (input_ids, None),
+            (position_ids, None),
+            token_type_ids.map(|t| (t, None)),
+            seed,
+        )
+    }
+
+    /// [`forward_with_positions`](Self::forward_with_positions), each id tensor with its values
+    /// on the host where the caller has them (row-major), else `None` (read when needed).
+    pub(crate) fn forward_with_host_ids(
+        &self,
+        input_ids: (Tensor<2, Int>, Option<&[i64]>),
+        position_ids: (Tensor<2, Int>, Option<&[i64]>),
+        token_type_ids: Option<(Tensor<2, Int>, Option<&[i64]>)>,
+        seed: DropoutSeed,
+    ) -> Tensor<3> {
+        let pad = Some(self.pad_token_id);
+        let token_types = match token_type_ids {
+            Some((ids, host)) => lookup(&self.token_type_embeddings, ids, host, None),
+            None => {
+                // All type 0: the ids are zeros on the host too.
+                let ids = input_ids.0.zeros_like();
+                let zeros = vec![0; ids.dims().iter().product()];
+                lookup(&self.token_type_embeddings, ids, Some(&zeros), None)
+            }
+        };
+        let x = lookup(&self.word_embeddings, input_ids.0, input_ids.1, pad)
+            + lookup(
+                &self.position_embeddings,
+                position_ids.0,
+                position_ids.1,
+                pad,
+            )
+            + token_types;
         seeded_dropout(&self.dropout, self.layer_norm.forward(x), seed)
     }
 }
 
-/// `embedding.forward(ids)` with row `padding_idx` frozen as PyTorch's `nn.Embedding(...,
-/// padding_idx)` freezes it, which HF's word and position embeddings are: the positions that read
-/// that row pass it no gradient (other rows get theirs as usual). The values are the lookup's;
-/// outside a recorded pass it is the plain lookup.
+/// `embedding.forward(ids)`, with row `frozen` passing no gradient as PyTorch's
+/// `nn.Embedding(..., padding_idx)` freezes it, which HF's word and position embeddings are
+/// (the positions that read that row pass it none; other rows get theirs as usual).
+///
+/// In a recorded pass the table's gradient comes from [`EmbeddingLookupOps`]: summed in
+/// parallel by a [`RowSumPlan`] of `host_ids` (the values of `ids`, row-major; read from the
+/// device when `None`), where Burn's embedding backward walks every token once per column.
+/// Outside a recorded pass it is the plain lookup.
 ///
 /// # Shapes
 /// - ids: `[batch_size, seq_length]`
 /// - output: `[batch_size, seq_length, d_model]`
+fn lookup(
+    embedding: &Embedding,
+    ids: Tensor<2, Int>,
+    host_ids: Option<&[i64]>,
+    frozen: Option<usize>,
+) -> Tensor<3> {
+    let weight = embedding.weight.val();
+    let device = ids.device();
+    if !weight.is_require_grad() {
+        return embedding.forward(ids);
+    }
+    if !fused_available(&device) {
+        return lookup_padding_frozen(embedding, ids, frozen);
+    }
+    let read;
+    let host_ids = match host_ids {
+        Some(ids) => ids,
+        None => {
+            read = ids.clone().into_data().iter::<i64>().collect::<Vec<_>>();
+            &read
+        }
+    };
+    let plan = RowSumPlan::new(host_ids, frozen.map(|f| f as i64));
+    if plan.is_empty() {
+        return lookup_padding_frozen(embedding, ids, frozen);
+    }
+    let [b, l] = ids.dims();
+    let [_, d] = weight.dims();
+    let int = |values: Vec<i64>| {
+        let n = values.len();
+        Tensor::<1, Int>::from_data(TensorData::new(values, [n]), &device).into_dispatch()
+    };
+    let chunk_rows = (0..plan.chunks() as i64).collect();
+    let out = <Dispatch as EmbeddingLookupOps>::embedding_lookup(
+        weight.into_dispatch(),
+        ids.reshape([b * l]).into_dispatch(),
+        int(plan.order),
+        int(plan.chunk_starts),
+        int(chunk_rows),
+        int(plan.segment_starts),
+        int(plan.targets),
+    );
+    Tensor::<2>::from_dispatch(out).reshape([b, l, d])
+}
+
+/// [`lookup`] through Burn's embedding: the rows that read `frozen` pass their gradient nowhere
+/// (for inputs with no other tokens, and devices without [`EmbeddingLookupOps`]).
 fn lookup_padding_frozen(
     embedding: &Embedding,
     ids: Tensor<2, Int>,
-    padding_idx: usize,
+    frozen: Option<usize>,
 ) -> Tensor<3> {
     let out = embedding.forward(ids.clone());
-    if !embedding.weight.val().is_require_grad() {
+    let Some(padding_idx) = frozen else {
         return out;
-    }
+    };
     let reads_padding_row = ids
         .equal_elem(padding_idx as i64)
         .unsqueeze_dim::<3>(2)
@@ -147,10 +249,22 @@ pub fn position_ids(input_ids: Tensor<2, Int>, pad_token_id: usize) -> Tensor<2,
 /// [`position_ids`] of ids already on the host, `[batch_size, seq_length]` in row-major order.
 pub fn position_ids_of(
     ids: &[i64],
-    [batch_size, seq_length]: [usize; 2],
+    dims: [usize; 2],
     pad_token_id: usize,
     device: &Device,
 ) -> Tensor<2, Int> {
+    Tensor::from_data(
+        TensorData::new(host_position_ids(ids, dims, pad_token_id), dims),
+        device,
+    )
+}
+
+/// The values of [`position_ids_of`], on the host (row-major).
+pub(crate) fn host_position_ids(
+    ids: &[i64],
+    [_, seq_length]: [usize; 2],
+    pad_token_id: usize,
+) -> Vec<i64> {
     let pad = pad_token_id as i64;
     let mut positions = Vec::with_capacity(ids.len());
     for row in ids.chunks(seq_length.max(1)) {
@@ -164,7 +278,7 @@ pub fn position_ids_of(
             }
         }));
     }
-    Tensor::from_data(TensorData::new(positions, [batch_size, seq_length]), device)
+    positions
 }
 
 #[cfg(test)]
@@ -206,3 +320,6 @@ mod tests {
         assert_eq!(pos, vec![2, 3, 4, 5, 1, 1, 1, 1, 2, 3, 4, 1]);
     }
 }
+
+#[cfg(test)]
+mod lookup_tests;
