@@ -14,6 +14,7 @@ use crate::attention::{
 use crate::config::HiddenAct;
 use crate::dropout::{DropoutSeed, seeded_dropout};
 use crate::gelu::gelu_exact;
+use crate::norm::layer_norm;
 
 /// Configuration of [`LongformerLayer`].
 #[derive(Config, Debug)]
@@ -69,6 +70,7 @@ impl LongformerLayerConfig {
                 output: ResidualNorm {
                     dense: LinearConfig::new(self.d_model, self.d_model).init(device),
                     layer_norm: norm(),
+                    layer_norm_eps: self.layer_norm_eps,
                     dropout: dropout(),
                 },
             },
@@ -79,6 +81,7 @@ impl LongformerLayerConfig {
             output: ResidualNorm {
                 dense: LinearConfig::new(self.d_ff, self.d_model).init(device),
                 layer_norm: norm(),
+                layer_norm_eps: self.layer_norm_eps,
                 dropout: dropout(),
             },
         }
@@ -113,6 +116,8 @@ pub struct ResidualNorm {
     pub dense: Linear,
     /// Normalization after the residual.
     pub layer_norm: LayerNorm,
+    /// `layer_norm`'s epsilon (HF `layer_norm_eps`; Burn's `LayerNorm` keeps its own private).
+    pub layer_norm_eps: f64,
     /// Dropout before the residual.
     pub dropout: Dropout,
 }
@@ -125,7 +130,7 @@ impl ResidualNorm {
     /// - residual, output: `[batch_size, seq_length, d_model]`
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, seed: DropoutSeed) -> Tensor<3> {
         let x = seeded_dropout(&self.dropout, self.dense.forward(x), seed);
-        self.layer_norm.forward(x + residual)
+        layer_norm(&self.layer_norm, self.layer_norm_eps, x + residual)
     }
 }
 

@@ -51,6 +51,7 @@ pub mod input;
 pub mod layer;
 pub mod loader;
 pub mod model;
+pub mod norm;
 pub mod pooler;
 pub mod precision;
 #[cfg(test)]

@@ -21,6 +21,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::attention::fused::fused_available;
 use crate::dropout::{DropoutSeed, seeded_dropout};
+use crate::norm::layer_norm;
 use plan::RowSumPlan;
 
 pub use ops::EmbeddingLookupOps;
@@ -56,6 +57,7 @@ impl LongformerEmbeddingsConfig {
             layer_norm: LayerNormConfig::new(self.d_model)
                 .with_epsilon(self.layer_norm_eps)
                 .init(device),
+            layer_norm_eps: self.layer_norm_eps,
             dropout: DropoutConfig::new(self.dropout).init(),
             pad_token_id: self.pad_token_id,
         }
@@ -73,6 +75,8 @@ pub struct LongformerEmbeddings {
     pub token_type_embeddings: Embedding,
     /// Final normalization.
     pub layer_norm: LayerNorm,
+    /// `layer_norm`'s epsilon (HF `layer_norm_eps`; Burn's `LayerNorm` keeps its own private).
+    pub layer_norm_eps: f64,
     /// Final dropout.
     pub dropout: Dropout,
     /// Padding id.
@@ -147,7 +151,8 @@ impl LongformerEmbeddings {
                 pad,
             )
             + token_types;
-        seeded_dropout(&self.dropout, self.layer_norm.forward(x), seed)
+        let x = layer_norm(&self.layer_norm, self.layer_norm_eps, x);
+        seeded_dropout(&self.dropout, x, seed)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::gelu::gelu_exact;
 use crate::heads::config::{LongformerHeadConfig, TaskHead, hf_init, with_pooler};
 use crate::input::LongformerInput;
 use crate::model::LongformerModel;
+use crate::norm::layer_norm;
 
 /// `dense → gelu → layer_norm → decoder` (HF `lm_head`). With tied word embeddings (HF's
 /// default) the decoder is `· word_embeddingsᵀ + bias`: the encoder's word embedding is the
@@ -26,6 +27,8 @@ pub struct LongformerLmHead {
     pub dense: Linear,
     /// Normalization after the activation.
     pub layer_norm: LayerNorm,
+    /// `layer_norm`'s epsilon (HF `layer_norm_eps`; Burn's `LayerNorm` keeps its own private).
+    pub layer_norm_eps: f64,
     /// Per-token output bias of the tied decoder, `[vocab_size]` (HF `lm_head.bias`, tied to
     /// `lm_head.decoder.bias`).
     pub bias: Param<Tensor<1>>,
@@ -44,6 +47,7 @@ impl LongformerLmHead {
             layer_norm: LayerNormConfig::new(m.hidden_size)
                 .with_epsilon(m.layer_norm_eps)
                 .init(device),
+            layer_norm_eps: m.layer_norm_eps,
             bias: Param::from_tensor(Tensor::zeros([m.vocab_size], device)),
             decoder: (!config.tie_word_embeddings)
                 .then(|| LinearConfig::new(m.hidden_size, m.vocab_size).init(device)),
@@ -60,10 +64,12 @@ impl LongformerLmHead {
     pub fn forward(&self, hidden: Tensor<3>, word_embeddings: Tensor<2>) -> Tensor<3> {
         let [batch_size, seq_length, d_model] = hidden.dims();
         let [vocab_size, _] = word_embeddings.dims();
-        let x = self
-            .layer_norm
-            .forward(gelu_exact(self.dense.forward(hidden)))
-            .reshape([batch_size * seq_length, d_model]);
+        let x = layer_norm(
+            &self.layer_norm,
+            self.layer_norm_eps,
+            gelu_exact(self.dense.forward(hidden)),
+        )
+        .reshape([batch_size * seq_length, d_model]);
         let logits = match &self.decoder {
             Some(decoder) => decoder.forward(x),
             None => x.matmul(word_embeddings.transpose()) + self.bias.val().unsqueeze::<2>(),

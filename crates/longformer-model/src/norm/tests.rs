@@ -1,0 +1,90 @@
+//! [`layer_norm`] against Burn's `LayerNorm` on every backend: values and the gradients of
+//! `x`, `gamma` and `beta`.
+
+use burn::module::Param;
+use burn::nn::LayerNormConfig;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::layer_norm;
+use crate::test_devices::devices;
+
+/// Host values of a random tensor, the same on every device.
+fn random(shape: &[usize], seed: u64) -> TensorData {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            let h = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xBF58_476D);
+            ((h >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect();
+    TensorData::new(values, shape.to_vec())
+}
+
+/// `(y, dx, dgamma, dbeta)` of `sum(norm(x) · w)` by ours (`ours`) or Burn's LayerNorm.
+fn run(dims: [usize; 3], epsilon: f64, ours: bool, device: &Device) -> [Vec<f32>; 4] {
+    let device = device.clone().autodiff();
+    let d = dims[2];
+    let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(&device);
+    norm.gamma = Param::from_tensor(Tensor::from_data(random(&[d], 1), &device));
+    norm.beta = Some(Param::from_tensor(Tensor::from_data(
+        random(&[d], 2),
+        &device,
+    )));
+    let x = Tensor::<3>::from_data(random(&dims, 3), &device).require_grad();
+    let w = Tensor::<3>::from_data(random(&dims, 4), &device);
+    let y = if ours {
+        layer_norm(&norm, epsilon, x.clone())
+    } else {
+        norm.forward(x.clone())
+    };
+    let grads = (y.clone() * w).sum().backward();
+    let host = |t: Tensor<3>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+    let host1 = |t: Tensor<1>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+    [
+        host(y.inner()),
+        host(x.grad(&grads).expect("x has a gradient")),
+        host1(norm.gamma.val().grad(&grads).expect("gamma has a gradient")),
+        host1(
+            norm.beta
+                .as_ref()
+                .unwrap()
+                .val()
+                .grad(&grads)
+                .expect("beta has a gradient"),
+        ),
+    ]
+}
+
+#[test]
+fn matches_burns_layer_norm_and_its_gradients_on_every_backend() {
+    // Rows not a multiple of the CPU blocks, widths not a multiple of the vector lanes; a large
+    // epsilon shows that the given one is used.
+    for (dims, epsilon) in [([2, 37, 13], 1e-5), ([1, 70, 64], 1e-5), ([3, 5, 8], 0.5)] {
+        for device in devices() {
+            let ours = run(dims, epsilon, true, &device);
+            let burns = run(dims, epsilon, false, &device);
+            for (what, (a, b)) in ["y", "dx", "dgamma", "dbeta"]
+                .iter()
+                .zip(ours.iter().zip(&burns))
+            {
+                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+                for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 2e-5 * scale,
+                        "{device:?} {dims:?} eps {epsilon}: {what}[{i}] {p} vs {q}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Outside a recorded pass it is Burn's LayerNorm itself.
+#[test]
+fn inference_is_burns_layer_norm() {
+    let device = Device::flex();
+    let norm = LayerNormConfig::new(8).init(&device);
+    let x = Tensor::<3>::from_data(random(&[1, 4, 8], 5), &device);
+    let ours = layer_norm(&norm, 1e-5, x.clone()).into_data();
+    assert_eq!(ours, norm.forward(x).into_data());
+}
