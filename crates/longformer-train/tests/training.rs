@@ -521,6 +521,38 @@ fn two_devices_train_like_one() {
     }
 }
 
+/// f16 passes with loss scaling on two devices (flex twice: ndarray has no f16): each device
+/// unscales its own gradients before they are combined, so the steps match one device's.
+#[test]
+fn two_devices_train_like_one_with_f16_passes() {
+    let _serial = serial();
+    let (train, vocab) = sample(8);
+    let (dev, _) = sample(4);
+    let run = |dir: &Path, devices: &[Device]| {
+        two_steps(dir, (&train, &dev), (vocab, 0.1), Precision::F16, devices).unwrap()
+    };
+    let one_dir = temp_dir("one-device-f16");
+    let two_dir = temp_dir("two-devices-f16");
+    let one = run(&one_dir, &[Device::flex()]);
+    let two = run(&two_dir, &[Device::flex(), Device::flex()]);
+    assert_eq!(one.summary.examples_seen, two.summary.examples_seen);
+    assert_eq!(one.summary.loss_scale, two.summary.loss_scale);
+    assert_eq!(one.summary.skipped_steps, two.summary.skipped_steps);
+    let start = weights(&fresh_model(vocab, 0.1, &Device::flex()));
+    let (a, b) = (weights(&one.model), weights(&two.model));
+    let (moved, apart) = (max_apart(&start, &a), max_apart(&a, &b));
+    assert!(moved > 1e-4, "two steps moved the weights by {moved}");
+    // The devices' sums are grouped differently: f32 rounding apart, not a step's movement.
+    assert!(
+        apart <= 1e-3 * moved,
+        "two devices land {apart} from one ({moved} moved)"
+    );
+    assert_same_losses(&one_dir, &two_dir, 1e-3);
+    for dir in [one_dir, two_dir] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
 #[test]
 #[allow(deprecated)] // Device::ndarray: a device without bf16
 fn half_passes_keep_f32_master_weights_and_follow_the_f32_run() {
