@@ -333,7 +333,6 @@ impl LongformerModel {
 
     /// [`check`](Self::check), returning the token ids and token type ids (when given) it read
     /// to the host (`[batch_size, seq_length]`, row-major).
-    #[allow(clippy::type_complexity)]
     fn checked_ids(
         &self,
         input: &LongformerInput,

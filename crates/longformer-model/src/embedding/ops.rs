@@ -1,5 +1,5 @@
-//! [`EmbeddingLookupOps`]: an embedding lookup whose backward pass sums the gradient by a
-//! [`RowSumPlan`](super::plan::RowSumPlan), as a Burn backend extension.
+//! [`EmbeddingLookupOps`]: an embedding lookup whose backward pass sums the gradient by a plan
+//! of the ids made on the host, as a Burn backend extension.
 
 // The extension names the ndarray backend, which Burn 0.22 deprecates but still supports.
 #![allow(deprecated)]
@@ -36,9 +36,11 @@ use burn::backend::{
 )]
 pub trait EmbeddingLookupOps: Backend {
     /// Rows `ids` of `weight`. Under autodiff, `weight`'s gradient is the output gradient summed
-    /// by the plan `order`, `chunk_starts`, `segment_starts`, `targets` (see
-    /// [`RowSumPlan`](super::plan::RowSumPlan)); `chunk_rows` is `0..chunks`. Tokens left out of
-    /// `order` pass no gradient.
+    /// by the plan in two levels: chunk `c` sums the gradient rows
+    /// `order[chunk_starts[c]..chunk_starts[c + 1]]`, and table row `targets[s]` sums chunks
+    /// `segment_starts[s]..segment_starts[s + 1]` (with as many chunks as targets, the chunks
+    /// are the rows' sums already); `chunk_rows` is `0..chunks`. Tokens left out of `order` pass
+    /// no gradient.
     ///
     /// # Shapes
     /// - weight: `[vocab, d]`; ids: `[n]`
