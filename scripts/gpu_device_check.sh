@@ -57,6 +57,11 @@ prof() { tag=$1; shift
 # The attention core first: its fused-vs-band-path difference checks the kernel on this GPU.
 ours v-core $B --part attention --seq 4096,16384 --repeats 10
 if [ $rc -ne 0 ]; then echo "VULKAN FAILED: falling back to wgpu"; tail -20 $LOG; BK=wgpu; B="--backend $BK --dropout 0"; ours w-core $B --part attention --seq 4096,16384 --repeats 10; fi
+# Gradients on this GPU against flex on its CPU, same weights (attention kernels forward and
+# backward, the embeddings' row sums, LayerNorm): a small model at base head width (64).
+ours v-gradcheck --backend $BK --dropout 0.1 --gradient-check --layers 2 --hidden 256 --heads 4 \
+  --vocab 1000 --window 128 --global 16 --seq 1024,2048
+grep 'gradients on\|differs from' $LOG | tail -3
 # Our three kernels' own device times (the host-timed core numbers of v1 were not credible).
 prof core $B --part attention --mode train --seq 4096,16384 --repeats 1
 # The targets: the f32 training step, then half precision (the attention core stays f32). On

@@ -433,6 +433,51 @@ fn bench_refuses_gradient_checkpointing_where_it_does_not_apply() {
     }
 }
 
+/// `bench --gradient-check` on the software GPU: the fused kernels' and the embeddings'
+/// gradients against flex's, one line per length; refused with the flags it cannot honour.
+#[test]
+fn bench_gradient_check_compares_the_backend_with_flex() {
+    let shape = [
+        "bench",
+        "--gradient-check",
+        "--layers",
+        "2",
+        "--hidden",
+        "64",
+        "--heads",
+        "4",
+        "--vocab",
+        "1000",
+        "--window",
+        "32",
+        "--seq",
+        "96,130",
+        "--global",
+        "5",
+    ];
+    let backend = if std::env::var("LONGFORMER_SKIP_WGPU").is_ok_and(|v| v == "1") {
+        "ndarray"
+    } else {
+        "wgpu"
+    };
+    let mut args = shape.to_vec();
+    args.extend(["--backend", backend]);
+    let out = longformer(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    for seq in ["96", "130"] {
+        let line = format!("seq {seq}: gradients on {backend} against flex: worst ");
+        assert!(text.contains(&line), "{text}");
+    }
+    let mut args = shape.to_vec();
+    args.extend(["--dtype", "bf16"]);
+    assert!(failure(&longformer(&args)).contains("--gradient-check compares"));
+}
+
 fn short_run<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut flags = vec![
         ["--train", data],

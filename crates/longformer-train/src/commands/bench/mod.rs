@@ -3,9 +3,11 @@
 //!
 //! - [`report`]: the JSON row both sides print, and the Markdown table.
 //! - [`compare`]: `--compare-hf`, one process per measurement, ours and HF's alternating.
+//! - [`gradcheck`]: `--gradient-check`, the backend's gradients against flex's.
 
 pub mod compare;
 pub mod core;
+pub mod gradcheck;
 pub mod report;
 
 use std::path::PathBuf;
@@ -110,6 +112,13 @@ pub struct BenchArgs {
     /// Also write the rows as a JSON array to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Instead of timing: one forward and backward pass of `sum(last_hidden_state · c)` (a
+    /// fixed `c`) on this backend and on flex from the same weights, and every parameter's
+    /// gradient compared; prints the largest difference (relative to each tensor's largest
+    /// gradient) and fails above 1e-3. Checks the GPU kernels on a real device; give a small
+    /// model (`--layers 2 --hidden 128 --vocab 1000 --seq 512`): flex computes it too.
+    #[arg(long)]
+    pub gradient_check: bool,
 }
 
 /// What `longformer bench` times.
@@ -221,6 +230,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
              layer's attention core, which keeps its own O(n·d) state either way"
         );
     }
+    if args.gradient_check {
+        if args.compare_hf || args.part != Part::Model || args.dtype != Precision::F32 {
+            anyhow::bail!(
+                "--gradient-check compares the whole model's f32 gradients with flex's: not \
+                 with --compare-hf, --part attention or --dtype"
+            );
+        }
+        return gradcheck::gradient_check(&args, &model_config(&args)?);
+    }
     let rows = if args.compare_hf {
         compare::compare(&args, threads)?
     } else {
@@ -246,9 +264,8 @@ fn token_range(vocab: u32) -> usize {
     (vocab as usize - 3).min(50_000)
 }
 
-/// Measures every length of `args.seq` in this process, printing each row as JSON.
-fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
-    let device = args.backend.device()?;
+/// The model the flags describe (random weights come from its `init`).
+fn model_config(args: &BenchArgs) -> Result<LongformerConfig> {
     let max_seq = args.seq.iter().copied().max().unwrap_or(0);
     let config = LongformerConfig::new()
         .with_vocab_size(args.vocab as usize)
@@ -267,6 +284,13 @@ fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
         "the flags describe no valid model (--layers, --hidden, --heads, --vocab, --window, \
          --dilation, --causal set its config)",
     )?;
+    Ok(config)
+}
+
+/// Measures every length of `args.seq` in this process, printing each row as JSON.
+fn measure(args: &BenchArgs, threads: usize) -> Result<Vec<report::BenchRow>> {
+    let device = args.backend.device()?;
+    let config = model_config(args)?;
     let device = match args.mode {
         Mode::Fwd => device,
         Mode::Train => device.autodiff(),
