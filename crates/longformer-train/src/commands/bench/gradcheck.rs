@@ -14,7 +14,7 @@ use crate::progress::say;
 use crate::readback::read_back;
 
 /// Largest accepted difference between a gradient on the backend and on flex, relative to the
-/// tensor's largest flex gradient (#6's tolerance for gradients).
+/// tensor's largest flex gradient or a floor (see [`compare`]): #6's tolerance for gradients.
 pub const GRADIENT_TOLERANCE: f32 = 1e-3;
 
 /// The worst gradient of one comparison: its parameter's path and relative difference.
@@ -22,7 +22,8 @@ pub const GRADIENT_TOLERANCE: f32 = 1e-3;
 pub struct Worst {
     /// The parameter's module path, such as `encoder.layer.0.attention.self_attn.query.weight`.
     pub path: String,
-    /// `max |backend - flex| / max |flex|` over the tensor.
+    /// `max |backend - flex|` over the tensor, divided by the larger of `max |flex|` and
+    /// [`SCALE_FLOOR`] times the model's largest flex gradient.
     pub relative: f32,
 }
 
