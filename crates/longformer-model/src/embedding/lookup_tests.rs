@@ -3,19 +3,18 @@
 
 use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig};
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::{lookup, lookup_padding_frozen};
-use crate::test_devices::devices;
+use crate::test_devices::{devices, values};
 
 const PAD: usize = 1;
 
-/// A `[vocab, d]` table with the same random values on every device.
+/// A `[vocab, d]` table with the same deterministic values on every device.
 fn table(vocab: usize, d: usize, device: &Device) -> Embedding {
-    let values = Tensor::<2>::random([vocab, d], Distribution::Normal(0.0, 1.0), &Device::flex())
-        .into_data();
+    let weight = TensorData::new(values(vocab * d, 5), [vocab, d]);
     let mut embedding = EmbeddingConfig::new(vocab, d).init(device);
-    embedding.weight = Param::from_tensor(Tensor::from_data(values, device));
+    embedding.weight = Param::from_tensor(Tensor::from_data(weight, device));
     embedding
 }
 
@@ -39,9 +38,7 @@ fn table_grad(
         lookup_padding_frozen(&embedding, id_tensor, frozen)
     };
     let n = ids.len();
-    let cotangent: Vec<f32> = (0..n * d)
-        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0)
-        .collect();
+    let cotangent = values(n * d, 9);
     let cotangent =
         Tensor::<3>::from_data(TensorData::new(cotangent, [dims[0], dims[1], d]), &device);
     let grads = (out * cotangent).sum().backward();

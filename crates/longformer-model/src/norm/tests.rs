@@ -6,18 +6,11 @@ use burn::nn::LayerNormConfig;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::layer_norm;
-use crate::test_devices::devices;
+use crate::test_devices::{devices, values};
 
-/// Host values of a random tensor, the same on every device.
-fn random(shape: &[usize], seed: u64) -> TensorData {
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            let h = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xBF58_476D);
-            ((h >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect();
-    TensorData::new(values, shape.to_vec())
+/// Deterministic values of `shape`, the same on every device.
+fn filled(shape: &[usize], seed: u64) -> TensorData {
+    TensorData::new(values(shape.iter().product(), seed), shape.to_vec())
 }
 
 /// `(y, dx, dgamma, dbeta)` of `sum(norm(x) · w)` by ours (`ours`) or Burn's LayerNorm.
@@ -25,13 +18,13 @@ fn run(dims: [usize; 3], epsilon: f64, ours: bool, device: &Device) -> [Vec<f32>
     let device = device.clone().autodiff();
     let d = dims[2];
     let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(&device);
-    norm.gamma = Param::from_tensor(Tensor::from_data(random(&[d], 1), &device));
+    norm.gamma = Param::from_tensor(Tensor::from_data(filled(&[d], 1), &device));
     norm.beta = Some(Param::from_tensor(Tensor::from_data(
-        random(&[d], 2),
+        filled(&[d], 2),
         &device,
     )));
-    let x = Tensor::<3>::from_data(random(&dims, 3), &device).require_grad();
-    let w = Tensor::<3>::from_data(random(&dims, 4), &device);
+    let x = Tensor::<3>::from_data(filled(&dims, 3), &device).require_grad();
+    let w = Tensor::<3>::from_data(filled(&dims, 4), &device);
     let y = if ours {
         layer_norm(&norm, epsilon, x.clone())
     } else {
@@ -84,7 +77,7 @@ fn matches_burns_layer_norm_and_its_gradients_on_every_backend() {
 fn inference_is_burns_layer_norm() {
     let device = Device::flex();
     let norm = LayerNormConfig::new(8).init(&device);
-    let x = Tensor::<3>::from_data(random(&[1, 4, 8], 5), &device);
+    let x = Tensor::<3>::from_data(filled(&[1, 4, 8], 5), &device);
     let ours = layer_norm(&norm, 1e-5, x.clone()).into_data();
     assert_eq!(ours, norm.forward(x).into_data());
 }

@@ -179,6 +179,7 @@ mod tests {
 
     use super::*;
     use crate::host::{read, write};
+    use crate::test_devices::values;
 
     type CubeDevice = <CubeBackend as BackendTypes>::Device;
 
@@ -192,19 +193,6 @@ mod tests {
             #[allow(unreachable_patterns)]
             _ => None,
         }
-    }
-
-    /// Deterministic values in `[-1, 1)`.
-    fn values(n: usize, salt: u64) -> Vec<f32> {
-        let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
     }
 
     fn float(device: &CubeDevice, shape: &[usize], salt: u64) -> CubeTensor {
