@@ -1,4 +1,5 @@
-//! A tensor's values on the host: read into a `Vec<f32>`, written from one, for any backend.
+//! A tensor's values on the host: read into a `Vec<f32>` (or `Vec<i64>`), written from one, for
+//! any backend.
 //! Used by the CPU kernels (flex and ndarray read their tensors this way) and by tests of the
 //! GPU kernels.
 
@@ -7,7 +8,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use burn::backend::Backend;
-use burn::backend::tensor::{Device, FloatTensor};
+use burn::backend::tensor::{Device, FloatTensor, IntTensor};
 use burn::tensor::{Shape, TensorData};
 
 /// Runs a future to completion by polling it (the CPU backends' reads are ready at once; a GPU
@@ -28,6 +29,12 @@ pub(crate) fn read<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
     let data = block_on(B::float_into_data(t)).expect("a tensor reads back");
     data.try_into_vec_as::<f32>()
         .expect("a float tensor reads back as f32")
+}
+
+/// The values of an integer tensor as i64.
+pub(crate) fn read_ints<B: Backend>(t: IntTensor<B>) -> Vec<i64> {
+    let data = block_on(B::int_into_data(t)).expect("a tensor reads back");
+    data.iter::<i64>().collect()
 }
 
 /// A tensor of `shape` holding `values`.

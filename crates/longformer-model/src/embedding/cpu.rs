@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::ops::EmbeddingLookupOps;
 use crate::cpu::for_cpu_backends;
-use crate::host::{block_on, read, write};
+use crate::host::{read, read_ints, write};
 
 /// [`EmbeddingLookupOps::segment_row_sums`] on the host.
 fn segment_row_sums<B: Backend>(
@@ -27,13 +27,7 @@ fn segment_row_sums<B: Backend>(
     } else {
         B::float_cast(values, DType::F32.into())
     });
-    let ints = |t: IntTensor<B>| -> Vec<usize> {
-        block_on(B::int_into_data(t))
-            .expect("a CPU tensor reads back")
-            .iter::<i64>()
-            .map(|i| i as usize)
-            .collect()
-    };
+    let ints = |t| -> Vec<usize> { read_ints::<B>(t).into_iter().map(|i| i as usize).collect() };
     let (order, starts, targets) = (ints(order), ints(starts), ints(targets));
     let mut sums = vec![0f32; targets.len() * d];
     sums.par_chunks_mut(d.max(1))

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::cpu_rows::{self, BandDropout, additive_bias};
 use super::ops::LocalAttentionOps;
 use crate::cpu::for_cpu_backends;
-use crate::host::{block_on, read, write};
+use crate::host::{read, read_ints, write};
 
 /// Queries per block.
 const BLOCK: usize = 64;
@@ -394,8 +394,7 @@ fn seed_value<B: Backend>(seed: IntTensor<B>, dropout: f32) -> u32 {
     if dropout == 0.0 {
         return 0;
     }
-    let data = block_on(B::int_into_data(seed)).expect("a CPU tensor reads back");
-    data.iter::<i64>().next().unwrap_or(0) as u32
+    read_ints::<B>(seed).first().copied().unwrap_or(0) as u32
 }
 
 macro_rules! cpu_local_attention {
