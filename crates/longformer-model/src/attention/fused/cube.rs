@@ -156,6 +156,27 @@ fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
+/// An uninitialized `[rows, heads, m, d]` tensor laid out token-major, as `[rows, m, heads, d]`
+/// in memory: merging its heads back into `[rows, m, heads · d]` (what the model does next with
+/// a context or a gradient) is a view, not a copy.
+fn empty_token_major(like: &CubeTensor, [rows, heads, m, d]: [usize; 4]) -> CubeTensor {
+    let mut t = empty_like(like, Shape::new([rows, m, heads, d]));
+    t.meta.swap(1, 2);
+    t
+}
+
+/// A `[rows, heads, m, d]` head tensor as the kernels read it: as it is when its head axis is
+/// contiguous and its other strides are whole vectors of `vector` floats (the heads of a
+/// `[rows, m, heads · d]` projection, split by a view, are), else a contiguous copy.
+fn heads_in_place(t: CubeTensor, vector: usize) -> CubeTensor {
+    let dims = dims4(&t);
+    let strides = t.meta.strides();
+    let readable = !t.meta.is_tiled()
+        && (strides[3] == 1 || dims[3] == 1)
+        && strides[..3].iter().all(|s| s.is_multiple_of(vector));
+    if readable { t } else { into_contiguous(t) }
+}
+
 /// Panics, naming `op` and the input, unless `t` is an f32 tensor of shape `dims`: the kernels
 /// index their inputs by these shapes and read them as f32, unchecked.
 fn expect_f32(op: &str, name: &str, t: &CubeTensor, dims: &[usize]) {
@@ -214,7 +235,8 @@ fn dtypes(seed: &CubeTensor) -> [ElemType; 2] {
     [f32::elem_type_native(), dtype_to_storage_type(seed.dtype)]
 }
 
-/// The forward kernel's tensors (contiguous), outputs included.
+/// The forward kernel's tensors, outputs included: the head tensors (`q`, `k`, `v`, the global
+/// slots', `out`) as [`heads_in_place`] leaves them, the others contiguous.
 #[derive(Debug, Clone)]
 pub(super) struct ForwardLaunch {
     pub q: CubeTensor,
@@ -233,7 +255,8 @@ pub(super) struct ForwardLaunch {
     pub lse: CubeTensor,
 }
 
-/// The two backward kernels' tensors (contiguous), outputs included.
+/// The two backward kernels' tensors, outputs included: the head tensors (`q`, `k`, `v`,
+/// `grad`, `dq`, `dk`, `dv`) as [`heads_in_place`] leaves them, the others contiguous.
 #[derive(Debug, Clone)]
 pub(super) struct BackwardLaunch {
     pub q: CubeTensor,
@@ -385,29 +408,12 @@ impl LocalAttentionOps for CubeBackend {
             expect_f32(op, "global_keep", &global_keep, &[rows, heads, m, g]);
         }
         expect_seed(op, &seed);
-        let [
-            q,
-            k,
-            v,
-            global_k,
-            global_v,
-            key_ok,
-            global_ok,
-            global_keep,
-            seed,
-        ] = [
-            q,
-            k,
-            v,
-            global_k,
-            global_v,
-            key_ok,
-            global_ok,
-            global_keep,
-            seed,
-        ]
-        .map(into_contiguous);
-        let out = empty_like(&q, Shape::new([rows, heads, m, d]));
+        let vector = LaunchShape::standard(d).vector;
+        let [q, k, v, global_k, global_v] =
+            [q, k, v, global_k, global_v].map(|t| heads_in_place(t, vector));
+        let [key_ok, global_ok, global_keep, seed] =
+            [key_ok, global_ok, global_keep, seed].map(into_contiguous);
+        let out = empty_token_major(&q, [rows, heads, m, d]);
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
         let launch = ForwardLaunch {
             q,
@@ -461,10 +467,10 @@ impl LocalAttentionOps for CubeBackend {
             expect_f32(op, name, t, dims);
         }
         expect_seed(op, &seed);
-        let [q, k, v, key_ok, lse, delta, grad, seed] =
-            [q, k, v, key_ok, lse, delta, grad, seed].map(into_contiguous);
-        let shape = Shape::new([rows, heads, m, d]);
-        let [dq, dk, dv] = [0; 3].map(|_| empty_like(&q, shape.clone()));
+        let vector = LaunchShape::standard(d).vector;
+        let [q, k, v, grad] = [q, k, v, grad].map(|t| heads_in_place(t, vector));
+        let [key_ok, lse, delta, seed] = [key_ok, lse, delta, seed].map(into_contiguous);
+        let [dq, dk, dv] = [0; 3].map(|_| empty_token_major(&q, [rows, heads, m, d]));
         let launch = BackwardLaunch {
             q,
             k,

@@ -177,6 +177,7 @@ mod tests {
     use burn::tensor::{Device, TensorData};
     use burn_cubecl::CubeBackend;
 
+    use super::super::ops::LocalAttentionOps;
     use super::*;
     use crate::host::{read, write};
     use crate::test_devices::values;
@@ -445,6 +446,118 @@ mod tests {
                     all[row * n..(row + 1) * n] == alone[..],
                     "row {row}: {name} differs from the row launched alone"
                 );
+            }
+        }
+    }
+
+    /// `t` (`[rows, heads, m, d]`) with the same values, laid out as `[rows, m, heads, d]` in
+    /// memory: the heads of a projection split by a view.
+    fn token_major(t: &CubeTensor, device: &CubeDevice) -> CubeTensor {
+        let [rows, heads, m, d] = t.meta.shape().dims::<4>();
+        let values = read::<CubeBackend>(t.clone());
+        let mut laid = vec![0.0; values.len()];
+        for (at, x) in values.into_iter().enumerate() {
+            let (c, i, h, r) = (
+                at % d,
+                at / d % m,
+                at / (d * m) % heads,
+                at / (d * m * heads),
+            );
+            laid[((r * m + i) * heads + h) * d + c] = x;
+        }
+        let mut t = write::<CubeBackend>(laid, vec![rows, m, heads, d], device);
+        t.meta.swap(1, 2);
+        t
+    }
+
+    /// `t` with the same values, its head axis strided (laid out as `[rows, heads, d, m]`), which
+    /// the kernels cannot read in place.
+    fn head_axis_strided(t: &CubeTensor, device: &CubeDevice) -> CubeTensor {
+        let [rows, heads, m, d] = t.meta.shape().dims::<4>();
+        let values = read::<CubeBackend>(t.clone());
+        let mut laid = vec![0.0; values.len()];
+        for (at, x) in values.into_iter().enumerate() {
+            let (c, i, rh) = (at % d, at / d % m, at / (d * m));
+            laid[(rh * d + c) * m + i] = x;
+        }
+        let mut t = write::<CubeBackend>(laid, vec![rows, heads, d, m], device);
+        t.meta.swap(2, 3);
+        t
+    }
+
+    /// The op's outputs (context, log-sum-exp, `dq`, `dk`, `dv`) for the inputs of
+    /// [`problem`], each head tensor first passed through `layout`.
+    fn op_outputs(
+        device: &CubeDevice,
+        d: usize,
+        layout: &dyn Fn(&CubeTensor) -> CubeTensor,
+    ) -> Vec<CubeTensor> {
+        let (f, b) = problem(device, d);
+        let (q, k, v) = (layout(&f.q), layout(&f.k), layout(&f.v));
+        let (context, lse) = CubeBackend::local_attention_forward(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            layout(&f.global_k),
+            layout(&f.global_v),
+            f.key_ok,
+            f.global_ok,
+            f.global_keep,
+            f.seed,
+            f.band.dropout,
+            f.band.window,
+            f.band.causal,
+        );
+        let (dq, dk, dv) = CubeBackend::local_attention_band_backward(
+            q,
+            k,
+            v,
+            b.key_ok,
+            b.lse,
+            b.delta,
+            layout(&b.grad),
+            b.seed,
+            b.band.dropout,
+            b.band.window,
+            b.band.causal,
+        );
+        vec![context, lse, dq, dk, dv]
+    }
+
+    /// Heads split from a projection by a view (token-major) are read in place, and heads the
+    /// kernels cannot read in place are copied: both give the contiguous inputs' outputs bit for
+    /// bit. The context and the gradients come back token-major, so that merging the heads is a
+    /// view.
+    #[test]
+    fn heads_are_read_and_written_in_place() {
+        let Some(device) = cube_device() else { return };
+        for d in [32, 6] {
+            let expected: Vec<Vec<f32>> = op_outputs(&device, d, &|t| t.clone())
+                .into_iter()
+                .map(read::<CubeBackend>)
+                .collect();
+            let token_major = |t: &CubeTensor| token_major(t, &device);
+            let strided = |t: &CubeTensor| head_axis_strided(t, &device);
+            for (layout, outputs) in [
+                ("token-major", op_outputs(&device, d, &token_major)),
+                ("head axis strided", op_outputs(&device, d, &strided)),
+            ] {
+                for (name, (t, expected)) in NAMES.iter().zip(outputs.into_iter().zip(&expected)) {
+                    if *name != "lse" {
+                        let [rows, heads, m, _] = t.meta.shape().dims::<4>();
+                        assert_eq!(
+                            &t.meta.strides()[..],
+                            &[m * heads * d, d, heads * d, 1],
+                            "d = {d}, {layout}: {name} is not token-major"
+                        );
+                        assert!(rows > 1 && heads > 1);
+                    }
+                    assert_eq!(
+                        &read::<CubeBackend>(t),
+                        expected,
+                        "d = {d}, {layout}: {name} differs from contiguous inputs'"
+                    );
+                }
             }
         }
     }

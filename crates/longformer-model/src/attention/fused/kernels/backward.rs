@@ -1,14 +1,15 @@
 //! The band's backward kernels: `dq` from the query side, `dk` and `dv` from the key side. Both
 //! recompute the probabilities from `q`, `k` and the forward pass's log-sum-exp; `delta` is
 //! `rowsum(grad · context)`. The global slots' share of the gradients is not theirs (Burn ops on
-//! `[m, g]` products do it).
+//! `[m, g]` products do it). The head tensors may have any strides the host accepts (see
+//! [`super::common::HeadRows`]); `key_ok`, `lse` and `delta` are contiguous.
 
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
 use super::common::{
-    BandArgs, band_keep, in_window, load_row, place, row_axpy, row_dot, stage, stage_rows,
-    store_row,
+    BandArgs, band_keep, head_rows, head_rows_out, in_window, load_row, place, row_axpy, row_dot,
+    stage, stage_rows, store_row,
 };
 
 /// Backward, query side: `dq` `[rows, heads, m, d]` of the band.
@@ -39,8 +40,9 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
     let seed = u32::cast_from(seed[0]);
     let live = i < m;
 
-    let query = load_row::<F, N>(q, at.rows + i, live, rv);
-    let dout = load_row::<F, N>(grad, at.rows + i, live, rv);
+    let (q_rows, k_rows, v_rows) = (head_rows(q, &at), head_rows(k, &at), head_rows(v, &at));
+    let query = load_row::<F, N>(q, &q_rows, i, live, rv);
+    let dout = load_row::<F, N>(grad, &head_rows(grad, &at), i, live, rv);
     let mut lse_i = F::new(0.0);
     let mut delta_i = F::new(0.0);
     if live {
@@ -59,8 +61,10 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
         let count = min(tile, end - start);
         stage_rows::<F, N>(
             k,
+            &k_rows,
             v,
-            at.rows + start,
+            &v_rows,
+            start,
             count,
             &mut keys,
             &mut values,
@@ -86,7 +90,8 @@ pub fn local_attention_dq_kernel<F: Float, N: Size, I: Numeric>(
     }
 
     if live {
-        store_row::<F, N>(dq, at.rows + i, &acc, rv);
+        let dq_rows = head_rows_out(dq, &at);
+        store_row::<F, N>(dq, &dq_rows, i, &acc, rv);
     }
 }
 
@@ -128,8 +133,9 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
         live = key_ok[at.row * m + j] > F::new(0.5);
     }
 
-    let key = load_row::<F, N>(k, at.rows + j, j < m, rv);
-    let value = load_row::<F, N>(v, at.rows + j, j < m, rv);
+    let key = load_row::<F, N>(k, &head_rows(k, &at), j, j < m, rv);
+    let value = load_row::<F, N>(v, &head_rows(v, &at), j, j < m, rv);
+    let (q_rows, grad_rows) = (head_rows(q, &at), head_rows(grad, &at));
     let mut dk_acc = Array::<Vector<F, N>>::new(rv);
     let mut dv_acc = Array::<Vector<F, N>>::new(rv);
 
@@ -144,8 +150,10 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
         let count = min(tile, end - start);
         stage_rows::<F, N>(
             q,
+            &q_rows,
             grad,
-            at.rows + start,
+            &grad_rows,
+            start,
             count,
             &mut queries,
             &mut douts,
@@ -182,10 +190,12 @@ pub fn local_attention_dkdv_kernel<F: Float, N: Size, I: Numeric>(
 
     if j < m {
         if comptime!(with_dk) {
-            store_row::<F, N>(dk, at.rows + j, &dk_acc, rv);
+            let dk_rows = head_rows_out(dk, &at);
+            store_row::<F, N>(dk, &dk_rows, j, &dk_acc, rv);
         }
         if comptime!(with_dv) {
-            store_row::<F, N>(dv, at.rows + j, &dv_acc, rv);
+            let dv_rows = head_rows_out(dv, &at);
+            store_row::<F, N>(dv, &dv_rows, j, &dv_acc, rv);
         }
     }
 }

@@ -36,7 +36,10 @@ pub struct Place {
     pub rh: usize,
     /// Its batch row (the masks are per batch row).
     pub row: usize,
-    /// The pair's first row in the flattened `[rows · heads · m]` rows.
+    /// Its head.
+    pub head: usize,
+    /// The pair's first row in the flattened `[rows · heads · m]` rows of the contiguous
+    /// per-query tensors (log-sum-exp, `delta`, the global slots' dropout mask).
     pub rows: usize,
     /// The row this unit owns, `CUBE_POS_X · block + UNIT_POS_X` (may be past `m` in the last
     /// cube).
@@ -81,6 +84,7 @@ pub fn place(band: &BandArgs, #[comptime] block: usize, #[comptime] keys_owned: 
         right,
         rh,
         row: rh / band.n_heads as usize,
+        head: rh % band.n_heads as usize,
         rows: rh * m,
         own: first + UNIT_POS_X as usize,
         span_start,
@@ -131,13 +135,49 @@ pub fn stage<T: CubePrimitive>(
     }
 }
 
-/// Stages `count` head rows of two `[.., rv]`-vector tensors from row `first` on (`a` into
-/// `sa`, `b` into `sb`).
+/// Where the head rows of one `(row, head)` pair lie in a `[rows, heads, m, d]` tensor read as
+/// vectors: row `i` starts at vector `start + i · step`. Any strides serve whose last one is 1
+/// and whose others are multiples of the vector width (the host checks): the heads of a
+/// `[rows, m, heads, d]` projection are read in place, without a copy.
+#[derive(CubeType)]
+pub struct HeadRows {
+    /// The pair's row 0, in vectors.
+    pub start: usize,
+    /// From one row to the next, in vectors.
+    pub step: usize,
+}
+
+/// The [`HeadRows`] of `at`'s `(row, head)` pair in `t`.
+#[cube]
+pub fn head_rows<F: Float, N: Size>(t: &Tensor<Vector<F, N>>, at: &Place) -> HeadRows {
+    let width = t.vector_size();
+    HeadRows {
+        start: (at.row * t.stride(0) + at.head * t.stride(1)) / width,
+        step: t.stride(2) / width,
+    }
+}
+
+/// [`head_rows`] of an output tensor.
+#[cube]
+pub fn head_rows_out<F: Float, N: Size>(t: &mut Tensor<Vector<F, N>>, at: &Place) -> HeadRows {
+    let width = t.vector_size();
+    HeadRows {
+        start: (at.row * t.stride(0) + at.head * t.stride(1)) / width,
+        step: t.stride(2) / width,
+    }
+}
+
+/// Stages head rows `first..first + count` of two `[rows, heads, m, d]` tensors of `rv`-vector
+/// rows (`a` at `ra` into `sa`, `b` at `rb` into `sb`), packed: row `r` at `sa[r · rv..]`. Unit
+/// `u` copies vectors `u, u + units, ...`, so neighbouring units read neighbouring addresses
+/// within a row.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn stage_rows<F: Float, N: Size>(
     a: &Tensor<Vector<F, N>>,
+    ra: &HeadRows,
     b: &Tensor<Vector<F, N>>,
+    rb: &HeadRows,
     first: usize,
     count: usize,
     sa: &mut Shared<[Vector<F, N>]>,
@@ -145,39 +185,50 @@ pub fn stage_rows<F: Float, N: Size>(
     #[comptime] rv: usize,
     #[comptime] units: usize,
 ) {
-    stage::<Vector<F, N>>(a, first * rv, count * rv, sa, units);
-    stage::<Vector<F, N>>(b, first * rv, count * rv, sb, units);
+    let len = count * rv;
+    let mut idx = UNIT_POS_X as usize;
+    while idx < len {
+        let r = first + idx / rv;
+        let c = idx % rv;
+        sa[idx] = a[ra.start + r * ra.step + c];
+        sb[idx] = b[rb.start + r * rb.step + c];
+        idx += units;
+    }
 }
 
-/// Row `index` of a `[.., rv]`-vector tensor into registers (zeros when `live` is false).
+/// Head row `i` of a tensor at `rows` into registers (zeros when `live` is false).
 #[cube]
 pub fn load_row<F: Float, N: Size>(
     src: &Tensor<Vector<F, N>>,
-    index: usize,
+    rows: &HeadRows,
+    i: usize,
     live: bool,
     #[comptime] rv: usize,
 ) -> Array<Vector<F, N>> {
     let mut row = Array::<Vector<F, N>>::new(rv);
     if live {
+        let start = rows.start + i * rows.step;
         #[unroll]
         for c in 0..rv {
-            row[c] = src[index * rv + c];
+            row[c] = src[start + c];
         }
     }
     row
 }
 
-/// Writes `row` as row `index` of a `[.., rv]`-vector tensor.
+/// Writes `row` as head row `i` of a tensor at `rows`.
 #[cube]
 pub fn store_row<F: Float, N: Size>(
     dst: &mut Tensor<Vector<F, N>>,
-    index: usize,
+    rows: &HeadRows,
+    i: usize,
     row: &Array<Vector<F, N>>,
     #[comptime] rv: usize,
 ) {
+    let start = rows.start + i * rows.step;
     #[unroll]
     for c in 0..rv {
-        dst[index * rv + c] = row[c];
+        dst[start + c] = row[c];
     }
 }
 

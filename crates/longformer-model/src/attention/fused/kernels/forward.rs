@@ -4,8 +4,8 @@ use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
 use super::common::{
-    BandArgs, band_keep, in_window, load_row, place, row_axpy, row_dot, stage, stage_rows,
-    store_row,
+    BandArgs, band_keep, head_rows, head_rows_out, in_window, load_row, place, row_axpy, row_dot,
+    stage, stage_rows, store_row,
 };
 
 /// Starting maximum of the online softmax: below every real score, finite (WGSL has no `-inf`
@@ -14,6 +14,8 @@ const NO_SCORE: f32 = -1.0e30;
 
 /// Forward: the context `[rows, heads, m, d]` and log-sum-exp `[rows, heads, m]` of every
 /// query over the global slots (`global_k`, `global_v`: `[rows, heads, g, d]`) and its band.
+/// The head tensors (`q`, `k`, `v`, the global slots', `out`) may have any strides the host
+/// accepts (see [`super::common::HeadRows`]); the others are contiguous.
 ///
 /// Cube `(x, y, z)`: queries `x·block ..` of a `(row, head)` pair (see [`place`]). `rv`:
 /// vectors per head row.
@@ -46,7 +48,9 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
     let seed = u32::cast_from(seed[0]);
     let live = i < m;
 
-    let query = load_row::<F, N>(q, at.rows + i, live, rv);
+    let (q_rows, k_rows, v_rows) = (head_rows(q, &at), head_rows(k, &at), head_rows(v, &at));
+    let (gk_rows, gv_rows) = (head_rows(global_k, &at), head_rows(global_v, &at));
+    let query = load_row::<F, N>(q, &q_rows, i, live, rv);
     let mut acc = Array::<Vector<F, N>>::new(rv);
     // The running maximum and sum of the online softmax.
     let mut stats = Array::<F>::new(2usize);
@@ -61,11 +65,12 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
     let mut start = 0usize;
     while start < g {
         let count = min(tile, g - start);
-        let from = at.rh * g + start;
         stage_rows::<F, N>(
             global_k,
+            &gk_rows,
             global_v,
-            from,
+            &gv_rows,
+            start,
             count,
             &mut keys,
             &mut values,
@@ -96,8 +101,10 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
         let count = min(tile, end - start);
         stage_rows::<F, N>(
             k,
+            &k_rows,
             v,
-            at.rows + start,
+            &v_rows,
+            start,
             count,
             &mut keys,
             &mut values,
@@ -135,7 +142,8 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
         for c in 0..rv {
             acc[c] *= inv;
         }
-        store_row::<F, N>(out, at.rows + i, &acc, rv);
+        let out_rows = head_rows_out(out, &at);
+        store_row::<F, N>(out, &out_rows, i, &acc, rv);
         lse[at.rows + i] = log_sum;
     }
 }
