@@ -24,7 +24,9 @@ use burn::backend::{
 /// Implemented by the CubeCL backend (wgpu, vulkan) with its own kernels, by the CPU backends
 /// (flex, ndarray) with blocked `gemm` products, and by autodiff on
 /// top of it with a flash-attention style backward (scores recomputed from `q`, `k` and the
-/// saved row log-sum-exp). Every tensor is contiguous; axes: `rows` (batch rows, or
+/// saved row log-sum-exp). Inputs may have any layout: the CubeCL kernels read the heads of a
+/// `[rows, m, heads · d]` projection in place and write their `[rows, heads, m, d]` outputs
+/// token-major (so that merging the heads is a view). Axes: `rows` (batch rows, or
 /// sub-sequences under dilation), `heads`, `m` (sequence length), `g` (global slots, at least
 /// 1: an all-empty slot stands for none), `d` (head size).
 #[backend_extension(
