@@ -31,7 +31,7 @@ use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::dropout::{DropoutSeed, drop_mask};
+use crate::dropout::{DropoutSeed, keep_scale};
 
 pub use ops::LocalAttentionOps;
 
@@ -105,10 +105,9 @@ pub fn fused_local_attention(
     let g = global_k.dims()[2];
     let (global_keep, seed) = if dropout > 0.0 {
         let keep = 1.0 - dropout;
-        let dropped = drop_mask([rows, heads, m, g], keep, seed.child(0), &device);
         let band_seed = TensorData::new(vec![seed.child(1).key()], [1]);
         (
-            Tensor::<4>::full([rows, heads, m, g], 1.0 / keep, &device).mask_fill(dropped, 0.0),
+            keep_scale([rows, heads, m, g], keep, seed.child(0), &device),
             Tensor::<1, Int>::from_data(band_seed, &device),
         )
     } else {

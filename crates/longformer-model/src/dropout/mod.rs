@@ -28,8 +28,20 @@
 //!
 //! [`LongformerInput::with_dropout_seed`]: crate::LongformerInput::with_dropout_seed
 
+mod autodiff;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+mod cpu;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod cube;
+pub mod ops;
+
+use burn::backend::Dispatch;
 use burn::nn::Dropout;
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Distribution, Int, Tensor, TensorData};
+
+pub use ops::DropoutMaskOps;
+
+use crate::attention::fused::fused_available;
 
 /// The low 31 bits: every intermediate value of the hash stays in `0..2^31`, where 32- and
 /// 64-bit integers agree.
@@ -112,8 +124,49 @@ pub fn drop_mask<const D: usize>(
     let row_hash = hash31(row.bitwise_xor_scalar(seed.key())).expand([rows, cols]);
     let bits = hash31(row_hash.bitwise_xor(col.expand([rows, cols])))
         .bitwise_and_scalar((1i64 << KEEP_BITS) - 1);
-    let threshold = (keep * (1u64 << KEEP_BITS) as f64).round() as i64;
-    bits.greater_equal_elem(threshold).reshape(shape)
+    bits.greater_equal_elem(keep_threshold(keep)).reshape(shape)
+}
+
+/// The dropout factor of every element of a `shape` tensor: `1 / keep` where [`drop_mask`]
+/// keeps it, `0` where it drops it (the same elements), f32. Generated in one pass
+/// ([`DropoutMaskOps`]) on the backends this crate is built with, else from [`drop_mask`].
+///
+/// # Shapes
+/// - output: `shape`
+///
+/// # Panics
+/// As [`drop_mask`]; also if `keep` is 0 (every element dropped: no factor).
+pub fn keep_scale<const D: usize>(
+    shape: [usize; D],
+    keep: f64,
+    seed: DropoutSeed,
+    device: &Device,
+) -> Tensor<D> {
+    assert!(keep > 0.0 && keep <= 1.0, "keep probability {keep}");
+    if !fused_available(device) {
+        return Tensor::full(shape, 1.0 / keep, device)
+            .mask_fill(drop_mask(shape, keep, seed, device), 0.0);
+    }
+    let cols = shape[D - 1];
+    let rows: usize = shape[..D - 1].iter().product();
+    assert!(
+        rows as i64 <= LOW_31 && cols as i64 <= LOW_31,
+        "a dropout mask of {rows} rows and {cols} columns: at most 2^31 - 1 of each"
+    );
+    let key = Tensor::<1, Int>::from_data(TensorData::new(vec![seed.key()], [1]), device);
+    let factors = <Dispatch as DropoutMaskOps>::dropout_keep_scale(
+        key.into_dispatch(),
+        rows,
+        cols,
+        keep_threshold(keep) as usize,
+        (1.0 / keep) as f32,
+    );
+    Tensor::<2>::from_dispatch(factors).reshape(shape)
+}
+
+/// Hash values below this are kept: `keep` in steps of 2^-24.
+fn keep_threshold(keep: f64) -> i64 {
+    (keep * (1u64 << KEEP_BITS) as f64).round() as i64
 }
 
 /// `0..n` as a `[n]` tensor, from the host. Not Burn's `arange`: on the GPU backends it is
@@ -143,7 +196,13 @@ pub fn seeded_dropout<const D: usize>(
         return x;
     }
     let keep = 1.0 - prob;
-    let dropped = drop_mask(x.dims(), keep, seed, &x.device());
+    let device = x.device();
+    if x.dtype() == DType::F32 && keep > 0.0 {
+        // One multiply, which a GPU's kernel fusion joins to the ops around it.
+        let factors = keep_scale(x.dims(), keep, seed, &device);
+        return x * factors;
+    }
+    let dropped = drop_mask(x.dims(), keep, seed, &device);
     x.mask_fill(dropped, 0.0) * (1.0 / keep)
 }
 
@@ -168,9 +227,12 @@ fn hash31<const D: usize>(x: Tensor<D, Int>) -> Tensor<D, Int> {
     x.clone().bitwise_xor(x.bitwise_right_shift_scalar(16))
 }
 
-/// The host's twin of [`hash31`], for tests.
-#[cfg(test)]
-fn hash31_host(x: i64) -> i64 {
+/// [`hash31`] of one value, on the host.
+#[cfg_attr(
+    not(any(test, feature = "flex", feature = "ndarray")),
+    allow(dead_code)
+)]
+fn hash31_scalar(x: i64) -> i64 {
     let x = x ^ (x >> 16);
     let x = (x * MIX) & LOW_31;
     let x = x ^ (x >> 16);
@@ -195,9 +257,9 @@ mod tests {
         let threshold = (keep * (1u64 << KEEP_BITS) as f64).round() as i64;
         (0..rows as i64)
             .flat_map(|r| {
-                let row_hash = hash31_host(r ^ seed.key());
+                let row_hash = hash31_scalar(r ^ seed.key());
                 (0..cols as i64)
-                    .map(move |c| hash31_host(row_hash ^ c) & ((1 << KEEP_BITS) - 1) >= threshold)
+                    .map(move |c| hash31_scalar(row_hash ^ c) & ((1 << KEEP_BITS) - 1) >= threshold)
             })
             .collect()
     }
@@ -224,6 +286,65 @@ mod tests {
                     "{device:?}, {shape:?}: {differ} elements differ from the host"
                 );
             }
+        }
+    }
+
+    /// [`keep_scale`] on every backend is `1 / keep` where the host's mask keeps an element and
+    /// 0 where it drops it, bit for bit; the last shape has more elements than one grid
+    /// dimension of 65,535 cubes of 256 units covers.
+    #[test]
+    fn every_backend_gives_the_host_factors() {
+        let seed = DropoutSeed::new(77).child(2);
+        let keep = 0.85;
+        for shape in [[3, 40_000, 7], [1, 2, 70_000], [1, 4_100, 4_100]] {
+            let expected: Vec<f32> = host_mask(shape[0] * shape[1], shape[2], keep, seed)
+                .into_iter()
+                .map(|dropped| if dropped { 0.0 } else { (1.0 / keep) as f32 })
+                .collect();
+            for device in devices() {
+                for device in [device.clone(), device.autodiff()] {
+                    let got: Vec<f32> = keep_scale(shape, keep, seed, &device)
+                        .into_data()
+                        .iter::<f32>()
+                        .collect();
+                    let differ = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
+                    assert_eq!(
+                        (got.len(), differ),
+                        (expected.len(), 0),
+                        "{device:?}, {shape:?}: {differ} factors differ from the host's"
+                    );
+                }
+            }
+        }
+    }
+
+    /// In training, [`seeded_dropout`] of an f32 tensor (one multiply by [`keep_scale`]) gives
+    /// what the mask gives (`mask_fill`, then the scale), and the same gradient.
+    #[test]
+    fn seeded_dropout_multiplies_by_the_masks_factors() {
+        let dropout = burn::nn::DropoutConfig::new(0.2).init();
+        let seed = DropoutSeed::new(31).child(4);
+        for device in devices() {
+            let device = device.autodiff();
+            let values = crate::test_devices::values(37 * 300, 5);
+            let x =
+                Tensor::<2>::from_data(TensorData::new(values, [37, 300]), &device).require_grad();
+            let ours = seeded_dropout(&dropout, x.clone(), seed);
+            let masked = x
+                .clone()
+                .mask_fill(drop_mask([37, 300], 0.8, seed, &device), 0.0)
+                * 1.25;
+            let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+            assert_eq!(read(ours.clone()), read(masked.clone()), "{device:?}");
+            let c = Tensor::<2>::from_data(
+                TensorData::new(crate::test_devices::values(37 * 300, 6), [37, 300]),
+                &device,
+            );
+            let grad = |y: Tensor<2>| {
+                let grads = (y * c.clone()).sum().backward();
+                read(x.grad(&grads).expect("x has a gradient"))
+            };
+            assert_eq!(grad(ours), grad(masked), "{device:?}: gradients");
         }
     }
 
