@@ -114,10 +114,7 @@ pub fn drop_mask<const D: usize>(
     assert!((0.0..=1.0).contains(&keep), "keep probability {keep}");
     let cols = shape[D - 1];
     let rows: usize = shape[..D - 1].iter().product();
-    assert!(
-        rows as i64 <= LOW_31 && cols as i64 <= LOW_31,
-        "a dropout mask of {rows} rows and {cols} columns: at most 2^31 - 1 of each"
-    );
+    check_mask_size(rows, cols);
     let row = positions(rows, device).reshape([rows, 1]);
     let col = positions(cols, device).reshape([1, cols]);
     // Rows first (a small tensor), then each row's hash with the column.
@@ -149,10 +146,7 @@ pub fn keep_scale<const D: usize>(
     }
     let cols = shape[D - 1];
     let rows: usize = shape[..D - 1].iter().product();
-    assert!(
-        rows as i64 <= LOW_31 && cols as i64 <= LOW_31,
-        "a dropout mask of {rows} rows and {cols} columns: at most 2^31 - 1 of each"
-    );
+    check_mask_size(rows, cols);
     let key = Tensor::<1, Int>::from_data(TensorData::new(vec![seed.key()], [1]), device);
     let factors = <Dispatch as DropoutMaskOps>::dropout_keep_scale(
         key.into_dispatch(),
@@ -162,6 +156,14 @@ pub fn keep_scale<const D: usize>(
         (1.0 / keep) as f32,
     );
     Tensor::<2>::from_dispatch(factors).reshape(shape)
+}
+
+/// Panics unless the hash can number `rows` rows and `cols` columns (31 bits each).
+fn check_mask_size(rows: usize, cols: usize) {
+    assert!(
+        rows as i64 <= LOW_31 && cols as i64 <= LOW_31,
+        "a dropout mask of {rows} rows and {cols} columns: at most 2^31 - 1 of each"
+    );
 }
 
 /// Hash values below this are kept: `keep` in steps of 2^-24.
@@ -197,10 +199,20 @@ pub fn seeded_dropout<const D: usize>(
     }
     let keep = 1.0 - prob;
     let device = x.device();
-    if x.dtype() == DType::F32 && keep > 0.0 {
-        // One multiply, which a GPU's kernel fusion joins to the ops around it.
-        let factors = keep_scale(x.dims(), keep, seed, &device);
-        return x * factors;
+    if x.dtype() == DType::F32 && keep > 0.0 && fused_available(&device) {
+        // One multiply, which a GPU's kernel fusion joins to the ops around it; the backward
+        // pass makes the mask again from the seed.
+        let cols = x.dims()[D - 1];
+        let rows = x.shape().num_elements() / cols.max(1);
+        check_mask_size(rows, cols);
+        let key = Tensor::<1, Int>::from_data(TensorData::new(vec![seed.key()], [1]), &device);
+        let out = <Dispatch as DropoutMaskOps>::seeded_dropout_apply(
+            x.into_dispatch(),
+            key.into_dispatch(),
+            keep_threshold(keep) as usize,
+            (1.0 / keep) as f32,
+        );
+        return Tensor::from_dispatch(out);
     }
     let dropped = drop_mask(x.dims(), keep, seed, &device);
     x.mask_fill(dropped, 0.0) * (1.0 / keep)
@@ -318,8 +330,9 @@ mod tests {
         }
     }
 
-    /// In training, [`seeded_dropout`] of an f32 tensor (one multiply by [`keep_scale`]) gives
-    /// what the mask gives (`mask_fill`, then the scale), and the same gradient.
+    /// In training, [`seeded_dropout`] of an f32 tensor (one multiply by the mask's factors)
+    /// gives what the mask gives (`mask_fill`, then the scale), and the same gradient, whose
+    /// mask the backward pass makes again from the seed.
     #[test]
     fn seeded_dropout_multiplies_by_the_masks_factors() {
         let dropout = burn::nn::DropoutConfig::new(0.2).init();

@@ -16,9 +16,10 @@
 )]
 
 use burn::backend::{
-    Backend, backend_extension,
+    Backend, TensorMetadata, backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
+use burn::tensor::Shape;
 
 /// The factors of a dropout mask: `scale` for a kept element, `0` for a dropped one, where
 /// element `(r, c)` is kept when the 24 low bits of `hash31(hash31(r ^ key) ^ c)` are below
@@ -27,7 +28,11 @@ use burn::backend::{
 /// One pass on every backend: a CubeCL kernel on GPUs, a parallel loop on the CPU backends
 /// (flex, ndarray). Burn's fusion does not fuse integer bitwise ops, so the same hash as Burn
 /// tensor ops (as [`super::drop_mask`] computes it) is some 25 launches over the whole mask
-/// on a GPU. The mask is a constant: autodiff records nothing.
+/// on a GPU.
+///
+/// [`seeded_dropout_apply`](Self::seeded_dropout_apply) multiplies a tensor by its mask's
+/// factors; under autodiff its backward pass is the same op on the output gradient, the mask
+/// made again from the seed, so a training pass keeps no mask for its backward pass.
 #[backend_extension(
     Cube: cfg(any(feature = "wgpu", feature = "vulkan")),
     Flex: cfg(feature = "flex"),
@@ -49,6 +54,28 @@ pub trait DropoutMaskOps: Backend {
         threshold: usize,
         scale: f32,
     ) -> FloatTensor<Self>;
+
+    /// `x` times the factors of its mask ([`dropout_keep_scale`](Self::dropout_keep_scale)
+    /// over `x`'s shape: the last axis is the column, the others together the row), as Burn
+    /// ops: under fusion the product joins the elementwise ops around it.
+    ///
+    /// # Shapes
+    /// - x: any, f32; seed: `[1]`
+    /// - output: `x`'s
+    #[fusion(default)]
+    fn seeded_dropout_apply(
+        x: FloatTensor<Self>,
+        seed: IntTensor<Self>,
+        threshold: usize,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let shape = x.shape();
+        let dims = shape.as_slice();
+        let cols = dims.last().copied().unwrap_or(1);
+        let rows = shape.num_elements() / cols.max(1);
+        let factors = Self::dropout_keep_scale(seed, rows, cols, threshold, scale);
+        Self::float_mul(x, Self::float_reshape(factors, Shape::from(dims.to_vec())))
+    }
 }
 
 /// Output metadata for Burn's fusion, which registers the ops before they run.

@@ -150,20 +150,27 @@ pub struct HeadRows {
 /// The [`HeadRows`] of `at`'s `(row, head)` pair in `t`.
 #[cube]
 pub fn head_rows<F: Float, N: Size>(t: &Tensor<Vector<F, N>>, at: &Place) -> HeadRows {
-    let width = t.vector_size();
-    HeadRows {
-        start: (at.row * t.stride(0) + at.head * t.stride(1)) / width,
-        step: t.stride(2) / width,
-    }
+    rows_of_pair(at, t.stride(0), t.stride(1), t.stride(2), t.vector_size())
 }
 
 /// [`head_rows`] of an output tensor.
 #[cube]
 pub fn head_rows_out<F: Float, N: Size>(t: &mut Tensor<Vector<F, N>>, at: &Place) -> HeadRows {
-    let width = t.vector_size();
+    rows_of_pair(at, t.stride(0), t.stride(1), t.stride(2), t.vector_size())
+}
+
+/// [`HeadRows`] from a tensor's first three strides (in floats) and its vector width.
+#[cube]
+fn rows_of_pair(
+    at: &Place,
+    row_stride: usize,
+    head_stride: usize,
+    step: usize,
+    width: usize,
+) -> HeadRows {
     HeadRows {
-        start: (at.row * t.stride(0) + at.head * t.stride(1)) / width,
-        step: t.stride(2) / width,
+        start: (at.row * row_stride + at.head * head_stride) / width,
+        step: step / width,
     }
 }
 
