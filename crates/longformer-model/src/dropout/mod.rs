@@ -37,7 +37,7 @@ pub mod ops;
 
 use burn::backend::Dispatch;
 use burn::nn::Dropout;
-use burn::tensor::{Bool, DType, Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 
 pub use ops::DropoutMaskOps;
 
@@ -199,7 +199,7 @@ pub fn seeded_dropout<const D: usize>(
     }
     let keep = 1.0 - prob;
     let device = x.device();
-    if x.dtype() == DType::F32 && keep > 0.0 && fused_available(&device) {
+    if keep > 0.0 && fused_available(&device) {
         // One multiply, which a GPU's kernel fusion joins to the ops around it; the backward
         // pass makes the mask again from the seed.
         let cols = x.dims()[D - 1];
@@ -264,6 +264,7 @@ fn splitmix64(x: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::test_devices::devices;
+    use burn::tensor::DType;
 
     fn host_mask(rows: usize, cols: usize, keep: f64, seed: DropoutSeed) -> Vec<bool> {
         let threshold = (keep * (1u64 << KEEP_BITS) as f64).round() as i64;
@@ -330,34 +331,44 @@ mod tests {
         }
     }
 
-    /// In training, [`seeded_dropout`] of an f32 tensor (one multiply by the mask's factors)
-    /// gives what the mask gives (`mask_fill`, then the scale), and the same gradient, whose
-    /// mask the backward pass makes again from the seed.
+    /// In training, [`seeded_dropout`] (one multiply by the mask's factors) gives what the mask
+    /// gives (`mask_fill`, then the scale), and the same gradient, whose mask the backward pass
+    /// makes again from the seed: in f32 on every backend, in f16 and bf16 where the backend
+    /// computes in them.
     #[test]
     fn seeded_dropout_multiplies_by_the_masks_factors() {
         let dropout = burn::nn::DropoutConfig::new(0.2).init();
         let seed = DropoutSeed::new(31).child(4);
         for device in devices() {
             let device = device.autodiff();
-            let values = crate::test_devices::values(37 * 300, 5);
-            let x =
-                Tensor::<2>::from_data(TensorData::new(values, [37, 300]), &device).require_grad();
-            let ours = seeded_dropout(&dropout, x.clone(), seed);
-            let masked = x
-                .clone()
-                .mask_fill(drop_mask([37, 300], 0.8, seed, &device), 0.0)
-                * 1.25;
-            let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
-            assert_eq!(read(ours.clone()), read(masked.clone()), "{device:?}");
-            let c = Tensor::<2>::from_data(
-                TensorData::new(crate::test_devices::values(37 * 300, 6), [37, 300]),
-                &device,
-            );
-            let grad = |y: Tensor<2>| {
-                let grads = (y * c.clone()).sum().backward();
-                read(x.grad(&grads).expect("x has a gradient"))
-            };
-            assert_eq!(grad(ours), grad(masked), "{device:?}: gradients");
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                if !device.supports_dtype(dtype) {
+                    continue;
+                }
+                let tensor = |salt| {
+                    let values = crate::test_devices::values(37 * 300, salt);
+                    Tensor::<2>::from_data(TensorData::new(values, [37, 300]), &device).cast(dtype)
+                };
+                let x = tensor(5).require_grad();
+                let ours = seeded_dropout(&dropout, x.clone(), seed);
+                let masked = x
+                    .clone()
+                    .mask_fill(drop_mask([37, 300], 0.8, seed, &device), 0.0)
+                    * 1.25;
+                assert_eq!(ours.dtype(), dtype);
+                let read = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<_>>();
+                assert_eq!(
+                    read(ours.clone()),
+                    read(masked.clone()),
+                    "{device:?}, {dtype:?}"
+                );
+                let c = tensor(6);
+                let grad = |y: Tensor<2>| {
+                    let grads = (y * c.clone()).sum().backward();
+                    read(x.grad(&grads).expect("x has a gradient"))
+                };
+                assert_eq!(grad(ours), grad(masked), "{device:?}, {dtype:?}: gradients");
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use burn::backend::{
     Backend, TensorMetadata, backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
-use burn::tensor::Shape;
+use burn::tensor::{DType, Shape};
 
 /// The factors of a dropout mask: `scale` for a kept element, `0` for a dropped one, where
 /// element `(r, c)` is kept when the 24 low bits of `hash31(hash31(r ^ key) ^ c)` are below
@@ -56,11 +56,11 @@ pub trait DropoutMaskOps: Backend {
     ) -> FloatTensor<Self>;
 
     /// `x` times the factors of its mask ([`dropout_keep_scale`](Self::dropout_keep_scale)
-    /// over `x`'s shape: the last axis is the column, the others together the row), as Burn
-    /// ops: under fusion the product joins the elementwise ops around it.
+    /// over `x`'s shape: the last axis is the column, the others together the row; cast to
+    /// `x`'s dtype), as Burn ops: under fusion the product joins the elementwise ops around it.
     ///
     /// # Shapes
-    /// - x: any, f32; seed: `[1]`
+    /// - x: any, any float dtype; seed: `[1]`
     /// - output: `x`'s
     #[fusion(default)]
     fn seeded_dropout_apply(
@@ -73,8 +73,17 @@ pub trait DropoutMaskOps: Backend {
         let dims = shape.as_slice();
         let cols = dims.last().copied().unwrap_or(1);
         let rows = shape.num_elements() / cols.max(1);
-        let factors = Self::dropout_keep_scale(seed, rows, cols, threshold, scale);
-        Self::float_mul(x, Self::float_reshape(factors, Shape::from(dims.to_vec())))
+        let dtype = x.dtype();
+        let factors = Self::float_reshape(
+            Self::dropout_keep_scale(seed, rows, cols, threshold, scale),
+            Shape::from(dims.to_vec()),
+        );
+        let factors = if dtype == DType::F32 {
+            factors
+        } else {
+            Self::float_cast(factors, dtype.into())
+        };
+        Self::float_mul(x, factors)
     }
 }
 
