@@ -88,6 +88,11 @@ impl DropoutSeed {
     pub fn key(self) -> i64 {
         (self.0 >> 33) as i64
     }
+
+    /// [`key`](Self::key) as a `[1]` tensor on `device`, for the ops that hash with it there.
+    pub fn key_tensor(self, device: &Device) -> Tensor<1, Int> {
+        Tensor::from_data(TensorData::new(vec![self.key()], [1]), device)
+    }
 }
 
 impl From<u64> for DropoutSeed {
@@ -112,9 +117,7 @@ pub fn drop_mask<const D: usize>(
     device: &Device,
 ) -> Tensor<D, Bool> {
     assert!((0.0..=1.0).contains(&keep), "keep probability {keep}");
-    let cols = shape[D - 1];
-    let rows: usize = shape[..D - 1].iter().product();
-    check_mask_size(rows, cols);
+    let (rows, cols) = mask_rows_cols(&shape);
     let row = positions(rows, device).reshape([rows, 1]);
     let col = positions(cols, device).reshape([1, cols]);
     // Rows first (a small tensor), then each row's hash with the column.
@@ -144,12 +147,9 @@ pub fn keep_scale<const D: usize>(
         return Tensor::full(shape, 1.0 / keep, device)
             .mask_fill(drop_mask(shape, keep, seed, device), 0.0);
     }
-    let cols = shape[D - 1];
-    let rows: usize = shape[..D - 1].iter().product();
-    check_mask_size(rows, cols);
-    let key = Tensor::<1, Int>::from_data(TensorData::new(vec![seed.key()], [1]), device);
+    let (rows, cols) = mask_rows_cols(&shape);
     let factors = <Dispatch as DropoutMaskOps>::dropout_keep_scale(
-        key.into_dispatch(),
+        seed.key_tensor(device).into_dispatch(),
         rows,
         cols,
         keep_threshold(keep) as usize,
@@ -158,12 +158,19 @@ pub fn keep_scale<const D: usize>(
     Tensor::<2>::from_dispatch(factors).reshape(shape)
 }
 
-/// Panics unless the hash can number `rows` rows and `cols` columns (31 bits each).
-fn check_mask_size(rows: usize, cols: usize) {
+/// The rows and columns of a mask of `shape`: the last axis is the column, the others together
+/// the row.
+///
+/// # Panics
+/// Unless the hash can number them (31 bits each).
+fn mask_rows_cols(shape: &[usize]) -> (usize, usize) {
+    let (&cols, leading) = shape.split_last().expect("a mask has at least one axis");
+    let rows: usize = leading.iter().product();
     assert!(
         rows as i64 <= LOW_31 && cols as i64 <= LOW_31,
         "a dropout mask of {rows} rows and {cols} columns: at most 2^31 - 1 of each"
     );
+    (rows, cols)
 }
 
 /// Hash values below this are kept: `keep` in steps of 2^-24.
@@ -193,22 +200,19 @@ pub fn seeded_dropout<const D: usize>(
     x: Tensor<D>,
     seed: DropoutSeed,
 ) -> Tensor<D> {
-    let prob = active_dropout(dropout, &x.device());
+    let device = x.device();
+    let prob = active_dropout(dropout, &device);
     if prob == 0.0 {
         return x;
     }
     let keep = 1.0 - prob;
-    let device = x.device();
     if keep > 0.0 && fused_available(&device) {
         // One multiply, which a GPU's kernel fusion joins to the ops around it; the backward
         // pass makes the mask again from the seed.
-        let cols = x.dims()[D - 1];
-        let rows = x.shape().num_elements() / cols.max(1);
-        check_mask_size(rows, cols);
-        let key = Tensor::<1, Int>::from_data(TensorData::new(vec![seed.key()], [1]), &device);
+        mask_rows_cols(&x.dims());
         let out = <Dispatch as DropoutMaskOps>::seeded_dropout_apply(
             x.into_dispatch(),
-            key.into_dispatch(),
+            seed.key_tensor(&device).into_dispatch(),
             keep_threshold(keep) as usize,
             (1.0 / keep) as f32,
         );

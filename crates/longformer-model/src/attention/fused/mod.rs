@@ -28,7 +28,7 @@ pub mod ops;
 mod tune;
 
 use burn::backend::Dispatch;
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::dropout::{DropoutSeed, keep_scale};
@@ -105,10 +105,9 @@ pub fn fused_local_attention(
     let g = global_k.dims()[2];
     let (global_keep, seed) = if dropout > 0.0 {
         let keep = 1.0 - dropout;
-        let band_seed = TensorData::new(vec![seed.child(1).key()], [1]);
         (
             keep_scale([rows, heads, m, g], keep, seed.child(0), &device),
-            Tensor::<1, Int>::from_data(band_seed, &device),
+            seed.child(1).key_tensor(&device),
         )
     } else {
         // Not read without dropout.
