@@ -450,38 +450,34 @@ mod tests {
         }
     }
 
-    /// `t` (`[rows, heads, m, d]`) with the same values, laid out as `[rows, m, heads, d]` in
-    /// memory: the heads of a projection split by a view.
-    fn token_major(t: &CubeTensor, device: &CubeDevice) -> CubeTensor {
-        let [rows, heads, m, d] = t.meta.shape().dims::<4>();
-        let values = read::<CubeBackend>(t.clone());
-        let mut laid = vec![0.0; values.len()];
-        for (at, x) in values.into_iter().enumerate() {
-            let (c, i, h, r) = (
-                at % d,
-                at / d % m,
-                at / (d * m) % heads,
-                at / (d * m * heads),
-            );
-            laid[((r * m + i) * heads + h) * d + c] = x;
+    /// `t` (`[rows, heads, m, d]`) with the same values, laid out in memory with its axes in
+    /// the order `memory` (`[0, 2, 1, 3]`: `[rows, m, heads, d]`, the heads of a projection
+    /// split by a view; `[0, 1, 3, 2]`: the head axis strided).
+    fn laid_out(t: &CubeTensor, memory: [usize; 4], device: &CubeDevice) -> CubeTensor {
+        let dims = t.meta.shape().dims::<4>();
+        let memory_dims = memory.map(|axis| dims[axis]);
+        let mut laid = vec![0.0; dims.iter().product()];
+        for (at, x) in read::<CubeBackend>(t.clone()).into_iter().enumerate() {
+            let index = [
+                at / (dims[1] * dims[2] * dims[3]),
+                at / (dims[2] * dims[3]) % dims[1],
+                at / dims[3] % dims[2],
+                at % dims[3],
+            ];
+            let offset = memory
+                .iter()
+                .fold(0, |offset, &axis| offset * dims[axis] + index[axis]);
+            laid[offset] = x;
         }
-        let mut t = write::<CubeBackend>(laid, vec![rows, m, heads, d], device);
-        t.meta.swap(1, 2);
-        t
-    }
-
-    /// `t` with the same values, its head axis strided (laid out as `[rows, heads, d, m]`), which
-    /// the kernels cannot read in place.
-    fn head_axis_strided(t: &CubeTensor, device: &CubeDevice) -> CubeTensor {
-        let [rows, heads, m, d] = t.meta.shape().dims::<4>();
-        let values = read::<CubeBackend>(t.clone());
-        let mut laid = vec![0.0; values.len()];
-        for (at, x) in values.into_iter().enumerate() {
-            let (c, i, rh) = (at % d, at / d % m, at / (d * m));
-            laid[(rh * d + c) * m + i] = x;
+        let mut t = write::<CubeBackend>(laid, memory_dims.to_vec(), device);
+        // Memory axis `k` holds logical axis `memory[k]`: back to the logical order.
+        let mut logical = [0; 4];
+        for (k, &axis) in memory.iter().enumerate() {
+            logical[axis] = k;
         }
-        let mut t = write::<CubeBackend>(laid, vec![rows, heads, d, m], device);
-        t.meta.swap(2, 3);
+        t.meta
+            .permute(&logical)
+            .expect("a permutation of four axes");
         t
     }
 
@@ -536,8 +532,8 @@ mod tests {
                 .into_iter()
                 .map(read::<CubeBackend>)
                 .collect();
-            let token_major = |t: &CubeTensor| token_major(t, &device);
-            let strided = |t: &CubeTensor| head_axis_strided(t, &device);
+            let token_major = |t: &CubeTensor| laid_out(t, [0, 2, 1, 3], &device);
+            let strided = |t: &CubeTensor| laid_out(t, [0, 1, 3, 2], &device);
             for (layout, outputs) in [
                 ("token-major", op_outputs(&device, d, &token_major)),
                 ("head axis strided", op_outputs(&device, d, &strided)),
