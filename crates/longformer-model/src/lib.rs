@@ -38,6 +38,8 @@ pub mod checkpointing;
 pub mod config;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod cpu;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod cube_common;
 pub mod dropout;
 pub mod embedding;
 pub mod encoder;

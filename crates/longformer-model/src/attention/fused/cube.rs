@@ -15,6 +15,7 @@ use super::kernels::{
     local_attention_forward_kernel,
 };
 use super::ops::LocalAttentionOps;
+use crate::cube_common::{MAX_CUBES_PER_DIM, vector_width};
 
 /// Rows (queries, or keys in the key-gradient kernel) per cube in the standard launch shape,
 /// one unit each: two warps.
@@ -54,10 +55,7 @@ pub(super) struct LaunchShape {
 impl LaunchShape {
     /// `block` rows per cube, `tile`-row tiles, for head width `d`.
     pub fn new(d: usize, block: usize, tile: usize) -> Self {
-        let vector = [4, 2, 1]
-            .into_iter()
-            .find(|&v| d.is_multiple_of(v))
-            .unwrap_or(1);
+        let vector = vector_width(d);
         Self {
             block,
             tile,
@@ -131,9 +129,6 @@ impl std::fmt::Display for LaunchShape {
         write!(f, "block {}, tile {}", self.block, self.tile)
     }
 }
-
-/// Cubes a grid dimension holds on every device (WebGPU's and Vulkan's guaranteed minimum).
-const MAX_CUBES_PER_DIM: usize = 65_535;
 
 /// `[y, z]` grid sizes for `pairs` `(row, head)` pairs: all in `y` while they fit, else spread
 /// evenly over `z` layers, `y · z >= pairs` (the kernels end the cubes past the last pair).

@@ -4,6 +4,8 @@
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
+use crate::cube_common::lane_sum;
+
 /// The band's scalars, the same for every cube of a launch.
 #[derive(CubeLaunch, CubeType)]
 pub struct BandArgs {
@@ -237,17 +239,6 @@ pub fn store_row<F: Float, N: Size>(
     for c in 0..rv {
         dst[start + c] = row[c];
     }
-}
-
-/// The sum of a vector's lanes.
-#[cube]
-fn lane_sum<F: Float, N: Size>(x: Vector<F, N>) -> F {
-    let mut sum = F::new(0.0);
-    #[unroll]
-    for l in 0..x.vector_size() {
-        sum += x.extract(l);
-    }
-    sum
 }
 
 /// `a · b` over one row of `rv` vectors: `a` in registers, `b` at `b[offset..offset + rv]`.
