@@ -3,15 +3,16 @@
 //! composition of tensor ops one by one.
 //!
 //! - [`ops`]: [`LayerNormOps`], a Burn backend extension: one vectorized pass per direction on
-//!   the CPU backends, Burn's float ops on GPUs (fewer than the composition's backward), its
-//!   own backward under autodiff.
-//! - `cpu`, `cube`, `autodiff`: its implementations.
+//!   the CPU backends, one CubeCL kernel per direction on GPUs, its own backward under autodiff.
+//! - `cpu`, `cube` (with `kernels`), `autodiff`: its implementations.
 
 mod autodiff;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod cpu;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 mod cube;
+#[cfg(any(feature = "wgpu", feature = "vulkan"))]
+mod kernels;
 pub mod ops;
 
 use burn::backend::Dispatch;
@@ -20,13 +21,14 @@ use burn::tensor::{DType, Tensor};
 
 pub use ops::LayerNormOps;
 
-use crate::attention::fused::fused_available;
+use crate::attention::fused::{fused_available, on_gpu};
 
 /// `norm.forward(x)` with epsilon `epsilon` (the one `norm` was built with: Burn keeps it
 /// private).
 ///
-/// In a recorded pass in f32 on a backend of this crate's it goes through [`LayerNormOps`];
-/// otherwise (inference, where flex has its own one-pass LayerNorm; half precision, which Burn
+/// In f32 on a backend of this crate's it goes through [`LayerNormOps`] in a recorded pass, and
+/// on GPUs in inference too (one kernel where Burn's LayerNorm is five launches); otherwise
+/// (CPU inference, where flex has its own one-pass LayerNorm; half precision, which Burn
 /// normalizes in f32) it is Burn's.
 ///
 /// # Shapes
@@ -38,7 +40,8 @@ pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) 
         return norm.forward(x);
     };
     let f32s = [x.dtype(), gamma.dtype(), beta.dtype()] == [DType::F32; 3];
-    if !device.is_autodiff() || !f32s || !fused_available(&device) {
+    let ours = device.is_autodiff() || on_gpu(&device);
+    if !ours || !f32s || !fused_available(&device) {
         return norm.forward(x);
     }
     let dims = x.dims();

@@ -66,6 +66,19 @@ pub fn fused_available(device: &Device) -> bool {
     }
 }
 
+/// Whether `device` is a GPU of this crate's (wgpu or vulkan: CubeCL kernels), with or without
+/// autodiff.
+pub(crate) fn on_gpu(device: &Device) -> bool {
+    #[allow(unused_imports)] // no GPU backend: no arm names a variant
+    use burn::backend::DispatchDevice as D;
+    #[allow(unreachable_patterns)]
+    match device.clone().without_autodiff().as_dispatch() {
+        #[cfg(any(feature = "wgpu", feature = "vulkan"))]
+        D::Cube(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether the fused kernel computes a tensor of this dtype (f32 only for now).
 pub fn fused_dtype(dtype: DType) -> bool {
     dtype == DType::F32
