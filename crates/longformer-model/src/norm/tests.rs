@@ -54,9 +54,10 @@ fn matches_burns_layer_norm_and_its_gradients_on_every_backend() {
     // epsilon shows that the given one is used. On GPUs the widths give a row to 32 units
     // (13, 64, 8: some idle), 128 (768: two vectors of 4 for some, one for others) and 256
     // (1001: four single floats for some, three for others); 66,000 rows are more cubes than
-    // one grid dimension holds. The reference is Burn's LayerNorm on flex: on the software GPU
-    // Burn 0.22.1's reductions stop after 65,532 rows, so its own LayerNorm's `dgamma` and
-    // `dbeta` leave out the last 468 rows of the 66,000.
+    // one grid dimension holds. The reference is Burn's LayerNorm on flex: the software GPU
+    // (llvmpipe) ends a shader's loops after 65,535 iterations in all, so there Burn's reductions
+    // over all rows stop after 65,532 of them, and its LayerNorm's `dgamma` and `dbeta` leave
+    // out the last 468 of the 66,000 (our kernel's loops are at most `rows / 512` long).
     for (dims, epsilon) in [
         ([2, 37, 13], 1e-5),
         ([1, 70, 64], 1e-5),
