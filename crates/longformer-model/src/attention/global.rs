@@ -108,9 +108,9 @@ pub fn global_rows(
         .select(0, slots.slot_rows.clone());
     // In f32 whatever the parameters' dtype, as the local part (see [`crate::precision`]).
     let q = split_heads(
-        to_f32(proj.query.forward(global_tokens.reshape([b, g, d]))),
+        to_f32(proj.query.forward(global_tokens.reshape([b, g, d]))) * scale,
         n_heads,
-    ) * scale;
+    );
     let half = hidden.dtype() != DType::F32;
     let keys = keys.choose(l, d, n_heads, g, half);
     let (scores, values) = match keys {

@@ -182,7 +182,9 @@ impl SlidingWindowAttention {
         // The core (scores, softmax, weighted sum) runs in f32 whatever the parameters' dtype;
         // the context goes back to it at the end.
         let dtype = hidden.dtype();
-        let q = split_heads(to_f32(self.query.forward(hidden.clone())), h) * scale;
+        // Scaled before the heads are split: on GPUs Burn's fusion joins the product to the
+        // projection's bias add (a product on the split view is a launch of its own).
+        let q = split_heads(to_f32(self.query.forward(hidden.clone())) * scale, h);
         let k_proj = to_f32(self.key.forward(hidden.clone()));
         let v_proj = to_f32(self.value.forward(hidden.clone()));
         // Local queries see global tokens through the local key and value projections.
