@@ -2,7 +2,9 @@
 //! row is read in, the sum of a vector's lanes, and grids of more cubes than one grid
 //! dimension holds.
 
+use burn::tensor::DType;
 use burn_cubecl::cubecl;
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::CubeCount;
 use cubecl::prelude::*;
 
@@ -15,6 +17,24 @@ pub(crate) fn vector_width(d: usize) -> usize {
         .into_iter()
         .find(|&v| d.is_multiple_of(v))
         .unwrap_or(1)
+}
+
+/// Panics, naming `op` and the input, unless `t` is an f32 tensor of shape `dims`: the kernels
+/// index their inputs by these shapes and read them as f32, unchecked. `kernels` names them in
+/// the message ("the fused local attention").
+pub(crate) fn expect_f32(kernels: &str, op: &str, name: &str, t: &CubeTensor, dims: &[usize]) {
+    assert_eq!(
+        t.dtype,
+        DType::F32,
+        "{op}: {kernels} runs in f32, but `{name}` is {:?}",
+        t.dtype
+    );
+    assert_eq!(
+        t.meta.shape().as_slice(),
+        dims,
+        "{op}: `{name}` has shape {:?}, expected {dims:?}",
+        t.meta.shape().as_slice()
+    );
 }
 
 /// A grid of at least `cubes` cubes: all along `x` while they fit, else `x · y >= cubes` with

@@ -12,7 +12,7 @@ use burn_cubecl::tensor::CubeTensor;
 
 use super::kernels::{layer_norm_backward_kernel, layer_norm_forward_kernel};
 use super::ops::LayerNormOps;
-use crate::cube_common::{linear_grid, vector_width};
+use crate::cube_common::{expect_f32, linear_grid, vector_width};
 
 /// Most units a cube gives one row.
 const MAX_UNITS: usize = 256;
@@ -49,21 +49,9 @@ impl RowShape {
     }
 }
 
-/// `t` contiguous, after checking that it is an f32 tensor of shape `dims` (the kernels index
-/// their inputs by these shapes and read them as f32, unchecked).
+/// `t` contiguous, after checking that it is an f32 tensor of shape `dims`.
 fn checked(op: &str, name: &str, t: CubeTensor, dims: &[usize]) -> CubeTensor {
-    assert_eq!(
-        t.dtype,
-        DType::F32,
-        "{op}: LayerNorm's kernels run in f32, but `{name}` is {:?}",
-        t.dtype
-    );
-    assert_eq!(
-        t.meta.shape().as_slice(),
-        dims,
-        "{op}: `{name}` has shape {:?}, expected {dims:?}",
-        t.meta.shape().as_slice()
-    );
+    expect_f32("LayerNorm's kernel", op, name, &t, dims);
     into_contiguous(t)
 }
 

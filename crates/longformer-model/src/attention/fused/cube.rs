@@ -3,7 +3,7 @@
 
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::cubecl::prelude::*;
 use burn_cubecl::kernel::into_contiguous;
@@ -15,7 +15,7 @@ use super::kernels::{
     local_attention_forward_kernel,
 };
 use super::ops::LocalAttentionOps;
-use crate::cube_common::{MAX_CUBES_PER_DIM, vector_width};
+use crate::cube_common::{self, MAX_CUBES_PER_DIM, vector_width};
 
 /// Rows (queries, or keys in the key-gradient kernel) per cube in the standard launch shape,
 /// one unit each: two warps.
@@ -172,20 +172,14 @@ fn heads_in_place(t: CubeTensor, vector: usize) -> CubeTensor {
     if readable { t } else { into_contiguous(t) }
 }
 
-/// Panics, naming `op` and the input, unless `t` is an f32 tensor of shape `dims`: the kernels
-/// index their inputs by these shapes and read them as f32, unchecked.
+/// [`crate::cube_common::expect_f32`] for the fused attention's inputs.
 fn expect_f32(op: &str, name: &str, t: &CubeTensor, dims: &[usize]) {
-    assert_eq!(
-        t.dtype,
-        DType::F32,
-        "{op}: the fused local attention runs in f32, but `{name}` is {:?}; use the reference path",
-        t.dtype
-    );
-    assert_eq!(
-        t.meta.shape().as_slice(),
+    cube_common::expect_f32(
+        "the fused local attention (the reference path takes other dtypes)",
+        op,
+        name,
+        t,
         dims,
-        "{op}: `{name}` has shape {:?}, expected {dims:?}",
-        t.meta.shape().as_slice()
     );
 }
 
