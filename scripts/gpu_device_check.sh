@@ -72,6 +72,9 @@ prof train4k $B --seq 4096 --repeats 1 --mode train
 ours v-coretrain $B --part attention --mode train --seq 4096,16384 --repeats 10
 # Host overhead: a step is ~2,800 launches, submitted 32 at a time by default; 128 per submit.
 CUBECL_WGPU_MAX_TASKS=128 ours v-train4k-tasks128 $B --seq 4096 --repeats 2 --mode train
+# Split-K weight gradients (v1.15): the projections' `xᵀ · dy` as 4 products of n/4 rows and a
+# sum, against v-train's 4096 step (off by default until this says it pays).
+LONGFORMER_SPLIT_K=4 ours v-train4k-splitk4 $B --seq 4096 --repeats 2 --mode train
 ours v-fwd $B --seq 4096,16384 --repeats 3
 # Activation checkpointing (v1.7): memory and time of the training step with each layer
 # recomputed in the backward pass (the smi peak is the memory to compare with v-train's).

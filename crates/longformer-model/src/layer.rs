@@ -14,6 +14,7 @@ use crate::attention::{
 use crate::config::HiddenAct;
 use crate::dropout::{DropoutSeed, seeded_dropout};
 use crate::gelu::gelu_exact;
+use crate::linear::linear;
 use crate::norm::layer_norm;
 
 /// Configuration of [`LongformerLayer`].
@@ -129,7 +130,7 @@ impl ResidualNorm {
     /// - x: `[batch_size, seq_length, d_in]`
     /// - residual, output: `[batch_size, seq_length, d_model]`
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, seed: DropoutSeed) -> Tensor<3> {
-        let x = seeded_dropout(&self.dropout, self.dense.forward(x), seed);
+        let x = seeded_dropout(&self.dropout, linear(&self.dense, x), seed);
         layer_norm(&self.layer_norm, self.layer_norm_eps, x + residual)
     }
 }
@@ -149,7 +150,7 @@ impl Intermediate {
     /// - x: `[batch_size, seq_length, d_model]`
     /// - output: `[batch_size, seq_length, d_ff]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = self.dense.forward(x);
+        let x = linear(&self.dense, x);
         match self.activation {
             HiddenAct::Gelu => gelu_exact(x),
             HiddenAct::GeluTanh => gelu_approximate(x),

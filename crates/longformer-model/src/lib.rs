@@ -51,6 +51,7 @@ mod host;
 pub mod init;
 pub mod input;
 pub mod layer;
+pub mod linear;
 pub mod loader;
 pub mod model;
 pub mod norm;

@@ -6,6 +6,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Tensor};
 
 use crate::dropout::{DropoutSeed, seeded_dropout};
+use crate::linear::linear;
 use crate::precision::to_f32;
 
 use super::MASKED_SCORE;
@@ -119,8 +120,8 @@ pub fn global_rows(
             Values::Folded(to_f32(hidden)),
         ),
         _ => {
-            let k = split_heads(to_f32(proj.key.forward(hidden.clone())), n_heads);
-            let v = split_heads(to_f32(proj.value.forward(hidden)), n_heads);
+            let k = split_heads(to_f32(linear(proj.key, hidden.clone())), n_heads);
+            let v = split_heads(to_f32(linear(proj.value, hidden)), n_heads);
             (q.matmul(k.swap_dims(2, 3)), Values::Projected(v))
         }
     };

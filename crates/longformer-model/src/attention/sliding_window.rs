@@ -20,6 +20,7 @@ use super::local::{BandPattern, LocalHeads, local_attention};
 use super::masks::AttentionMasks;
 use super::pattern::WindowPattern;
 use crate::dropout::DropoutSeed;
+use crate::linear::linear;
 use crate::precision::{to_dtype, to_f32};
 
 /// The dropout site of the global rows' probabilities, a child of the attention's seed.
@@ -184,9 +185,9 @@ impl SlidingWindowAttention {
         let dtype = hidden.dtype();
         // Scaled before the heads are split: on GPUs Burn's fusion joins the product to the
         // projection's bias add (a product on the split view is a launch of its own).
-        let q = split_heads(to_f32(self.query.forward(hidden.clone())) * scale, h);
-        let k_proj = to_f32(self.key.forward(hidden.clone()));
-        let v_proj = to_f32(self.value.forward(hidden.clone()));
+        let q = split_heads(to_f32(linear(&self.query, hidden.clone())) * scale, h);
+        let k_proj = to_f32(linear(&self.key, hidden.clone()));
+        let v_proj = to_f32(linear(&self.value, hidden.clone()));
         // Local queries see global tokens through the local key and value projections.
         let global_kv = masks.global.as_ref().map(|slots| {
             (

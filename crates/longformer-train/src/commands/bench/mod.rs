@@ -230,6 +230,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
              layer's attention core, which keeps its own O(n·d) state either way"
         );
     }
+    let split = longformer_model::linear::split_k_chunks();
+    if split > 1 {
+        note(&format!(
+            "{}={split}: on GPUs, training passes split the projections' weight gradients \
+             into {split} products of rows (experimental)",
+            longformer_model::linear::SPLIT_K_VAR
+        ));
+    }
     if args.gradient_check {
         if args.compare_hf || args.part != Part::Model || args.dtype != Precision::F32 {
             anyhow::bail!(
