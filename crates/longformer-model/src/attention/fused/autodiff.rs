@@ -48,17 +48,19 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
         let grad = grads.consume::<B>(&ops.node);
         let s = ops.state;
         let [rows, heads, m, _] = s.q.shape().dims::<4>();
-        let g = s.global_k.shape().dims::<4>()[2];
 
         // delta_i = sum_c grad[i, c] · context[i, c] = sum_j p_ij · dp_ij.
-        let delta = B::float_sum_dim(B::float_mul(grad.clone(), s.context), 3);
+        let delta = B::float_reshape(
+            B::float_sum_dim(B::float_mul(grad.clone(), s.context), 3),
+            Shape::new([rows, heads, m]),
+        );
         let (dq, dk, dv) = B::local_attention_band_backward(
             s.q.clone(),
             s.k,
             s.v,
             s.key_ok,
             s.lse.clone(),
-            B::float_reshape(delta.clone(), Shape::new([rows, heads, m])),
+            delta.clone(),
             grad.clone(),
             s.seed,
             s.dropout,
@@ -66,29 +68,18 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
             s.causal,
         );
 
-        // The global slots' share: p = exp(q·kgᵀ - lse) on filled slots, a [m, g] product.
-        let lse = B::float_reshape(s.lse, Shape::new([rows, heads, m, 1]));
-        let scores = B::float_matmul(s.q.clone(), B::float_swap_dims(s.global_k.clone(), 2, 3));
-        // Clamped so that empty slots (scores never in the sum) cannot overflow before the mask.
-        let probs = B::float_mul(
-            B::float_exp(B::float_clamp_max(B::float_sub(scores, lse), 0.0.into())),
-            B::float_reshape(s.global_ok, Shape::new([rows, 1, 1, g])),
+        let (dq, d_global_k, d_global_v) = B::local_attention_global_backward(
+            s.q,
+            grad,
+            s.global_k,
+            s.global_v,
+            s.global_ok,
+            s.global_keep,
+            s.lse,
+            delta,
+            dq,
+            s.dropout,
         );
-        // Dropout: the context weighs the values by probs · keep, so keep scales both the values'
-        // gradient and the probabilities' gradient.
-        let kept = if s.dropout > 0.0 {
-            B::float_mul(probs.clone(), s.global_keep.clone())
-        } else {
-            probs.clone()
-        };
-        let d_global_v = B::float_matmul(B::float_swap_dims(kept, 2, 3), grad.clone());
-        let mut dp = B::float_matmul(grad, B::float_swap_dims(s.global_v, 2, 3));
-        if s.dropout > 0.0 {
-            dp = B::float_mul(dp, s.global_keep);
-        }
-        let ds = B::float_mul(probs, B::float_sub(dp, delta));
-        let d_global_k = B::float_matmul(B::float_swap_dims(ds.clone(), 2, 3), s.q);
-        let dq = B::float_add(dq, B::float_matmul(ds, s.global_k));
 
         for (node, grad) in [
             (q_node, dq),
@@ -195,6 +186,60 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
             FloatTensor::<Self>::new(dq),
             FloatTensor::<Self>::new(dk),
             FloatTensor::<Self>::new(dv),
+        )
+    }
+
+    fn local_attention_global_backward(
+        q: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        global_k: FloatTensor<Self>,
+        global_v: FloatTensor<Self>,
+        global_ok: FloatTensor<Self>,
+        global_keep: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        dq_band: FloatTensor<Self>,
+        dropout: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Not differentiated again: computed on the inner backend, untracked.
+        let [
+            q,
+            grad,
+            global_k,
+            global_v,
+            global_ok,
+            global_keep,
+            lse,
+            delta,
+            dq_band,
+        ] = [
+            q,
+            grad,
+            global_k,
+            global_v,
+            global_ok,
+            global_keep,
+            lse,
+            delta,
+            dq_band,
+        ]
+        .map(|t| t.into_primitive());
+        let (dq, d_global_k, d_global_v) = B::local_attention_global_backward(
+            q,
+            grad,
+            global_k,
+            global_v,
+            global_ok,
+            global_keep,
+            lse,
+            delta,
+            dq_band,
+            dropout,
+        );
+        (
+            FloatTensor::<Self>::new(dq),
+            FloatTensor::<Self>::new(d_global_k),
+            FloatTensor::<Self>::new(d_global_v),
         )
     }
 }

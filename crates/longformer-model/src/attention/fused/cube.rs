@@ -3,7 +3,7 @@
 
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::tensor::Shape;
+use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::cubecl::prelude::*;
 use burn_cubecl::kernel::into_contiguous;
@@ -12,7 +12,8 @@ use burn_cubecl::tensor::CubeTensor;
 
 use super::kernels::{
     BandArgsLaunch, local_attention_dkdv_kernel, local_attention_dq_kernel,
-    local_attention_forward_kernel,
+    local_attention_forward_kernel, local_attention_global_dq_kernel,
+    local_attention_global_slots_kernel,
 };
 use super::ops::LocalAttentionOps;
 use crate::cube_common::{self, MAX_CUBES_PER_DIM, vector_width};
@@ -20,6 +21,10 @@ use crate::cube_common::{self, MAX_CUBES_PER_DIM, vector_width};
 /// Rows (queries, or keys in the key-gradient kernel) per cube in the standard launch shape,
 /// one unit each: two warps.
 const BLOCK: usize = 64;
+
+/// Queries per chunk of the global slots' gradient kernel: each chunk's sums are added up after
+/// it (at n = 4,096: 16 chunks, so 16 cubes per `(row, head)` pair and slot block).
+const GLOBAL_CHUNK: usize = 256;
 
 /// Shared memory the standard launch shape's staged tiles may use: 24 KiB, under the 32 KiB the
 /// least device offers (OpenGL's minimum and the software GPU's limit; NVIDIA's is 48 KiB per
@@ -489,6 +494,131 @@ impl LocalAttentionOps for CubeBackend {
             launch_dkdv(LaunchShape::standard(d), &launch);
         }
         (dq, dk, dv)
+    }
+
+    fn local_attention_global_backward(
+        q: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        global_k: FloatTensor<Self>,
+        global_v: FloatTensor<Self>,
+        global_ok: FloatTensor<Self>,
+        global_keep: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        dq_band: FloatTensor<Self>,
+        dropout: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let op = "local_attention_global_backward";
+        let [rows, heads, m, d] = dims4(&q);
+        let g = global_k.meta.shape().dims::<4>()[2];
+        for (name, t, dims) in [
+            ("q", &q, &[rows, heads, m, d][..]),
+            ("grad", &grad, &[rows, heads, m, d]),
+            ("dq_band", &dq_band, &[rows, heads, m, d]),
+            ("global_k", &global_k, &[rows, heads, g, d]),
+            ("global_v", &global_v, &[rows, heads, g, d]),
+            ("global_ok", &global_ok, &[rows, g]),
+            ("lse", &lse, &[rows, heads, m]),
+            ("delta", &delta, &[rows, heads, m]),
+        ] {
+            expect_f32(op, name, t, dims);
+        }
+        if dropout > 0.0 {
+            expect_f32(op, "global_keep", &global_keep, &[rows, heads, m, g]);
+        }
+        let shape = LaunchShape::standard(d);
+        let [q, grad, dq_band, global_k, global_v] =
+            [q, grad, dq_band, global_k, global_v].map(|t| heads_in_place(t, shape.vector));
+        let [global_ok, global_keep, lse, delta] =
+            [global_ok, global_keep, lse, delta].map(into_contiguous);
+        let dq = empty_token_major(&q, [rows, heads, m, d]);
+        let chunks = m.div_ceil(GLOBAL_CHUNK).max(1);
+        let [dk_parts, dv_parts] =
+            [0; 2].map(|_| empty_like(&q, Shape::new([chunks, rows, heads, g, d])));
+        if rows * heads * m == 0 || g == 0 {
+            let zeros = |dims: [usize; 4]| {
+                <Self as burn::backend::ops::FloatTensorOps<Self>>::float_zeros(
+                    Shape::new(dims),
+                    &q.device,
+                    DType::F32.into(),
+                )
+            };
+            return (
+                dq_band,
+                zeros([rows, heads, g, d]),
+                zeros([rows, heads, g, d]),
+            );
+        }
+        // The band's launch arguments, for the pair indexing the kernels share with it.
+        let band = Band {
+            window: 0,
+            causal: false,
+            dropout,
+        };
+        let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
+        let with_dropout = dropout > 0.0;
+        local_attention_global_dq_kernel::launch(
+            &q.client,
+            shape.cubes(&q),
+            shape.cube_dim(),
+            shape.vector,
+            arg(&q),
+            arg(&grad),
+            arg(&global_k),
+            arg(&global_v),
+            arg(&global_ok),
+            arg(&global_keep),
+            arg(&lse),
+            arg(&delta),
+            arg(&dq_band),
+            arg(&dq),
+            band.args(&q),
+            g as u32,
+            shape.row_vectors,
+            shape.block,
+            shape.tile,
+            with_dropout,
+            f32::elem_type_native(),
+        );
+        let slot_blocks = g.div_ceil(shape.block);
+        let [y, z] = pair_grid(rows * heads);
+        assert!(
+            chunks * slot_blocks <= MAX_CUBES_PER_DIM,
+            "{op}: {m} tokens in chunks of {GLOBAL_CHUNK} and {g} global slots need more cubes \
+             than a grid dimension holds"
+        );
+        local_attention_global_slots_kernel::launch(
+            &q.client,
+            CubeCount::Static((chunks * slot_blocks) as u32, y as u32, z as u32),
+            shape.cube_dim(),
+            shape.vector,
+            arg(&q),
+            arg(&grad),
+            arg(&global_k),
+            arg(&global_v),
+            arg(&global_ok),
+            arg(&global_keep),
+            arg(&lse),
+            arg(&delta),
+            arg(&dk_parts),
+            arg(&dv_parts),
+            band.args(&q),
+            g as u32,
+            GLOBAL_CHUNK as u32,
+            shape.row_vectors,
+            shape.block,
+            shape.tile,
+            with_dropout,
+            f32::elem_type_native(),
+        );
+        // The chunks' sums added up: `[1, rows, heads, g, d]`, then the head tensor.
+        let total = |parts: CubeTensor| {
+            <Self as burn::backend::ops::FloatTensorOps<Self>>::float_reshape(
+                <Self as burn::backend::ops::FloatTensorOps<Self>>::float_sum_dim(parts, 0),
+                Shape::new([rows, heads, g, d]),
+            )
+        };
+        (dq, total(dk_parts), total(dv_parts))
     }
 }
 

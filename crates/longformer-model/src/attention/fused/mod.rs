@@ -21,6 +21,8 @@ mod cpu;
 mod cpu_rows;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 mod cube;
+#[cfg(test)]
+mod global_backward_tests;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 mod kernels;
 pub mod ops;

@@ -15,9 +15,10 @@
 )]
 
 use burn::backend::{
-    Backend, backend_extension,
+    Backend, TensorMetadata, backend_extension,
     tensor::{FloatTensor, IntTensor},
 };
+use burn::tensor::Shape;
 
 /// Local (band + global keys) attention in one pass, never writing the score tensor.
 ///
@@ -75,7 +76,8 @@ pub trait LocalAttentionOps: Backend {
     /// Gradients of the band part of [`local_attention_forward`](Self::local_attention_forward)
     /// with respect to `q`, `k` and `v`, given the output gradient `grad`, the forward pass's
     /// log-sum-exp `lse` and `delta = sum(grad * context, -1)`, with the forward pass's `seed`
-    /// and `dropout`. The global keys' share is left to the caller (a small `[m, g]` product).
+    /// and `dropout`. The global keys' share is
+    /// [`local_attention_global_backward`](Self::local_attention_global_backward)'s.
     ///
     /// # Shapes
     /// - q, k, v, grad: `[rows, heads, m, d]`
@@ -97,6 +99,68 @@ pub trait LocalAttentionOps: Backend {
         window: usize,
         causal: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The global slots' share of the gradients of
+    /// [`local_attention_forward`](Self::local_attention_forward): `dq` (the band's, `dq_band`,
+    /// plus the slots' share), and the gradients of `global_k` and `global_v`. Every query sees
+    /// every filled slot with probability `p = exp(q·kg - lse)`; with `dp = (grad · vg) · keep`
+    /// (`keep` from `global_keep`, 1 without dropout) and `ds = p · (dp - delta)`:
+    /// `dq = dq_band + ds · kg`, `dkg = dsᵀ · q`, `dvg = (p · keep)ᵀ · grad`.
+    ///
+    /// The default body is Burn ops on `[m, g]` products (the CPU backends use it); the CubeCL
+    /// backend has two kernels, where the products' operands (token-major head views) would be
+    /// copied before each product.
+    ///
+    /// # Shapes
+    /// - q, grad, dq_band: `[rows, heads, m, d]`
+    /// - global_k, global_v: `[rows, heads, g, d]`; global_ok: `[rows, g]`
+    /// - global_keep: `[rows, heads, m, g]` (read only with `dropout > 0`)
+    /// - lse, delta: `[rows, heads, m]`
+    /// - output: `(dq [rows, heads, m, d], dkg [rows, heads, g, d], dvg [rows, heads, g, d])`
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = fusion_outputs::global_backward)]
+    fn local_attention_global_backward(
+        q: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        global_k: FloatTensor<Self>,
+        global_v: FloatTensor<Self>,
+        global_ok: FloatTensor<Self>,
+        global_keep: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        dq_band: FloatTensor<Self>,
+        dropout: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [rows, heads, m, _] = q.shape().dims::<4>();
+        let g = global_k.shape().dims::<4>()[2];
+        let lse = Self::float_reshape(lse, Shape::new([rows, heads, m, 1]));
+        let delta = Self::float_reshape(delta, Shape::new([rows, heads, m, 1]));
+        let scores = Self::float_matmul(q.clone(), Self::float_swap_dims(global_k.clone(), 2, 3));
+        // Clamped so that empty slots (scores never in the sum) cannot overflow before the mask.
+        let probs = Self::float_mul(
+            Self::float_exp(Self::float_clamp_max(
+                Self::float_sub(scores, lse),
+                0.0.into(),
+            )),
+            Self::float_reshape(global_ok, Shape::new([rows, 1, 1, g])),
+        );
+        // Dropout: the context weighs the values by probs · keep, so keep scales both the
+        // values' gradient and the probabilities' gradient.
+        let kept = if dropout > 0.0 {
+            Self::float_mul(probs.clone(), global_keep.clone())
+        } else {
+            probs.clone()
+        };
+        let d_global_v = Self::float_matmul(Self::float_swap_dims(kept, 2, 3), grad.clone());
+        let mut dp = Self::float_matmul(grad, Self::float_swap_dims(global_v, 2, 3));
+        if dropout > 0.0 {
+            dp = Self::float_mul(dp, global_keep);
+        }
+        let ds = Self::float_mul(probs, Self::float_sub(dp, delta));
+        let d_global_k = Self::float_matmul(Self::float_swap_dims(ds.clone(), 2, 3), q);
+        let dq = Self::float_add(dq_band, Self::float_matmul(ds, global_k));
+        (dq, d_global_k, d_global_v)
+    }
 }
 
 /// Output metadata for Burn's fusion, which registers the ops before they run.
@@ -141,5 +205,22 @@ mod fusion_outputs {
         _causal: &bool,
     ) -> (TensorSpec, TensorSpec, TensorSpec) {
         (q.clone(), k.clone(), v.clone())
+    }
+
+    /// [`super::LocalAttentionOps::local_attention_global_backward`]: `dq` like `q`, the slots'
+    /// gradients like `global_k` and `global_v`.
+    pub(super) fn global_backward(
+        q: &TensorSpec,
+        _grad: &TensorSpec,
+        global_k: &TensorSpec,
+        global_v: &TensorSpec,
+        _global_ok: &TensorSpec,
+        _global_keep: &TensorSpec,
+        _lse: &TensorSpec,
+        _delta: &TensorSpec,
+        _dq_band: &TensorSpec,
+        _dropout: &f32,
+    ) -> (TensorSpec, TensorSpec, TensorSpec) {
+        (q.clone(), global_k.clone(), global_v.clone())
     }
 }

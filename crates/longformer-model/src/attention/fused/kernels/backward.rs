@@ -1,7 +1,7 @@
 //! The band's backward kernels: `dq` from the query side, `dk` and `dv` from the key side. Both
 //! recompute the probabilities from `q`, `k` and the forward pass's log-sum-exp; `delta` is
-//! `rowsum(grad · context)`. The global slots' share of the gradients is not theirs (Burn ops on
-//! `[m, g]` products do it). The head tensors may have any strides the host accepts (see
+//! `rowsum(grad · context)`. The global slots' share of the gradients is
+//! [`super::global_backward`]'s. The head tensors may have any strides the host accepts (see
 //! [`super::common::HeadRows`]); `key_ok`, `lse` and `delta` are contiguous.
 
 use burn_cubecl::cubecl;

@@ -19,12 +19,16 @@
 //! - `common`: the band's launch arguments, a unit's place, tile staging, row arithmetic and
 //!   the dropout hash.
 //! - `forward`: context and log-sum-exp.
-//! - `backward`: `dq` (query side), `dk` and `dv` (key side).
+//! - `backward`: `dq` (query side), `dk` and `dv` (key side) of the band.
+//! - `global_backward`: the global slots' share: `dq`'s (query side), the slots' `dk` and `dv`
+//!   (slot side).
 
 mod backward;
 mod common;
 mod forward;
+mod global_backward;
 
 pub use backward::{local_attention_dkdv_kernel, local_attention_dq_kernel};
 pub use common::BandArgsLaunch;
 pub use forward::local_attention_forward_kernel;
+pub use global_backward::{local_attention_global_dq_kernel, local_attention_global_slots_kernel};
