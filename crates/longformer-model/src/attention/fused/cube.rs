@@ -2,6 +2,7 @@
 //! [`super::kernels`].
 
 use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
@@ -531,24 +532,15 @@ impl LocalAttentionOps for CubeBackend {
             [q, grad, dq_band, global_k, global_v].map(|t| heads_in_place(t, shape.vector));
         let [global_ok, global_keep, lse, delta] =
             [global_ok, global_keep, lse, delta].map(into_contiguous);
-        let dq = empty_token_major(&q, [rows, heads, m, d]);
-        let chunks = m.div_ceil(GLOBAL_CHUNK).max(1);
-        let [dk_parts, dv_parts] =
-            [0; 2].map(|_| empty_like(&q, Shape::new([chunks, rows, heads, g, d])));
         if rows * heads * m == 0 || g == 0 {
-            let zeros = |dims: [usize; 4]| {
-                <Self as burn::backend::ops::FloatTensorOps<Self>>::float_zeros(
-                    Shape::new(dims),
-                    &q.device,
-                    DType::F32.into(),
-                )
-            };
-            return (
-                dq_band,
-                zeros([rows, heads, g, d]),
-                zeros([rows, heads, g, d]),
-            );
+            let zeros =
+                || Self::float_zeros([rows, heads, g, d].into(), &q.device, DType::F32.into());
+            return (dq_band, zeros(), zeros());
         }
+        let dq = empty_token_major(&q, [rows, heads, m, d]);
+        let chunks = m.div_ceil(GLOBAL_CHUNK);
+        // Each chunk's `dkg` and `dvg` sums, side by side, so that one reduction adds them up.
+        let parts = empty_like(&q, Shape::new([chunks, 2, rows, heads, g, d]));
         // The band's launch arguments, for the pair indexing the kernels share with it.
         let band = Band {
             window: 0,
@@ -600,8 +592,7 @@ impl LocalAttentionOps for CubeBackend {
             arg(&global_keep),
             arg(&lse),
             arg(&delta),
-            arg(&dk_parts),
-            arg(&dv_parts),
+            arg(&parts),
             band.args(&q),
             g as u32,
             GLOBAL_CHUNK as u32,
@@ -611,14 +602,18 @@ impl LocalAttentionOps for CubeBackend {
             with_dropout,
             f32::elem_type_native(),
         );
-        // The chunks' sums added up: `[1, rows, heads, g, d]`, then the head tensor.
-        let total = |parts: CubeTensor| {
-            <Self as burn::backend::ops::FloatTensorOps<Self>>::float_reshape(
-                <Self as burn::backend::ops::FloatTensorOps<Self>>::float_sum_dim(parts, 0),
+        // The chunks' sums added up, `[2, rows, heads, g, d]`: `dkg`, then `dvg`.
+        let sums = Self::float_reshape(
+            Self::float_sum_dim(parts, 0),
+            Shape::new([2, rows, heads, g, d]),
+        );
+        let slot = |i: usize| {
+            Self::float_reshape(
+                Self::float_slice(sums.clone(), &[(i..i + 1).into()]),
                 Shape::new([rows, heads, g, d]),
             )
         };
-        (dq, total(dk_parts), total(dv_parts))
+        (dq, slot(0), slot(1))
     }
 }
 

@@ -4,7 +4,7 @@
 //! and `ds = p · (dp - delta)`:
 //! - `dq += Σ_slots ds · kg` (query side, one unit per query);
 //! - `dkg = Σ_queries ds · q`, `dvg = Σ_queries p · keep · grad` (slot side, one unit per slot,
-//!   the queries split into chunks whose sums the host adds up).
+//!   the queries split into chunks whose sums the host adds up in one reduction).
 //!
 //! The head tensors may have any strides the host accepts (see [`super::common::HeadRows`]);
 //! `global_ok`, `global_keep`, `lse`, `delta` and the slot side's outputs are contiguous.
@@ -110,8 +110,9 @@ pub fn local_attention_global_dq_kernel<F: Float, N: Size>(
     }
 }
 
-/// Slot side: each chunk's share of `dkg` and `dvg`, `[chunks, rows, heads, g, d]` (contiguous,
-/// read as vectors), for the host to sum over the chunks.
+/// Slot side: each chunk's share of `dkg` and `dvg` in `parts`, `[chunks, 2, rows, heads, g, d]`
+/// (contiguous, read as vectors; `dkg` at `[chunk, 0]`, `dvg` at `[chunk, 1]`), for the host to
+/// sum over the chunks.
 ///
 /// Cube `(x, y, z)`: `x = chunk · slot_blocks + b` takes slots `b·block ..` (one unit each) and
 /// queries `chunk · chunk_len ..` (at most `chunk_len`, staged `tile` at a time) of the
@@ -127,8 +128,7 @@ pub fn local_attention_global_slots_kernel<F: Float, N: Size>(
     global_keep: &Tensor<F>,
     lse: &Tensor<F>,
     delta: &Tensor<F>,
-    d_global_k: &mut Tensor<Vector<F, N>>,
-    d_global_v: &mut Tensor<Vector<F, N>>,
+    parts: &mut Tensor<Vector<F, N>>,
     band: &BandArgs,
     n_global: u32,
     chunk_len: u32,
@@ -220,11 +220,12 @@ pub fn local_attention_global_slots_kernel<F: Float, N: Size>(
     }
 
     if live {
-        let out = ((chunk * pairs + rh) * g + j) * rv;
+        let dk_at = ((2 * chunk * pairs + rh) * g + j) * rv;
+        let dv_at = (((2 * chunk + 1) * pairs + rh) * g + j) * rv;
         #[unroll]
         for c in 0..rv {
-            d_global_k[out + c] = acc_k[c];
-            d_global_v[out + c] = acc_v[c];
+            parts[dk_at + c] = acc_k[c];
+            parts[dv_at + c] = acc_v[c];
         }
     }
 }
