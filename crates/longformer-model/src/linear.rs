@@ -86,7 +86,7 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     use super::*;
-    use crate::test_devices::{devices, values};
+    use crate::test_devices::{assert_all_close, devices, values};
 
     /// Output, `x`, weight and bias gradients of `sum(layer(x) · c)`.
     fn run(chunks: Option<usize>, bias: bool, device: &Device) -> [Vec<f32>; 4] {
@@ -144,19 +144,13 @@ mod tests {
                 let burns = run(None, bias, &device);
                 for chunks in [4, 8, 5] {
                     let ours = run(Some(chunks), bias, &device);
-                    for (what, (a, b)) in ["y", "dx", "dweight", "dbias"]
-                        .iter()
-                        .zip(ours.iter().zip(&burns))
-                    {
-                        assert_eq!(a.len(), b.len(), "{what}");
-                        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-                        for (i, (p, q)) in a.iter().zip(b).enumerate() {
-                            assert!(
-                                (p - q).abs() <= 1e-5 * scale,
-                                "{device:?} chunks {chunks} bias {bias}: {what}[{i}] {p} vs {q}"
-                            );
-                        }
-                    }
+                    assert_all_close(
+                        &["y", "dx", "dweight", "dbias"],
+                        &ours,
+                        &burns,
+                        1e-5,
+                        &format!("{device:?} chunks {chunks} bias {bias}"),
+                    );
                 }
             }
         }

@@ -31,3 +31,25 @@ pub(crate) fn values(n: usize, salt: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Panics unless every tensor of `ours` has its counterpart's length in `expected` and every
+/// element within `tolerance` times the larger of 1 and the counterpart's largest magnitude.
+/// `names` name the tensors and `case` the case in the message.
+pub(crate) fn assert_all_close(
+    names: &[&str],
+    ours: &[Vec<f32>],
+    expected: &[Vec<f32>],
+    tolerance: f32,
+    case: &str,
+) {
+    for (what, (a, b)) in names.iter().zip(ours.iter().zip(expected)) {
+        assert_eq!(a.len(), b.len(), "{case}: {what}");
+        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (i, (p, q)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (p - q).abs() <= tolerance * scale,
+                "{case}: {what}[{i}] {p} vs {q}"
+            );
+        }
+    }
+}

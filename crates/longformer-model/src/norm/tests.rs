@@ -6,7 +6,7 @@ use burn::nn::LayerNormConfig;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::layer_norm;
-use crate::test_devices::{devices, values};
+use crate::test_devices::{assert_all_close, devices, values};
 
 /// Deterministic values of `shape`, the same on every device.
 fn filled(shape: &[usize], seed: u64) -> TensorData {
@@ -69,18 +69,13 @@ fn matches_burns_layer_norm_and_its_gradients_on_every_backend() {
         let burns = run(dims, epsilon, false, &Device::flex());
         for device in devices() {
             let ours = run(dims, epsilon, true, &device);
-            for (what, (a, b)) in ["y", "dx", "dgamma", "dbeta"]
-                .iter()
-                .zip(ours.iter().zip(&burns))
-            {
-                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-                for (i, (p, q)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (p - q).abs() <= 2e-5 * scale,
-                        "{device:?} {dims:?} eps {epsilon}: {what}[{i}] {p} vs {q}"
-                    );
-                }
-            }
+            assert_all_close(
+                &["y", "dx", "dgamma", "dbeta"],
+                &ours,
+                &burns,
+                2e-5,
+                &format!("{device:?} {dims:?} eps {epsilon}"),
+            );
         }
     }
 }

@@ -6,7 +6,7 @@ use burn::backend::Dispatch;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::ops::LocalAttentionOps;
-use crate::test_devices::{devices, values};
+use crate::test_devices::{assert_all_close, devices, values};
 
 /// `(dq, dkg, dvg)` on `device` for `rows` rows of `heads` heads, `m` queries, `g` slots of
 /// width `d`; slot 3 of row 0 empty.
@@ -68,16 +68,13 @@ fn global_backward_matches_flex_on_every_backend() {
         let reference = global_backward(&Device::flex(), dims, dropout);
         for device in devices() {
             let ours = global_backward(&device, dims, dropout);
-            for (what, (a, b)) in ["dq", "dkg", "dvg"].iter().zip(ours.iter().zip(&reference)) {
-                assert_eq!(a.len(), b.len(), "{what}");
-                let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-                for (i, (p, q)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (p - q).abs() <= 1e-5 * scale,
-                        "{device:?} {dims:?} dropout {dropout}: {what}[{i}] {p} vs {q}"
-                    );
-                }
-            }
+            assert_all_close(
+                &["dq", "dkg", "dvg"],
+                &ours,
+                &reference,
+                1e-5,
+                &format!("{device:?} {dims:?} dropout {dropout}"),
+            );
         }
     }
 }
