@@ -3,7 +3,9 @@
 //! dimension holds.
 
 use burn::tensor::DType;
+use burn::tensor::Shape;
 use burn_cubecl::cubecl;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::CubeCount;
 use cubecl::prelude::*;
@@ -35,6 +37,11 @@ pub(crate) fn expect_f32(kernels: &str, op: &str, name: &str, t: &CubeTensor, di
         "{op}: `{name}` has shape {:?}, expected {dims:?}",
         t.meta.shape().as_slice()
     );
+}
+
+/// An uninitialized contiguous tensor of `shape` with `like`'s device and dtype.
+pub(crate) fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
 /// A grid of at least `cubes` cubes: all along `x` while they fit, else `x · y >= cubes` with

@@ -3,16 +3,15 @@
 
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::tensor::{DType, Shape};
+use burn::tensor::Shape;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::cubecl::prelude::*;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::kernels::{layer_norm_backward_kernel, layer_norm_forward_kernel};
 use super::ops::LayerNormOps;
-use crate::cube_common::{expect_f32, linear_grid, vector_width};
+use crate::cube_common::{empty_like, expect_f32, linear_grid, vector_width};
 
 /// Most units a cube gives one row.
 const MAX_UNITS: usize = 256;
@@ -55,15 +54,6 @@ fn checked(op: &str, name: &str, t: CubeTensor, dims: &[usize]) -> CubeTensor {
     into_contiguous(t)
 }
 
-fn empty_f32(like: &CubeTensor, dims: &[usize]) -> CubeTensor {
-    empty_device_contiguous_dtype(
-        like.client.clone(),
-        like.device.clone(),
-        Shape::from(dims.to_vec()),
-        DType::F32,
-    )
-}
-
 fn f32_elem() -> ElemType {
     f32::elem_type_native()
 }
@@ -80,9 +70,9 @@ impl LayerNormOps for CubeBackend {
         let x = checked(OP, "x", x, &[rows, d]);
         let gamma = checked(OP, "gamma", gamma, &[d]);
         let beta = checked(OP, "beta", beta, &[d]);
-        let y = empty_f32(&x, &[rows, d]);
-        let mean = empty_f32(&x, &[rows]);
-        let rstd = empty_f32(&x, &[rows]);
+        let y = empty_like(&x, Shape::new([rows, d]));
+        let mean = empty_like(&x, Shape::new([rows]));
+        let rstd = empty_like(&x, Shape::new([rows]));
         if rows == 0 || d == 0 {
             return (y, mean, rstd);
         }
@@ -123,14 +113,14 @@ impl LayerNormOps for CubeBackend {
         let mean = checked(OP, "mean", mean, &[rows]);
         let rstd = checked(OP, "rstd", rstd, &[rows]);
         let grad = checked(OP, "grad", grad, &[rows, d]);
-        let dx = empty_f32(&x, &[rows, d]);
+        let dx = empty_like(&x, Shape::new([rows, d]));
         if rows == 0 || d == 0 {
             let zeros = |t: &CubeTensor| Self::float_zeros([d].into(), &t.device, t.dtype.into());
             return (dx, zeros(&x), zeros(&x));
         }
         let block_rows = rows.div_ceil(BACKWARD_BLOCKS);
         let blocks = rows.div_ceil(block_rows);
-        let partial = empty_f32(&x, &[2, blocks, d]);
+        let partial = empty_like(&x, Shape::new([2, blocks, d]));
         let shape = RowShape::new(d);
         let arg = |t: &CubeTensor| t.clone().into_tensor_arg();
         layer_norm_backward_kernel::launch(

@@ -8,7 +8,6 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::cubecl::prelude::*;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::kernels::{
@@ -17,7 +16,7 @@ use super::kernels::{
     local_attention_global_slots_kernel,
 };
 use super::ops::LocalAttentionOps;
-use crate::cube_common::{self, MAX_CUBES_PER_DIM, vector_width};
+use crate::cube_common::{self, MAX_CUBES_PER_DIM, empty_like, vector_width};
 
 /// Rows (queries, or keys in the key-gradient kernel) per cube in the standard launch shape,
 /// one unit each: two warps.
@@ -151,10 +150,6 @@ fn pair_grid(pairs: usize) -> [usize; 2] {
 /// `[rows, heads, m, d]` of a `q`/`k`/`v` tensor.
 fn dims4(t: &CubeTensor) -> [usize; 4] {
     t.meta.shape().dims::<4>()
-}
-
-fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
 }
 
 /// An uninitialized `[rows, heads, m, d]` tensor laid out token-major, as `[rows, m, heads, d]`
