@@ -179,9 +179,10 @@ fn keep_threshold(keep: f64) -> i64 {
 }
 
 /// `0..n` as a `[n]` tensor, from the host. Not Burn's `arange`: on the GPU backends it is
-/// fusion's `cumsum` of ones, a kernel whose every element sums all those before it, and which
-/// on the software GPU repeats 65,534 from index 65,535 on (Burn 0.22.1). The host sends only
-/// `rows + cols` integers per mask, not their product.
+/// fusion's `cumsum` of ones, a kernel whose every element sums all those before it (Burn
+/// 0.22.1), and which on the software GPU, whose shader loops stop after 65,535 iterations,
+/// repeats 65,534 from index 65,535 on. The host sends only `rows + cols` integers per mask,
+/// not their product.
 fn positions(n: usize, device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(
         TensorData::new((0..n as i64).collect::<Vec<_>>(), [n]),
