@@ -17,6 +17,7 @@ use std::time::Duration;
 use burn::tensor::Device;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use longformer_benches::AttentionCase;
+use longformer_model::attention::LocalAttentionKernel;
 use longformer_model::attention::global::GlobalKeys;
 
 const LENGTHS: [usize; 2] = [4096, 16384];
@@ -64,12 +65,21 @@ fn global_keys(c: &mut Criterion) {
     let device = Device::flex();
     for n_global in [1, 16, 64] {
         let case = AttentionCase::new(4096, n_global, &device);
-        for (name, keys) in [
-            ("projected", GlobalKeys::Projected),
-            ("folded", GlobalKeys::Folded),
+        for (name, keys, kernel) in [
+            (
+                "projected",
+                GlobalKeys::Projected,
+                LocalAttentionKernel::Reference,
+            ),
+            (
+                "projected-fused",
+                GlobalKeys::Projected,
+                LocalAttentionKernel::Fused,
+            ),
+            ("folded", GlobalKeys::Folded, LocalAttentionKernel::Auto),
         ] {
             group.bench_with_input(BenchmarkId::new(name, n_global), &case, |b, case| {
-                b.iter(|| case.run_global_with(keys))
+                b.iter(|| case.run_global_with(keys, kernel))
             });
         }
     }

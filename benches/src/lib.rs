@@ -5,7 +5,7 @@
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use longformer_model::attention::global::{
-    GlobalKeys, GlobalProjections, global_rows, split_heads,
+    GlobalKeys, GlobalProjections, GlobalRowsPath, global_rows, split_heads,
 };
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
 use longformer_model::attention::{
@@ -94,11 +94,12 @@ impl AttentionCase {
 
     /// The global rows: every global token over the whole sequence, with its projections.
     pub fn run_global(&self) -> usize {
-        self.run_global_with(GlobalKeys::Auto)
+        self.run_global_with(GlobalKeys::Auto, LocalAttentionKernel::Auto)
     }
 
-    /// [`run_global`](Self::run_global) with the keys and values met as `keys` says.
-    pub fn run_global_with(&self, keys: GlobalKeys) -> usize {
+    /// [`run_global`](Self::run_global) with the keys and values met as `keys` says, by the
+    /// fused op where `kernel` lets it run (projected keys).
+    pub fn run_global_with(&self, keys: GlobalKeys, kernel: LocalAttentionKernel) -> usize {
         let slots = self
             .masks
             .global
@@ -116,7 +117,11 @@ impl AttentionCase {
             slots,
             N_HEADS,
             DropoutSeed::new(0),
-            keys,
+            GlobalRowsPath {
+                keys,
+                kernel,
+                with_probs: false,
+            },
         );
         context.into_data().num_elements()
     }

@@ -5,11 +5,12 @@ use burn::nn::{Dropout, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Tensor};
 
-use crate::dropout::{DropoutSeed, seeded_dropout};
+use crate::dropout::{DropoutSeed, active_dropout, seeded_dropout};
 use crate::linear::linear;
 use crate::precision::to_f32;
 
 use super::MASKED_SCORE;
+use super::fused::{LocalAttentionKernel, fused_available, fused_global_rows};
 use super::masks::GlobalSlots;
 
 /// Splits `[batch_size, rows, d_model]` into heads: `[batch_size, n_heads, rows, d_head]`.
@@ -82,11 +83,25 @@ impl GlobalKeys {
     }
 }
 
+/// How the global rows are computed: which [`GlobalKeys`], and whether by the fused op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalRowsPath {
+    /// How the rows meet every token's keys and values.
+    pub keys: GlobalKeys,
+    /// Where the fused op may run: with [`GlobalKeys::Projected`] keys, unless
+    /// [`LocalAttentionKernel::Reference`], probabilities are requested or the device has no
+    /// fused op (then Burn ops: scores, softmax, dropout and the weighted sum).
+    pub kernel: LocalAttentionKernel,
+    /// Whether the probabilities are wanted (only Burn ops make them).
+    pub with_probs: bool,
+}
+
 /// Attention of the global rows over the whole sequence.
 ///
-/// Returns the context of every slot and the probabilities. `seed` seeds the dropout of the
-/// probabilities. `keys` picks how the rows meet every token's keys and values (the same
-/// result either way, up to rounding).
+/// Returns the context of every slot and, unless the fused op computed it (never when
+/// `path.with_probs`), the probabilities. `seed` seeds the dropout of the probabilities (the
+/// same mask on either path). `path` picks how the rows meet every token's keys and values
+/// (the same result every way, up to rounding).
 ///
 /// # Shapes
 /// - hidden: `[batch_size, seq_length, d_model]`
@@ -98,8 +113,8 @@ pub fn global_rows(
     slots: &GlobalSlots,
     n_heads: usize,
     seed: DropoutSeed,
-    keys: GlobalKeys,
-) -> (Tensor<3>, Tensor<4>) {
+    path: GlobalRowsPath,
+) -> (Tensor<3>, Option<Tensor<4>>) {
     let [b, l, d] = hidden.dims();
     let g = slots.slot_rows.dims()[0] / b;
     let scale = 1.0 / ((d / n_heads) as f64).sqrt();
@@ -113,15 +128,32 @@ pub fn global_rows(
         n_heads,
     );
     let half = hidden.dtype() != DType::F32;
-    let keys = keys.choose(l, d, n_heads, g, half);
+    let device = hidden.device();
+    let keys = path.keys.choose(l, d, n_heads, g, half);
+    let fused = keys != GlobalKeys::Folded
+        && path.kernel != LocalAttentionKernel::Reference
+        && !path.with_probs
+        && fused_available(&device);
     let (scores, values) = match keys {
         GlobalKeys::Folded => (
             folded_scores(q, to_f32(hidden.clone()), proj.key),
             Values::Folded(to_f32(hidden)),
         ),
         _ => {
-            let k = split_heads(to_f32(linear(proj.key, hidden.clone())), n_heads);
-            let v = split_heads(to_f32(linear(proj.value, hidden)), n_heads);
+            let k = to_f32(linear(proj.key, hidden.clone()));
+            let v = to_f32(linear(proj.value, hidden));
+            if fused {
+                let context = fused_global_rows(
+                    q,
+                    k,
+                    v,
+                    slots.real_keys.clone(),
+                    active_dropout(proj.dropout, &device),
+                    seed,
+                );
+                return (merge_heads(context), None);
+            }
+            let (k, v) = (split_heads(k, n_heads), split_heads(v, n_heads));
             (q.matmul(k.swap_dims(2, 3)), Values::Projected(v))
         }
     };
@@ -132,7 +164,7 @@ pub fn global_rows(
         Values::Projected(v) => dropped.matmul(v),
         Values::Folded(hidden) => folded_context(dropped, hidden, proj.value),
     };
-    (merge_heads(context), probs)
+    (merge_heads(context), Some(probs))
 }
 
 /// What the probabilities weigh: the projected values `[batch_size, n_heads, seq_length,
@@ -217,7 +249,7 @@ fn folded_context(probs: Tensor<4>, hidden: Tensor<3>, value: &Linear) -> Tensor
 mod tests {
     use burn::module::Param;
     use burn::nn::{DropoutConfig, LinearConfig};
-    use burn::tensor::{Device, Distribution, Gradients};
+    use burn::tensor::{Device, Distribution, Gradients, TensorData};
 
     use super::*;
     use crate::attention::masks::AttentionMasks;
@@ -246,11 +278,11 @@ mod tests {
         linear
     }
 
-    /// The folded path gives the projected path's context, probabilities and gradients (of the
-    /// hidden states and of every projection weight and bias), with dropout, padding, empty
-    /// slots and with or without biases, on every backend.
+    /// The folded path and the fused op give the projected path's context, probabilities (the
+    /// folded path) and gradients (of the hidden states and of every projection weight and
+    /// bias), with dropout, padding, empty slots and with or without biases, on every backend.
     #[test]
-    fn folded_projections_give_the_projected_results() {
+    fn folded_projections_and_the_fused_op_give_the_projected_results() {
         let (d, heads) = (12, 3);
         for device in devices() {
             let device = device.autodiff();
@@ -259,9 +291,16 @@ mod tests {
                 let dropout = DropoutConfig::new(0.25).init();
                 let hidden =
                     Tensor::<3>::random([2, 11, d], Distribution::Default, &device).require_grad();
-                // A loss that weighs every context element differently: [2 rows, 3 slots, d].
-                let weights = Tensor::<3>::random([2, 3, d], Distribution::Default, &device);
-                let run = |keys: GlobalKeys| {
+                // A loss that weighs every context element of a filled slot differently (the
+                // output of an empty slot is never used; each path leaves its own there):
+                // [2 rows, 3 slots, d].
+                let filled = Tensor::<3>::from_data(
+                    TensorData::new(vec![1.0f32, 1.0, 1.0, 1.0, 0.0, 0.0], [2, 3, 1]),
+                    &device,
+                );
+                let weights =
+                    Tensor::<3>::random([2, 3, d], Distribution::Default, &device) * filled.clone();
+                let run = |keys: GlobalKeys, kernel: LocalAttentionKernel| {
                     let proj = GlobalProjections {
                         query: &query,
                         key: &key,
@@ -269,13 +308,21 @@ mod tests {
                         dropout: &dropout,
                     };
                     let seed = DropoutSeed::new(3);
+                    let path = GlobalRowsPath {
+                        keys,
+                        kernel,
+                        with_probs: false,
+                    };
                     let (context, probs) =
-                        global_rows(hidden.clone(), proj, &slots(&device), heads, seed, keys);
+                        global_rows(hidden.clone(), proj, &slots(&device), heads, seed, path);
                     let grads = (context.clone() * weights.clone()).sum().backward();
                     (context, probs, grads)
                 };
-                let (a, pa, ga) = run(GlobalKeys::Projected);
-                let (b, pb, gb) = run(GlobalKeys::Folded);
+                let (a, pa, ga) = run(GlobalKeys::Projected, LocalAttentionKernel::Reference);
+                let (b, pb, gb) = run(GlobalKeys::Folded, LocalAttentionKernel::Auto);
+                let (c, pc, gc) = run(GlobalKeys::Projected, LocalAttentionKernel::Auto);
+                assert!(pc.is_none(), "{device:?}: the fused op made probabilities");
+                let (pa, pb) = (pa.expect("probabilities"), pb.expect("probabilities"));
                 let close = |what: &str, x: Tensor<3>, y: Tensor<3>| {
                     let apart = (x.clone() - y).abs().max().into_scalar::<f32>();
                     let size = x.abs().max().into_scalar::<f32>();
@@ -285,35 +332,47 @@ mod tests {
                         "{device:?}, bias {bias}: {what} {apart} apart (largest {size})"
                     );
                 };
-                close("context", a.inner(), b.inner());
+                let filled = filled.clone().inner();
                 let [bb, h, g, l] = pa.dims();
                 close(
-                    "probabilities",
+                    "folded probabilities",
                     pa.inner().reshape([bb * h, g, l]),
                     pb.inner().reshape([bb * h, g, l]),
                 );
                 let grad = |grads: &Gradients, x: &Tensor<2>| {
                     x.grad(grads).expect("a gradient").unsqueeze::<3>()
                 };
-                close(
-                    "hidden gradient",
-                    hidden.grad(&ga).unwrap(),
-                    hidden.grad(&gb).unwrap(),
-                );
-                for (name, linear) in [("query", &query), ("key", &key), ("value", &value)] {
-                    let weight = linear.weight.val();
-                    close(name, grad(&ga, &weight), grad(&gb, &weight));
-                    if let Some(b) = &linear.bias {
-                        let b = b.val();
-                        let (x, y) = (b.grad(&ga).unwrap(), b.grad(&gb).unwrap());
-                        // The key bias shifts whole rows of scores: its gradient is zero up to
-                        // rounding either way.
-                        let apart = (x.clone() - y).abs().max().into_scalar::<f32>();
-                        let size = x.abs().max().into_scalar::<f32>();
-                        assert!(
-                            apart <= 1e-5 * size.max(1.0),
-                            "{device:?}: {name} bias gradients {apart} apart (largest {size})"
+                for (way, other, grads) in [("folded", b, &gb), ("fused", c, &gc)] {
+                    close(
+                        &format!("{way} context"),
+                        a.clone().inner() * filled.clone(),
+                        other.inner() * filled.clone(),
+                    );
+                    close(
+                        &format!("{way} hidden gradient"),
+                        hidden.grad(&ga).unwrap(),
+                        hidden.grad(grads).unwrap(),
+                    );
+                    for (name, linear) in [("query", &query), ("key", &key), ("value", &value)] {
+                        let weight = linear.weight.val();
+                        close(
+                            &format!("{way} {name} weight gradient"),
+                            grad(&ga, &weight),
+                            grad(grads, &weight),
                         );
+                        if let Some(b) = &linear.bias {
+                            let b = b.val();
+                            let (x, y) = (b.grad(&ga).unwrap(), b.grad(grads).unwrap());
+                            // The key bias shifts whole rows of scores: its gradient is zero up
+                            // to rounding every way.
+                            let apart = (x.clone() - y).abs().max().into_scalar::<f32>();
+                            let size = x.abs().max().into_scalar::<f32>();
+                            assert!(
+                                apart <= 1e-5 * size.max(1.0),
+                                "{device:?}: {way} {name} bias gradients {apart} apart \
+                                 (largest {size})"
+                            );
+                        }
                     }
                 }
             }

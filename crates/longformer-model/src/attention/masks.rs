@@ -53,6 +53,10 @@ pub struct GlobalSlots {
     /// `true` where a global row must not look: padding keys, and every key of an empty slot,
     /// `[batch_size, 1, n_global, seq_length]`.
     pub row_mask: Tensor<4, Bool>,
+    /// `1.0` for the keys a global row sees (every real token), `[batch_size, seq_length]`:
+    /// the fused op's form of `row_mask` (an empty slot's row sees them too; its output is
+    /// never used).
+    pub real_keys: Tensor<2>,
 }
 
 /// `(window, dilation, causal)`: what a band mask depends on besides the layout.
@@ -102,6 +106,7 @@ impl AttentionMasks {
                 filled_slots,
                 filled_rows,
                 row_mask: pad_keys.bool_or(empty),
+                real_keys: layout.indicator(device, |i| layout.is_real[i]),
             }
         });
         Self {

@@ -15,7 +15,9 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::fused::LocalAttentionKernel;
-use super::global::{GlobalKeys, GlobalProjections, global_rows, merge_heads, split_heads};
+use super::global::{
+    GlobalKeys, GlobalProjections, GlobalRowsPath, global_rows, merge_heads, split_heads,
+};
 use super::local::{BandPattern, LocalHeads, local_attention};
 use super::masks::AttentionMasks;
 use super::pattern::WindowPattern;
@@ -266,7 +268,11 @@ impl SlidingWindowAttention {
             slots,
             h,
             seed.child(GLOBAL_SITE),
-            GlobalKeys::Auto,
+            GlobalRowsPath {
+                keys: GlobalKeys::Auto,
+                kernel: self.kernel,
+                with_probs,
+            },
         );
         // Global rows replace the (already zeroed) local output.
         let g = layout.n_global;
@@ -280,7 +286,11 @@ impl SlidingWindowAttention {
         let probs = local_probs.map(|local| AttentionProbs {
             // HF zeroes the (unused) local rows of global tokens.
             local: local * masks.not_global.clone(),
-            global: Some(global_probs.swap_dims(2, 3)),
+            global: Some(
+                global_probs
+                    .expect("the global rows' probabilities, requested")
+                    .swap_dims(2, 3),
+            ),
         });
         (to_dtype(context, dtype), probs)
     }

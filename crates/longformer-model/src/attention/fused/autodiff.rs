@@ -1,6 +1,6 @@
 //! [`LocalAttentionOps`] under autodiff: the forward pass saves `q`, `k`, `v`, the global keys
 //! and values, the context and the row log-sum-exp (all `O(m·d)`), and the backward pass
-//! recomputes the probabilities from them, flash-attention style.
+//! recomputes the probabilities from them, flash-attention style; the global rows' op likewise.
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, TensorMetadata};
@@ -88,6 +88,50 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
             (gk_node, d_global_k),
             (gv_node, d_global_v),
         ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// What the global rows' backward pass needs, as the inner backend's tensors.
+#[derive(Debug, Clone)]
+struct GlobalRowsSaved<B: Backend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    key_ok: FloatTensor<B>,
+    keep: FloatTensor<B>,
+    dropout: f32,
+    context: FloatTensor<B>,
+    lse: FloatTensor<B>,
+}
+
+#[derive(Debug)]
+struct GlobalRowsBackward;
+
+impl<B: Backend + LocalAttentionOps> Backward<B, 3> for GlobalRowsBackward {
+    type State = GlobalRowsSaved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [q_node, k_node, v_node] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let s = ops.state;
+        let [rows, heads, g, _] = s.q.shape().dims::<4>();
+        let delta = B::float_reshape(
+            B::float_sum_dim(B::float_mul(grad.clone(), s.context), 3),
+            Shape::new([rows, heads, g]),
+        );
+        let (dq, dk, dv) = B::global_rows_backward(
+            s.q, s.k, s.v, s.key_ok, s.keep, s.lse, delta, grad, s.dropout,
+        );
+        for (node, grad) in [(q_node, dq), (k_node, dk), (v_node, dv)] {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
             }
@@ -240,6 +284,70 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
             FloatTensor::<Self>::new(dq),
             FloatTensor::<Self>::new(d_global_k),
             FloatTensor::<Self>::new(d_global_v),
+        )
+    }
+
+    fn global_rows_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        dropout: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let guards = [q.node(), k.node(), v.node()];
+        let [q, k, v, key_ok, keep] = [q, k, v, key_ok, keep].map(|t| t.into_primitive());
+        let (context, lse) = B::global_rows_forward(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            key_ok.clone(),
+            keep.clone(),
+            dropout,
+        );
+        let context = match GlobalRowsBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let saved = GlobalRowsSaved {
+                    q,
+                    k,
+                    v,
+                    key_ok,
+                    keep,
+                    dropout,
+                    context: context.clone(),
+                    lse: lse.clone(),
+                };
+                prep.finish(saved, context)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(context),
+        };
+        (context, FloatTensor::<Self>::new(lse))
+    }
+
+    fn global_rows_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        dropout: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        // Not differentiated again: computed on the inner backend, untracked.
+        let [q, k, v, key_ok, keep, lse, delta, grad] =
+            [q, k, v, key_ok, keep, lse, delta, grad].map(|t| t.into_primitive());
+        let (dq, dk, dv) =
+            B::global_rows_backward(q, k, v, key_ok, keep, lse, delta, grad, dropout);
+        (
+            FloatTensor::<Self>::new(dq),
+            FloatTensor::<Self>::new(dk),
+            FloatTensor::<Self>::new(dv),
         )
     }
 }

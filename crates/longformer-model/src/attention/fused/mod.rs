@@ -23,6 +23,9 @@ mod cpu_rows;
 mod cube;
 #[cfg(test)]
 mod global_backward_tests;
+mod global_rows;
+#[cfg(test)]
+mod global_rows_tests;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
 mod kernels;
 pub mod ops;
@@ -144,6 +147,95 @@ pub fn fused_local_attention(
         dropout as f32,
         window,
         causal,
+    );
+    Tensor::from_dispatch(context)
+}
+
+/// Keys per chunk of the global rows' attention on GPUs: with `g` global queries, each chunk is
+/// one walk of `g` units over `c` keys, so `n / 256` chunks per `(row, head)` pair keep an H200's
+/// 132 multiprocessors busy from n = 4,096 on (192 cubes of 64 queries at longformer-base's 12
+/// heads), and the chunks' contexts (`[n / 256, g, d]` per pair) stay small.
+const GLOBAL_KEYS_PER_CHUNK: usize = 256;
+
+/// How many keys each chunk of the global rows' attention holds for a sequence of `n` keys:
+/// `n` itself on CPUs (one `(row, head)` pair per thread already fills them) and for short
+/// sequences; else the largest divisor of `n` up to [`GLOBAL_KEYS_PER_CHUNK`], unless that is
+/// under a quarter of it (a sequence with few divisors: one chunk).
+pub(crate) fn global_key_chunk(n: usize, gpu: bool) -> usize {
+    if !gpu || n <= GLOBAL_KEYS_PER_CHUNK {
+        return n;
+    }
+    let chunk = (1..=GLOBAL_KEYS_PER_CHUNK)
+        .rev()
+        .find(|c| n.is_multiple_of(*c))
+        .unwrap_or(1);
+    if chunk * 4 < GLOBAL_KEYS_PER_CHUNK {
+        n
+    } else {
+        chunk
+    }
+}
+
+/// The global rows' attention over every key of their batch row, in one fused pass
+/// ([`LocalAttentionOps::global_rows_forward`]): no `[g, n]` score or probability tensor is
+/// kept. `dropout` is the probability of dropping an attention probability (0 outside
+/// training), with the mask [`keep_scale`] gives `[rows, heads, g, n]` for `seed` (Burn ops
+/// with [`crate::dropout::seeded_dropout`] drop the same probabilities). On GPUs the keys are
+/// split into chunks of up to 256 (see [`global_key_chunk`]).
+///
+/// # Shapes
+/// - q (already scaled): `[rows, heads, g, d]`
+/// - keys, values: `[rows, n, heads · d]` (projections, heads not split)
+/// - key_ok: `[rows, n]` (1.0 for keys the rows see)
+/// - output: `[rows, heads, g, d]`
+pub fn fused_global_rows(
+    q: Tensor<4>,
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    key_ok: Tensor<2>,
+    dropout: f64,
+    seed: DropoutSeed,
+) -> Tensor<4> {
+    let chunk = global_key_chunk(keys.dims()[1], on_gpu(&q.device()));
+    fused_global_rows_in_chunks(q, keys, values, key_ok, dropout, seed, chunk)
+}
+
+/// [`fused_global_rows`] with `chunk` keys per chunk (it must divide `n`).
+pub(crate) fn fused_global_rows_in_chunks(
+    q: Tensor<4>,
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    key_ok: Tensor<2>,
+    dropout: f64,
+    seed: DropoutSeed,
+    chunk: usize,
+) -> Tensor<4> {
+    let [rows, heads, g, d] = q.dims();
+    let n = keys.dims()[1];
+    assert!(
+        chunk > 0 && n.is_multiple_of(chunk),
+        "{chunk} keys per chunk do not divide {n}"
+    );
+    let chunks = n / chunk;
+    let device = q.device();
+    // Chunk `s` of row `r` is row `r · chunks + s`: free reshapes of the projections.
+    let split = |x: Tensor<3>| x.reshape([rows * chunks, chunk, heads, d]).swap_dims(1, 2);
+    let keep = if dropout > 0.0 {
+        keep_scale([rows, heads, g, n], 1.0 - dropout, seed, &device)
+            .reshape([rows, heads, g, chunks, chunk])
+            .permute([0, 3, 1, 2, 4])
+            .reshape([rows * chunks, heads, g, chunk])
+    } else {
+        // Not read without dropout.
+        key_ok.clone().reshape([rows * chunks, 1, 1, chunk])
+    };
+    let (context, _lse) = <Dispatch as LocalAttentionOps>::global_rows_forward(
+        q.into_dispatch(),
+        split(keys).into_dispatch(),
+        split(values).into_dispatch(),
+        key_ok.reshape([rows * chunks, chunk]).into_dispatch(),
+        keep.into_dispatch(),
+        dropout as f32,
     );
     Tensor::from_dispatch(context)
 }

@@ -161,6 +161,66 @@ pub trait LocalAttentionOps: Backend {
         let dq = Self::float_add(dq_band, Self::float_matmul(ds, global_k));
         (dq, d_global_k, d_global_v)
     }
+
+    /// Attention of the global rows: each of `g` queries (the global tokens' own projections)
+    /// over every key of its batch row, with the keys split into `chunks` runs of `c` (`rows ·
+    /// chunks` key rows, the chunks of row `r` being `r · chunks ..`). Key `j` of a chunk is
+    /// seen when `key_ok > 0.5`; a query that sees no key gets a zero context and a log-sum-exp
+    /// of 0. Dropout as the global slots' of
+    /// [`local_attention_forward`](Self::local_attention_forward): probabilities times `keep`
+    /// (`0` or `1 / (1 - dropout)`), read only with `dropout > 0`.
+    ///
+    /// The default body (every backend's) is
+    /// [`local_attention_forward`](Self::local_attention_forward) with the queries as its rows,
+    /// each chunk's keys as its global slots and no band, once per chunk side by side
+    /// (flash-decoding: `rows · chunks · heads` independent walks over `c` keys, where a single
+    /// chunk would leave a GPU with `rows · heads` walks over all of them), then the chunks'
+    /// contexts weighed by their share of the softmax. Autodiff recomputes the probabilities
+    /// in [`global_rows_backward`](Self::global_rows_backward).
+    ///
+    /// # Shapes
+    /// - q (already scaled): `[rows, heads, g, d]`
+    /// - k, v: `[rows · chunks, heads, c, d]`; key_ok: `[rows · chunks, c]`
+    /// - keep: `[rows · chunks, heads, g, c]`
+    /// - output: context `[rows, heads, g, d]`, log-sum-exp `[rows, heads, g]`
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn global_rows_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        dropout: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::global_rows::forward::<Self>(q, k, v, key_ok, keep, dropout)
+    }
+
+    /// Gradients of [`global_rows_forward`](Self::global_rows_forward) with respect to `q`, `k`
+    /// and `v`, given the output gradient `grad`, its log-sum-exp `lse` and `delta =
+    /// sum(grad * context, -1)`: [`local_attention_global_backward`](
+    /// Self::local_attention_global_backward) on every chunk with the whole row's `lse` and
+    /// `delta` (so each chunk's probabilities are its share of the whole softmax), the chunks'
+    /// `dq` added up.
+    ///
+    /// # Shapes
+    /// As [`global_rows_forward`](Self::global_rows_forward); lse, delta: `[rows, heads, g]`,
+    /// grad: `[rows, heads, g, d]`; output: `(dq, dk, dv)` shaped as `q`, `k`, `v`.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(default)]
+    fn global_rows_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_ok: FloatTensor<Self>,
+        keep: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        dropout: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        super::global_rows::backward::<Self>(q, k, v, key_ok, keep, lse, delta, grad, dropout)
+    }
 }
 
 /// Output metadata for Burn's fusion, which registers the ops before they run.

@@ -1,13 +1,16 @@
 //! `--part attention`: the attention core of one layer alone, without projections, on random
-//! queries, keys and values: every query over its window and the global keys (the local part,
-//! fused kernel or band path), and the global rows over the whole sequence. The GPU anchor of
-//! this is PyTorch's FlexAttention with the same band + global mask (`anchor_bench.py`).
+//! queries, keys and values: every query over its window and the global keys (the local part),
+//! and the global rows over the whole sequence, each by the fused op or by Burn ops. The GPU
+//! anchor of this is PyTorch's FlexAttention with the same band + global mask
+//! (`anchor_bench.py`).
 
 use burn::nn::DropoutConfig;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor};
 use longformer_model::AttentionLayout;
 use longformer_model::attention::AttentionMasks;
+use longformer_model::attention::fused::fused_global_rows;
+use longformer_model::attention::global::merge_heads;
 use longformer_model::attention::local::{BandPattern, LocalHeads, local_attention};
 use longformer_model::{DropoutSeed, LocalAttentionKernel};
 
@@ -41,11 +44,14 @@ pub struct CoreShape {
 }
 
 impl AttentionCore {
-    /// Random `q`, `k`, `v` (`[batch, heads, seq, head_dim]`, tracked when `device` is an
-    /// autodiff device) and the masks of rows whose first `n_global` tokens are global.
+    /// Random `q`, `k`, `v` (`[batch, heads, seq, head_dim]` views of token-major
+    /// `[batch, seq, heads, head_dim]` memory, as the model's projections are; tracked when
+    /// `device` is an autodiff device) and the masks of rows whose first `n_global` tokens are
+    /// global.
     pub fn new(shape: &CoreShape, kernel: LocalAttentionKernel, device: &Device) -> Self {
-        let dims = [shape.batch, shape.heads, shape.seq, shape.head_dim];
-        let random = || Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device);
+        let dims = [shape.batch, shape.seq, shape.heads, shape.head_dim];
+        let random =
+            || Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), device).swap_dims(1, 2);
         let scale = 1.0 / (shape.head_dim as f64).sqrt();
         let layout = AttentionLayout::new(
             shape.batch,
@@ -105,8 +111,21 @@ impl AttentionCore {
             kernel,
         );
         let q_global = self.q.clone().narrow(2, 0, g.max(1));
-        let probs = softmax(q_global.matmul(self.k.clone().swap_dims(2, 3)), 3);
-        (local, probs.matmul(self.v.clone()))
+        let global = match (kernel, &self.masks.global) {
+            (LocalAttentionKernel::Reference, _) | (_, None) => {
+                let probs = softmax(q_global.matmul(self.k.clone().swap_dims(2, 3)), 3);
+                probs.matmul(self.v.clone())
+            }
+            (_, Some(slots)) => fused_global_rows(
+                q_global,
+                merge_heads(self.k.clone()),
+                merge_heads(self.v.clone()),
+                slots.real_keys.clone(),
+                0.0,
+                seed,
+            ),
+        };
+        (local, global)
     }
 
     /// Forward, and in training the backward pass of the sum of both outputs; waits for the
@@ -130,12 +149,15 @@ impl AttentionCore {
             .map_err(|e| anyhow::anyhow!("the device failed: {e:?}"))
     }
 
-    /// Largest difference between the local part computed by this case's kernel choice and by
-    /// the band path (the reference), on the same inputs: a correctness check next to the
-    /// timing, for devices the tests do not run on.
+    /// Largest difference between the outputs (local part and global rows) computed by this
+    /// case's kernel choice and by Burn ops (the band path and a dense softmax: the reference),
+    /// on the same inputs: a correctness check next to the timing, for devices the tests do not
+    /// run on.
     pub fn difference_from_reference(&self) -> anyhow::Result<f32> {
-        let (ours, _) = self.forward(self.kernel);
-        let (reference, _) = self.forward(LocalAttentionKernel::Reference);
-        read_scalar((ours - reference).abs().max(), "the band path's difference")
+        let (ours, ours_global) = self.forward(self.kernel);
+        let (reference, reference_global) = self.forward(LocalAttentionKernel::Reference);
+        let local = (ours - reference).abs().max();
+        let global = (ours_global - reference_global).abs().max();
+        read_scalar(local.max_pair(global), "the reference's difference")
     }
 }

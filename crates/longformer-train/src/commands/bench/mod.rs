@@ -460,7 +460,8 @@ fn measure_attention_core(
         let median = times[times.len() / 2];
         if args.kernel != Kernel::Reference {
             note(&format!(
-                "seq {seq}: local attention, max |this path - band path| = {:.2e}",
+                "seq {seq}: attention core (local and global rows), max |this path - Burn \
+                 ops| = {:.2e}",
                 case.difference_from_reference()?
             ));
         }
