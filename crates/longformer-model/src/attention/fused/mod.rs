@@ -7,6 +7,8 @@
 //!   their launch shape timed on the device (with the `autotune` feature).
 //! - `cpu`: the same on flex and ndarray; `cpu_rows`: its vectorized per-row softmax.
 //! - `autodiff`: its backward pass (recomputed probabilities, no saved scores).
+//! - `global_rows`: the global rows' attention over every key as the same op (its global
+//!   slots are every key), the keys in chunks on GPUs ([`fused_global_rows`]).
 //!
 //! [`LocalAttentionKernel`] says where it runs: by default on every backend (CubeCL kernels on
 //! GPUs, blocked `gemm` products on flex and ndarray) in f32 when no attention probabilities
