@@ -86,7 +86,8 @@ fn fused_global_rows_match_the_dense_softmax_on_every_backend() {
     for device in devices() {
         for dropout in [0.0, 0.3] {
             let reference = global_rows_and_gradients(&device, None, dropout);
-            for chunk in [N, 12, 6, 4] {
+            // 5 and 7 do not divide 24: padded to 25 and 28 keys.
+            for chunk in [N, 12, 6, 4, 5, 7] {
                 let ours = global_rows_and_gradients(&device, Some(chunk), dropout);
                 assert_all_close(
                     &["context", "dq", "dkeys", "dvalues"],
@@ -101,13 +102,14 @@ fn fused_global_rows_match_the_dense_softmax_on_every_backend() {
 }
 
 #[test]
-fn global_key_chunks_divide_the_sequence() {
+fn global_key_chunks_divide_the_sequence_or_it_is_padded() {
     assert_eq!(global_key_chunk(4096, false), 4096);
     assert_eq!(global_key_chunk(4096, true), 256);
     assert_eq!(global_key_chunk(16_384, true), 256);
     assert_eq!(global_key_chunk(200, true), 200);
-    // 1,536 = 6 · 256 keys; 1,000 = 4 · 250; 1,018 = 2 · 509: one chunk.
+    // 1,536 = 6 · 256 keys; 1,000 = 4 · 250; 1,018 = 2 · 509 and 4,099 (prime): padded.
     assert_eq!(global_key_chunk(1536, true), 256);
     assert_eq!(global_key_chunk(1000, true), 250);
-    assert_eq!(global_key_chunk(1018, true), 1018);
+    assert_eq!(global_key_chunk(1018, true), 256);
+    assert_eq!(global_key_chunk(4099, true), 256);
 }

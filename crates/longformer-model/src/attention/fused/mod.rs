@@ -161,21 +161,17 @@ const GLOBAL_KEYS_PER_CHUNK: usize = 256;
 
 /// How many keys each chunk of the global rows' attention holds for a sequence of `n` keys:
 /// `n` itself on CPUs (one `(row, head)` pair per thread already fills them) and for short
-/// sequences; else the largest divisor of `n` up to [`GLOBAL_KEYS_PER_CHUNK`], unless that is
-/// under a quarter of it (a sequence with few divisors: one chunk).
+/// sequences; else the largest divisor of `n` from a quarter of [`GLOBAL_KEYS_PER_CHUNK`] up
+/// to it, or, for a length with no such divisor, [`GLOBAL_KEYS_PER_CHUNK`] itself (the keys
+/// are then padded to a multiple of it).
 pub(crate) fn global_key_chunk(n: usize, gpu: bool) -> usize {
     if !gpu || n <= GLOBAL_KEYS_PER_CHUNK {
         return n;
     }
-    let chunk = (1..=GLOBAL_KEYS_PER_CHUNK)
+    (GLOBAL_KEYS_PER_CHUNK / 4..=GLOBAL_KEYS_PER_CHUNK)
         .rev()
         .find(|c| n.is_multiple_of(*c))
-        .unwrap_or(1);
-    if chunk * 4 < GLOBAL_KEYS_PER_CHUNK {
-        n
-    } else {
-        chunk
-    }
+        .unwrap_or(GLOBAL_KEYS_PER_CHUNK)
 }
 
 /// The global rows' attention over every key of their batch row, in one fused pass
@@ -202,7 +198,8 @@ pub fn fused_global_rows(
     fused_global_rows_in_chunks(q, keys, values, key_ok, dropout, seed, chunk)
 }
 
-/// [`fused_global_rows`] with `chunk` keys per chunk (it must divide `n`).
+/// [`fused_global_rows`] with `chunk` keys per chunk; unless `chunk` divides `n`, the keys
+/// are padded (with keys no row sees) to a multiple of it.
 pub(crate) fn fused_global_rows_in_chunks(
     q: Tensor<4>,
     keys: Tensor<3>,
@@ -214,16 +211,27 @@ pub(crate) fn fused_global_rows_in_chunks(
 ) -> Tensor<4> {
     let [rows, heads, g, d] = q.dims();
     let n = keys.dims()[1];
-    assert!(
-        chunk > 0 && n.is_multiple_of(chunk),
-        "{chunk} keys per chunk do not divide {n}"
-    );
-    let chunks = n / chunk;
+    assert!(chunk > 0, "chunks of no keys");
+    let chunks = n.div_ceil(chunk);
+    let padded = chunks * chunk;
     let device = q.device();
+    // Padding keys: zero, and seen by no row (`cat`, whose gradient is a slice, for the
+    // tracked projections).
+    let pad = |x: Tensor<3>| {
+        if padded == n {
+            return x;
+        }
+        let [rows, n, width] = x.dims();
+        let zeros = Tensor::zeros([rows, padded - n, width], &device);
+        Tensor::cat(vec![x, zeros], 1)
+    };
+    let (keys, values) = (pad(keys), pad(values));
+    let key_ok = key_ok.pad([(0, padded - n)], 0.0);
     // Chunk `s` of row `r` is row `r · chunks + s`: free reshapes of the projections.
     let split = |x: Tensor<3>| x.reshape([rows * chunks, chunk, heads, d]).swap_dims(1, 2);
     let keep = if dropout > 0.0 {
-        keep_scale([rows, heads, g, n], 1.0 - dropout, seed, &device)
+        let keep = keep_scale([rows, heads, g, n], 1.0 - dropout, seed, &device);
+        keep.pad([(0, padded - n)], 0.0)
             .reshape([rows, heads, g, chunks, chunk])
             .permute([0, 3, 1, 2, 4])
             .reshape([rows * chunks, heads, g, chunk])
