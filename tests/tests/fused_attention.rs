@@ -362,8 +362,9 @@ fn fused_equals_band_path_at_head_widths_not_divisible_by_four() {
     }
 }
 
-/// With the same seed, every backend drops the same band probabilities: the CPU op and the GPU
-/// kernels hash `(seed, row·head, query, key)` alike, so a run is reproducible across devices.
+/// With the same seed, every backend drops the same probabilities: the CPU op and the GPU
+/// kernels hash `(seed, row·head, query, key)` alike for the band, and `(seed, row, column)` of
+/// `keep_scale`'s mask for the global slots, so a run is reproducible across devices.
 #[test]
 fn fused_dropout_drops_the_same_scores_on_every_backend() {
     use burn::backend::Dispatch;
@@ -372,13 +373,13 @@ fn fused_dropout_drops_the_same_scores_on_every_backend() {
 
     let _serial = serial();
     let [rows, heads, m, g, d] = [1, 2, 40, 3, 8];
-    let (window, dropout) = (5, 0.3f32);
+    let (window, dropout) = (5, 0.3f64);
     let values = |n: usize, salt: usize| -> Vec<f32> {
         (0..n)
             .map(|i| (((i * 7919 + salt * 104_729) % 211) as f32 / 211.0) - 0.5)
             .collect()
     };
-    let run = |device: &Device, dropout: f32| -> Vec<f32> {
+    let run = |device: &Device, dropout: f64| -> Vec<f32> {
         let tensor = |shape: [usize; 4], salt: usize| {
             let n = shape.iter().product();
             Tensor::<4>::from_data(TensorData::new(values(n, salt), shape), device)
@@ -387,9 +388,9 @@ fn fused_dropout_drops_the_same_scores_on_every_backend() {
         let [gk, gv] = [4, 5].map(|salt| tensor([rows, heads, g, d], salt).into_dispatch());
         let key_ok = Tensor::<2>::ones([rows, m], device).into_dispatch();
         let global_ok = Tensor::<2>::ones([rows, g], device).into_dispatch();
-        // Every global probability kept (their mask is an input, not hashed).
-        let keep = Tensor::<4>::ones([rows, heads, m, g], device) / (1.0 - dropout as f64);
-        let seed = Tensor::<1, Int>::from_data(TensorData::new(vec![123_457i64], [1]), device);
+        // The band's key, the global slots'.
+        let seed =
+            Tensor::<1, Int>::from_data(TensorData::new(vec![123_457i64, 98_765], [2]), device);
         let (context, _lse) = <Dispatch as LocalAttentionOps>::local_attention_forward(
             q,
             k,
@@ -398,11 +399,11 @@ fn fused_dropout_drops_the_same_scores_on_every_backend() {
             gv,
             key_ok,
             global_ok,
-            keep.into_dispatch(),
             seed.into_dispatch(),
             dropout,
             window,
             false,
+            1,
         );
         Tensor::<4>::from_dispatch(context)
             .into_data()

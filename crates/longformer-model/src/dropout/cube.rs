@@ -24,8 +24,21 @@ fn hash31(x: u32) -> u32 {
     x ^ (x >> 16)
 }
 
-/// Unit `pos` writes element `pos` of the `[rows, cols]` mask: `scale` when the hash of the
-/// key (`seed[0]`), its row and its column is below `threshold`, else `0`.
+/// Element `(row, col)` of a mask's factors with key `key`: `scale` when the hash of the key,
+/// the row and the column is below `threshold`, else `0` ([`super::keep_scale`]'s elements, for
+/// kernels that drop without a mask tensor).
+#[cube]
+pub(crate) fn keep_factor(key: u32, row: u32, col: u32, threshold: u32, scale: f32) -> f32 {
+    let bits = hash31(hash31(row ^ key) ^ col) & comptime!((1u32 << KEEP_BITS) - 1);
+    let mut factor = 0.0f32;
+    if bits < threshold {
+        factor = scale;
+    }
+    factor
+}
+
+/// Unit `pos` writes element `pos` of the `[rows, cols]` mask: [`keep_factor`] of the key
+/// (`seed[0]`), its row and its column.
 #[cube(launch)]
 fn keep_scale_kernel<I: Numeric>(
     seed: &Tensor<I>,
@@ -41,12 +54,7 @@ fn keep_scale_kernel<I: Numeric>(
     let row = (ABSOLUTE_POS / cols) as u32;
     let col = (ABSOLUTE_POS % cols) as u32;
     let key = u32::cast_from(seed[0]);
-    let bits = hash31(hash31(row ^ key) ^ col) & comptime!((1u32 << KEEP_BITS) - 1);
-    let mut factor = 0.0f32;
-    if bits < threshold {
-        factor = scale;
-    }
-    out[ABSOLUTE_POS] = factor;
+    out[ABSOLUTE_POS] = keep_factor(key, row, col, threshold, scale);
 }
 
 impl DropoutMaskOps for CubeBackend {

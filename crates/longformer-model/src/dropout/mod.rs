@@ -32,7 +32,7 @@ mod autodiff;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
 mod cpu;
 #[cfg(any(feature = "wgpu", feature = "vulkan"))]
-mod cube;
+pub(crate) mod cube;
 pub mod ops;
 
 use burn::backend::Dispatch;
@@ -176,6 +176,29 @@ fn mask_rows_cols(shape: &[usize]) -> (usize, usize) {
 /// Hash values below this are kept: `keep` in steps of 2^-24.
 fn keep_threshold(keep: f64) -> i64 {
     (keep * (1u64 << KEEP_BITS) as f64).round() as i64
+}
+
+/// What [`keep_scale`] compares and writes for dropout probability `dropout` (in `0..1`): the
+/// threshold a kept element's hash is under, and the factor it gets (`1 / (1 - dropout)`). Ops
+/// that hash masks themselves take these to drop exactly what [`keep_scale`] does.
+pub(crate) fn keep_threshold_and_scale(dropout: f64) -> (u32, f32) {
+    let keep = 1.0 - dropout;
+    (keep_threshold(keep) as u32, (1.0 / keep) as f32)
+}
+
+/// Element `(row, col)` of [`keep_scale`]'s factors for seed key `key`, computed alone (the
+/// CPU ops' form of what `dropout/cube.rs`'s `keep_factor` computes in a kernel).
+#[cfg_attr(
+    not(any(test, feature = "flex", feature = "ndarray")),
+    allow(dead_code)
+)]
+pub(crate) fn keep_factor(key: i64, row: usize, col: usize, (threshold, scale): (u32, f32)) -> f32 {
+    let bits = hash31_scalar(hash31_scalar(row as i64 ^ key) ^ col as i64) & ((1 << KEEP_BITS) - 1);
+    if bits < i64::from(threshold) {
+        scale
+    } else {
+        0.0
+    }
 }
 
 /// `0..n` as a `[n]` tensor, from the host. Not Burn's `arange`: on the GPU backends it is

@@ -23,13 +23,13 @@ struct Saved<B: Backend> {
     global_v: FloatTensor<B>,
     key_ok: FloatTensor<B>,
     global_ok: FloatTensor<B>,
-    global_keep: FloatTensor<B>,
     seed: IntTensor<B>,
-    dropout: f32,
+    dropout: f64,
     context: FloatTensor<B>,
     lse: FloatTensor<B>,
     window: usize,
     causal: bool,
+    slot_chunks: usize,
 }
 
 #[derive(Debug)]
@@ -62,8 +62,8 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
             s.lse.clone(),
             delta.clone(),
             grad.clone(),
-            s.seed,
-            s.dropout,
+            s.seed.clone(),
+            s.dropout as f32,
             s.window,
             s.causal,
         );
@@ -74,11 +74,12 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
             s.global_k,
             s.global_v,
             s.global_ok,
-            s.global_keep,
+            s.seed,
             s.lse,
             delta,
             dq,
             s.dropout,
+            s.slot_chunks,
         );
 
         for (node, grad) in [
@@ -102,8 +103,8 @@ struct GlobalRowsSaved<B: Backend> {
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     key_ok: FloatTensor<B>,
-    keep: FloatTensor<B>,
-    dropout: f32,
+    seed: IntTensor<B>,
+    dropout: f64,
     context: FloatTensor<B>,
     lse: FloatTensor<B>,
 }
@@ -129,7 +130,7 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 3> for GlobalRowsBackward {
             Shape::new([rows, heads, g]),
         );
         let (dq, dk, dv) = B::global_rows_backward(
-            s.q, s.k, s.v, s.key_ok, s.keep, s.lse, delta, grad, s.dropout,
+            s.q, s.k, s.v, s.key_ok, s.seed, s.lse, delta, grad, s.dropout,
         );
         for (node, grad) in [(q_node, dq), (k_node, dk), (v_node, dv)] {
             if let Some(node) = node {
@@ -148,11 +149,11 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
         global_v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
-        global_keep: FloatTensor<Self>,
         seed: IntTensor<Self>,
-        dropout: f32,
+        dropout: f64,
         window: usize,
         causal: bool,
+        slot_chunks: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let guards = [
             q.node(),
@@ -161,9 +162,8 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
             global_k.node(),
             global_v.node(),
         ];
-        let [q, k, v, global_k, global_v, key_ok, global_ok, global_keep] =
-            [q, k, v, global_k, global_v, key_ok, global_ok, global_keep]
-                .map(|t| t.into_primitive());
+        let [q, k, v, global_k, global_v, key_ok, global_ok] =
+            [q, k, v, global_k, global_v, key_ok, global_ok].map(|t| t.into_primitive());
         let (context, lse) = B::local_attention_forward(
             q.clone(),
             k.clone(),
@@ -172,11 +172,11 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
             global_v.clone(),
             key_ok.clone(),
             global_ok.clone(),
-            global_keep.clone(),
             seed.clone(),
             dropout,
             window,
             causal,
+            slot_chunks,
         );
         let context = match LocalAttentionBackward
             .prepare::<C>(guards)
@@ -192,13 +192,13 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
                     global_v,
                     key_ok,
                     global_ok,
-                    global_keep,
                     seed,
                     dropout,
                     context: context.clone(),
                     lse: lse.clone(),
                     window,
                     causal,
+                    slot_chunks,
                 };
                 prep.finish(saved, context)
             }
@@ -239,46 +239,29 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
         global_k: FloatTensor<Self>,
         global_v: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
-        global_keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         dq_band: FloatTensor<Self>,
-        dropout: f32,
+        dropout: f64,
+        slot_chunks: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Not differentiated again: computed on the inner backend, untracked.
-        let [
-            q,
-            grad,
-            global_k,
-            global_v,
-            global_ok,
-            global_keep,
-            lse,
-            delta,
-            dq_band,
-        ] = [
-            q,
-            grad,
-            global_k,
-            global_v,
-            global_ok,
-            global_keep,
-            lse,
-            delta,
-            dq_band,
-        ]
-        .map(|t| t.into_primitive());
+        let [q, grad, global_k, global_v, global_ok, lse, delta, dq_band] =
+            [q, grad, global_k, global_v, global_ok, lse, delta, dq_band]
+                .map(|t| t.into_primitive());
         let (dq, d_global_k, d_global_v) = B::local_attention_global_backward(
             q,
             grad,
             global_k,
             global_v,
             global_ok,
-            global_keep,
+            seed,
             lse,
             delta,
             dq_band,
             dropout,
+            slot_chunks,
         );
         (
             FloatTensor::<Self>::new(dq),
@@ -292,17 +275,17 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
-        keep: FloatTensor<Self>,
-        dropout: f32,
+        seed: IntTensor<Self>,
+        dropout: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let guards = [q.node(), k.node(), v.node()];
-        let [q, k, v, key_ok, keep] = [q, k, v, key_ok, keep].map(|t| t.into_primitive());
+        let [q, k, v, key_ok] = [q, k, v, key_ok].map(|t| t.into_primitive());
         let (context, lse) = B::global_rows_forward(
             q.clone(),
             k.clone(),
             v.clone(),
             key_ok.clone(),
-            keep.clone(),
+            seed.clone(),
             dropout,
         );
         let context = match GlobalRowsBackward
@@ -316,7 +299,7 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
                     k,
                     v,
                     key_ok,
-                    keep,
+                    seed,
                     dropout,
                     context: context.clone(),
                     lse: lse.clone(),
@@ -333,17 +316,17 @@ impl<B: Backend + LocalAttentionOps, C: CheckpointStrategy> LocalAttentionOps fo
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
-        keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        dropout: f32,
+        dropout: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // Not differentiated again: computed on the inner backend, untracked.
-        let [q, k, v, key_ok, keep, lse, delta, grad] =
-            [q, k, v, key_ok, keep, lse, delta, grad].map(|t| t.into_primitive());
+        let [q, k, v, key_ok, lse, delta, grad] =
+            [q, k, v, key_ok, lse, delta, grad].map(|t| t.into_primitive());
         let (dq, dk, dv) =
-            B::global_rows_backward(q, k, v, key_ok, keep, lse, delta, grad, dropout);
+            B::global_rows_backward(q, k, v, key_ok, seed, lse, delta, grad, dropout);
         (
             FloatTensor::<Self>::new(dq),
             FloatTensor::<Self>::new(dk),

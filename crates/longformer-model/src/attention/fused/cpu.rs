@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use super::cpu_rows::{self, BandDropout, additive_bias};
 use super::ops::LocalAttentionOps;
 use crate::cpu::for_cpu_backends;
+use crate::dropout::{keep_factor, keep_threshold_and_scale};
 use crate::host::{read, read_ints, write};
 
 /// Queries per block.
@@ -101,6 +102,25 @@ fn product(
     }
 }
 
+/// The global slots' dropout of one call: the key, the hash threshold and factor, and the runs
+/// of slots per batch row (see [`LocalAttentionOps`]).
+#[derive(Clone, Copy)]
+struct SlotDropout {
+    key: i64,
+    keep: (u32, f32),
+    chunks: usize,
+}
+
+impl SlotDropout {
+    /// The factor of slot `s` (of `g`) for query `i` (of `m`) of pair `rh` (`heads` per row).
+    fn factor(&self, rh: usize, heads: usize, [i, m]: [usize; 2], [s, g]: [usize; 2]) -> f32 {
+        let (row, head) = (rh / heads, rh % heads);
+        let mask_row = ((row / self.chunks) * heads + head) * m + i;
+        let mask_col = (row % self.chunks) * g + s;
+        keep_factor(self.key, mask_row, mask_col, self.keep)
+    }
+}
+
 /// One `(row, head)` of the forward pass.
 #[allow(clippy::too_many_arguments)]
 fn forward_head(
@@ -109,7 +129,7 @@ fn forward_head(
     [q, k, v, gk, gv]: [&[f32]; 5],
     key_bias: &[f32],
     global_bias: &[f32],
-    global_keep: Option<&[f32]>,
+    slot_dropout: Option<SlotDropout>,
     (seed, prob): (u32, f32),
     out: &mut [f32],
     lse: &mut [f32],
@@ -155,9 +175,9 @@ fn forward_head(
                 }
             }
             if prob > 0.0 {
-                if let Some(keep) = global_keep {
-                    for (s, keep) in row[..g].iter_mut().zip(&keep[i * g..(i + 1) * g]) {
-                        *s *= keep;
+                if let Some(slots) = slot_dropout {
+                    for (s, p) in row[..g].iter_mut().enumerate() {
+                        *p *= slots.factor(rh, geo.heads, [i, m], [s, g]);
                     }
                 }
                 let dropout = BandDropout::new(seed, rh, i, a, prob);
@@ -284,11 +304,12 @@ fn backward_head(
 }
 
 fn forward<B: Backend>(
-    [q, k, v, global_k, global_v, key_ok, global_ok, global_keep]: [FloatTensor<B>; 8],
+    [q, k, v, global_k, global_v, key_ok, global_ok]: [FloatTensor<B>; 7],
     seed: IntTensor<B>,
-    dropout: f32,
+    dropout: f64,
     window: usize,
     causal: bool,
+    slot_chunks: usize,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let device = q.device();
     let [rows, heads, m, d] = q.shape().dims::<4>();
@@ -301,11 +322,22 @@ fn forward<B: Backend>(
         left: window,
         right: if causal { 0 } else { window },
     };
-    let seed = seed_value::<B>(seed, dropout);
+    let keys = seed_values::<B>(seed, dropout as f32);
+    let slot_dropout = (dropout > 0.0).then(|| {
+        assert!(
+            slot_chunks > 0 && rows.is_multiple_of(slot_chunks),
+            "local_attention_forward: {rows} rows are not batch rows of {slot_chunks} runs of \
+             global slots"
+        );
+        SlotDropout {
+            key: keys[1],
+            keep: keep_threshold_and_scale(dropout),
+            chunks: slot_chunks,
+        }
+    });
     let [q, k, v, gk, gv, key_ok, global_ok] =
         [q, k, v, global_k, global_v, key_ok, global_ok].map(read::<B>);
     let (key_bias, global_bias) = (additive_bias(&key_ok), additive_bias(&global_ok));
-    let global_keep = (dropout > 0.0).then(|| read::<B>(global_keep));
     let mut out = vec![0.0f32; rows * heads * m * d];
     let mut lse = vec![0.0f32; rows * heads * m];
     out.par_chunks_mut(m * d)
@@ -326,10 +358,8 @@ fn forward<B: Backend>(
                 ],
                 &key_bias[row * m..(row + 1) * m],
                 &global_bias[row * g..(row + 1) * g],
-                global_keep
-                    .as_deref()
-                    .map(|keep| &keep[rh * m * g..(rh + 1) * m * g]),
-                (seed, dropout),
+                slot_dropout,
+                (keys[0] as u32, dropout as f32),
                 out,
                 lse,
             );
@@ -358,7 +388,7 @@ fn band_backward<B: Backend>(
         left: window,
         right: if causal { 0 } else { window },
     };
-    let seed = seed_value::<B>(seed, dropout);
+    let seed = seed_values::<B>(seed, dropout)[0] as u32;
     let [q, k, v, key_ok, lse, delta, grad] = [q, k, v, key_ok, lse, delta, grad].map(read::<B>);
     let key_bias = additive_bias(&key_ok);
     let size = rows * heads * m * d;
@@ -389,12 +419,18 @@ fn band_backward<B: Backend>(
     )
 }
 
-/// The seed tensor's value (not read without dropout).
-fn seed_value<B: Backend>(seed: IntTensor<B>, dropout: f32) -> u32 {
+/// The seed tensor's two keys, the band's and the global slots' (not read without dropout).
+///
+/// # Panics
+/// With dropout, unless the tensor holds two keys.
+fn seed_values<B: Backend>(seed: IntTensor<B>, dropout: f32) -> [i64; 2] {
     if dropout == 0.0 {
-        return 0;
+        return [0, 0];
     }
-    read_ints::<B>(seed).first().copied().unwrap_or(0) as u32
+    match read_ints::<B>(seed)[..] {
+        [band, slots, ..] => [band, slots],
+        ref keys => panic!("the dropout seed holds {} keys, not 2", keys.len()),
+    }
 }
 
 macro_rules! cpu_local_attention {
@@ -408,18 +444,19 @@ macro_rules! cpu_local_attention {
                 global_v: FloatTensor<Self>,
                 key_ok: FloatTensor<Self>,
                 global_ok: FloatTensor<Self>,
-                global_keep: FloatTensor<Self>,
                 seed: IntTensor<Self>,
-                dropout: f32,
+                dropout: f64,
                 window: usize,
                 causal: bool,
+                slot_chunks: usize,
             ) -> (FloatTensor<Self>, FloatTensor<Self>) {
                 forward::<Self>(
-                    [q, k, v, global_k, global_v, key_ok, global_ok, global_keep],
+                    [q, k, v, global_k, global_v, key_ok, global_ok],
                     seed,
                     dropout,
                     window,
                     causal,
+                    slot_chunks,
                 )
             }
 

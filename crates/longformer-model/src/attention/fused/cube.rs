@@ -17,6 +17,7 @@ use super::kernels::{
 };
 use super::ops::LocalAttentionOps;
 use crate::cube_common::{self, MAX_CUBES_PER_DIM, empty_like, vector_width};
+use crate::dropout::keep_threshold_and_scale;
 
 /// Rows (queries, or keys in the key-gradient kernel) per cube in the standard launch shape,
 /// one unit each: two warps.
@@ -184,11 +185,20 @@ fn expect_f32(op: &str, name: &str, t: &CubeTensor, dims: &[usize]) {
     );
 }
 
-/// Panics, naming `op`, unless `seed` holds at least one integer.
-fn expect_seed(op: &str, seed: &CubeTensor) {
+/// Panics, naming `op`, unless `seed` holds the two keys the kernels read with dropout.
+fn expect_seed(op: &str, seed: &CubeTensor, dropout: f64) {
     assert!(
-        seed.meta.shape().num_elements() >= 1,
-        "{op}: the dropout seed is empty"
+        dropout == 0.0 || seed.meta.shape().num_elements() >= 2,
+        "{op}: the dropout seed holds {} keys, not 2",
+        seed.meta.shape().num_elements()
+    );
+}
+
+/// Panics, naming `op`, unless `slot_chunks` runs of slots divide the `rows`.
+fn expect_slot_chunks(op: &str, rows: usize, slot_chunks: usize) {
+    assert!(
+        slot_chunks > 0 && rows.is_multiple_of(slot_chunks),
+        "{op}: {rows} rows are not batch rows of {slot_chunks} runs of global slots"
     );
 }
 
@@ -200,7 +210,10 @@ pub(super) struct Band {
     /// Causal window (no keys after the query).
     pub causal: bool,
     /// Attention dropout probability (0: none).
-    pub dropout: f32,
+    pub dropout: f64,
+    /// Runs of global slots per batch row, for the slots' dropout (1 for the local attention;
+    /// see [`LocalAttentionOps`]).
+    pub slot_chunks: usize,
 }
 
 impl Band {
@@ -209,13 +222,21 @@ impl Band {
     fn args(&self, q: &CubeTensor) -> BandArgsLaunch {
         let [rows, heads, m, _] = dims4(q);
         let right = if self.causal { 0 } else { self.window };
+        let (threshold, scale) = if self.dropout > 0.0 {
+            keep_threshold_and_scale(self.dropout)
+        } else {
+            (0, 1.0)
+        };
         BandArgsLaunch::new(
             m as u32,
             heads as u32,
             (rows * heads) as u32,
             self.window as u32,
             right as u32,
-            self.dropout,
+            self.dropout as f32,
+            threshold,
+            scale,
+            self.slot_chunks as u32,
         )
     }
 }
@@ -236,7 +257,7 @@ pub(super) struct ForwardLaunch {
     pub global_v: CubeTensor,
     pub key_ok: CubeTensor,
     pub global_ok: CubeTensor,
-    pub global_keep: CubeTensor,
+    /// `[2]`: the band's dropout key, the global slots'.
     pub seed: CubeTensor,
     pub band: Band,
     /// Written: the context `[rows, heads, m, d]`.
@@ -282,7 +303,6 @@ pub(super) fn launch_forward(shape: LaunchShape, t: &ForwardLaunch) {
         arg(&t.global_v),
         arg(&t.key_ok),
         arg(&t.global_ok),
-        arg(&t.global_keep),
         arg(&t.seed),
         arg(&t.out),
         arg(&t.lse),
@@ -374,11 +394,11 @@ impl LocalAttentionOps for CubeBackend {
         global_v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
-        global_keep: FloatTensor<Self>,
         seed: IntTensor<Self>,
-        dropout: f32,
+        dropout: f64,
         window: usize,
         causal: bool,
+        slot_chunks: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let op = "local_attention_forward";
         let [rows, heads, m, d] = dims4(&q);
@@ -394,15 +414,12 @@ impl LocalAttentionOps for CubeBackend {
         ] {
             expect_f32(op, name, t, dims);
         }
-        if dropout > 0.0 {
-            expect_f32(op, "global_keep", &global_keep, &[rows, heads, m, g]);
-        }
-        expect_seed(op, &seed);
+        expect_seed(op, &seed, dropout);
+        expect_slot_chunks(op, rows, slot_chunks);
         let vector = LaunchShape::standard(d).vector;
         let [q, k, v, global_k, global_v] =
             [q, k, v, global_k, global_v].map(|t| heads_in_place(t, vector));
-        let [key_ok, global_ok, global_keep, seed] =
-            [key_ok, global_ok, global_keep, seed].map(into_contiguous);
+        let [key_ok, global_ok, seed] = [key_ok, global_ok, seed].map(into_contiguous);
         let out = empty_token_major(&q, [rows, heads, m, d]);
         let lse = empty_like(&q, Shape::new([rows, heads, m]));
         let launch = ForwardLaunch {
@@ -413,12 +430,12 @@ impl LocalAttentionOps for CubeBackend {
             global_v,
             key_ok,
             global_ok,
-            global_keep,
             seed,
             band: Band {
                 window,
                 causal,
                 dropout,
+                slot_chunks,
             },
             out: out.clone(),
             lse: lse.clone(),
@@ -456,7 +473,7 @@ impl LocalAttentionOps for CubeBackend {
         ] {
             expect_f32(op, name, t, dims);
         }
-        expect_seed(op, &seed);
+        expect_seed(op, &seed, f64::from(dropout));
         let vector = LaunchShape::standard(d).vector;
         let [q, k, v, grad] = [q, k, v, grad].map(|t| heads_in_place(t, vector));
         let [key_ok, lse, delta, seed] = [key_ok, lse, delta, seed].map(into_contiguous);
@@ -473,7 +490,8 @@ impl LocalAttentionOps for CubeBackend {
             band: Band {
                 window,
                 causal,
-                dropout,
+                dropout: f64::from(dropout),
+                slot_chunks: 1,
             },
             dq: dq.clone(),
             dk: dk.clone(),
@@ -498,11 +516,12 @@ impl LocalAttentionOps for CubeBackend {
         global_k: FloatTensor<Self>,
         global_v: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
-        global_keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         dq_band: FloatTensor<Self>,
-        dropout: f32,
+        dropout: f64,
+        slot_chunks: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let op = "local_attention_global_backward";
         let [rows, heads, m, d] = dims4(&q);
@@ -519,14 +538,12 @@ impl LocalAttentionOps for CubeBackend {
         ] {
             expect_f32(op, name, t, dims);
         }
-        if dropout > 0.0 {
-            expect_f32(op, "global_keep", &global_keep, &[rows, heads, m, g]);
-        }
+        expect_seed(op, &seed, dropout);
+        expect_slot_chunks(op, rows, slot_chunks);
         let shape = LaunchShape::standard(d);
         let [q, grad, dq_band, global_k, global_v] =
             [q, grad, dq_band, global_k, global_v].map(|t| heads_in_place(t, shape.vector));
-        let [global_ok, global_keep, lse, delta] =
-            [global_ok, global_keep, lse, delta].map(into_contiguous);
+        let [global_ok, seed, lse, delta] = [global_ok, seed, lse, delta].map(into_contiguous);
         if rows * heads * m == 0 || g == 0 {
             let zeros =
                 || Self::float_zeros([rows, heads, g, d].into(), &q.device, DType::F32.into());
@@ -541,6 +558,7 @@ impl LocalAttentionOps for CubeBackend {
             window: 0,
             causal: false,
             dropout,
+            slot_chunks,
         };
         let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
         let with_dropout = dropout > 0.0;
@@ -554,7 +572,7 @@ impl LocalAttentionOps for CubeBackend {
             arg(&global_k),
             arg(&global_v),
             arg(&global_ok),
-            arg(&global_keep),
+            arg(&seed),
             arg(&lse),
             arg(&delta),
             arg(&dq_band),
@@ -565,7 +583,7 @@ impl LocalAttentionOps for CubeBackend {
             shape.block,
             shape.tile,
             with_dropout,
-            f32::elem_type_native(),
+            dtypes(&seed),
         );
         let slot_blocks = g.div_ceil(shape.block);
         let [y, z] = pair_grid(rows * heads);
@@ -584,7 +602,7 @@ impl LocalAttentionOps for CubeBackend {
             arg(&global_k),
             arg(&global_v),
             arg(&global_ok),
-            arg(&global_keep),
+            arg(&seed),
             arg(&lse),
             arg(&delta),
             arg(&parts),
@@ -595,7 +613,7 @@ impl LocalAttentionOps for CubeBackend {
             shape.block,
             shape.tile,
             with_dropout,
-            f32::elem_type_native(),
+            dtypes(&seed),
         );
         // The chunks' sums added up, `[2, rows, heads, g, d]`: `dkg`, then `dvg`.
         let sums = Self::float_reshape(

@@ -1,19 +1,21 @@
 //! [`LocalAttentionOps::local_attention_global_backward`] on every backend against flex's (the
-//! trait's default body, Burn ops): the CubeCL kernels' query side, their slot side in chunks
-//! of queries and blocks of slots, with and without dropout, empty slots included.
+//! trait's default body, Burn ops with `keep_scale`'s mask): the CubeCL kernels' query side,
+//! their slot side in chunks of queries and blocks of slots, with and without dropout (hashed in
+//! the kernels), slots in one run per row or several, empty slots included.
 
 use burn::backend::Dispatch;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::ops::LocalAttentionOps;
 use crate::test_devices::{assert_all_close, devices, values};
 
 /// `(dq, dkg, dvg)` on `device` for `rows` rows of `heads` heads, `m` queries, `g` slots of
-/// width `d`; slot 3 of row 0 empty.
+/// width `d` (`slot_chunks` runs of slots per batch row); slot 3 of row 0 empty.
 fn global_backward(
     device: &Device,
     [rows, heads, m, g, d]: [usize; 5],
-    dropout: f32,
+    dropout: f64,
+    slot_chunks: usize,
 ) -> [Vec<f32>; 3] {
     let t = |shape: &[usize], salt: u64, scale: f32| {
         let n = shape.iter().product();
@@ -29,22 +31,20 @@ fn global_backward(
     let ok: Vec<f32> = (0..rows * g)
         .map(|i| if i == 3 { 0.0 } else { 1.0 })
         .collect();
-    let keep: Vec<f32> = values(rows * heads * m * g, 9)
-        .into_iter()
-        .map(|v| if v < -0.6 { 0.0 } else { 1.25 })
-        .collect();
     let (dq, dk, dv) = <Dispatch as LocalAttentionOps>::local_attention_global_backward(
         four(t(&[rows, heads, m, d], 1, 1.0)),
         four(t(&[rows, heads, m, d], 2, 1.0)),
         four(t(&[rows, heads, g, d], 3, 1.0)),
         four(t(&[rows, heads, g, d], 4, 1.0)),
         Tensor::<2>::from_data(TensorData::new(ok, [rows, g]), device).into_dispatch(),
-        four(TensorData::new(keep, [rows, heads, m, g])),
+        Tensor::<1, Int>::from_data(TensorData::new(vec![7i64, 1_234_567], [2]), device)
+            .into_dispatch(),
         // Log-sum-exps near the scores: probabilities across (0, 1], some clamped at 1.
         three(t(&[rows, heads, m], 5, 1.0), 1.0),
         three(t(&[rows, heads, m], 6, 0.5), 0.0),
         four(t(&[rows, heads, m, d], 7, 1.0)),
         dropout,
+        slot_chunks,
     );
     let read = |x| {
         Tensor::<4>::from_dispatch(x)
@@ -59,21 +59,22 @@ fn global_backward(
 /// vectors of 4 and of 2; each backend within 1e-5 of flex's largest value.
 #[test]
 fn global_backward_matches_flex_on_every_backend() {
-    for (dims, dropout) in [
-        ([1, 2, 40, 5, 8], 0.0),
-        ([2, 2, 300, 70, 6], 0.2),
-        ([1, 3, 520, 3, 16], 0.0),
-        ([2, 1, 257, 66, 4], 0.1),
+    for (dims, dropout, slot_chunks) in [
+        ([1, 2, 40, 5, 8], 0.0, 1),
+        ([2, 2, 300, 70, 6], 0.2, 1),
+        ([1, 3, 520, 3, 16], 0.0, 1),
+        ([2, 1, 257, 66, 4], 0.1, 1),
+        ([6, 2, 30, 7, 8], 0.3, 3),
     ] {
-        let reference = global_backward(&Device::flex(), dims, dropout);
+        let reference = global_backward(&Device::flex(), dims, dropout, slot_chunks);
         for device in devices() {
-            let ours = global_backward(&device, dims, dropout);
+            let ours = global_backward(&device, dims, dropout, slot_chunks);
             assert_all_close(
                 &["dq", "dkg", "dvg"],
                 &ours,
                 &reference,
                 1e-5,
-                &format!("{device:?} {dims:?} dropout {dropout}"),
+                &format!("{device:?} {dims:?} dropout {dropout}, {slot_chunks} runs of slots"),
             );
         }
     }

@@ -2,11 +2,12 @@
 //! [`LocalAttentionOps::global_rows_backward`] (every backend's): the global rows' attention over
 //! every key as the fused local op's global slots, one chunk of keys per row of that op.
 
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, TensorMetadata, get_or_init_device_settings};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Backend, TensorMetadata};
 use burn::tensor::{FloatDType, Shape};
 
 use super::ops::LocalAttentionOps;
+use crate::dropout::keep_threshold_and_scale;
 
 /// The log-sum-exp given to a chunk that sees no key: its share of the softmax is then
 /// `exp(-1e30 - lse) = 0` next to any chunk that sees one.
@@ -64,14 +65,46 @@ fn per_chunk<B: Backend>(x: FloatTensor<B>, chunks: usize) -> FloatTensor<B> {
     B::float_reshape(B::float_expand(B::float_reshape(x, one), wide), flat)
 }
 
+/// The global slots' dropout factors `[rows, heads, m, g]` for dropout probability `dropout`
+/// and `chunks` runs of slots per batch row (see [`LocalAttentionOps`]): [`keep_scale`]'s
+/// `[rows / chunks · heads · m, chunks · g]` mask for the key `seed[1]`, each row's chunks
+/// moved to rows of their own.
+///
+/// [`keep_scale`]: crate::dropout::keep_scale
+pub(super) fn slot_keep<B: LocalAttentionOps>(
+    seed: IntTensor<B>,
+    [rows, heads, m, g]: [usize; 4],
+    dropout: f64,
+    chunks: usize,
+) -> FloatTensor<B> {
+    let key = B::int_slice(seed, &[(1..2).into()]);
+    let (threshold, scale) = keep_threshold_and_scale(dropout);
+    let batch = rows / chunks;
+    let mask = B::dropout_keep_scale(
+        key,
+        batch * heads * m,
+        chunks * g,
+        threshold as usize,
+        scale,
+    );
+    if chunks == 1 {
+        return B::float_reshape(mask, Shape::new([rows, heads, m, g]));
+    }
+    let mask = B::float_reshape(mask, Shape::new([batch, heads, m, chunks, g]));
+    B::float_reshape(
+        B::float_permute(mask, &[0, 3, 1, 2, 4]),
+        Shape::new([rows, heads, m, g]),
+    )
+}
+
 /// See [`LocalAttentionOps::global_rows_forward`].
 pub(super) fn forward<B: LocalAttentionOps>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     key_ok: FloatTensor<B>,
-    keep: FloatTensor<B>,
-    dropout: f32,
+    seed: IntTensor<B>,
+    dropout: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let Sizes {
         rows,
@@ -85,11 +118,6 @@ pub(super) fn forward<B: LocalAttentionOps>(
     let q = per_chunk::<B>(q, chunks);
     // No band: the queries stand in for its keys and values, none of them seen.
     let no_band = B::float_zeros(Shape::new([rows * chunks, g]), &device, FloatDType::F32);
-    let seed = B::int_zeros(
-        Shape::new([1]),
-        &device,
-        get_or_init_device_settings::<B>(&device).int_dtype,
-    );
     let (context, lse) = B::local_attention_forward(
         q.clone(),
         q.clone(),
@@ -98,11 +126,11 @@ pub(super) fn forward<B: LocalAttentionOps>(
         v,
         no_band,
         key_ok.clone(),
-        keep,
         seed,
         dropout,
         1,
         false,
+        chunks,
     );
     if chunks == 1 {
         return (context, lse);
@@ -149,11 +177,11 @@ pub(super) fn backward<B: LocalAttentionOps>(
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     key_ok: FloatTensor<B>,
-    keep: FloatTensor<B>,
+    seed: IntTensor<B>,
     lse: FloatTensor<B>,
     delta: FloatTensor<B>,
     grad: FloatTensor<B>,
-    dropout: f32,
+    dropout: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let Sizes {
         rows,
@@ -171,7 +199,7 @@ pub(super) fn backward<B: LocalAttentionOps>(
         FloatDType::F32,
     );
     let (dq, dk, dv) = B::local_attention_global_backward(
-        q, grad, k, v, key_ok, keep, lse, delta, no_band, dropout,
+        q, grad, k, v, key_ok, seed, lse, delta, no_band, dropout, chunks,
     );
     let dq = if chunks == 1 {
         dq

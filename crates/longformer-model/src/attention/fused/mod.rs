@@ -13,8 +13,10 @@
 //! [`LocalAttentionKernel`] says where it runs: by default on every backend (CubeCL kernels on
 //! GPUs, blocked `gemm` products on flex and ndarray) in f32 when no attention probabilities
 //! are requested; otherwise the band path of [`super::local`] runs.
-//! Attention dropout happens inside the op (band probabilities by a hash of the site's
-//! [`DropoutSeed`] and their position, global ones by a `[m, g]` mask from the same seed).
+//! Attention dropout happens inside the op, with no mask tensor: band probabilities by a hash
+//! of the site's [`DropoutSeed`] and their position, global ones by the elements of
+//! [`keep_scale`](crate::dropout::keep_scale)'s mask for another seed of the site, each hashed
+//! where it is used (so the backward pass keeps no mask either).
 
 mod autodiff;
 #[cfg(any(feature = "flex", feature = "ndarray"))]
@@ -35,10 +37,10 @@ pub mod ops;
 mod tune;
 
 use burn::backend::Dispatch;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::dropout::{DropoutSeed, keep_scale};
+use crate::dropout::DropoutSeed;
 
 pub use ops::LocalAttentionOps;
 
@@ -116,26 +118,12 @@ pub fn fused_local_attention(
     dropout: f64,
     seed: DropoutSeed,
 ) -> Tensor<4> {
-    let [rows, heads, m, d] = q.dims();
+    let [rows, heads, _, d] = q.dims();
     let device = q.device();
     let (global_k, global_v) = global.unwrap_or_else(|| {
         let none = Tensor::<4>::zeros([rows, heads, 1, d], &device);
         (none.clone(), none)
     });
-    let g = global_k.dims()[2];
-    let (global_keep, seed) = if dropout > 0.0 {
-        let keep = 1.0 - dropout;
-        (
-            keep_scale([rows, heads, m, g], keep, seed.child(0), &device),
-            seed.child(1).key_tensor(&device),
-        )
-    } else {
-        // Not read without dropout.
-        (
-            global_ok.clone().reshape([rows, 1, 1, g]),
-            Tensor::zeros([1], &device),
-        )
-    };
     let (context, _lse) = <Dispatch as LocalAttentionOps>::local_attention_forward(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -144,11 +132,12 @@ pub fn fused_local_attention(
         global_v.into_dispatch(),
         key_ok.into_dispatch(),
         global_ok.into_dispatch(),
-        global_keep.into_dispatch(),
-        seed.into_dispatch(),
-        dropout as f32,
+        // The band's key, then the global slots' (the seeds `keep_scale` would take).
+        seed_keys([seed.child(1), seed.child(0)], &device).into_dispatch(),
+        dropout,
         window,
         causal,
+        1,
     );
     Tensor::from_dispatch(context)
 }
@@ -198,6 +187,14 @@ pub fn fused_global_rows(
     fused_global_rows_in_chunks(q, keys, values, key_ok, dropout, seed, chunk)
 }
 
+/// The keys of `seeds` as a `[2]` tensor: the fused op's `seed`.
+fn seed_keys(seeds: [DropoutSeed; 2], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(
+        TensorData::new(seeds.map(|s| s.key()).to_vec(), [2]),
+        device,
+    )
+}
+
 /// [`fused_global_rows`] with `chunk` keys per chunk; unless `chunk` divides `n`, the keys
 /// are padded (with keys no row sees) to a multiple of it.
 pub(crate) fn fused_global_rows_in_chunks(
@@ -209,7 +206,7 @@ pub(crate) fn fused_global_rows_in_chunks(
     seed: DropoutSeed,
     chunk: usize,
 ) -> Tensor<4> {
-    let [rows, heads, g, d] = q.dims();
+    let [rows, heads, _, d] = q.dims();
     let n = keys.dims()[1];
     assert!(chunk > 0, "chunks of no keys");
     let chunks = n.div_ceil(chunk);
@@ -229,23 +226,14 @@ pub(crate) fn fused_global_rows_in_chunks(
     let key_ok = key_ok.pad([(0, padded - n)], 0.0);
     // Chunk `s` of row `r` is row `r · chunks + s`: free reshapes of the projections.
     let split = |x: Tensor<3>| x.reshape([rows * chunks, chunk, heads, d]).swap_dims(1, 2);
-    let keep = if dropout > 0.0 {
-        let keep = keep_scale([rows, heads, g, n], 1.0 - dropout, seed, &device);
-        keep.pad([(0, padded - n)], 0.0)
-            .reshape([rows, heads, g, chunks, chunk])
-            .permute([0, 3, 1, 2, 4])
-            .reshape([rows * chunks, heads, g, chunk])
-    } else {
-        // Not read without dropout.
-        key_ok.clone().reshape([rows * chunks, 1, 1, chunk])
-    };
     let (context, _lse) = <Dispatch as LocalAttentionOps>::global_rows_forward(
         q.into_dispatch(),
         split(keys).into_dispatch(),
         split(values).into_dispatch(),
         key_ok.reshape([rows * chunks, chunk]).into_dispatch(),
-        keep.into_dispatch(),
-        dropout as f32,
+        // No band; the probabilities' mask is `keep_scale`'s for `seed`.
+        seed_keys([seed, seed], &device).into_dispatch(),
+        dropout,
     );
     Tensor::from_dispatch(context)
 }

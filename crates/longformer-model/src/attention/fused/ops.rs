@@ -20,6 +20,8 @@ use burn::backend::{
 };
 use burn::tensor::Shape;
 
+use crate::dropout::DropoutMaskOps;
+
 /// Local (band + global keys) attention in one pass, never writing the score tensor.
 ///
 /// Implemented by the CubeCL backend (wgpu, vulkan) with its own kernels, by the CPU backends
@@ -30,6 +32,15 @@ use burn::tensor::Shape;
 /// token-major (so that merging the heads is a view). Axes: `rows` (batch rows, or
 /// sub-sequences under dilation), `heads`, `m` (sequence length), `g` (global slots, at least
 /// 1: an all-empty slot stands for none), `d` (head size).
+///
+/// The global slots' dropout mask is never a tensor: each implementation computes the factor of
+/// slot `s` for query `i` of row `r`, head `h` as element `(((r / slot_chunks) · heads + h) · m
+/// + i, (r % slot_chunks) · g + s)` of [`keep_scale`](crate::dropout::keep_scale)'s
+/// `[rows / slot_chunks · heads · m, slot_chunks · g]` mask for the key `seed[1]` (with one
+/// chunk: the `[rows, heads, m, g]` mask of the slots; the global rows' op splits every key of
+/// a row into `slot_chunks` runs of slots, and this is the `[.., g · chunks]` mask of all of
+/// them). So the backward pass computes it again, and Burn ops with that mask drop the same
+/// probabilities.
 #[backend_extension(
     Cube: cfg(any(feature = "wgpu", feature = "vulkan")),
     Flex: cfg(feature = "flex"),
@@ -37,7 +48,7 @@ use burn::tensor::Shape;
     Autodiff,
     Fusion: cfg(feature = "fusion"),
 )]
-pub trait LocalAttentionOps: Backend {
+pub trait LocalAttentionOps: Backend + DropoutMaskOps {
     /// Context and row log-sum-exp of every query over its window and the global keys.
     ///
     /// Query `i` sees band key `j` when `i - window <= j <= i + window` (`j <= i` as well when
@@ -46,15 +57,15 @@ pub trait LocalAttentionOps: Backend {
     ///
     /// With `dropout > 0`, each probability is dropped with that probability (kept ones scaled
     /// by `1 / (1 - dropout)`) before the values are weighted: band probabilities by a hash of
-    /// `seed[0]` and their position (the backward pass recomputes it), global ones by
-    /// `global_keep` (`0` or `1 / (1 - dropout)`). The log-sum-exp is that of the probabilities
-    /// before dropout. With `dropout == 0`, `global_keep` and `seed` are not read.
+    /// `seed[0]` and their position (the backward pass recomputes it), global ones as the
+    /// trait's documentation says (key `seed[1]`, `slot_chunks` runs of slots per batch row).
+    /// The log-sum-exp is that of the probabilities before dropout. With `dropout == 0`, `seed`
+    /// is not read.
     ///
     /// # Shapes
     /// - q (already scaled), k, v: `[rows, heads, m, d]`
     /// - global_k, global_v: `[rows, heads, g, d]`
-    /// - key_ok: `[rows, m]`, global_ok: `[rows, g]` (1.0 or 0.0)
-    /// - global_keep: `[rows, heads, m, g]`; seed: `[1]`
+    /// - key_ok: `[rows, m]`, global_ok: `[rows, g]` (1.0 or 0.0); seed: `[2]`
     /// - output: context `[rows, heads, m, d]`, log-sum-exp `[rows, heads, m]`
     #[allow(clippy::too_many_arguments)]
     #[fusion(meta = fusion_outputs::forward)]
@@ -66,11 +77,11 @@ pub trait LocalAttentionOps: Backend {
         global_v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
-        global_keep: FloatTensor<Self>,
         seed: IntTensor<Self>,
-        dropout: f32,
+        dropout: f64,
         window: usize,
         causal: bool,
+        slot_chunks: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients of the band part of [`local_attention_forward`](Self::local_attention_forward)
@@ -104,17 +115,18 @@ pub trait LocalAttentionOps: Backend {
     /// [`local_attention_forward`](Self::local_attention_forward): `dq` (the band's, `dq_band`,
     /// plus the slots' share), and the gradients of `global_k` and `global_v`. Every query sees
     /// every filled slot with probability `p = exp(q·kg - lse)`; with `dp = (grad · vg) · keep`
-    /// (`keep` from `global_keep`, 1 without dropout) and `ds = p · (dp - delta)`:
-    /// `dq = dq_band + ds · kg`, `dkg = dsᵀ · q`, `dvg = (p · keep)ᵀ · grad`.
+    /// (`keep` the slots' dropout factors from `seed[1]` and `slot_chunks` as in the forward
+    /// pass, 1 without dropout) and `ds = p · (dp - delta)`: `dq = dq_band + ds · kg`,
+    /// `dkg = dsᵀ · q`, `dvg = (p · keep)ᵀ · grad`.
     ///
-    /// The default body is Burn ops on `[m, g]` products (the CPU backends use it); the CubeCL
-    /// backend has two kernels, where the products' operands (token-major head views) would be
-    /// copied before each product.
+    /// The default body is Burn ops on `[m, g]` products, with the mask from
+    /// [`DropoutMaskOps::dropout_keep_scale`] (the CPU backends use it); the CubeCL backend has
+    /// two kernels, where the products' operands (token-major head views) would be copied before
+    /// each product.
     ///
     /// # Shapes
     /// - q, grad, dq_band: `[rows, heads, m, d]`
-    /// - global_k, global_v: `[rows, heads, g, d]`; global_ok: `[rows, g]`
-    /// - global_keep: `[rows, heads, m, g]` (read only with `dropout > 0`)
+    /// - global_k, global_v: `[rows, heads, g, d]`; global_ok: `[rows, g]`; seed: `[2]`
     /// - lse, delta: `[rows, heads, m]`
     /// - output: `(dq [rows, heads, m, d], dkg [rows, heads, g, d], dvg [rows, heads, g, d])`
     #[allow(clippy::too_many_arguments)]
@@ -125,11 +137,12 @@ pub trait LocalAttentionOps: Backend {
         global_k: FloatTensor<Self>,
         global_v: FloatTensor<Self>,
         global_ok: FloatTensor<Self>,
-        global_keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         dq_band: FloatTensor<Self>,
-        dropout: f32,
+        dropout: f64,
+        slot_chunks: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let [rows, heads, m, _] = q.shape().dims::<4>();
         let g = global_k.shape().dims::<4>()[2];
@@ -146,15 +159,17 @@ pub trait LocalAttentionOps: Backend {
         );
         // Dropout: the context weighs the values by probs · keep, so keep scales both the
         // values' gradient and the probabilities' gradient.
-        let kept = if dropout > 0.0 {
-            Self::float_mul(probs.clone(), global_keep.clone())
-        } else {
-            probs.clone()
+        let keep = (dropout > 0.0).then(|| {
+            super::global_rows::slot_keep::<Self>(seed, [rows, heads, m, g], dropout, slot_chunks)
+        });
+        let kept = match &keep {
+            Some(keep) => Self::float_mul(probs.clone(), keep.clone()),
+            None => probs.clone(),
         };
         let d_global_v = Self::float_matmul(Self::float_swap_dims(kept, 2, 3), grad.clone());
         let mut dp = Self::float_matmul(grad, Self::float_swap_dims(global_v, 2, 3));
-        if dropout > 0.0 {
-            dp = Self::float_mul(dp, global_keep);
+        if let Some(keep) = keep {
+            dp = Self::float_mul(dp, keep);
         }
         let ds = Self::float_mul(probs, Self::float_sub(dp, delta));
         let d_global_k = Self::float_matmul(Self::float_swap_dims(ds.clone(), 2, 3), q);
@@ -167,8 +182,9 @@ pub trait LocalAttentionOps: Backend {
     /// chunks` key rows, the chunks of row `r` being `r · chunks ..`). Key `j` of a chunk is
     /// seen when `key_ok > 0.5`; a query that sees no key gets a zero context and a log-sum-exp
     /// of 0. Dropout as the global slots' of
-    /// [`local_attention_forward`](Self::local_attention_forward): probabilities times `keep`
-    /// (`0` or `1 / (1 - dropout)`), read only with `dropout > 0`.
+    /// [`local_attention_forward`](Self::local_attention_forward) with `slot_chunks = chunks`:
+    /// the factors of [`keep_scale`](crate::dropout::keep_scale)'s `[rows, heads, g, chunks ·
+    /// c]` mask for the key `seed[1]` (`seed[0]` is not read).
     ///
     /// The default body (every backend's) is
     /// [`local_attention_forward`](Self::local_attention_forward) with the queries as its rows,
@@ -180,8 +196,7 @@ pub trait LocalAttentionOps: Backend {
     ///
     /// # Shapes
     /// - q (already scaled): `[rows, heads, g, d]`
-    /// - k, v: `[rows · chunks, heads, c, d]`; key_ok: `[rows · chunks, c]`
-    /// - keep: `[rows · chunks, heads, g, c]`
+    /// - k, v: `[rows · chunks, heads, c, d]`; key_ok: `[rows · chunks, c]`; seed: `[2]`
     /// - output: context `[rows, heads, g, d]`, log-sum-exp `[rows, heads, g]`
     #[allow(clippy::too_many_arguments)]
     #[fusion(default)]
@@ -190,10 +205,10 @@ pub trait LocalAttentionOps: Backend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
-        keep: FloatTensor<Self>,
-        dropout: f32,
+        seed: IntTensor<Self>,
+        dropout: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        super::global_rows::forward::<Self>(q, k, v, key_ok, keep, dropout)
+        super::global_rows::forward::<Self>(q, k, v, key_ok, seed, dropout)
     }
 
     /// Gradients of [`global_rows_forward`](Self::global_rows_forward) with respect to `q`, `k`
@@ -213,13 +228,13 @@ pub trait LocalAttentionOps: Backend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         key_ok: FloatTensor<Self>,
-        keep: FloatTensor<Self>,
+        seed: IntTensor<Self>,
         lse: FloatTensor<Self>,
         delta: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        dropout: f32,
+        dropout: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        super::global_rows::backward::<Self>(q, k, v, key_ok, keep, lse, delta, grad, dropout)
+        super::global_rows::backward::<Self>(q, k, v, key_ok, seed, lse, delta, grad, dropout)
     }
 }
 
@@ -239,11 +254,11 @@ mod fusion_outputs {
         _global_v: &TensorSpec,
         _key_ok: &TensorSpec,
         _global_ok: &TensorSpec,
-        _global_keep: &TensorSpec,
         _seed: &TensorSpec,
-        _dropout: &f32,
+        _dropout: &f64,
         _window: &usize,
         _causal: &bool,
+        _slot_chunks: &usize,
     ) -> (TensorSpec, TensorSpec) {
         let [rows, heads, m, _] = q.shape.dims::<4>();
         (q.clone(), TensorSpec::new([rows, heads, m].into(), q.dtype))
@@ -275,11 +290,12 @@ mod fusion_outputs {
         global_k: &TensorSpec,
         global_v: &TensorSpec,
         _global_ok: &TensorSpec,
-        _global_keep: &TensorSpec,
+        _seed: &TensorSpec,
         _lse: &TensorSpec,
         _delta: &TensorSpec,
         _dq_band: &TensorSpec,
-        _dropout: &f32,
+        _dropout: &f64,
+        _slot_chunks: &usize,
     ) -> (TensorSpec, TensorSpec, TensorSpec) {
         (q.clone(), global_k.clone(), global_v.clone())
     }

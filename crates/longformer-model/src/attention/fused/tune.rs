@@ -56,6 +56,7 @@ impl BandKernelKey {
             window,
             causal,
             dropout,
+            ..
         } = band;
         let shared_limit = LaunchShape::shared_limit(head_and_shared(q).1);
         Self::new(
@@ -226,8 +227,9 @@ mod tests {
             window: 40,
             causal: false,
             dropout: 0.1,
+            slot_chunks: 1,
         };
-        let seed = CubeBackend::int_from_data(TensorData::new(vec![12345i32], [1]), device);
+        let seed = CubeBackend::int_from_data(TensorData::new(vec![12345i32, 678], [2]), device);
         let forward = ForwardLaunch {
             q: float(device, &qkv, 1),
             k: float(device, &qkv, 2),
@@ -236,7 +238,6 @@ mod tests {
             global_v: float(device, &[rows, heads, g, d], 5),
             key_ok: flags(device, &[rows, m], 6),
             global_ok: flags(device, &[rows, g], 7),
-            global_keep: flags(device, &[rows, heads, m, g], 8),
             seed: seed.clone(),
             band,
             out: zeros(device, &qkv),
@@ -347,18 +348,18 @@ mod tests {
         let Some(device) = cube_device() else { return };
         let ([rows, heads, m, d], g) = ([9_363, 7, 20, 4], 2);
         // The inputs in `ForwardLaunch`/`BackwardLaunch` order (q, k, v, global k and v, key_ok,
-        // global_ok, global_keep, lse, delta, grad), each of a kind of shape, whose values per
-        // row are `per_row[kind]`; host values of the whole problem, rows first.
-        let kinds = [0, 0, 0, 1, 1, 2, 3, 4, 5, 5, 0];
-        let per_row = [heads * m * d, heads * g * d, m, g, heads * m * g, heads * m];
+        // global_ok, lse, delta, grad), each of a kind of shape, whose values per row are
+        // `per_row[kind]`; host values of the whole problem, rows first.
+        let kinds = [0, 0, 0, 1, 1, 2, 3, 4, 4, 0];
+        let per_row = [heads * m * d, heads * g * d, m, g, heads * m];
         let inputs: Vec<Vec<f32>> = kinds
             .iter()
             .enumerate()
             .map(|(salt, &kind)| {
                 let values = values(rows * per_row[kind], salt as u64 + 1);
                 match salt {
-                    // key_ok, global_ok, global_keep: flags.
-                    5..=7 => values
+                    // key_ok, global_ok: flags.
+                    5..=6 => values
                         .iter()
                         .map(|&x| f32::from(u8::from(x >= -0.6)))
                         .collect(),
@@ -372,7 +373,6 @@ mod tests {
                 vec![count, heads, g, d],
                 vec![count, m],
                 vec![count, g],
-                vec![count, heads, m, g],
                 vec![count, heads, m],
             ];
             let t = |i: usize| {
@@ -385,8 +385,9 @@ mod tests {
                 window: 3,
                 causal: false,
                 dropout: 0.0,
+                slot_chunks: 1,
             };
-            let seed = CubeBackend::int_from_data(TensorData::new(vec![777i32], [1]), &device);
+            let seed = CubeBackend::int_from_data(TensorData::new(vec![777i32, 888], [2]), &device);
             let empty = |kind: usize| {
                 let n = shapes[kind].iter().product();
                 write::<CubeBackend>(vec![0.0; n], shapes[kind].clone(), &device)
@@ -399,20 +400,19 @@ mod tests {
                 global_v: t(4),
                 key_ok: t(5),
                 global_ok: t(6),
-                global_keep: t(7),
                 seed: seed.clone(),
                 band,
                 out: empty(0),
-                lse: empty(5),
+                lse: empty(4),
             };
             let backward = BackwardLaunch {
                 q: forward.q.clone(),
                 k: forward.k.clone(),
                 v: forward.v.clone(),
                 key_ok: forward.key_ok.clone(),
-                lse: t(8),
-                delta: t(9),
-                grad: t(10),
+                lse: t(7),
+                delta: t(8),
+                grad: t(9),
                 seed,
                 band,
                 dq: empty(0),
@@ -498,11 +498,11 @@ mod tests {
             layout(&f.global_v),
             f.key_ok,
             f.global_ok,
-            f.global_keep,
             f.seed,
             f.band.dropout,
             f.band.window,
             f.band.causal,
+            f.band.slot_chunks,
         );
         let (dq, dk, dv) = CubeBackend::local_attention_band_backward(
             q,
@@ -513,7 +513,7 @@ mod tests {
             b.delta,
             layout(&b.grad),
             b.seed,
-            b.band.dropout,
+            b.band.dropout as f32,
             b.band.window,
             b.band.causal,
         );

@@ -5,6 +5,7 @@ use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
 use crate::cube_common::lane_sum;
+use crate::dropout::cube::keep_factor;
 
 /// The band's scalars, the same for every cube of a launch.
 #[derive(CubeLaunch, CubeType)]
@@ -22,6 +23,13 @@ pub struct BandArgs {
     pub right: u32,
     /// Attention dropout probability of the band's probabilities (0: none).
     pub prob: f32,
+    /// The global slots' dropout: a kept probability's hash is under this...
+    pub slot_threshold: u32,
+    /// ... and its factor is this (see [`slot_keep`]).
+    pub slot_scale: f32,
+    /// Runs of global slots per batch row: pair `rh`'s row `rh / n_heads` is run
+    /// `row % slot_chunks` of batch row `row / slot_chunks` (1 for the local attention).
+    pub slot_chunks: u32,
 }
 
 /// Where a unit works: cube `(x, y, z)` owns rows `x·block ..` of `(row, head)` pair
@@ -118,6 +126,31 @@ pub fn band_keep<F: Float>(seed: u32, rh: usize, i: usize, j: usize, prob: F) ->
         keep = F::new(1.0) / (F::new(1.0) - prob);
     }
     keep
+}
+
+/// The dropout factor of global slot `slot` (of `g` per row) for query `i` of `at`'s pair:
+/// element `(((row / chunks) · heads + head) · m + i, (row % chunks) · g + slot)` of
+/// [`crate::dropout::keep_scale`]'s mask for the key `key` (see
+/// [`super::super::LocalAttentionOps`]).
+#[cube]
+pub fn slot_keep<F: Float>(
+    band: &BandArgs,
+    at: &Place,
+    key: u32,
+    i: usize,
+    slot: usize,
+    g: usize,
+) -> F {
+    let chunks = band.slot_chunks as usize;
+    let row = ((at.row / chunks) * band.n_heads as usize + at.head) * at.m + i;
+    let col = (at.row % chunks) * g + slot;
+    F::cast_from(keep_factor(
+        key,
+        row as u32,
+        col as u32,
+        band.slot_threshold,
+        band.slot_scale,
+    ))
 }
 
 /// Copies `len` consecutive elements of `src`, from `offset` on, into `dst[0..len]`: unit `u` of

@@ -5,7 +5,7 @@ use cubecl::prelude::*;
 
 use super::common::{
     BandArgs, band_keep, head_rows, head_rows_out, in_window, load_row, place, row_axpy, row_dot,
-    stage, stage_rows, store_row,
+    slot_keep, stage, stage_rows, store_row,
 };
 
 /// Starting maximum of the online softmax: below every real score, finite (WGSL has no `-inf`
@@ -29,7 +29,6 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
     global_v: &Tensor<Vector<F, N>>,
     key_ok: &Tensor<F>,
     global_ok: &Tensor<F>,
-    global_keep: &Tensor<F>,
     seed: &Tensor<I>,
     out: &mut Tensor<Vector<F, N>>,
     lse: &mut Tensor<F>,
@@ -45,7 +44,11 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
     let (m, i) = (at.m, at.own);
     let g = n_global as usize;
     let prob = F::cast_from(band.prob);
-    let seed = u32::cast_from(seed[0]);
+    let band_seed = u32::cast_from(seed[0]);
+    let mut slot_seed = 0u32;
+    if comptime!(dropout) {
+        slot_seed = u32::cast_from(seed[1]);
+    }
     let live = i < m;
 
     let (q_rows, k_rows, v_rows) = (head_rows(q, &at), head_rows(k, &at), head_rows(v, &at));
@@ -83,7 +86,7 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
             if live && ok[u] > F::new(0.5) {
                 let mut keep = F::new(1.0);
                 if comptime!(dropout) {
-                    keep = global_keep[(at.rows + i) * g + start + u];
+                    keep = slot_keep::<F>(band, &at, slot_seed, i, start + u, g);
                 }
                 online_softmax_key::<F, N>(
                     &query, &keys, &values, u, keep, &mut acc, &mut stats, rv,
@@ -118,7 +121,7 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
             if live && in_window(&at, i, j) && ok[u] > F::new(0.5) {
                 let mut keep = F::new(1.0);
                 if comptime!(dropout) {
-                    keep = band_keep::<F>(seed, at.rh, i, j, prob);
+                    keep = band_keep::<F>(band_seed, at.rh, i, j, prob);
                 }
                 online_softmax_key::<F, N>(
                     &query, &keys, &values, u, keep, &mut acc, &mut stats, rv,

@@ -1,20 +1,21 @@
 //! The global slots' share of the backward pass: every query sees every filled slot, with
 //! probability `p = exp(min(q·kg - lse, 0))` (0 on empty slots) and dropout factor `keep`
-//! (`global_keep`, `[rows, heads, m, g]`, read only with dropout). With `dp = (grad · vg) · keep`
+//! (hashed from `seed[1]` as the forward pass did, only with dropout). With
+//! `dp = (grad · vg) · keep`
 //! and `ds = p · (dp - delta)`:
 //! - `dq += Σ_slots ds · kg` (query side, one unit per query);
 //! - `dkg = Σ_queries ds · q`, `dvg = Σ_queries p · keep · grad` (slot side, one unit per slot,
 //!   the queries split into chunks whose sums the host adds up in one reduction).
 //!
 //! The head tensors may have any strides the host accepts (see [`super::common::HeadRows`]);
-//! `global_ok`, `global_keep`, `lse`, `delta` and the slot side's outputs are contiguous.
+//! `global_ok`, `seed`, `lse`, `delta` and the slot side's outputs are contiguous.
 
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
 use super::common::{
-    BandArgs, Place, head_rows, head_rows_out, load_row, place, row_axpy, row_dot, stage,
-    stage_rows, store_row,
+    BandArgs, Place, head_rows, head_rows_out, load_row, place, row_axpy, row_dot, slot_keep,
+    stage, stage_rows, store_row,
 };
 
 /// `exp(min(score - lse, 0))`: the clamp keeps an empty or masked slot's score from
@@ -34,13 +35,13 @@ fn slot_prob<F: Float>(score: F, lse: F) -> F {
 /// are staged `tile` at a time.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_global_dq_kernel<F: Float, N: Size>(
+pub fn local_attention_global_dq_kernel<F: Float, N: Size, I: Numeric>(
     q: &Tensor<Vector<F, N>>,
     grad: &Tensor<Vector<F, N>>,
     global_k: &Tensor<Vector<F, N>>,
     global_v: &Tensor<Vector<F, N>>,
     global_ok: &Tensor<F>,
-    global_keep: &Tensor<F>,
+    seed: &Tensor<I>,
     lse: &Tensor<F>,
     delta: &Tensor<F>,
     dq_band: &Tensor<Vector<F, N>>,
@@ -51,12 +52,16 @@ pub fn local_attention_global_dq_kernel<F: Float, N: Size>(
     #[comptime] block: usize,
     #[comptime] tile: usize,
     #[comptime] dropout: bool,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let at = place(band, block, false);
     let (m, i) = (at.m, at.own);
     let g = n_global as usize;
     let live = i < m;
+    let mut slot_seed = 0u32;
+    if comptime!(dropout) {
+        slot_seed = u32::cast_from(seed[1]);
+    }
 
     let query = load_row::<F, N>(q, &head_rows(q, &at), i, live, rv);
     let dout = load_row::<F, N>(grad, &head_rows(grad, &at), i, live, rv);
@@ -95,7 +100,7 @@ pub fn local_attention_global_dq_kernel<F: Float, N: Size>(
                 let p = slot_prob::<F>(row_dot::<F, N>(&query, &keys, u * rv, rv), lse_i);
                 let mut dp = row_dot::<F, N>(&dout, &values, u * rv, rv);
                 if comptime!(dropout) {
-                    dp *= global_keep[(at.rows + i) * g + start + u];
+                    dp *= slot_keep::<F>(band, &at, slot_seed, i, start + u, g);
                 }
                 row_axpy::<F, N>(&mut acc, p * (dp - delta_i), &keys, u * rv, rv);
             }
@@ -119,13 +124,13 @@ pub fn local_attention_global_dq_kernel<F: Float, N: Size>(
 /// `(row, head)` pair `z · CUBE_COUNT_Y + y`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn local_attention_global_slots_kernel<F: Float, N: Size>(
+pub fn local_attention_global_slots_kernel<F: Float, N: Size, I: Numeric>(
     q: &Tensor<Vector<F, N>>,
     grad: &Tensor<Vector<F, N>>,
     global_k: &Tensor<Vector<F, N>>,
     global_v: &Tensor<Vector<F, N>>,
     global_ok: &Tensor<F>,
-    global_keep: &Tensor<F>,
+    seed: &Tensor<I>,
     lse: &Tensor<F>,
     delta: &Tensor<F>,
     parts: &mut Tensor<Vector<F, N>>,
@@ -136,7 +141,7 @@ pub fn local_attention_global_slots_kernel<F: Float, N: Size>(
     #[comptime] block: usize,
     #[comptime] tile: usize,
     #[comptime] dropout: bool,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let pairs = band.pairs as usize;
     let rh = (CUBE_POS_Z * CUBE_COUNT_Y + CUBE_POS_Y) as usize;
@@ -178,6 +183,10 @@ pub fn local_attention_global_slots_kernel<F: Float, N: Size>(
     }
     let q_rows = head_rows(q, &at);
     let grad_rows = head_rows(grad, &at);
+    let mut slot_seed = 0u32;
+    if comptime!(dropout) {
+        slot_seed = u32::cast_from(seed[1]);
+    }
 
     let mut queries = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
     let mut grads = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
@@ -208,7 +217,7 @@ pub fn local_attention_global_slots_kernel<F: Float, N: Size>(
                 let p = slot_prob::<F>(row_dot::<F, N>(&slot_k, &queries, u * rv, rv), lses[u]);
                 let mut keep = F::new(1.0);
                 if comptime!(dropout) {
-                    keep = global_keep[(at.rows + start + u) * g + j];
+                    keep = slot_keep::<F>(band, &at, slot_seed, start + u, j, g);
                 }
                 let dp = row_dot::<F, N>(&slot_v, &grads, u * rv, rv) * keep;
                 row_axpy::<F, N>(&mut acc_k, p * (dp - deltas[u]), &queries, u * rv, rv);
