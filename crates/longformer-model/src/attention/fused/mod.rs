@@ -166,9 +166,9 @@ pub(crate) fn global_key_chunk(n: usize, gpu: bool) -> usize {
 /// The global rows' attention over every key of their batch row, in one fused pass
 /// ([`LocalAttentionOps::global_rows_forward`]): no `[g, n]` score or probability tensor is
 /// kept. `dropout` is the probability of dropping an attention probability (0 outside
-/// training), with the mask [`keep_scale`] gives `[rows, heads, g, n]` for `seed` (Burn ops
-/// with [`crate::dropout::seeded_dropout`] drop the same probabilities). On GPUs the keys are
-/// split into chunks of up to 256 (see [`global_key_chunk`]).
+/// training), with the mask [`keep_scale`](crate::dropout::keep_scale) gives
+/// `[rows, heads, g, n]` for `seed` (Burn ops with [`crate::dropout::seeded_dropout`] drop the
+/// same probabilities). On GPUs the keys are split into chunks of up to 256.
 ///
 /// # Shapes
 /// - q (already scaled): `[rows, heads, g, d]`

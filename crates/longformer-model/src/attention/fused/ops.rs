@@ -34,13 +34,14 @@ use crate::dropout::DropoutMaskOps;
 /// 1: an all-empty slot stands for none), `d` (head size).
 ///
 /// The global slots' dropout mask is never a tensor: each implementation computes the factor of
-/// slot `s` for query `i` of row `r`, head `h` as element `(((r / slot_chunks) · heads + h) · m
-/// + i, (r % slot_chunks) · g + s)` of [`keep_scale`](crate::dropout::keep_scale)'s
-/// `[rows / slot_chunks · heads · m, slot_chunks · g]` mask for the key `seed[1]` (with one
-/// chunk: the `[rows, heads, m, g]` mask of the slots; the global rows' op splits every key of
-/// a row into `slot_chunks` runs of slots, and this is the `[.., g · chunks]` mask of all of
-/// them). So the backward pass computes it again, and Burn ops with that mask drop the same
-/// probabilities.
+/// slot `s` for query `i` of row `r`, head `h` where it uses it, as one element of
+/// [`keep_scale`](crate::dropout::keep_scale)'s mask for the key `seed[1]`, a mask of
+/// `rows / slot_chunks · heads · m` rows and `slot_chunks · g` columns: row
+/// `((r / slot_chunks) · heads + h) · m + i`, column `(r % slot_chunks) · g + s`. With one run
+/// of slots per row that is the `[rows, heads, m, g]` mask of the slots; the global rows' op
+/// splits every key of a batch row into `slot_chunks` runs of slots, and it is then the mask
+/// of all of them. So the backward pass computes it again, and Burn ops with that mask drop
+/// the same probabilities.
 #[backend_extension(
     Cube: cfg(any(feature = "wgpu", feature = "vulkan")),
     Flex: cfg(feature = "flex"),
