@@ -61,7 +61,11 @@ if [ $rc -ne 0 ]; then echo "VULKAN FAILED: falling back to wgpu"; tail -20 $LOG
 # backward, the embeddings' row sums, LayerNorm): a small model at base head width (64).
 ours v-gradcheck --backend $BK --dropout 0.1 --gradient-check --layers 2 --hidden 256 --heads 4 \
   --vocab 1000 --window 128 --global 16 --seq 1024,2048
-grep 'gradients on\|differs from' $LOG | tail -3
+# ... and with 64 global tokens, whose rows take the fused op in chunks of 256 keys (v1.17)
+# where 16 take the folded Burn ops.
+ours v-gradcheck-g64 --backend $BK --dropout 0.1 --gradient-check --layers 2 --hidden 256 \
+  --heads 4 --vocab 1000 --window 128 --global 64 --seq 1024
+grep 'gradients on\|differs from' $LOG | tail -4
 # Our three kernels' own device times (the host-timed core numbers of v1 were not credible).
 prof core $B --part attention --mode train --seq 4096,16384 --repeats 1
 # The targets: the f32 training step, then half precision (the attention core stays f32). On

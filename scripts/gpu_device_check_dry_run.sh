@@ -21,6 +21,7 @@ shape='--layers 1 --hidden 64 --heads 2 --vocab 1000 --window 32 --global 4'
 sed -e 's/^for f in .gl.*ldconfig$/: the loader setup is skipped in the dry run/' \
     -e 's/^export VK_DRIVER_FILES=.*$/: no NVIDIA loaders in the dry run/' \
     -e 's/4096,16384/128,256/g' -e 's/--seq 4096 /--seq 128 /g' -e 's/--seq 1024,2048/--seq 128,256/' \
+    -e 's/--seq 1024$/--seq 256/' \
     -e "s/B=\"--backend \$BK --dropout 0\"/B=\"--backend \$BK --dropout 0 $shape\"/g" \
     "$repo/scripts/gpu_device_check.sh" > "$dry/check.sh"
 cd "$dry"
