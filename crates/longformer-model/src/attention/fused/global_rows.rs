@@ -7,7 +7,6 @@ use burn::backend::{Backend, TensorMetadata};
 use burn::tensor::{FloatDType, Shape};
 
 use super::ops::LocalAttentionOps;
-use crate::dropout::keep_threshold_and_scale;
 
 /// The log-sum-exp given to a chunk that sees no key: its share of the softmax is then
 /// `exp(-1e30 - lse) = 0` next to any chunk that sees one.
@@ -63,38 +62,6 @@ fn per_chunk<B: Backend>(x: FloatTensor<B>, chunks: usize) -> FloatTensor<B> {
     let mut flat = shape;
     flat[0] *= chunks;
     B::float_reshape(B::float_expand(B::float_reshape(x, one), wide), flat)
-}
-
-/// The global slots' dropout factors `[rows, heads, m, g]` for dropout probability `dropout`
-/// and `chunks` runs of slots per batch row (see [`LocalAttentionOps`]): [`keep_scale`]'s
-/// `[rows / chunks · heads · m, chunks · g]` mask for the key `seed[1]`, each row's chunks
-/// moved to rows of their own.
-///
-/// [`keep_scale`]: crate::dropout::keep_scale
-pub(super) fn slot_keep<B: LocalAttentionOps>(
-    seed: IntTensor<B>,
-    [rows, heads, m, g]: [usize; 4],
-    dropout: f64,
-    chunks: usize,
-) -> FloatTensor<B> {
-    let key = B::int_slice(seed, &[(1..2).into()]);
-    let (threshold, scale) = keep_threshold_and_scale(dropout);
-    let batch = rows / chunks;
-    let mask = B::dropout_keep_scale(
-        key,
-        batch * heads * m,
-        chunks * g,
-        threshold as usize,
-        scale,
-    );
-    if chunks == 1 {
-        return B::float_reshape(mask, Shape::new([rows, heads, m, g]));
-    }
-    let mask = B::float_reshape(mask, Shape::new([batch, heads, m, chunks, g]));
-    B::float_reshape(
-        B::float_permute(mask, &[0, 3, 1, 2, 4]),
-        Shape::new([rows, heads, m, g]),
-    )
 }
 
 /// See [`LocalAttentionOps::global_rows_forward`].

@@ -20,7 +20,7 @@ use burn::backend::{
 };
 use burn::tensor::Shape;
 
-use crate::dropout::DropoutMaskOps;
+use crate::dropout::{DropoutMaskOps, keep_threshold_and_scale};
 
 /// Local (band + global keys) attention in one pass, never writing the score tensor.
 ///
@@ -160,9 +160,8 @@ pub trait LocalAttentionOps: Backend + DropoutMaskOps {
         );
         // Dropout: the context weighs the values by probs · keep, so keep scales both the
         // values' gradient and the probabilities' gradient.
-        let keep = (dropout > 0.0).then(|| {
-            super::global_rows::slot_keep::<Self>(seed, [rows, heads, m, g], dropout, slot_chunks)
-        });
+        let keep = (dropout > 0.0)
+            .then(|| slot_keep::<Self>(seed, [rows, heads, m, g], dropout, slot_chunks));
         let kept = match &keep {
             Some(keep) => Self::float_mul(probs.clone(), keep.clone()),
             None => probs.clone(),
@@ -237,6 +236,38 @@ pub trait LocalAttentionOps: Backend + DropoutMaskOps {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         super::global_rows::backward::<Self>(q, k, v, key_ok, seed, lse, delta, grad, dropout)
     }
+}
+
+/// The global slots' dropout factors `[rows, heads, m, g]` for dropout probability `dropout`
+/// and `chunks` runs of slots per batch row (see [`LocalAttentionOps`]): [`keep_scale`]'s
+/// `[rows / chunks · heads · m, chunks · g]` mask for the key `seed[1]`, each row's chunks
+/// moved to rows of their own.
+///
+/// [`keep_scale`]: crate::dropout::keep_scale
+fn slot_keep<B: LocalAttentionOps>(
+    seed: IntTensor<B>,
+    [rows, heads, m, g]: [usize; 4],
+    dropout: f64,
+    chunks: usize,
+) -> FloatTensor<B> {
+    let key = B::int_slice(seed, &[(1..2).into()]);
+    let (threshold, scale) = keep_threshold_and_scale(dropout);
+    let batch = rows / chunks;
+    let mask = B::dropout_keep_scale(
+        key,
+        batch * heads * m,
+        chunks * g,
+        threshold as usize,
+        scale,
+    );
+    if chunks == 1 {
+        return B::float_reshape(mask, Shape::new([rows, heads, m, g]));
+    }
+    let mask = B::float_reshape(mask, Shape::new([batch, heads, m, chunks, g]));
+    B::float_reshape(
+        B::float_permute(mask, &[0, 3, 1, 2, 4]),
+        Shape::new([rows, heads, m, g]),
+    )
 }
 
 /// Output metadata for Burn's fusion, which registers the ops before they run.
