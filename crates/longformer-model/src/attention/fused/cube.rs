@@ -11,12 +11,12 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::kernels::{
-    BandArgsLaunch, local_attention_dkdv_kernel, local_attention_dq_kernel,
-    local_attention_forward_kernel, local_attention_global_dq_kernel,
+    BandArgsLaunch, CombineArgsLaunch, global_rows_combine_kernel, local_attention_dkdv_kernel,
+    local_attention_dq_kernel, local_attention_forward_kernel, local_attention_global_dq_kernel,
     local_attention_global_slots_kernel,
 };
 use super::ops::LocalAttentionOps;
-use crate::cube_common::{self, MAX_CUBES_PER_DIM, empty_like, vector_width};
+use crate::cube_common::{self, MAX_CUBES_PER_DIM, empty_like, linear_grid, vector_width};
 use crate::dropout::keep_threshold_and_scale;
 
 /// Rows (queries, or keys in the key-gradient kernel) per cube in the standard launch shape,
@@ -627,6 +627,50 @@ impl LocalAttentionOps for CubeBackend {
             )
         };
         (dq, slot(0), slot(1))
+    }
+
+    fn global_rows_combine(
+        context: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        seen: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let op = "global_rows_combine";
+        let [rows, chunks] = seen.meta.shape().dims::<2>();
+        let [_, heads, g, d] = dims4(&context);
+        for (name, t, dims) in [
+            ("context", &context, &[rows * chunks, heads, g, d][..]),
+            ("lse", &lse, &[rows * chunks, heads, g]),
+            ("seen", &seen, &[rows, chunks]),
+        ] {
+            expect_f32(op, name, t, dims);
+        }
+        let vector = vector_width(d);
+        let context = heads_in_place(context, vector);
+        let [lse, seen] = [lse, seen].map(into_contiguous);
+        let out = empty_token_major(&context, [rows, heads, g, d]);
+        let out_lse = empty_like(&context, Shape::new([rows, heads, g]));
+        let units = rows * heads * g;
+        if units == 0 {
+            return (out, out_lse);
+        }
+        // One unit per global query of each (row, head): two warps per cube.
+        let cube_dim = CubeDim::new_1d(BLOCK as u32);
+        let arg = |x: &CubeTensor| x.clone().into_tensor_arg();
+        global_rows_combine_kernel::launch(
+            &context.client,
+            linear_grid(units.div_ceil(BLOCK)),
+            cube_dim,
+            vector,
+            arg(&context),
+            arg(&lse),
+            arg(&seen),
+            arg(&out),
+            arg(&out_lse),
+            CombineArgsLaunch::new(units as u32, heads as u32, g as u32, chunks as u32),
+            d / vector,
+            f32::elem_type_native(),
+        );
+        (out, out_lse)
     }
 }
 

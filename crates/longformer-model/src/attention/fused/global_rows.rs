@@ -8,10 +8,6 @@ use burn::tensor::{FloatDType, Shape};
 
 use super::ops::LocalAttentionOps;
 
-/// The log-sum-exp given to a chunk that sees no key: its share of the softmax is then
-/// `exp(-1e30 - lse) = 0` next to any chunk that sees one.
-const NO_KEYS: f32 = -1.0e30;
-
 /// The sizes of one call: `rows` batch rows of `g` queries in `heads` heads of width `d`; each
 /// row's keys in `chunks` chunks of `c`.
 #[derive(Debug, Clone, Copy)]
@@ -74,12 +70,7 @@ pub(super) fn forward<B: LocalAttentionOps>(
     dropout: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let Sizes {
-        rows,
-        heads,
-        g,
-        d,
-        chunks,
-        c,
+        rows, g, chunks, c, ..
     } = Sizes::of::<B>(&q, &k);
     let device = q.device();
     let q = per_chunk::<B>(q, chunks);
@@ -102,39 +93,12 @@ pub(super) fn forward<B: LocalAttentionOps>(
     if chunks == 1 {
         return (context, lse);
     }
-
-    // Each chunk's softmax is normalized over its own keys; its share of the whole row's is
-    // `exp(lse_chunk - lse_row)`, with `lse_row = log Σ exp(lse_chunk)` over the chunks that
-    // see a key.
+    // Whether each chunk sees a key at all.
     let seen = B::float_reshape(
         B::float_max_dim(B::float_reshape(key_ok, Shape::new([rows, chunks, c])), 2),
-        Shape::new([rows, chunks, 1, 1]),
+        Shape::new([rows, chunks]),
     );
-    // `lse` where the chunk sees a key, NO_KEYS where it sees none (its lse is 0 then).
-    let lse = B::float_add(
-        B::float_reshape(lse, Shape::new([rows, chunks, heads, g])),
-        B::float_mul_scalar(
-            B::float_add_scalar(seen, (-1.0f32).into()),
-            (-NO_KEYS).into(),
-        ),
-    );
-    let top = B::float_max_dim(lse.clone(), 1);
-    let weights = B::float_exp(B::float_sub(lse, top.clone()));
-    let total = B::float_sum_dim(weights.clone(), 1);
-    let share = B::float_reshape(
-        B::float_div(weights, total.clone()),
-        Shape::new([rows, chunks, heads, g, 1]),
-    );
-    let context = B::float_reshape(context, Shape::new([rows, chunks, heads, g, d]));
-    let context = B::float_reshape(
-        B::float_sum_dim(B::float_mul(context, share), 1),
-        Shape::new([rows, heads, g, d]),
-    );
-    let lse = B::float_reshape(
-        B::float_add(top, B::float_log(total)),
-        Shape::new([rows, heads, g]),
-    );
-    (context, lse)
+    B::global_rows_combine(context, lse, seen)
 }
 
 /// See [`LocalAttentionOps::global_rows_backward`].

@@ -1,10 +1,13 @@
 //! [`super::fused_global_rows`] (the op [`LocalAttentionOps::global_rows_forward`] and its backward)
 //! on every backend against the dense softmax of Burn ops on the same device: one chunk and
-//! several, a chunk with no key, with and without dropout.
+//! several, a chunk with no key, with and without dropout; and the chunks' weighing
+//! ([`LocalAttentionOps::global_rows_combine`], a kernel on GPUs) against flex's Burn ops.
 
+use burn::backend::Dispatch;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::ops::LocalAttentionOps;
 use super::{fused_global_rows_in_chunks, global_key_chunk};
 use crate::attention::MASKED_SCORE;
 use crate::attention::global::split_heads;
@@ -112,4 +115,68 @@ fn global_key_chunks_divide_the_sequence_or_it_is_padded() {
     assert_eq!(global_key_chunk(1000, true), 250);
     assert_eq!(global_key_chunk(1018, true), 256);
     assert_eq!(global_key_chunk(4099, true), 256);
+}
+
+/// `(context, lse)` of [`LocalAttentionOps::global_rows_combine`] on `device` for 3 rows of 5
+/// chunks, 2 heads, `g` queries of width `d`, the context laid out token-major (as the forward
+/// kernel writes it): row 0 sees keys in every chunk, row 1 in chunks 1 and 3 only, row 2 in
+/// none.
+fn combined(device: &Device, [g, d]: [usize; 2]) -> [Vec<f32>; 2] {
+    let (rows, chunks, heads) = (3, 5, 2);
+    let context = Tensor::<4>::from_data(
+        TensorData::new(
+            values(rows * chunks * g * heads * d, 11),
+            [rows * chunks, g, heads, d],
+        ),
+        device,
+    )
+    .swap_dims(1, 2);
+    // Log-sum-exps up to 8 apart: shares from about 1 to about e^-8.
+    let lse = Tensor::<3>::from_data(
+        TensorData::new(
+            values(rows * chunks * heads * g, 12),
+            [rows * chunks, heads, g],
+        ),
+        device,
+    ) * 4.0;
+    let seen: Vec<f32> = (0..rows * chunks)
+        .map(|i| f32::from(u8::from(i < chunks || i == chunks + 1 || i == chunks + 3)))
+        .collect();
+    let seen = Tensor::<2>::from_data(TensorData::new(seen, [rows, chunks]), device);
+    let (context, lse) = <Dispatch as LocalAttentionOps>::global_rows_combine(
+        context.into_dispatch(),
+        lse.into_dispatch(),
+        seen.into_dispatch(),
+    );
+    [
+        Tensor::<4>::from_dispatch(context)
+            .into_data()
+            .iter::<f32>()
+            .collect(),
+        Tensor::<3>::from_dispatch(lse)
+            .into_data()
+            .iter::<f32>()
+            .collect(),
+    ]
+}
+
+/// Head widths read as vectors of 4, 2 and 1; query counts past one cube of units.
+#[test]
+fn chunks_combine_alike_on_every_backend() {
+    for dims in [[3, 8], [70, 6], [2, 5]] {
+        let reference = combined(&Device::flex(), dims);
+        let [g, d] = dims;
+        // Row 2 sees no key: a zero context and log-sum-exp.
+        assert!(reference[0][2 * 2 * g * d..].iter().all(|x| *x == 0.0));
+        assert!(reference[1][2 * 2 * g..].iter().all(|x| *x == 0.0));
+        for device in devices() {
+            assert_all_close(
+                &["context", "lse"],
+                &combined(&device, dims),
+                &reference,
+                1e-5,
+                &format!("{device:?}, {g} queries of width {d}"),
+            );
+        }
+    }
 }

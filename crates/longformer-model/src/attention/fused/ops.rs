@@ -211,6 +211,65 @@ pub trait LocalAttentionOps: Backend + DropoutMaskOps {
         super::global_rows::forward::<Self>(q, k, v, key_ok, seed, dropout)
     }
 
+    /// The chunks' results of [`global_rows_forward`](Self::global_rows_forward) weighed into
+    /// the whole row's: each chunk's softmax is normalized over its own keys, and its share of
+    /// the row's is `exp(lse_chunk - lse_row)` with `lse_row = log Σ exp(lse_chunk)` over the
+    /// chunks that see a key (`seen > 0.5`; a chunk that sees none has a zero context and a
+    /// log-sum-exp of 0, and counts for nothing). `rows` batch rows of `chunks` chunks each; a
+    /// row none of whose chunks sees a key gets a zero context and log-sum-exp.
+    ///
+    /// The default body is Burn ops (about ten launches on a GPU); the CubeCL backend has one
+    /// kernel.
+    ///
+    /// # Shapes
+    /// - context: `[rows · chunks, heads, g, d]`; lse: `[rows · chunks, heads, g]`
+    /// - seen: `[rows, chunks]`
+    /// - output: context `[rows, heads, g, d]`, log-sum-exp `[rows, heads, g]`
+    #[fusion(meta = fusion_outputs::combine)]
+    fn global_rows_combine(
+        context: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        seen: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [_, heads, g, d] = context.shape().dims::<4>();
+        let [rows, chunks] = seen.shape().dims::<2>();
+        // 1 for rows where some chunk sees a key, else 0 (their results are zeroed).
+        let row_seen = Self::float_reshape(
+            Self::float_max_dim(seen.clone(), 1),
+            Shape::new([rows, 1, 1]),
+        );
+        // `lse` where the chunk sees a key, NO_KEYS where it sees none (its lse is 0 then).
+        let seen = Self::float_reshape(seen, Shape::new([rows, chunks, 1, 1]));
+        let lse = Self::float_add(
+            Self::float_reshape(lse, Shape::new([rows, chunks, heads, g])),
+            Self::float_mul_scalar(
+                Self::float_add_scalar(seen, (-1.0f32).into()),
+                (-NO_KEYS).into(),
+            ),
+        );
+        let top = Self::float_max_dim(lse.clone(), 1);
+        let weights = Self::float_exp(Self::float_sub(lse, top.clone()));
+        let total = Self::float_sum_dim(weights.clone(), 1);
+        let share = Self::float_reshape(
+            Self::float_div(weights, total.clone()),
+            Shape::new([rows, chunks, heads, g, 1]),
+        );
+        let context = Self::float_reshape(context, Shape::new([rows, chunks, heads, g, d]));
+        let context = Self::float_reshape(
+            Self::float_sum_dim(Self::float_mul(context, share), 1),
+            Shape::new([rows, heads, g, d]),
+        );
+        let context = Self::float_mul(
+            context,
+            Self::float_reshape(row_seen.clone(), Shape::new([rows, 1, 1, 1])),
+        );
+        let lse = Self::float_reshape(
+            Self::float_add(top, Self::float_log(total)),
+            Shape::new([rows, heads, g]),
+        );
+        (context, Self::float_mul(lse, row_seen))
+    }
+
     /// Gradients of [`global_rows_forward`](Self::global_rows_forward) with respect to `q`, `k`
     /// and `v`, given the output gradient `grad`, its log-sum-exp `lse` and `delta =
     /// sum(grad * context, -1)`: [`local_attention_global_backward`](
@@ -270,6 +329,10 @@ fn slot_keep<B: LocalAttentionOps>(
     )
 }
 
+/// The log-sum-exp [`LocalAttentionOps::global_rows_combine`] gives a chunk that sees no key:
+/// its share of the softmax is then `exp(-1e30 - lse) = 0` next to any chunk that sees one.
+const NO_KEYS: f32 = -1.0e30;
+
 /// Output metadata for Burn's fusion, which registers the ops before they run.
 #[cfg(feature = "fusion")]
 #[allow(clippy::too_many_arguments)]
@@ -294,6 +357,21 @@ mod fusion_outputs {
     ) -> (TensorSpec, TensorSpec) {
         let [rows, heads, m, _] = q.shape.dims::<4>();
         (q.clone(), TensorSpec::new([rows, heads, m].into(), q.dtype))
+    }
+
+    /// [`super::LocalAttentionOps::global_rows_combine`]: the context and log-sum-exp of
+    /// `seen`'s rows.
+    pub(super) fn combine(
+        context: &TensorSpec,
+        _lse: &TensorSpec,
+        seen: &TensorSpec,
+    ) -> (TensorSpec, TensorSpec) {
+        let [_, heads, g, d] = context.shape.dims::<4>();
+        let rows = seen.shape.dims::<2>()[0];
+        (
+            TensorSpec::new([rows, heads, g, d].into(), context.dtype),
+            TensorSpec::new([rows, heads, g].into(), context.dtype),
+        )
     }
 
     /// [`super::LocalAttentionOps::local_attention_band_backward`]: `dq`, `dk`, `dv` have the

@@ -22,13 +22,16 @@
 //! - `backward`: `dq` (query side), `dk` and `dv` (key side) of the band.
 //! - `global_backward`: the global slots' share: `dq`'s (query side), the slots' `dk` and `dv`
 //!   (slot side).
+//! - `global_rows`: the global rows' chunks of keys weighed into the whole rows' results.
 
 mod backward;
 mod common;
 mod forward;
 mod global_backward;
+mod global_rows;
 
 pub use backward::{local_attention_dkdv_kernel, local_attention_dq_kernel};
 pub use common::BandArgsLaunch;
 pub use forward::local_attention_forward_kernel;
 pub use global_backward::{local_attention_global_dq_kernel, local_attention_global_slots_kernel};
+pub use global_rows::{CombineArgsLaunch, global_rows_combine_kernel};
