@@ -223,7 +223,11 @@ pub(crate) fn fused_global_rows_in_chunks(
         Tensor::cat(vec![x, zeros], 1)
     };
     let (keys, values) = (pad(keys), pad(values));
-    let key_ok = key_ok.pad([(0, padded - n)], 0.0);
+    let key_ok = if padded == n {
+        key_ok
+    } else {
+        key_ok.pad([(0, padded - n)], 0.0)
+    };
     // Chunk `s` of row `r` is row `r · chunks + s`: free reshapes of the projections.
     let split = |x: Tensor<3>| x.reshape([rows * chunks, chunk, heads, d]).swap_dims(1, 2);
     let (context, _lse) = <Dispatch as LocalAttentionOps>::global_rows_forward(
