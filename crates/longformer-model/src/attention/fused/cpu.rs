@@ -322,7 +322,7 @@ fn forward<B: Backend>(
         left: window,
         right: if causal { 0 } else { window },
     };
-    let keys = seed_values::<B>(seed, dropout as f32);
+    let keys = seed_values::<B>(seed, dropout > 0.0);
     let slot_dropout = (dropout > 0.0).then(|| {
         assert!(
             slot_chunks > 0 && rows.is_multiple_of(slot_chunks),
@@ -388,7 +388,7 @@ fn band_backward<B: Backend>(
         left: window,
         right: if causal { 0 } else { window },
     };
-    let seed = seed_values::<B>(seed, dropout)[0] as u32;
+    let seed = seed_values::<B>(seed, dropout > 0.0)[0] as u32;
     let [q, k, v, key_ok, lse, delta, grad] = [q, k, v, key_ok, lse, delta, grad].map(read::<B>);
     let key_bias = additive_bias(&key_ok);
     let size = rows * heads * m * d;
@@ -423,8 +423,8 @@ fn band_backward<B: Backend>(
 ///
 /// # Panics
 /// With dropout, unless the tensor holds two keys.
-fn seed_values<B: Backend>(seed: IntTensor<B>, dropout: f32) -> [i64; 2] {
-    if dropout == 0.0 {
+fn seed_values<B: Backend>(seed: IntTensor<B>, dropout: bool) -> [i64; 2] {
+    if !dropout {
         return [0, 0];
     }
     match read_ints::<B>(seed)[..] {
