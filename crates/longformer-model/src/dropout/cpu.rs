@@ -6,7 +6,7 @@ use burn::backend::{Backend, TensorMetadata};
 use rayon::prelude::*;
 
 use super::ops::DropoutMaskOps;
-use super::{KEEP_BITS, hash31_scalar};
+use super::{keep_factor, mask_row_hash};
 use crate::cpu::for_cpu_backends;
 use crate::host::{read_ints, write};
 
@@ -20,17 +20,14 @@ fn keep_scale<B: Backend>(
 ) -> FloatTensor<B> {
     let device = seed.device();
     let key = read_ints::<B>(seed)[0];
-    let threshold = threshold as i64;
+    let keep = (threshold as u32, scale);
     let mut out = vec![0f32; rows * cols];
     out.par_chunks_mut(cols.max(1))
         .enumerate()
         .for_each(|(r, row)| {
-            let row_hash = hash31_scalar(r as i64 ^ key);
+            let row_hash = mask_row_hash(key, r);
             for (c, x) in row.iter_mut().enumerate() {
-                let bits = hash31_scalar(row_hash ^ c as i64) & ((1 << KEEP_BITS) - 1);
-                if bits < threshold {
-                    *x = scale;
-                }
+                *x = keep_factor(row_hash, c, keep);
             }
         });
     write::<B>(out, vec![rows, cols], &device)

@@ -148,12 +148,13 @@ pub fn keep_scale<const D: usize>(
             .mask_fill(drop_mask(shape, keep, seed, device), 0.0);
     }
     let (rows, cols) = mask_rows_cols(&shape);
+    let (threshold, scale) = keep_threshold_and_scale(keep);
     let factors = <Dispatch as DropoutMaskOps>::dropout_keep_scale(
         seed.key_tensor(device).into_dispatch(),
         rows,
         cols,
-        keep_threshold(keep) as usize,
-        (1.0 / keep) as f32,
+        threshold as usize,
+        scale,
     );
     Tensor::<2>::from_dispatch(factors).reshape(shape)
 }
@@ -178,22 +179,31 @@ fn keep_threshold(keep: f64) -> i64 {
     (keep * (1u64 << KEEP_BITS) as f64).round() as i64
 }
 
-/// What [`keep_scale`] compares and writes for dropout probability `dropout` (in `0..1`): the
-/// threshold a kept element's hash is under, and the factor it gets (`1 / (1 - dropout)`). Ops
-/// that hash masks themselves take these to drop exactly what [`keep_scale`] does.
-pub(crate) fn keep_threshold_and_scale(dropout: f64) -> (u32, f32) {
-    let keep = 1.0 - dropout;
+/// What [`keep_scale`] compares and writes for keep probability `keep` (in `(0, 1]`): the
+/// threshold a kept element's hash is under, and the factor it gets (`1 / keep`). Ops that hash
+/// masks themselves take these to drop exactly what [`keep_scale`] does.
+pub(crate) fn keep_threshold_and_scale(keep: f64) -> (u32, f32) {
     (keep_threshold(keep) as u32, (1.0 / keep) as f32)
 }
 
-/// Element `(row, col)` of [`keep_scale`]'s factors for seed key `key`, computed alone (the
-/// CPU ops' form of what `dropout/cube.rs`'s `keep_factor` computes in a kernel).
+/// The first half of the hash of a mask's element: its row's, for seed key `key` (shared by
+/// the row's columns; [`keep_factor`] finishes it).
 #[cfg_attr(
     not(any(test, feature = "flex", feature = "ndarray")),
     allow(dead_code)
 )]
-pub(crate) fn keep_factor(key: i64, row: usize, col: usize, (threshold, scale): (u32, f32)) -> f32 {
-    let bits = hash31_scalar(hash31_scalar(row as i64 ^ key) ^ col as i64) & ((1 << KEEP_BITS) - 1);
+pub(crate) fn mask_row_hash(key: i64, row: usize) -> i64 {
+    hash31_scalar(row as i64 ^ key)
+}
+
+/// Element `(row, col)` of [`keep_scale`]'s factors, from the row's [`mask_row_hash`] (the CPU
+/// ops' form of what `dropout/cube.rs`'s `keep_factor` computes in a kernel).
+#[cfg_attr(
+    not(any(test, feature = "flex", feature = "ndarray")),
+    allow(dead_code)
+)]
+pub(crate) fn keep_factor(row_hash: i64, col: usize, (threshold, scale): (u32, f32)) -> f32 {
+    let bits = hash31_scalar(row_hash ^ col as i64) & ((1 << KEEP_BITS) - 1);
     if bits < i64::from(threshold) {
         scale
     } else {
@@ -234,11 +244,12 @@ pub fn seeded_dropout<const D: usize>(
         // One multiply, which a GPU's kernel fusion joins to the ops around it; the backward
         // pass makes the mask again from the seed.
         mask_rows_cols(&x.dims());
+        let (threshold, scale) = keep_threshold_and_scale(keep);
         let out = <Dispatch as DropoutMaskOps>::seeded_dropout_apply(
             x.into_dispatch(),
             seed.key_tensor(&device).into_dispatch(),
-            keep_threshold(keep) as usize,
-            (1.0 / keep) as f32,
+            threshold as usize,
+            scale,
         );
         return Tensor::from_dispatch(out);
     }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::cpu_rows::{self, BandDropout, additive_bias};
 use super::ops::LocalAttentionOps;
 use crate::cpu::for_cpu_backends;
-use crate::dropout::{keep_factor, keep_threshold_and_scale};
+use crate::dropout::{keep_factor, keep_threshold_and_scale, mask_row_hash};
 use crate::host::{read, read_ints, write};
 
 /// Queries per block.
@@ -112,12 +112,15 @@ struct SlotDropout {
 }
 
 impl SlotDropout {
-    /// The factor of slot `s` (of `g`) for query `i` (of `m`) of pair `rh` (`heads` per row).
-    fn factor(&self, rh: usize, heads: usize, [i, m]: [usize; 2], [s, g]: [usize; 2]) -> f32 {
-        let (row, head) = (rh / heads, rh % heads);
-        let mask_row = ((row / self.chunks) * heads + head) * m + i;
-        let mask_col = (row % self.chunks) * g + s;
-        keep_factor(self.key, mask_row, mask_col, self.keep)
+    /// Multiplies `row` (the probabilities of the `g` slots for query `i` of `m` of pair `rh`,
+    /// `heads` per row) by their factors.
+    fn apply(&self, row: &mut [f32], rh: usize, heads: usize, [i, m]: [usize; 2]) {
+        let (batch_row, head) = (rh / heads, rh % heads);
+        let row_hash = mask_row_hash(self.key, ((batch_row / self.chunks) * heads + head) * m + i);
+        let first_col = (batch_row % self.chunks) * row.len();
+        for (s, p) in row.iter_mut().enumerate() {
+            *p *= keep_factor(row_hash, first_col + s, self.keep);
+        }
     }
 }
 
@@ -176,9 +179,7 @@ fn forward_head(
             }
             if prob > 0.0 {
                 if let Some(slots) = slot_dropout {
-                    for (s, p) in row[..g].iter_mut().enumerate() {
-                        *p *= slots.factor(rh, geo.heads, [i, m], [s, g]);
-                    }
+                    slots.apply(&mut row[..g], rh, geo.heads, [i, m]);
                 }
                 let dropout = BandDropout::new(seed, rh, i, a, prob);
                 cpu_rows::drop_band(&mut row[g + a - lo..g + b - lo], dropout);
@@ -331,7 +332,7 @@ fn forward<B: Backend>(
         );
         SlotDropout {
             key: keys[1],
-            keep: keep_threshold_and_scale(dropout),
+            keep: keep_threshold_and_scale(1.0 - dropout),
             chunks: slot_chunks,
         }
     });

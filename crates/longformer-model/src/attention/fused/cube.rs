@@ -223,7 +223,7 @@ impl Band {
         let [rows, heads, m, _] = dims4(q);
         let right = if self.causal { 0 } else { self.window };
         let (threshold, scale) = if self.dropout > 0.0 {
-            keep_threshold_and_scale(self.dropout)
+            keep_threshold_and_scale(1.0 - self.dropout)
         } else {
             (0, 1.0)
         };

@@ -310,7 +310,7 @@ fn slot_keep<B: LocalAttentionOps>(
     chunks: usize,
 ) -> FloatTensor<B> {
     let key = B::int_slice(seed, &[(1..2).into()]);
-    let (threshold, scale) = keep_threshold_and_scale(dropout);
+    let (threshold, scale) = keep_threshold_and_scale(1.0 - dropout);
     let batch = rows / chunks;
     let mask = B::dropout_keep_scale(
         key,
