@@ -11,7 +11,7 @@ use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use super::cpu_rows::{self, BandDropout, additive_bias};
-use super::ops::LocalAttentionOps;
+use super::ops::{LocalAttentionOps, expect_slot_chunks};
 use crate::cpu::for_cpu_backends;
 use crate::dropout::{keep_factor, keep_threshold_and_scale, mask_row_hash};
 use crate::host::{read, read_ints, write};
@@ -325,11 +325,7 @@ fn forward<B: Backend>(
     };
     let keys = seed_values::<B>(seed, dropout > 0.0);
     let slot_dropout = (dropout > 0.0).then(|| {
-        assert!(
-            slot_chunks > 0 && rows.is_multiple_of(slot_chunks),
-            "local_attention_forward: {rows} rows are not batch rows of {slot_chunks} runs of \
-             global slots"
-        );
+        expect_slot_chunks("local_attention_forward", rows, slot_chunks);
         SlotDropout {
             key: keys[1],
             keep: keep_threshold_and_scale(1.0 - dropout),

@@ -15,7 +15,7 @@ use super::kernels::{
     local_attention_dq_kernel, local_attention_forward_kernel, local_attention_global_dq_kernel,
     local_attention_global_slots_kernel,
 };
-use super::ops::LocalAttentionOps;
+use super::ops::{LocalAttentionOps, expect_slot_chunks};
 use crate::cube_common::{self, MAX_CUBES_PER_DIM, empty_like, linear_grid, vector_width};
 use crate::dropout::keep_threshold_and_scale;
 
@@ -191,14 +191,6 @@ fn expect_seed(op: &str, seed: &CubeTensor, dropout: f64) {
         dropout == 0.0 || seed.meta.shape().num_elements() >= 2,
         "{op}: the dropout seed holds {} keys, not 2",
         seed.meta.shape().num_elements()
-    );
-}
-
-/// Panics, naming `op`, unless `slot_chunks` runs of slots divide the `rows`.
-fn expect_slot_chunks(op: &str, rows: usize, slot_chunks: usize) {
-    assert!(
-        slot_chunks > 0 && rows.is_multiple_of(slot_chunks),
-        "{op}: {rows} rows are not batch rows of {slot_chunks} runs of global slots"
     );
 }
 

@@ -329,6 +329,23 @@ fn slot_keep<B: LocalAttentionOps>(
     )
 }
 
+/// Panics, naming `op`, unless `slot_chunks` runs of slots divide the `rows`.
+#[cfg_attr(
+    not(any(
+        feature = "flex",
+        feature = "ndarray",
+        feature = "wgpu",
+        feature = "vulkan"
+    )),
+    allow(dead_code)
+)]
+pub(super) fn expect_slot_chunks(op: &str, rows: usize, slot_chunks: usize) {
+    assert!(
+        slot_chunks > 0 && rows.is_multiple_of(slot_chunks),
+        "{op}: {rows} rows are not batch rows of {slot_chunks} runs of global slots"
+    );
+}
+
 /// The log-sum-exp [`LocalAttentionOps::global_rows_combine`] gives a chunk that sees no key:
 /// its share of the softmax is then `exp(-1e30 - lse) = 0` next to any chunk that sees one.
 const NO_KEYS: f32 = -1.0e30;

@@ -128,6 +128,16 @@ pub fn band_keep<F: Float>(seed: u32, rh: usize, i: usize, j: usize, prob: F) ->
     keep
 }
 
+/// The global slots' dropout key, `seed[1]` (read only with dropout; 0 without).
+#[cube]
+pub fn slot_key<I: Numeric>(seed: &Tensor<I>, #[comptime] dropout: bool) -> u32 {
+    let mut key = 0u32;
+    if comptime!(dropout) {
+        key = u32::cast_from(seed[1]);
+    }
+    key
+}
+
 /// The dropout factor of global slot `slot` (of `g` per row) for query `i` of `at`'s pair:
 /// element `(((row / chunks) · heads + head) · m + i, (row % chunks) · g + slot)` of
 /// [`crate::dropout::keep_scale`]'s mask for the key `key` (see

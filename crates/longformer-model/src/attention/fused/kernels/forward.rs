@@ -5,7 +5,7 @@ use cubecl::prelude::*;
 
 use super::common::{
     BandArgs, band_keep, head_rows, head_rows_out, in_window, load_row, place, row_axpy, row_dot,
-    slot_keep, stage, stage_rows, store_row,
+    slot_keep, slot_key, stage, stage_rows, store_row,
 };
 
 /// Starting maximum of the online softmax: below every real score, finite (WGSL has no `-inf`
@@ -45,10 +45,7 @@ pub fn local_attention_forward_kernel<F: Float, N: Size, I: Numeric>(
     let g = n_global as usize;
     let prob = F::cast_from(band.prob);
     let band_seed = u32::cast_from(seed[0]);
-    let mut slot_seed = 0u32;
-    if comptime!(dropout) {
-        slot_seed = u32::cast_from(seed[1]);
-    }
+    let slot_seed = slot_key::<I>(seed, dropout);
     let live = i < m;
 
     let (q_rows, k_rows, v_rows) = (head_rows(q, &at), head_rows(k, &at), head_rows(v, &at));

@@ -15,7 +15,7 @@ use cubecl::prelude::*;
 
 use super::common::{
     BandArgs, Place, head_rows, head_rows_out, load_row, place, row_axpy, row_dot, slot_keep,
-    stage, stage_rows, store_row,
+    slot_key, stage, stage_rows, store_row,
 };
 
 /// `exp(min(score - lse, 0))`: the clamp keeps an empty or masked slot's score from
@@ -58,10 +58,7 @@ pub fn local_attention_global_dq_kernel<F: Float, N: Size, I: Numeric>(
     let (m, i) = (at.m, at.own);
     let g = n_global as usize;
     let live = i < m;
-    let mut slot_seed = 0u32;
-    if comptime!(dropout) {
-        slot_seed = u32::cast_from(seed[1]);
-    }
+    let slot_seed = slot_key::<I>(seed, dropout);
 
     let query = load_row::<F, N>(q, &head_rows(q, &at), i, live, rv);
     let dout = load_row::<F, N>(grad, &head_rows(grad, &at), i, live, rv);
@@ -183,10 +180,7 @@ pub fn local_attention_global_slots_kernel<F: Float, N: Size, I: Numeric>(
     }
     let q_rows = head_rows(q, &at);
     let grad_rows = head_rows(grad, &at);
-    let mut slot_seed = 0u32;
-    if comptime!(dropout) {
-        slot_seed = u32::cast_from(seed[1]);
-    }
+    let slot_seed = slot_key::<I>(seed, dropout);
 
     let mut queries = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
     let mut grads = Shared::<[Vector<F, N>]>::new_slice(tile * rv);
