@@ -7,6 +7,10 @@ use cubecl::prelude::*;
 use crate::cube_common::lane_sum;
 use crate::dropout::cube::keep_factor;
 
+/// Starting maximum of a running softmax (the forward pass's scores, the global rows' chunk
+/// log-sum-exps): below every real one, finite (WGSL has no `-inf` literal).
+pub const NO_SCORE: f32 = -1.0e30;
+
 /// The band's scalars, the same for every cube of a launch.
 #[derive(CubeLaunch, CubeType)]
 pub struct BandArgs {

@@ -4,13 +4,9 @@ use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
 use super::common::{
-    BandArgs, band_keep, head_rows, head_rows_out, in_window, load_row, place, row_axpy, row_dot,
-    slot_keep, slot_key, stage, stage_rows, store_row,
+    BandArgs, NO_SCORE, band_keep, head_rows, head_rows_out, in_window, load_row, place, row_axpy,
+    row_dot, slot_keep, slot_key, stage, stage_rows, store_row,
 };
-
-/// Starting maximum of the online softmax: below every real score, finite (WGSL has no `-inf`
-/// literal).
-const NO_SCORE: f32 = -1.0e30;
 
 /// Forward: the context `[rows, heads, m, d]` and log-sum-exp `[rows, heads, m]` of every
 /// query over the global slots (`global_k`, `global_v`: `[rows, heads, g, d]`) and its band.

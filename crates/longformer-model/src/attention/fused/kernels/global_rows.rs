@@ -5,10 +5,8 @@
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
+use super::common::NO_SCORE;
 use crate::cube_common::linear_cube;
-
-/// Below every real log-sum-exp (WGSL has no `-inf` literal).
-const NO_SCORE: f32 = -1.0e30;
 
 /// The sizes of one combine launch.
 #[derive(CubeLaunch, CubeType)]
