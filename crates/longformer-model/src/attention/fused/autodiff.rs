@@ -47,13 +47,7 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
         let [q_node, k_node, v_node, gk_node, gv_node] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        let [rows, heads, m, _] = s.q.shape().dims::<4>();
-
-        // delta_i = sum_c grad[i, c] · context[i, c] = sum_j p_ij · dp_ij.
-        let delta = B::float_reshape(
-            B::float_sum_dim(B::float_mul(grad.clone(), s.context), 3),
-            Shape::new([rows, heads, m]),
-        );
+        let delta = row_delta::<B>(grad.clone(), s.context);
         let (dq, dk, dv) = B::local_attention_band_backward(
             s.q.clone(),
             s.k,
@@ -96,6 +90,20 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 5> for LocalAttentionBackward {
     }
 }
 
+/// `delta` of a flash-attention backward pass: per query, `sum_c grad[i, c] · context[i, c]`
+/// (`= sum_j p_ij · dp_ij`).
+///
+/// # Shapes
+/// - grad, context: `[rows, heads, m, d]`
+/// - output: `[rows, heads, m]`
+fn row_delta<B: Backend>(grad: FloatTensor<B>, context: FloatTensor<B>) -> FloatTensor<B> {
+    let [rows, heads, m, _] = grad.shape().dims::<4>();
+    B::float_reshape(
+        B::float_sum_dim(B::float_mul(grad, context), 3),
+        Shape::new([rows, heads, m]),
+    )
+}
+
 /// What the global rows' backward pass needs, as the inner backend's tensors.
 #[derive(Debug, Clone)]
 struct GlobalRowsSaved<B: Backend> {
@@ -124,11 +132,7 @@ impl<B: Backend + LocalAttentionOps> Backward<B, 3> for GlobalRowsBackward {
         let [q_node, k_node, v_node] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        let [rows, heads, g, _] = s.q.shape().dims::<4>();
-        let delta = B::float_reshape(
-            B::float_sum_dim(B::float_mul(grad.clone(), s.context), 3),
-            Shape::new([rows, heads, g]),
-        );
+        let delta = row_delta::<B>(grad.clone(), s.context);
         let (dq, dk, dv) = B::global_rows_backward(
             s.q, s.k, s.v, s.key_ok, s.seed, s.lse, delta, grad, s.dropout,
         );
